@@ -1,0 +1,171 @@
+/*
+ * mbox.h - libmbox, the C client of the mboxd message broker.
+ *
+ * Conventions:
+ * - Every call that can fail returns 0 (or a count) on success and a
+ *   negative errno value on failure; mbox_strerror() turns it into text,
+ *   mbox_last_error() gives the broker's own explanation of the last
+ *   failed request on that connection.
+ * - Handles are opaque. Whatever a call hands out (mbox_msg, info lists)
+ *   belongs to the caller and is released with the matching _free call.
+ * - No global state. One mbox handle must not be used by two threads at
+ *   once; use one connection per thread, or lock around every call.
+ *
+ * Errors a broker reply maps to:
+ *   -ENOENT no such mailbox          -EACCES permission denied
+ *   -EEXIST mailbox exists           -EDQUOT a configured limit was hit
+ *   -ENOSPC mailbox full             -EMSGSIZE payload too large
+ *   -EINVAL invalid argument         -ESTALE message not leased by you
+ *   -EIO    store failure            -ESHUTDOWN broker stopping
+ *   -ENOTEMPTY mailbox not empty     -EBUSY too many requests in flight
+ *   -EBADMSG broker found our frame malformed
+ *   -EOPNOTSUPP operation unknown to the broker
+ *   -EPROTONOSUPPORT no common protocol version
+ * and connection-level errors: -ECONNREFUSED / -ENOENT (connect: no broker
+ * at that path), -ECONNRESET (broker went away), -EPROTO (broker sent
+ * something this library cannot parse), -ETIMEDOUT.
+ */
+#ifndef MBOX_H
+#define MBOX_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct mbox mbox;
+typedef struct mbox_msg mbox_msg;
+
+/*
+ * mbox_default_socket_path - the socket path a client uses when given
+ * none: $MBOX_SOCKET, else /run/mbox/mbox.sock for uid 0, else
+ * $XDG_RUNTIME_DIR/mbox/mbox.sock, else /tmp/mbox-$UID/mbox.sock.
+ * Returns 0, or -ENAMETOOLONG when it does not fit in size bytes.
+ */
+int mbox_default_socket_path(char *buf, size_t size);
+
+/*
+ * mbox_connect - connect to the broker at path (NULL: the default path)
+ * and complete the handshake. On success *out is a new handle.
+ */
+int mbox_connect(mbox **out, const char *path);
+/* Close the connection and free the handle; leased messages go back to
+ * the broker's queue. mbox_close(NULL) is fine. */
+void mbox_close(mbox *m);
+/* The connection's file descriptor (for poll; do not read or write it). */
+int mbox_fd(const mbox *m);
+/* Largest payload the broker accepts, from the handshake. */
+size_t mbox_max_msg_size(const mbox *m);
+
+const char *mbox_strerror(int err);
+/* The broker's message for the last failed request, or "" (owned by m). */
+const char *mbox_last_error(const mbox *m);
+
+int mbox_ping(mbox *m);
+
+/*
+ * mbox_create - create a mailbox. settings is NULL or a NULL-terminated
+ * array of "key=value" strings: lease (seconds, or with a unit suffix
+ * ms/s/m/h), max_deliveries, max_msgs, max_bytes, ttl, mode (octal),
+ * group (gid), temp (0 or 1). -EEXIST when it exists.
+ */
+int mbox_create(mbox *m, const char *mailbox, const char *const *settings);
+
+/* Options of a post; a zeroed struct (or NULL) means the defaults. */
+typedef struct mbox_post_opts {
+	unsigned priority;         /* 0..9, higher first; 9 = urgent */
+	uint64_t delay_ms;         /* not deliverable before now + delay */
+	uint64_t ttl_ms;           /* dead as expired after now + ttl */
+	const char *dedup;         /* dedup key, NULL = none */
+	const char *const *headers; /* NULL or {key, value, ..., NULL} */
+} mbox_post_opts;
+
+/*
+ * mbox_post - store one message in mailbox (created if the broker's
+ * autocreate allows). Returns 0 once the broker has made it durable, and
+ * its id in *id (id may be NULL).
+ */
+int mbox_post(mbox *m, const char *mailbox, const void *data, size_t len,
+	      const mbox_post_opts *opts, uint64_t *id);
+
+typedef struct mbox_post_item {
+	const void *data;
+	size_t len;
+	const mbox_post_opts *opts; /* NULL = defaults */
+} mbox_post_item;
+
+/*
+ * mbox_post_batch - post n messages in one request: all are stored or
+ * none. ids (n entries, may be NULL) receives their ids in order.
+ */
+int mbox_post_batch(mbox *m, const char *mailbox, const mbox_post_item *items,
+		    size_t n, uint64_t *ids);
+
+/*
+ * mbox_recv - lease up to max (1..1024) ready messages of mailbox,
+ * waiting up to wait_ms (0 = do not wait, < 0 = forever) for the first.
+ * lease_ms 0 uses the mailbox's lease. msgs must hold max pointers; *n
+ * receives how many were filled (0 when the wait ran out). Each message
+ * must be acked, nacked or left to the broker, and freed.
+ */
+int mbox_recv(mbox *m, const char *mailbox, size_t max, int64_t wait_ms,
+	      uint64_t lease_ms, mbox_msg **msgs, size_t *n);
+
+/* Acknowledge: remove for good. All ids or none (-ESTALE). */
+int mbox_ack(mbox *m, const uint64_t *ids, size_t n);
+/* Give back: ready again after delay_ms, delivery count kept. */
+int mbox_nack(mbox *m, const uint64_t *ids, size_t n, uint64_t delay_ms);
+
+#define MBOX_PEEK_DEAD_ONLY 0x1u
+/* Browse without leasing: up to max messages with id >= from_id. */
+int mbox_peek(mbox *m, const char *mailbox, size_t max, uint64_t from_id,
+	      unsigned flags, mbox_msg **msgs, size_t *n);
+
+/* Message accessors; the strings are owned by the message. */
+uint64_t mbox_msg_id(const mbox_msg *msg);
+const char *mbox_msg_mailbox(const mbox_msg *msg);
+const void *mbox_msg_data(const mbox_msg *msg, size_t *len);
+unsigned mbox_msg_priority(const mbox_msg *msg);
+uint32_t mbox_msg_deliveries(const mbox_msg *msg);
+int64_t mbox_msg_time_ns(const mbox_msg *msg);
+pid_t mbox_msg_sender_pid(const mbox_msg *msg);
+uid_t mbox_msg_sender_uid(const mbox_msg *msg);
+gid_t mbox_msg_sender_gid(const mbox_msg *msg);
+const char *mbox_msg_sender_name(const mbox_msg *msg);
+/* Value of header key, or NULL. */
+const char *mbox_msg_header(const mbox_msg *msg, const char *key);
+size_t mbox_msg_header_count(const mbox_msg *msg);
+/* The i-th header; 0, or -ERANGE. */
+int mbox_msg_header_at(const mbox_msg *msg, size_t i, const char **key,
+		       const char **value);
+/* "rejected", "max-deliveries", "expired" for dead messages, else NULL. */
+const char *mbox_msg_dead_reason(const mbox_msg *msg);
+void mbox_msg_free(mbox_msg *msg);
+
+/* One mailbox as listed. */
+typedef struct mbox_mailbox_info {
+	char *name;
+	uint64_t ready;    /* deliverable now */
+	uint64_t leased;   /* held by consumers */
+	uint64_t delayed;  /* waiting for their delay */
+	uint64_t dead;
+	uint64_t bytes;    /* payload bytes stored */
+	int64_t oldest_ns; /* enqueue time of the oldest message, 0 if none */
+	uint64_t consumers;
+	uint32_t owner_uid;
+	uint32_t gid;
+	uint32_t mode;
+} mbox_mailbox_info;
+
+/* Every mailbox the caller may see; free with mbox_list_free. */
+int mbox_list(mbox *m, mbox_mailbox_info **list, size_t *n);
+void mbox_list_free(mbox_mailbox_info *list, size_t n);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,181 @@
+/*
+ * store.h - durable mailboxes and messages in one SQLite database (WAL).
+ *
+ * The store knows nothing of sockets or connections. It keeps every
+ * mailbox row in memory with live counters; messages stay on disk.
+ * Transactions are driven by the caller so that everything that arrives
+ * in one loop iteration shares one commit (group commit):
+ *
+ *     store_begin(); store_msg_insert(); store_msg_ack(); ...
+ *     store_commit(durable)   -> only now answer the clients
+ *
+ * Every write function requires an open transaction (store_begin was
+ * called) and returns -EINVAL otherwise. Errors are negative errno:
+ * -ENOSPC disk or database full, -EIO other SQLite failures (the SQLite
+ * text is in store_errmsg), -ENOENT, -EEXIST, -ENOMEM, -EINVAL.
+ *
+ * Message states: READY (deliverable once ready_ns has passed), LEASED
+ * (held by a consumer; leases themselves live in the broker's memory, so
+ * store_open turns every LEASED row back to READY), DEAD.
+ */
+#ifndef MBOX_STORE_H
+#define MBOX_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "mbox-proto.h"
+
+typedef struct Store Store;
+
+typedef enum StoreSync {
+	STORE_SYNC_OFF,    /* no fsync at all: tests only */
+	STORE_SYNC_NORMAL, /* survives a crash of mboxd, not of the machine */
+	STORE_SYNC_FULL,   /* every durable commit is fsync'd */
+} StoreSync;
+
+enum store_msg_state {
+	STORE_READY = 0,
+	STORE_LEASED = 1,
+	STORE_DEAD = 2,
+};
+
+/* StoreMailbox.flags */
+#define STORE_MB_TEMP   0x1u /* deleted when its creator disconnects */
+#define STORE_MB_PAUSED 0x2u /* no deliveries; posts still accepted */
+
+typedef struct StoreMailbox {
+	int64_t id; /* rowid, stable for the mailbox's life */
+	char name[MBOX_NAME_MAX + 1];
+	uint32_t owner_uid;
+	uint32_t gid;
+	uint32_t mode;           /* 0..0777, r/w bits used */
+	uint64_t lease_ms;       /* default lease, > 0 */
+	uint64_t max_deliveries; /* 0 = unlimited */
+	uint64_t max_msgs;       /* 0 = broker-wide limit only */
+	uint64_t max_bytes;      /* 0 = broker-wide limit only */
+	uint64_t ttl_ms;         /* default message ttl, 0 = none */
+	uint32_t flags;          /* STORE_MB_* */
+	int64_t created_ns;
+	/* Live counters, kept exact by the store (rebuilt on rollback). */
+	uint64_t n_ready;  /* READY rows, delayed ones included */
+	uint64_t n_leased; /* LEASED rows */
+	uint64_t n_dead;   /* DEAD rows */
+	uint64_t bytes;    /* payload bytes of all rows */
+	void *user;        /* owned by the caller; the store never reads it */
+} StoreMailbox;
+
+/*
+ * A message as stored. On insert the caller fills everything but id
+ * (assigned) and state (READY). In callbacks every pointer points into
+ * SQLite's memory and is valid only until the callback returns.
+ */
+typedef struct StoreMsg {
+	uint64_t id;        /* strictly increasing, never reused */
+	int64_t mailbox_id;
+	uint32_t state;     /* enum store_msg_state */
+	uint32_t priority;  /* 0..9, higher first */
+	uint32_t deliveries;
+	int64_t time_ns;    /* enqueue time, ns since the epoch */
+	int64_t ready_ns;   /* not deliverable before; 0 = at once */
+	int64_t expires_ns; /* dead as expired after; 0 = never */
+	uint32_t pid, uid, gid;
+	char comm[MBOX_COMM_MAX + 1];
+	const void *data;
+	size_t len;
+	const void *headers; /* encoded HEADER fields, opaque to the store */
+	size_t headers_len;
+	const char *dedup;       /* NULL = none */
+	const char *dead_reason; /* NULL unless DEAD */
+} StoreMsg;
+
+/* Return 0 to go on, non-zero to stop (that value is returned). */
+typedef int (*StoreMsgFn)(void *ctx, const StoreMsg *msg);
+typedef int (*StoreMailboxFn)(void *ctx, StoreMailbox *mb);
+
+/*
+ * store_open - open or create the database at path (its directory must
+ * exist), set WAL mode, migrate the schema forward, load the mailboxes,
+ * turn LEASED messages back into READY. Returns 0 and *out, or negative
+ * errno with a reason in errbuf (errlen bytes).
+ */
+int store_open(Store **out, const char *path, StoreSync sync, char *errbuf,
+	       size_t errlen);
+/* Close; rolls back an open transaction. store_free(NULL) is fine. */
+Store *store_free(Store *s);
+/* Last SQLite error text, for logs. */
+const char *store_errmsg(const Store *s);
+
+/* Open a transaction (BEGIN IMMEDIATE) unless one is open already. */
+int store_begin(Store *s);
+bool store_in_txn(const Store *s);
+/*
+ * store_commit - commit the open transaction (no-op without one). With
+ * durable, the commit is as durable as the sync mode says; without it
+ * (only lease bookkeeping changed) it is never fsync'd on its own — the
+ * next durable commit covers it. On failure the transaction is rolled
+ * back and the counters rebuilt; the caller must treat every change of
+ * the transaction as not done.
+ */
+int store_commit(Store *s, bool durable);
+int store_rollback(Store *s);
+
+/* Mailboxes. Pointers stay valid until the mailbox is deleted. */
+StoreMailbox *store_mailbox_get(Store *s, const char *name);
+StoreMailbox *store_mailbox_by_id(Store *s, int64_t id);
+size_t store_mailbox_count(const Store *s);
+/* Visit every mailbox in name order. */
+int store_mailbox_foreach(Store *s, StoreMailboxFn fn, void *ctx);
+/*
+ * store_mailbox_create - insert a mailbox with the settings in tmpl
+ * (name, owner_uid, gid, mode, lease_ms, ..., flags; id and counters are
+ * ignored). Returns 0 and *out, -EEXIST, or another error.
+ */
+int store_mailbox_create(Store *s, const StoreMailbox *tmpl,
+			 StoreMailbox **out);
+/* Write back the settings fields of mb (owner, gid, mode, lease_ms ...). */
+int store_mailbox_update(Store *s, StoreMailbox *mb);
+/* Delete the mailbox and all its messages; mb is freed. */
+int store_mailbox_delete(Store *s, StoreMailbox *mb);
+/* READY messages of mb whose ready_ns is later than now_ns. */
+int store_mailbox_count_delayed(Store *s, StoreMailbox *mb, int64_t now_ns,
+				uint64_t *out);
+/* Enqueue time of the oldest message of mb (0 when empty). */
+int store_mailbox_oldest(Store *s, StoreMailbox *mb, int64_t *time_ns);
+/* Earliest ready_ns > now_ns among READY messages of mb (0 if none). */
+int store_mailbox_next_ready(Store *s, StoreMailbox *mb, int64_t now_ns,
+			     int64_t *ready_ns);
+
+/* Messages. */
+/* Insert msg (state READY) into mb; sets msg->id. */
+int store_msg_insert(Store *s, StoreMailbox *mb, StoreMsg *msg);
+/*
+ * store_msg_lease - take up to max READY messages of mb with ready_ns <=
+ * now_ns, in order (priority descending, then id ascending), mark them
+ * LEASED with deliveries + 1, and call fn for each (msg shows the new
+ * state and count). Returns the number leased or negative errno.
+ */
+int store_msg_lease(Store *s, StoreMailbox *mb, int64_t now_ns, size_t max,
+		    StoreMsgFn fn, void *ctx);
+/* Delete message id of mb (any state). -ENOENT if it is not there. */
+int store_msg_delete(Store *s, StoreMailbox *mb, uint64_t id);
+/*
+ * store_msg_release - LEASED -> READY, deliverable from ready_ns (0 = at
+ * once); the message keeps its id and so its place in line.
+ */
+int store_msg_release(Store *s, StoreMailbox *mb, uint64_t id,
+		      int64_t ready_ns);
+/* Read one message by id (any state) and call fn. -ENOENT if absent. */
+int store_msg_get(Store *s, StoreMailbox *mb, uint64_t id, StoreMsgFn fn,
+		  void *ctx);
+/*
+ * store_msg_peek - call fn for up to max messages of mb with id >=
+ * from_id, without changing them: with dead, the DEAD ones in id order;
+ * otherwise READY and LEASED ones in delivery order (priority descending,
+ * id ascending).
+ */
+int store_msg_peek(Store *s, StoreMailbox *mb, uint64_t from_id, size_t max,
+		   bool dead, StoreMsgFn fn, void *ctx);
+
+#endif
