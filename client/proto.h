@@ -68,11 +68,13 @@ void proto_writer_begin(ProtoWriter *w, uint16_t opcode, uint8_t flags,
 void proto_put_u64(ProtoWriter *w, uint16_t tag, uint64_t v);
 void proto_put_bytes(ProtoWriter *w, uint16_t tag, const void *p, size_t n);
 void proto_put_str(ProtoWriter *w, uint16_t tag, const char *s);
+/* Append bytes that already are encoded fields (e.g. stored headers). */
+void proto_put_raw(ProtoWriter *w, const void *p, size_t n);
 void proto_nest_begin(ProtoWriter *w, uint16_t tag);
 void proto_nest_end(ProtoWriter *w);
 /*
  * proto_writer_finish - patch body_len into the header. Returns 0 and
- * points *frame/*len at the whole frame (owned by w, valid until the next
+ * points *frame and *len at the whole frame (owned by w, valid until the next
  * begin or release), or the sticky negative error.
  */
 int proto_writer_finish(ProtoWriter *w, const uint8_t **frame, size_t *len);
@@ -103,7 +105,7 @@ uint64_t proto_get_u64(const uint8_t *p);
  * table: every tag known, value lengths right for the tag's type (u64 = 8
  * bytes, str = valid UTF-8 without NUL, nest = a well-formed field
  * sequence itself), non-repeatable tags at most once. Nested sequences
- * are validated for framing only; decode them with proto_fields_parse too.
+ * are validated the same way, recursively, up to PROTO_NEST_MAX levels.
  */
 typedef struct ProtoFields {
 	uint64_t present;                    /* bit t: tag t appeared */

@@ -1,0 +1,646 @@
+/*
+ * broker.c - owns the loop, the listener, the connections and the store;
+ * runs group commit and the delivery phase.
+ *
+ * One loop iteration: readable connections are drained and their frames
+ * dispatched; writes go into one store transaction, replies that need
+ * durability become PendingOps. Then, in ev_prepare (just before the loop
+ * blocks), broker_flush():
+ *   1. commits the transaction once (fsync'd when it holds posts/acks),
+ *   2. answers every PendingOp (or fails them all if the commit failed),
+ *   3. delivers ready messages to waiting RECVs, leasing them in a second
+ *      transaction committed without fsync (leases need no durability:
+ *      they are void after a restart anyway),
+ *   4. frees connections closed during the iteration.
+ * Deliveries thus only ever carry committed messages.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "broker/broker.h"
+
+static void broker_on_prepare(EV_P_ ev_prepare *w, int revents);
+static void broker_on_accept(EV_P_ ev_io *w, int revents);
+
+int64_t
+broker_now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static void
+broker_on_accept_retry(EV_P_ ev_timer *w, int revents)
+{
+	Broker *b = w->data;
+
+	ev_io_start(b->loop, &b->listen_io);
+}
+
+int
+broker_new(Broker **out, struct ev_loop *loop, const Log *log,
+	   const BrokerConfig *cfg, int listen_fd, bool own_socket)
+{
+	Broker *b = calloc(1, sizeof(*b));
+	char err[256] = "";
+	int r;
+
+	if (!b)
+		return -ENOMEM;
+	b->loop = loop;
+	b->log = log;
+	b->cfg = *cfg;
+	b->self_uid = geteuid();
+	b->started_ns = broker_now_ns();
+	b->listen_fd = listen_fd;
+	b->own_socket = own_socket;
+	lease_table_init(&b->leases);
+	proto_writer_init(&b->w);
+	r = store_open(&b->store, cfg->db_path, cfg->sync, err, sizeof(err));
+	if (r < 0) {
+		log_write(log, LOG_ERR, "cannot open the store %s: %s",
+			  cfg->db_path, err[0] ? err : strerror(-r));
+		broker_free(b);
+		return r;
+	}
+	ev_io_init(&b->listen_io, broker_on_accept, listen_fd, EV_READ);
+	b->listen_io.data = b;
+	ev_io_start(loop, &b->listen_io);
+	ev_timer_init(&b->accept_retry, broker_on_accept_retry, 0.1, 0.);
+	b->accept_retry.data = b;
+	ev_prepare_init(&b->prepare, broker_on_prepare);
+	b->prepare.data = b;
+	ev_prepare_start(loop, &b->prepare);
+	*out = b;
+	return 0;
+}
+
+static int
+broker_free_rt_cb(void *ctx, StoreMailbox *mb)
+{
+	Broker *b = ctx;
+	MailboxRt *rt = mb->user;
+
+	if (rt) {
+		ev_timer_stop(b->loop, &rt->ready_timer);
+		free(rt);
+		mb->user = NULL;
+	}
+	return 0;
+}
+
+Broker *
+broker_free(Broker *b)
+{
+	Conn *c;
+
+	if (!b)
+		return NULL;
+	while ((c = b->conns)) {
+		conn_close(c, "broker stopping");
+	}
+	while ((c = b->dead)) {
+		b->dead = c->next;
+		conn_free(c);
+	}
+	while (b->pending_head) {
+		PendingOp *p = b->pending_head;
+		b->pending_head = p->next;
+		free(p->ids);
+		free(p->mailbox_ids);
+		free(p);
+	}
+	if (b->store) {
+		store_mailbox_foreach(b->store, broker_free_rt_cb, b);
+		store_free(b->store);
+	}
+	ev_io_stop(b->loop, &b->listen_io);
+	ev_timer_stop(b->loop, &b->accept_retry);
+	ev_prepare_stop(b->loop, &b->prepare);
+	if (b->listen_fd >= 0)
+		close(b->listen_fd);
+	if (b->own_socket && b->cfg.socket_path)
+		unlink(b->cfg.socket_path);
+	lease_table_release(&b->leases);
+	proto_writer_release(&b->w);
+	free(b);
+	return NULL;
+}
+
+static void
+broker_on_accept(EV_P_ ev_io *w, int revents)
+{
+	Broker *b = w->data;
+
+	for (int i = 0; i < 64; i++) {
+		int fd = accept4(b->listen_fd, NULL, NULL,
+				 SOCK_NONBLOCK | SOCK_CLOEXEC);
+		Conn *c;
+
+		if (fd < 0) {
+			if (errno == EINTR || errno == ECONNABORTED)
+				continue;
+			if (errno == EMFILE || errno == ENFILE ||
+			    errno == ENOBUFS || errno == ENOMEM) {
+				/* Out of descriptors: stop listening a moment
+				 * instead of spinning on a readable socket. */
+				log_write(b->log, LOG_WARNING,
+					  "accept: %s; pausing new connections "
+					  "for 100 ms",
+					  strerror(errno));
+				ev_io_stop(b->loop, &b->listen_io);
+				ev_timer_start(b->loop, &b->accept_retry);
+			}
+			return;
+		}
+		if (b->n_conns >= b->cfg.max_connections) {
+			log_write(b->log, LOG_WARNING,
+				  "refusing a connection: max_connections "
+				  "(%zu) reached",
+				  b->cfg.max_connections);
+			close(fd);
+			continue;
+		}
+		if (conn_new(&c, b, fd) < 0)
+			continue;
+		c->next = b->conns;
+		if (b->conns)
+			b->conns->prev = c;
+		b->conns = c;
+		b->n_conns++;
+		log_write(b->log, LOG_DEBUG,
+			  "client %llu connected: pid %d uid %u gid %u %s",
+			  (unsigned long long)c->serial, (int)c->pid,
+			  (unsigned)c->uid, (unsigned)c->gid, c->comm);
+	}
+}
+
+void
+broker_reap(Broker *b, Conn *c)
+{
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		b->conns = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	b->n_conns--;
+	c->prev = NULL;
+	c->next = b->dead;
+	b->dead = c;
+}
+
+int
+broker_txn(Broker *b)
+{
+	int r = store_begin(b->store);
+
+	if (r < 0)
+		log_write(b->log, LOG_ERR, "store: cannot begin: %s",
+			  store_errmsg(b->store));
+	return r;
+}
+
+int
+broker_defer(Broker *b, enum pending_kind kind, Conn *c, uint16_t op,
+	     uint32_t req_id, uint64_t *ids, int64_t *mailbox_ids, size_t n)
+{
+	PendingOp *p = calloc(1, sizeof(*p));
+
+	if (!p) {
+		free(ids);
+		free(mailbox_ids);
+		return -ENOMEM;
+	}
+	p->kind = kind;
+	p->conn = c;
+	p->op = op;
+	p->req_id = req_id;
+	p->ids = ids;
+	p->mailbox_ids = mailbox_ids;
+	p->n = n;
+	if (b->pending_tail)
+		b->pending_tail->next = p;
+	else
+		b->pending_head = p;
+	b->pending_tail = p;
+	if (kind != PENDING_NACK)
+		b->batch_durable = true;
+	c->in_flight++;
+	return 0;
+}
+
+MailboxRt *
+broker_mailbox_rt(Broker *b, StoreMailbox *mb)
+{
+	MailboxRt *rt = mb->user;
+
+	if (rt)
+		return rt;
+	rt = calloc(1, sizeof(*rt));
+	if (!rt)
+		return NULL;
+	rt->broker = b;
+	rt->mailbox_id = mb->id;
+	mb->user = rt;
+	return rt;
+}
+
+void
+broker_mailbox_news(Broker *b, StoreMailbox *mb)
+{
+	MailboxRt *rt = mb->user;
+
+	/* No runtime state means nobody waits: nothing to deliver. */
+	if (!rt || rt->news || !rt->wait_head)
+		return;
+	rt->news = true;
+	rt->news_next = b->news;
+	b->news = rt;
+}
+
+static void
+broker_on_wait_timeout(EV_P_ ev_timer *t, int revents)
+{
+	Waiter *w = t->data;
+	Conn *c = w->conn;
+	ProtoWriter *pw = &w->broker->w;
+	uint32_t id = w->req_id;
+
+	broker_waiter_free(w);
+	proto_writer_begin(pw, MBOX_OP_RECV, MBOX_FLAG_REPLY, id, MBOX_S_OK);
+	c->in_flight--;
+	conn_send_writer(c, pw);
+}
+
+void
+broker_waiter_add(Broker *b, Waiter *w)
+{
+	StoreMailbox *mb = store_mailbox_by_id(b->store, w->mailbox_id);
+	MailboxRt *rt = mb ? mb->user : NULL;
+	Conn *c = w->conn;
+
+	w->broker = b;
+	w->mb_prev = rt->wait_tail;
+	if (rt->wait_tail)
+		rt->wait_tail->mb_next = w;
+	else
+		rt->wait_head = w;
+	rt->wait_tail = w;
+	rt->n_waiters++;
+	w->conn_next = c->waiters;
+	if (c->waiters)
+		c->waiters->conn_prev = w;
+	c->waiters = w;
+	w->timer.data = w;
+	c->in_flight++;
+	broker_mailbox_news(b, mb);
+}
+
+void
+broker_waiter_arm(Waiter *w, uint64_t wait_ms)
+{
+	ev_timer_init(&w->timer, broker_on_wait_timeout, (double)wait_ms / 1e3,
+		      0.);
+	w->timer.data = w;
+	ev_timer_start(w->broker->loop, &w->timer);
+}
+
+void
+broker_waiter_free(Waiter *w)
+{
+	Broker *b = w->broker;
+	StoreMailbox *mb = store_mailbox_by_id(b->store, w->mailbox_id);
+	MailboxRt *rt = mb ? mb->user : NULL;
+	Conn *c = w->conn;
+
+	ev_timer_stop(b->loop, &w->timer);
+	if (rt) {
+		if (w->mb_prev)
+			w->mb_prev->mb_next = w->mb_next;
+		else
+			rt->wait_head = w->mb_next;
+		if (w->mb_next)
+			w->mb_next->mb_prev = w->mb_prev;
+		else
+			rt->wait_tail = w->mb_prev;
+		rt->n_waiters--;
+	}
+	if (w->conn_prev)
+		w->conn_prev->conn_next = w->conn_next;
+	else
+		c->waiters = w->conn_next;
+	if (w->conn_next)
+		w->conn_next->conn_prev = w->conn_prev;
+	free(w);
+}
+
+void
+broker_release_conn(Broker *b, Conn *c)
+{
+	Lease *l;
+
+	if (!c->leases.head)
+		return;
+	if (broker_txn(b) < 0) {
+		/* The rows stay LEASED until the next restart voids them. */
+		log_write(b->log, LOG_ERR,
+			  "cannot give back %zu leases of client %llu: %s",
+			  c->leases.count, (unsigned long long)c->serial,
+			  store_errmsg(b->store));
+	}
+	while ((l = c->leases.head)) {
+		StoreMailbox *mb = store_mailbox_by_id(b->store, l->mailbox_id);
+		if (mb && store_in_txn(b->store)) {
+			int r = store_msg_release(b->store, mb, l->msg_id, 0);
+			if (r < 0 && r != -ENOENT)
+				log_write(b->log, LOG_ERR,
+					  "cannot give back message %llu: %s",
+					  (unsigned long long)l->msg_id,
+					  store_errmsg(b->store));
+			broker_mailbox_news(b, mb);
+		}
+		lease_remove(&b->leases, &c->leases, l);
+	}
+}
+
+/* Answer one PendingOp after the commit (r = its outcome). */
+static void
+broker_answer(Broker *b, PendingOp *p, int r)
+{
+	Conn *c = p->conn;
+	ProtoWriter *w = &b->w;
+
+	if (r < 0 && (p->kind == PENDING_ACK || p->kind == PENDING_NACK)) {
+		/* Nothing was done: the caller still holds the messages. */
+		for (size_t i = 0; i < p->n; i++) {
+			if (c->closing) {
+				StoreMailbox *mb = store_mailbox_by_id(
+					b->store, p->mailbox_ids[i]);
+				if (mb && broker_txn(b) == 0)
+					store_msg_release(b->store, mb,
+							  p->ids[i], 0);
+			} else {
+				lease_add(&b->leases, &c->leases, p->ids[i],
+					  p->mailbox_ids[i], c, 0);
+			}
+		}
+	}
+	if (c->closing)
+		return;
+	c->in_flight--;
+	if (r < 0) {
+		conn_reply_error(c, p->op, p->req_id, MBOX_S_STORE, NULL,
+				 "the store failed, nothing was changed: %s",
+				 r == -ENOSPC ? "disk or database full"
+					      : store_errmsg(b->store));
+		return;
+	}
+	proto_writer_begin(w, p->op, MBOX_FLAG_REPLY, p->req_id, MBOX_S_OK);
+	if (p->kind == PENDING_POST)
+		for (size_t i = 0; i < p->n; i++)
+			proto_put_u64(w, MBOX_TAG_ID, p->ids[i]);
+	conn_send_writer(c, w);
+}
+
+/* Commit the batch and answer everything that waited for it. */
+static void
+broker_commit_batch(Broker *b)
+{
+	PendingOp *p;
+	int r = 0;
+
+	if (store_in_txn(b->store)) {
+		if (b->batch_failed) {
+			store_rollback(b->store);
+			r = -EIO;
+		} else {
+			r = store_commit(b->store, b->batch_durable);
+		}
+		if (r < 0)
+			log_write(b->log, LOG_ERR,
+				  "store commit failed, %s: %s",
+				  "answering the batch with an error",
+				  store_errmsg(b->store));
+	}
+	b->batch_durable = false;
+	b->batch_failed = false;
+	while ((p = b->pending_head)) {
+		b->pending_head = p->next;
+		broker_answer(b, p, r);
+		free(p->ids);
+		free(p->mailbox_ids);
+		free(p);
+	}
+	b->pending_tail = NULL;
+	/* Restoring leases of failed acks of closed connections may have
+	 * opened a transaction: it holds no durable change. */
+	if (store_in_txn(b->store))
+		store_commit(b->store, false);
+}
+
+typedef struct Delivery {
+	Broker *b;
+	Conn *conn;
+	StoreMailbox *mb;
+	int64_t deadline_ns;
+	size_t n;
+	int err;
+} Delivery;
+
+void
+broker_put_msg(ProtoWriter *w, const StoreMailbox *mb, const StoreMsg *m,
+	       int64_t deadline_ns)
+{
+	proto_nest_begin(w, MBOX_TAG_MSG);
+	proto_put_u64(w, MBOX_TAG_ID, m->id);
+	proto_put_str(w, MBOX_TAG_MAILBOX, mb->name);
+	proto_put_bytes(w, MBOX_TAG_DATA, m->data, m->len);
+	proto_put_u64(w, MBOX_TAG_PRIORITY, m->priority);
+	proto_put_u64(w, MBOX_TAG_DELIVERIES, m->deliveries);
+	proto_put_u64(w, MBOX_TAG_TIME_NS, (uint64_t)m->time_ns);
+	proto_put_u64(w, MBOX_TAG_SENDER_PID, m->pid);
+	proto_put_u64(w, MBOX_TAG_SENDER_UID, m->uid);
+	proto_put_u64(w, MBOX_TAG_SENDER_GID, m->gid);
+	proto_put_str(w, MBOX_TAG_SENDER_COMM, m->comm);
+	if (deadline_ns)
+		proto_put_u64(w, MBOX_TAG_DEADLINE_NS, (uint64_t)deadline_ns);
+	if (m->dead_reason)
+		proto_put_str(w, MBOX_TAG_DEAD_REASON, m->dead_reason);
+	/* Headers are stored as their encoded HEADER fields. */
+	proto_put_raw(w, m->headers, m->headers_len);
+	proto_nest_end(w);
+}
+
+static int
+broker_deliver_cb(void *ctx, const StoreMsg *m)
+{
+	Delivery *d = ctx;
+	Broker *b = d->b;
+	int r;
+
+	r = lease_add(&b->leases, &d->conn->leases, m->id, d->mb->id, d->conn,
+		      d->deadline_ns);
+	if (r < 0) {
+		d->err = r;
+		return 1;
+	}
+	broker_put_msg(&b->w, d->mb, m, d->deadline_ns);
+	d->n++;
+	/* Keep the reply under MAX_FRAME (2 * max_msg_size + slack): stop
+	 * once it holds max_msg_size bytes. */
+	if (b->w.len >= b->cfg.max_msg_size)
+		return 1;
+	return 0;
+}
+
+static void
+broker_on_ready_timer(EV_P_ ev_timer *t, int revents)
+{
+	MailboxRt *rt = t->data;
+	Broker *b = rt->broker;
+	StoreMailbox *mb = store_mailbox_by_id(b->store, rt->mailbox_id);
+
+	if (mb)
+		broker_mailbox_news(b, mb);
+}
+
+/* Serve the waiters of one mailbox, first come first served. */
+static void
+broker_deliver_mailbox(Broker *b, MailboxRt *rt, int64_t now)
+{
+	StoreMailbox *mb = store_mailbox_by_id(b->store, rt->mailbox_id);
+	Waiter *w;
+
+	if (!mb)
+		return;
+	while ((w = rt->wait_head) && mb->n_ready > 0 &&
+	       !(mb->flags & STORE_MB_PAUSED)) {
+		Delivery d = {b, w->conn, mb, 0, 0, 0};
+		uint64_t lease_ms = w->lease_ms ? w->lease_ms : mb->lease_ms;
+		int r;
+
+		d.deadline_ns = now + (int64_t)lease_ms * 1000000;
+		if (broker_txn(b) < 0)
+			return;
+		proto_writer_begin(&b->w, MBOX_OP_RECV, MBOX_FLAG_REPLY,
+				   w->req_id, MBOX_S_OK);
+		r = store_msg_lease(b->store, mb, now, w->count,
+				    broker_deliver_cb, &d);
+		if (r < 0 || d.err < 0) {
+			log_write(b->log, LOG_ERR,
+				  "cannot lease messages of %s: %s", mb->name,
+				  r < 0 ? store_errmsg(b->store)
+					: strerror(-d.err));
+			return;
+		}
+		if (d.n == 0)
+			break; /* only delayed ones left */
+		{
+			Conn *c = w->conn;
+			broker_waiter_free(w);
+			c->in_flight--;
+			conn_send_writer(c, &b->w);
+		}
+	}
+	/* RECVs that would not wait get their empty answer now. */
+	for (w = rt->wait_head; w;) {
+		Waiter *next = w->mb_next;
+		if (w->immediate) {
+			Conn *c = w->conn;
+			uint32_t id = w->req_id;
+			broker_waiter_free(w);
+			proto_writer_begin(&b->w, MBOX_OP_RECV, MBOX_FLAG_REPLY,
+					   id, MBOX_S_OK);
+			c->in_flight--;
+			conn_send_writer(c, &b->w);
+		}
+		w = next;
+	}
+	ev_timer_stop(b->loop, &rt->ready_timer);
+	if (rt->wait_head && mb->n_ready > 0) {
+		int64_t at = 0;
+		if (store_mailbox_next_ready(b->store, mb, now, &at) == 0 &&
+		    at > now) {
+			ev_timer_init(&rt->ready_timer, broker_on_ready_timer,
+				      (double)(at - now) / 1e9 + 0.001, 0.);
+			rt->ready_timer.data = rt;
+			ev_timer_start(b->loop, &rt->ready_timer);
+		}
+	}
+}
+
+static void
+broker_deliver(Broker *b)
+{
+	int64_t now = broker_now_ns();
+	MailboxRt *rt;
+
+	while ((rt = b->news)) {
+		b->news = rt->news_next;
+		rt->news = false;
+		broker_deliver_mailbox(b, rt, now);
+	}
+	if (store_in_txn(b->store)) {
+		int r = store_commit(b->store, false);
+		if (r < 0)
+			log_write(b->log, LOG_ERR,
+				  "store: cannot commit leases: %s",
+				  store_errmsg(b->store));
+	}
+}
+
+static void
+broker_flush(Broker *b)
+{
+	Conn *c;
+
+	broker_commit_batch(b);
+	broker_deliver(b);
+	while ((c = b->dead)) {
+		b->dead = c->next;
+		conn_free(c);
+	}
+}
+
+static void
+broker_on_prepare(EV_P_ ev_prepare *w, int revents)
+{
+	broker_flush(w->data);
+}
+
+void
+broker_stop(Broker *b)
+{
+	Conn *c;
+
+	if (b->stopping)
+		return;
+	b->stopping = true;
+	ev_io_stop(b->loop, &b->listen_io);
+	ev_timer_stop(b->loop, &b->accept_retry);
+	if (b->own_socket && b->cfg.socket_path)
+		unlink(b->cfg.socket_path);
+	/* Finish what was begun: commit and answer, then hang up. */
+	broker_flush(b);
+	for (c = b->conns; c; c = c->next)
+		if (c->out_head) {
+			/* Best effort: one more non-blocking push. */
+			ev_invoke(b->loop, &c->write_io, EV_WRITE);
+		}
+	while ((c = b->conns))
+		conn_close(c, "broker stopping");
+	broker_commit_batch(b);
+	while ((c = b->dead)) {
+		b->dead = c->next;
+		conn_free(c);
+	}
+}

@@ -1,0 +1,137 @@
+/*
+ * broker.h - the broker: loop, listener, connections, store, delivery.
+ *
+ * Group commit: handlers write into one open store transaction and park
+ * their replies as PendingOps; before the loop blocks again (ev_prepare)
+ * the broker commits once, answers every PendingOp (success or the store
+ * error), then runs the delivery phase that leases ready messages to the
+ * waiting RECVs and commits their lease bookkeeping without an fsync.
+ */
+#ifndef MBOX_BROKER_BROKER_H
+#define MBOX_BROKER_BROKER_H
+
+#include <ev.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "broker/conn.h"
+#include "broker/lease.h"
+#include "broker/log.h"
+#include "store/store.h"
+
+typedef struct BrokerConfig {
+	const char *socket_path;
+	const char *db_path;
+	StoreSync sync;
+	unsigned socket_mode;   /* permission bits of the socket file */
+	size_t max_msg_size;    /* bytes */
+	bool autocreate;        /* POST creates missing mailboxes */
+	size_t max_connections;
+	size_t max_in_flight;   /* requests per connection */
+	size_t max_out_bytes;   /* queued output before reading pauses */
+} BrokerConfig;
+
+/* A RECV waiting for messages. */
+struct Waiter {
+	Broker *broker;
+	Conn *conn;
+	uint32_t req_id;
+	int64_t mailbox_id;
+	size_t count;
+	uint64_t lease_ms;
+	bool immediate; /* WAIT_MS 0: answer in this iteration */
+	ev_timer timer;
+	Waiter *mb_prev, *mb_next;     /* on the mailbox's queue */
+	Waiter *conn_prev, *conn_next; /* on the connection's list */
+};
+
+/* The broker's runtime state of one mailbox (StoreMailbox.user). */
+typedef struct MailboxRt {
+	Broker *broker;
+	int64_t mailbox_id;
+	Waiter *wait_head, *wait_tail;
+	size_t n_waiters;
+	bool news; /* on the broker's news list */
+	struct MailboxRt *news_next;
+	ev_timer ready_timer; /* a delayed message becomes ready */
+} MailboxRt;
+
+enum pending_kind {
+	PENDING_POST,
+	PENDING_ACK,
+	PENDING_NACK,
+	PENDING_PLAIN, /* empty success reply */
+};
+
+/* A reply owed after the next commit. */
+typedef struct PendingOp {
+	enum pending_kind kind;
+	Conn *conn;
+	uint16_t op;
+	uint32_t req_id;
+	size_t n;
+	uint64_t *ids;        /* POST: new ids; ACK/NACK: message ids */
+	int64_t *mailbox_ids; /* ACK/NACK: to restore leases on failure */
+	struct PendingOp *next;
+} PendingOp;
+
+struct Broker {
+	struct ev_loop *loop;
+	const Log *log;
+	BrokerConfig cfg;
+	Store *store;
+	uid_t self_uid;
+	int64_t started_ns;
+
+	int listen_fd;
+	bool own_socket; /* we bound it, so we unlink it */
+	ev_io listen_io;
+	ev_prepare prepare;
+	ev_timer accept_retry; /* after EMFILE */
+
+	Conn *conns;
+	size_t n_conns;
+	uint64_t next_serial;
+	Conn *dead; /* closed, reaped after the iteration */
+
+	LeaseTable leases;
+	PendingOp *pending_head, *pending_tail;
+	bool batch_durable; /* the open transaction needs a durable commit */
+	bool batch_failed;  /* a write failed: roll the batch back */
+	MailboxRt *news;    /* mailboxes whose queue may have changed */
+	bool stopping;
+
+	ProtoWriter w; /* scratch for replies */
+};
+
+int broker_new(Broker **out, struct ev_loop *loop, const Log *log,
+	       const BrokerConfig *cfg, int listen_fd, bool own_socket);
+Broker *broker_free(Broker *b);
+/* Stop accepting, commit, answer, close every connection. */
+void broker_stop(Broker *b);
+
+int64_t broker_now_ns(void);
+
+/* Used by dispatch: */
+int broker_txn(Broker *b);
+int broker_defer(Broker *b, enum pending_kind kind, Conn *c, uint16_t op,
+		 uint32_t req_id, uint64_t *ids, int64_t *mailbox_ids,
+		 size_t n);
+MailboxRt *broker_mailbox_rt(Broker *b, StoreMailbox *mb);
+void broker_mailbox_news(Broker *b, StoreMailbox *mb);
+void broker_waiter_add(Broker *b, Waiter *w);
+/* Answer w empty after wait_ms unless messages come first. */
+void broker_waiter_arm(Waiter *w, uint64_t wait_ms);
+void broker_waiter_free(Waiter *w);
+/* Encode m as a MSG field (deadline_ns 0: none). */
+void broker_put_msg(ProtoWriter *w, const StoreMailbox *mb, const StoreMsg *m,
+		    int64_t deadline_ns);
+/* Return every lease of c (connection closing). */
+void broker_release_conn(Broker *b, Conn *c);
+void broker_reap(Broker *b, Conn *c);
+/* A frame from c is complete. */
+void broker_dispatch(Conn *c, const ProtoHeader *h, const uint8_t *body,
+		     size_t len);
+
+#endif

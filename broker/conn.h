@@ -1,0 +1,73 @@
+/*
+ * conn.h - one client connection: credentials, datagram I/O, frames.
+ *
+ * A Conn reads datagrams, reassembles frames and hands them to dispatch;
+ * it sends frames split into datagrams, queueing what the socket does not
+ * take at once. It is never freed inside its own callbacks: conn_close()
+ * marks it closing and the broker reaps it after the current iteration.
+ */
+#ifndef MBOX_BROKER_CONN_H
+#define MBOX_BROKER_CONN_H
+
+#include <ev.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "broker/acl.h"
+#include "broker/lease.h"
+#include "client/proto.h"
+
+typedef struct Broker Broker;
+typedef struct Waiter Waiter;
+typedef struct OutFrame OutFrame;
+typedef struct Conn Conn;
+
+struct Conn {
+	Broker *broker;
+	uint64_t serial; /* connection number, for logs */
+	int fd;
+	ev_io read_io;
+	ev_io write_io;
+	/* Identity from the kernel at accept time. */
+	pid_t pid;
+	uid_t uid;
+	gid_t gid;
+	gid_t *groups;
+	size_t n_groups;
+	char comm[MBOX_COMM_MAX + 1];
+	AclPeer peer;
+	int64_t connected_ns;
+
+	ProtoAssembler assembler;
+	OutFrame *out_head, *out_tail;
+	size_t out_bytes;   /* queued, not yet sent */
+	bool hello_done;
+	bool closing;       /* closed; waiting to be reaped */
+	bool read_paused;   /* backpressure: peer is not reading */
+	unsigned in_flight; /* requests not yet answered */
+
+	LeaseList leases;
+	Waiter *waiters; /* RECVs waiting, linked by conn_next */
+	Conn *prev, *next;
+};
+
+/* Takes ownership of fd (closed on failure). */
+int conn_new(Conn **out, Broker *b, int fd);
+void conn_free(Conn *c);
+/* Stop I/O, give leases back, drop waiters; reaped later by the broker. */
+void conn_close(Conn *c, const char *why);
+
+/*
+ * conn_send - queue a whole frame (copied) and try to send it now.
+ * Returns 0 or -ENOMEM; a broken socket closes the connection instead.
+ */
+int conn_send(Conn *c, const uint8_t *frame, size_t len);
+/* Encode and send an error reply for request (op, id). */
+void conn_reply_error(Conn *c, uint16_t op, uint32_t id, unsigned status,
+		      const char *limit, const char *fmt, ...)
+	__attribute__((format(printf, 6, 7)));
+/* Send the frame in the broker's scratch writer. */
+void conn_send_writer(Conn *c, ProtoWriter *w);
+
+#endif

@@ -1,0 +1,813 @@
+/*
+ * dispatch.c - opcode -> handler: validation, permission checks, error
+ * replies, and the store calls of each operation.
+ *
+ * Every handler validates its whole request before it changes anything,
+ * so a bad request costs nothing but its error reply. Writes go into the
+ * broker's open transaction and are answered after the commit (PendingOp);
+ * reads are answered at once.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "broker/broker.h"
+#include "broker/settings.h"
+
+#define BIT PROTO_BIT
+
+typedef struct Request {
+	Conn *c;
+	Broker *b;
+	const ProtoHeader *h;
+	ProtoFields f;
+} Request;
+
+static void
+reply_error(Request *q, unsigned status, const char *limit, const char *text)
+{
+	conn_reply_error(q->c, q->h->opcode, q->h->id, status, limit, "%s",
+			 text);
+}
+
+static void
+reply_empty(Request *q)
+{
+	ProtoWriter *w = &q->b->w;
+
+	proto_writer_begin(w, q->h->opcode, MBOX_FLAG_REPLY, q->h->id,
+			   MBOX_S_OK);
+	conn_send_writer(q->c, w);
+}
+
+/* Check the request's fields; on failure answer MALFORMED. */
+static int
+request_check(Request *q, uint64_t allowed, uint64_t required)
+{
+	char why[128];
+
+	if (proto_fields_check(&q->f, allowed, required, why) < 0) {
+		reply_error(q, MBOX_S_MALFORMED, NULL, why);
+		return -EBADMSG;
+	}
+	return 0;
+}
+
+/* Copy the MAILBOX field into name; answer INVALID when it is bad. */
+static int
+request_name(Request *q, char name[MBOX_NAME_MAX + 1])
+{
+	ProtoSlice s = q->f.first[MBOX_TAG_MAILBOX];
+
+	if (!proto_name_valid(s.ptr, s.len)) {
+		reply_error(q, MBOX_S_INVALID, NULL,
+			    "invalid mailbox name: use 1-200 characters of "
+			    "A-Z a-z 0-9 . _ -");
+		return -EINVAL;
+	}
+	memcpy(name, s.ptr, s.len);
+	name[s.len] = '\0';
+	return 0;
+}
+
+static void
+log_denial(Request *q, const char *name)
+{
+	log_write(q->b->log, LOG_NOTICE,
+		  "permission denied: uid %u pid %d (%s) %s on mailbox %s",
+		  (unsigned)q->c->uid, (int)q->c->pid, q->c->comm,
+		  proto_op_name(q->h->opcode), name);
+}
+
+/*
+ * Find a mailbox the caller may use with want. Answers NOT_FOUND or
+ * DENIED itself. A mailbox the caller may not touch at all answers
+ * DENIED too: existence is all it reveals.
+ */
+static StoreMailbox *
+request_mailbox(Request *q, unsigned want)
+{
+	char name[MBOX_NAME_MAX + 1];
+	StoreMailbox *mb;
+
+	if (request_name(q, name) < 0)
+		return NULL;
+	mb = store_mailbox_get(q->b->store, name);
+	if (!mb) {
+		conn_reply_error(q->c, q->h->opcode, q->h->id, MBOX_S_NOT_FOUND,
+				 NULL,
+				 "no such mailbox: %s (create it with "
+				 "'mboxctl create %s')",
+				 name, name);
+		return NULL;
+	}
+	if (!acl_may(&q->c->peer, mb, want)) {
+		log_denial(q, name);
+		reply_error(q, MBOX_S_DENIED, NULL, "permission denied");
+		return NULL;
+	}
+	return mb;
+}
+
+static void
+op_hello(Request *q)
+{
+	ProtoWriter *w = &q->b->w;
+	uint64_t lo, hi;
+
+	if (request_check(q, BIT(MBOX_TAG_VERSION_MIN) |
+				     BIT(MBOX_TAG_VERSION_MAX),
+			  BIT(MBOX_TAG_VERSION_MIN) |
+				  BIT(MBOX_TAG_VERSION_MAX)) < 0)
+		return;
+	if (q->c->hello_done) {
+		reply_error(q, MBOX_S_INVALID, NULL,
+			    "HELLO was already done on this connection");
+		return;
+	}
+	lo = proto_u64(&q->f, MBOX_TAG_VERSION_MIN, 0);
+	hi = proto_u64(&q->f, MBOX_TAG_VERSION_MAX, 0);
+	if (lo > MBOX_PROTO_VERSION || hi < MBOX_PROTO_VERSION || lo > hi) {
+		conn_reply_error(q->c, q->h->opcode, q->h->id, MBOX_S_VERSION,
+				 NULL,
+				 "this broker speaks protocol version %u only, "
+				 "the client offered %llu..%llu",
+				 MBOX_PROTO_VERSION, (unsigned long long)lo,
+				 (unsigned long long)hi);
+		conn_close(q->c, "no common protocol version");
+		return;
+	}
+	q->c->hello_done = true;
+	proto_writer_begin(w, q->h->opcode, MBOX_FLAG_REPLY, q->h->id,
+			   MBOX_S_OK);
+	proto_put_u64(w, MBOX_TAG_VERSION, MBOX_PROTO_VERSION);
+	proto_put_u64(w, MBOX_TAG_MAX_MSG_SIZE, q->b->cfg.max_msg_size);
+	proto_put_u64(w, MBOX_TAG_MAX_FRAME, q->c->assembler.max_body);
+	proto_put_str(w, MBOX_TAG_SERVER, PACKAGE_NAME " " PACKAGE_VERSION);
+	proto_put_u64(w, MBOX_TAG_SENDER_PID, (uint64_t)q->c->pid);
+	proto_put_u64(w, MBOX_TAG_SENDER_UID, q->c->uid);
+	proto_put_u64(w, MBOX_TAG_SENDER_GID, q->c->gid);
+	conn_send_writer(q->c, w);
+}
+
+static void
+op_ping(Request *q)
+{
+	if (request_check(q, 0, 0) < 0)
+		return;
+	reply_empty(q);
+}
+
+static void
+mailbox_defaults(StoreMailbox *mb, const Conn *c, const char *name)
+{
+	memset(mb, 0, sizeof(*mb));
+	snprintf(mb->name, sizeof(mb->name), "%s", name);
+	mb->owner_uid = c->uid;
+	mb->gid = c->gid;
+	mb->mode = 0600;
+	mb->lease_ms = MBOX_DEFAULT_LEASE_MS;
+}
+
+static void
+op_create(Request *q)
+{
+	char name[MBOX_NAME_MAX + 1], why[256];
+	StoreMailbox tmpl, *mb;
+	ProtoReader r;
+	ProtoField f;
+	int k;
+
+	if (request_check(q, BIT(MBOX_TAG_MAILBOX) | BIT(MBOX_TAG_SETTING),
+			  BIT(MBOX_TAG_MAILBOX)) < 0 ||
+	    request_name(q, name) < 0)
+		return;
+	if (store_mailbox_get(q->b->store, name)) {
+		conn_reply_error(q->c, q->h->opcode, q->h->id, MBOX_S_EXISTS,
+				 NULL, "mailbox %s already exists", name);
+		return;
+	}
+	mailbox_defaults(&tmpl, q->c, name);
+	proto_reader_init(&r, q->f.body, q->f.len);
+	while ((k = proto_reader_next(&r, &f)) > 0) {
+		if (f.tag != MBOX_TAG_SETTING)
+			continue;
+		if (settings_apply(&tmpl, &q->c->peer, (const char *)f.val,
+				   f.len, true, why, sizeof(why)) < 0) {
+			reply_error(q, MBOX_S_INVALID, NULL, why);
+			return;
+		}
+	}
+	if (broker_txn(q->b) < 0) {
+		reply_error(q, MBOX_S_STORE, NULL,
+			    "the store failed: cannot begin a transaction");
+		return;
+	}
+	k = store_mailbox_create(q->b->store, &tmpl, &mb);
+	if (k < 0) {
+		q->b->batch_failed = true;
+		log_write(q->b->log, LOG_ERR, "cannot create mailbox %s: %s",
+			  name, store_errmsg(q->b->store));
+	}
+	if (broker_defer(q->b, PENDING_PLAIN, q->c, q->h->opcode, q->h->id,
+			 NULL, NULL, 0) < 0)
+		conn_close(q->c, "out of memory");
+}
+
+/* One validated message of a POST. */
+typedef struct PostItem {
+	ProtoSlice data;
+	uint32_t priority;
+	uint64_t delay_ms;
+	uint8_t *headers; /* concatenated HEADER fields */
+	size_t headers_len;
+} PostItem;
+
+static void
+post_items_free(PostItem *items, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		free(items[i].headers);
+	free(items);
+}
+
+/*
+ * Validate the HEADER fields of one MSG and copy them out whole.
+ * Returns 0, or an mbox_status with the reason in why.
+ */
+static unsigned
+post_headers(const ProtoFields *m, PostItem *it, char *why, size_t whylen)
+{
+	ProtoReader r;
+	ProtoField f;
+	size_t total = 0, n = 0, off = 0;
+	ProtoSlice keys[64];
+	int k;
+
+	if (!proto_has(m, MBOX_TAG_HEADER))
+		return 0;
+	it->headers = malloc(m->len);
+	if (!it->headers) {
+		snprintf(why, whylen, "out of memory");
+		return MBOX_S_LIMIT;
+	}
+	proto_reader_init(&r, m->body, m->len);
+	while ((k = proto_reader_next(&r, &f)) > 0) {
+		ProtoFields hf;
+		char hwhy[128];
+		ProtoSlice key, val;
+
+		if (f.tag != MBOX_TAG_HEADER)
+			continue;
+		if (proto_fields_parse(&hf, f.val, f.len, hwhy, NULL) < 0 ||
+		    proto_fields_check(&hf,
+				       BIT(MBOX_TAG_KEY) | BIT(MBOX_TAG_VALUE),
+				       BIT(MBOX_TAG_KEY) | BIT(MBOX_TAG_VALUE),
+				       hwhy) < 0) {
+			snprintf(why, whylen, "HEADER: %s", hwhy);
+			return MBOX_S_MALFORMED;
+		}
+		key = hf.first[MBOX_TAG_KEY];
+		val = hf.first[MBOX_TAG_VALUE];
+		if (key.len == 0 || key.len > MBOX_NAME_MAX) {
+			snprintf(why, whylen,
+				 "header keys must be 1-200 bytes long");
+			return MBOX_S_INVALID;
+		}
+		total += key.len + val.len;
+		if (total > MBOX_HEADERS_MAX) {
+			snprintf(why, whylen,
+				 "headers of one message are limited to %u "
+				 "bytes of keys and values",
+				 MBOX_HEADERS_MAX);
+			return MBOX_S_TOO_LARGE;
+		}
+		for (size_t i = 0; i < n; i++)
+			if (keys[i].len == key.len &&
+			    memcmp(keys[i].ptr, key.ptr, key.len) == 0) {
+				snprintf(why, whylen,
+					 "header key '%.*s' appears twice",
+					 (int)key.len, key.ptr);
+				return MBOX_S_INVALID;
+			}
+		if (n == sizeof(keys) / sizeof(keys[0])) {
+			snprintf(why, whylen, "at most 64 headers a message");
+			return MBOX_S_INVALID;
+		}
+		keys[n++] = key;
+		memcpy(it->headers + off, f.val - MBOX_PROTO_FIELD_HDR,
+		       f.len + MBOX_PROTO_FIELD_HDR);
+		off += f.len + MBOX_PROTO_FIELD_HDR;
+	}
+	it->headers_len = off;
+	return 0;
+}
+
+/* Parse and check every MSG of a POST before anything is stored. */
+static int
+post_parse(Request *q, PostItem **out, size_t *n_out)
+{
+	size_t n = q->f.count[MBOX_TAG_MSG], i = 0;
+	PostItem *items;
+	ProtoReader r;
+	ProtoField f;
+	char why[256];
+	unsigned st = 0;
+	int k;
+
+	if (n > MBOX_RECV_MAX) {
+		conn_reply_error(q->c, q->h->opcode, q->h->id, MBOX_S_INVALID,
+				 NULL, "a POST carries at most %u messages",
+				 MBOX_RECV_MAX);
+		return -EINVAL;
+	}
+	items = calloc(n, sizeof(*items));
+	if (!items) {
+		reply_error(q, MBOX_S_LIMIT, "memory", "out of memory");
+		return -ENOMEM;
+	}
+	proto_reader_init(&r, q->f.body, q->f.len);
+	while (!st && (k = proto_reader_next(&r, &f)) > 0) {
+		ProtoFields m;
+		PostItem *it;
+
+		if (f.tag != MBOX_TAG_MSG)
+			continue;
+		it = &items[i++];
+		if (proto_fields_parse(&m, f.val, f.len, why, NULL) < 0 ||
+		    proto_fields_check(
+			    &m,
+			    BIT(MBOX_TAG_DATA) | BIT(MBOX_TAG_PRIORITY) |
+				    BIT(MBOX_TAG_DELAY_MS) |
+				    BIT(MBOX_TAG_TTL_MS) |
+				    BIT(MBOX_TAG_DEDUP) | BIT(MBOX_TAG_HEADER),
+			    BIT(MBOX_TAG_DATA), why) < 0) {
+			st = MBOX_S_MALFORMED;
+			break;
+		}
+		it->data = m.first[MBOX_TAG_DATA];
+		it->priority = (uint32_t)proto_u64(&m, MBOX_TAG_PRIORITY, 0);
+		it->delay_ms = proto_u64(&m, MBOX_TAG_DELAY_MS, 0);
+		if (it->data.len > q->b->cfg.max_msg_size) {
+			snprintf(why, sizeof(why),
+				 "message %zu is %zu bytes, over max_msg_size "
+				 "(%zu bytes)",
+				 i, it->data.len, q->b->cfg.max_msg_size);
+			st = MBOX_S_TOO_LARGE;
+		} else if (proto_u64(&m, MBOX_TAG_PRIORITY, 0) >
+			   MBOX_PRIORITY_MAX) {
+			snprintf(why, sizeof(why),
+				 "priority must be 0 to %u", MBOX_PRIORITY_MAX);
+			st = MBOX_S_INVALID;
+		} else if (it->delay_ms > UINT64_C(365) * 24 * 3600 * 1000) {
+			snprintf(why, sizeof(why),
+				 "delay must be at most one year");
+			st = MBOX_S_INVALID;
+		} else if (proto_has(&m, MBOX_TAG_TTL_MS) ||
+			   proto_has(&m, MBOX_TAG_DEDUP)) {
+			snprintf(why, sizeof(why),
+				 "TTL_MS and DEDUP are not supported by this "
+				 "broker version yet");
+			st = MBOX_S_INVALID;
+		} else {
+			st = post_headers(&m, it, why, sizeof(why));
+		}
+	}
+	if (st) {
+		reply_error(q, st, NULL, why);
+		post_items_free(items, n);
+		return -EINVAL;
+	}
+	*out = items;
+	*n_out = n;
+	return 0;
+}
+
+/* A full mailbox refuses posts; it never drops what it holds. */
+static bool
+post_would_overflow(Request *q, const StoreMailbox *mb, const PostItem *items,
+		    size_t n)
+{
+	uint64_t msgs = mb->n_ready + mb->n_leased + mb->n_dead + n;
+	uint64_t bytes = mb->bytes;
+
+	for (size_t i = 0; i < n; i++)
+		bytes += items[i].data.len;
+	if (mb->max_msgs && msgs > mb->max_msgs) {
+		conn_reply_error(q->c, q->h->opcode, q->h->id, MBOX_S_FULL,
+				 "max_msgs",
+				 "mailbox %s is full: max_msgs is %llu; "
+				 "consume or purge messages, or raise it",
+				 mb->name, (unsigned long long)mb->max_msgs);
+		return true;
+	}
+	if (mb->max_bytes && bytes > mb->max_bytes) {
+		conn_reply_error(q->c, q->h->opcode, q->h->id, MBOX_S_FULL,
+				 "max_bytes",
+				 "mailbox %s is full: max_bytes is %llu; "
+				 "consume or purge messages, or raise it",
+				 mb->name, (unsigned long long)mb->max_bytes);
+		return true;
+	}
+	return false;
+}
+
+static void
+op_post(Request *q)
+{
+	Broker *b = q->b;
+	char name[MBOX_NAME_MAX + 1];
+	StoreMailbox *mb, tmpl;
+	PostItem *items = NULL;
+	uint64_t *ids = NULL;
+	size_t n = 0;
+	int64_t now = broker_now_ns();
+	int r = 0;
+
+	if (request_check(q, BIT(MBOX_TAG_MAILBOX) | BIT(MBOX_TAG_MSG),
+			  BIT(MBOX_TAG_MAILBOX) | BIT(MBOX_TAG_MSG)) < 0 ||
+	    request_name(q, name) < 0)
+		return;
+	mb = store_mailbox_get(b->store, name);
+	if (!mb && !b->cfg.autocreate) {
+		conn_reply_error(q->c, q->h->opcode, q->h->id, MBOX_S_NOT_FOUND,
+				 NULL,
+				 "no such mailbox: %s (autocreate is off; "
+				 "create it with 'mboxctl create %s')",
+				 name, name);
+		return;
+	}
+	if (mb && !acl_may(&q->c->peer, mb, ACL_WRITE)) {
+		log_denial(q, name);
+		reply_error(q, MBOX_S_DENIED, NULL, "permission denied");
+		return;
+	}
+	if (post_parse(q, &items, &n) < 0)
+		return;
+	if (mb && post_would_overflow(q, mb, items, n))
+		goto out;
+	ids = calloc(n, sizeof(*ids));
+	if (!ids) {
+		reply_error(q, MBOX_S_LIMIT, "memory", "out of memory");
+		goto out;
+	}
+	if (broker_txn(b) < 0) {
+		reply_error(q, MBOX_S_STORE, NULL,
+			    "the store failed: cannot begin a transaction");
+		goto out;
+	}
+	if (!mb) {
+		mailbox_defaults(&tmpl, q->c, name);
+		r = store_mailbox_create(b->store, &tmpl, &mb);
+	}
+	for (size_t i = 0; r == 0 && i < n; i++) {
+		StoreMsg m = {0};
+
+		m.priority = items[i].priority;
+		m.time_ns = now;
+		m.ready_ns = items[i].delay_ms
+				     ? now + (int64_t)items[i].delay_ms * 1000000
+				     : 0;
+		m.pid = (uint32_t)q->c->pid;
+		m.uid = q->c->uid;
+		m.gid = q->c->gid;
+		memcpy(m.comm, q->c->comm, sizeof(m.comm));
+		m.data = items[i].data.ptr;
+		m.len = items[i].data.len;
+		m.headers = items[i].headers;
+		m.headers_len = items[i].headers_len;
+		r = store_msg_insert(b->store, mb, &m);
+		ids[i] = m.id;
+	}
+	if (r < 0) {
+		/* The batch cannot commit with a half-done POST in it. */
+		b->batch_failed = true;
+		log_write(b->log, LOG_ERR, "cannot store a message in %s: %s",
+			  name, store_errmsg(b->store));
+	} else {
+		broker_mailbox_news(b, mb);
+	}
+	if (broker_defer(b, PENDING_POST, q->c, q->h->opcode, q->h->id, ids,
+			 NULL, n) < 0)
+		conn_close(q->c, "out of memory");
+	ids = NULL;
+out:
+	free(ids);
+	post_items_free(items, n);
+}
+
+static void
+op_recv(Request *q)
+{
+	StoreMailbox *mb;
+	Waiter *w;
+	uint64_t count, wait_ms;
+
+	if (request_check(q, BIT(MBOX_TAG_MAILBOX) | BIT(MBOX_TAG_COUNT) |
+				     BIT(MBOX_TAG_WAIT_MS) |
+				     BIT(MBOX_TAG_LEASE_MS),
+			  BIT(MBOX_TAG_MAILBOX)) < 0)
+		return;
+	count = proto_u64(&q->f, MBOX_TAG_COUNT, 1);
+	wait_ms = proto_u64(&q->f, MBOX_TAG_WAIT_MS, 0);
+	if (count < 1 || count > MBOX_RECV_MAX) {
+		conn_reply_error(q->c, q->h->opcode, q->h->id, MBOX_S_INVALID,
+				 NULL, "COUNT must be 1 to %u", MBOX_RECV_MAX);
+		return;
+	}
+	if (proto_has(&q->f, MBOX_TAG_LEASE_MS) &&
+	    proto_u64(&q->f, MBOX_TAG_LEASE_MS, 0) == 0) {
+		reply_error(q, MBOX_S_INVALID, NULL,
+			    "LEASE_MS must be greater than 0");
+		return;
+	}
+	mb = request_mailbox(q, ACL_READ);
+	if (!mb)
+		return;
+	w = calloc(1, sizeof(*w));
+	if (!w || !broker_mailbox_rt(q->b, mb)) {
+		free(w);
+		reply_error(q, MBOX_S_LIMIT, "memory", "out of memory");
+		return;
+	}
+	w->conn = q->c;
+	w->req_id = q->h->id;
+	w->mailbox_id = mb->id;
+	w->count = count;
+	w->lease_ms = proto_u64(&q->f, MBOX_TAG_LEASE_MS, 0);
+	w->immediate = wait_ms == 0;
+	broker_waiter_add(q->b, w);
+	if (!w->immediate)
+		broker_waiter_arm(w, wait_ms);
+}
+
+/* ACK and NACK: all ids must be leased by this connection. */
+static void
+op_settle(Request *q)
+{
+	Broker *b = q->b;
+	bool ack = q->h->opcode == MBOX_OP_ACK;
+	size_t n = q->f.count[MBOX_TAG_ID], i = 0;
+	uint64_t *ids, delay_ms = 0;
+	int64_t *mbids, ready_ns = 0;
+	ProtoReader r;
+	ProtoField f;
+	int k;
+
+	if (request_check(q,
+			  BIT(MBOX_TAG_ID) |
+				  (ack ? 0 : BIT(MBOX_TAG_DELAY_MS)),
+			  BIT(MBOX_TAG_ID)) < 0)
+		return;
+	if (!ack) {
+		delay_ms = proto_u64(&q->f, MBOX_TAG_DELAY_MS, 0);
+		if (delay_ms)
+			ready_ns = broker_now_ns() + (int64_t)delay_ms * 1000000;
+	}
+	ids = calloc(n, sizeof(*ids));
+	mbids = calloc(n, sizeof(*mbids));
+	if (!ids || !mbids) {
+		free(ids);
+		free(mbids);
+		reply_error(q, MBOX_S_LIMIT, "memory", "out of memory");
+		return;
+	}
+	proto_reader_init(&r, q->f.body, q->f.len);
+	while ((k = proto_reader_next(&r, &f)) > 0) {
+		Lease *l;
+
+		if (f.tag != MBOX_TAG_ID)
+			continue;
+		ids[i] = proto_get_u64(f.val);
+		l = lease_find(&b->leases, ids[i]);
+		if (!l || l->holder != q->c) {
+			conn_reply_error(
+				q->c, q->h->opcode, q->h->id,
+				MBOX_S_NOT_LEASED, NULL,
+				"message %llu is not leased by this connection "
+				"(never delivered to it, already acked, or its "
+				"lease ran out); nothing was %s",
+				(unsigned long long)ids[i],
+				ack ? "acked" : "given back");
+			free(ids);
+			free(mbids);
+			return;
+		}
+		mbids[i++] = l->mailbox_id;
+	}
+	if (broker_txn(b) < 0) {
+		free(ids);
+		free(mbids);
+		reply_error(q, MBOX_S_STORE, NULL,
+			    "the store failed: cannot begin a transaction");
+		return;
+	}
+	for (i = 0; i < n; i++) {
+		Lease *l = lease_find(&b->leases, ids[i]);
+		StoreMailbox *mb = store_mailbox_by_id(b->store, mbids[i]);
+
+		if (!l)
+			continue; /* the same id twice in one request */
+		if (mb) {
+			k = ack ? store_msg_delete(b->store, mb, ids[i])
+				: store_msg_release(b->store, mb, ids[i],
+						    ready_ns);
+			if (k < 0 && k != -ENOENT) {
+				b->batch_failed = true;
+				log_write(b->log, LOG_ERR,
+					  "cannot %s message %llu: %s",
+					  ack ? "ack" : "nack",
+					  (unsigned long long)ids[i],
+					  store_errmsg(b->store));
+			}
+			if (!ack)
+				broker_mailbox_news(b, mb);
+		}
+		lease_remove(&b->leases, &q->c->leases, l);
+	}
+	if (broker_defer(b, ack ? PENDING_ACK : PENDING_NACK, q->c,
+			 q->h->opcode, q->h->id, ids, mbids, n) < 0)
+		conn_close(q->c, "out of memory");
+}
+
+typedef struct ListCtx {
+	Request *q;
+	int64_t now;
+} ListCtx;
+
+static int
+list_one(void *ctx, StoreMailbox *mb)
+{
+	ListCtx *lc = ctx;
+	Request *q = lc->q;
+	ProtoWriter *w = &q->b->w;
+	MailboxRt *rt = mb->user;
+	uint64_t delayed = 0;
+	int64_t oldest = 0;
+
+	if (!acl_may(&q->c->peer, mb, ACL_READ) &&
+	    !acl_may(&q->c->peer, mb, ACL_WRITE))
+		return 0;
+	if (mb->n_ready)
+		store_mailbox_count_delayed(q->b->store, mb, lc->now, &delayed);
+	if (mb->n_ready + mb->n_leased + mb->n_dead)
+		store_mailbox_oldest(q->b->store, mb, &oldest);
+	proto_nest_begin(w, MBOX_TAG_INFO);
+	proto_put_str(w, MBOX_TAG_MAILBOX, mb->name);
+	proto_put_u64(w, MBOX_TAG_READY, mb->n_ready - delayed);
+	proto_put_u64(w, MBOX_TAG_LEASED, mb->n_leased);
+	proto_put_u64(w, MBOX_TAG_DELAYED, delayed);
+	proto_put_u64(w, MBOX_TAG_DEAD, mb->n_dead);
+	proto_put_u64(w, MBOX_TAG_BYTES, mb->bytes);
+	proto_put_u64(w, MBOX_TAG_OLDEST_NS, (uint64_t)oldest);
+	proto_put_u64(w, MBOX_TAG_CONSUMERS, rt ? rt->n_waiters : 0);
+	proto_put_u64(w, MBOX_TAG_OWNER_UID, mb->owner_uid);
+	proto_put_u64(w, MBOX_TAG_GROUP_GID, mb->gid);
+	proto_put_u64(w, MBOX_TAG_MODE, mb->mode);
+	proto_nest_end(w);
+	return 0;
+}
+
+static void
+op_list(Request *q)
+{
+	ListCtx lc = {q, broker_now_ns()};
+
+	if (request_check(q, 0, 0) < 0)
+		return;
+	proto_writer_begin(&q->b->w, q->h->opcode, MBOX_FLAG_REPLY, q->h->id,
+			   MBOX_S_OK);
+	store_mailbox_foreach(q->b->store, list_one, &lc);
+	conn_send_writer(q->c, &q->b->w);
+}
+
+typedef struct PeekCtx {
+	Broker *b;
+	StoreMailbox *mb;
+} PeekCtx;
+
+static int
+peek_one(void *ctx, const StoreMsg *m)
+{
+	PeekCtx *pc = ctx;
+
+	broker_put_msg(&pc->b->w, pc->mb, m, 0);
+	return pc->b->w.len >= pc->b->cfg.max_msg_size;
+}
+
+static void
+op_peek(Request *q)
+{
+	StoreMailbox *mb;
+	uint64_t count, flags;
+	PeekCtx pc;
+	int r;
+
+	if (request_check(q, BIT(MBOX_TAG_MAILBOX) | BIT(MBOX_TAG_COUNT) |
+				     BIT(MBOX_TAG_FROM_ID) |
+				     BIT(MBOX_TAG_FLAGS),
+			  BIT(MBOX_TAG_MAILBOX)) < 0)
+		return;
+	count = proto_u64(&q->f, MBOX_TAG_COUNT, 1);
+	flags = proto_u64(&q->f, MBOX_TAG_FLAGS, 0);
+	if (count < 1 || count > MBOX_RECV_MAX) {
+		conn_reply_error(q->c, q->h->opcode, q->h->id, MBOX_S_INVALID,
+				 NULL, "COUNT must be 1 to %u", MBOX_RECV_MAX);
+		return;
+	}
+	if (flags & ~(uint64_t)MBOX_PEEK_DEAD) {
+		reply_error(q, MBOX_S_INVALID, NULL,
+			    "unknown FLAGS bits for PEEK");
+		return;
+	}
+	mb = request_mailbox(q, ACL_READ);
+	if (!mb)
+		return;
+	pc.b = q->b;
+	pc.mb = mb;
+	proto_writer_begin(&q->b->w, q->h->opcode, MBOX_FLAG_REPLY, q->h->id,
+			   MBOX_S_OK);
+	r = store_msg_peek(q->b->store, mb,
+			   proto_u64(&q->f, MBOX_TAG_FROM_ID, 0), count,
+			   flags & MBOX_PEEK_DEAD, peek_one, &pc);
+	if (r < 0) {
+		reply_error(q, MBOX_S_STORE, NULL,
+			    "the store failed reading the mailbox");
+		return;
+	}
+	conn_send_writer(q->c, &q->b->w);
+}
+
+void
+broker_dispatch(Conn *c, const ProtoHeader *h, const uint8_t *body,
+		size_t len)
+{
+	Request q = {.c = c, .b = c->broker, .h = h};
+	char why[128];
+	const char *whyp = NULL;
+
+	if (h->flags != 0 || h->status != 0) {
+		conn_close(c, "a request must have flags 0 and status 0");
+		return;
+	}
+	if (!c->hello_done && h->opcode != MBOX_OP_HELLO) {
+		conn_reply_error(c, h->opcode, h->id, MBOX_S_VERSION, NULL,
+				 "HELLO must be the first request");
+		conn_close(c, "no HELLO");
+		return;
+	}
+	if (c->in_flight >= c->broker->cfg.max_in_flight) {
+		conn_reply_error(c, h->opcode, h->id, MBOX_S_BUSY,
+				 "max_in_flight",
+				 "too many requests in flight on this "
+				 "connection (max_in_flight is %zu); wait for "
+				 "replies before sending more",
+				 c->broker->cfg.max_in_flight);
+		return;
+	}
+	if (c->broker->stopping) {
+		conn_reply_error(c, h->opcode, h->id, MBOX_S_SHUTDOWN, NULL,
+				 "the broker is shutting down");
+		return;
+	}
+	if (proto_fields_parse(&q.f, body, len, why, &whyp) < 0) {
+		conn_reply_error(c, h->opcode, h->id, MBOX_S_MALFORMED, NULL,
+				 "%s", whyp ? whyp : why);
+		return;
+	}
+	switch (h->opcode) {
+	case MBOX_OP_HELLO:
+		op_hello(&q);
+		break;
+	case MBOX_OP_PING:
+		op_ping(&q);
+		break;
+	case MBOX_OP_CREATE:
+		op_create(&q);
+		break;
+	case MBOX_OP_POST:
+		op_post(&q);
+		break;
+	case MBOX_OP_RECV:
+		op_recv(&q);
+		break;
+	case MBOX_OP_ACK:
+	case MBOX_OP_NACK:
+		op_settle(&q);
+		break;
+	case MBOX_OP_LIST:
+		op_list(&q);
+		break;
+	case MBOX_OP_PEEK:
+		op_peek(&q);
+		break;
+	default:
+		conn_reply_error(c, h->opcode, h->id, MBOX_S_UNKNOWN_OP, NULL,
+				 "operation %u is not known to this broker",
+				 h->opcode);
+		break;
+	}
+}

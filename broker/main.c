@@ -1,0 +1,408 @@
+/*
+ * main.c - mboxd: options, default paths, the listening socket, signals,
+ * start-up order.
+ *
+ * Start-up order: the socket is bound and listening before the store is
+ * opened, so a client that connects during a long open waits in the
+ * backlog instead of being refused; it is served once the loop runs. If
+ * the store cannot be opened the socket is removed again.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "broker/broker.h"
+#include "broker/log.h"
+
+typedef struct Options {
+	char socket_path[PATH_MAX];
+	char db_path[PATH_MAX];
+	StoreSync sync;
+	bool foreground;
+	int log_level;
+	unsigned socket_mode;
+	size_t max_msg_size;
+	bool autocreate;
+} Options;
+
+static void
+usage(FILE *f)
+{
+	fprintf(f,
+		"Usage: mboxd [OPTION]...\n"
+		"A local message broker with mailbox semantics.\n"
+		"\n"
+		"  -s, --socket PATH    listen on PATH (default: $MBOX_SOCKET, "
+		"else\n"
+		"                       /run/mbox/mbox.sock for root, else\n"
+		"                       $XDG_RUNTIME_DIR/mbox/mbox.sock, else\n"
+		"                       /tmp/mbox-$UID/mbox.sock)\n"
+		"  -d, --db PATH        the store (default: "
+		"/var/lib/mbox/mbox.db for\n"
+		"                       root, else "
+		"$XDG_STATE_HOME/mbox/mbox.db, else\n"
+		"                       ~/.local/state/mbox/mbox.db)\n"
+		"      --sync MODE      full (default: answer after fsync), "
+		"normal\n"
+		"                       (survives a crash of mboxd, not of "
+		"the host),\n"
+		"                       off (tests only)\n"
+		"  -f, --foreground     stay in the foreground, log to stderr "
+		"(the\n"
+		"                       default; kept for systemd units and "
+		"scripts)\n"
+		"      --log-level L    error, warning, notice, info "
+		"(default), debug\n"
+		"      --socket-mode M  permission bits of the socket (octal, "
+		"default 0666;\n"
+		"                       access is decided per mailbox)\n"
+		"      --max-msg-size N largest payload in bytes (default "
+		"1048576,\n"
+		"                       at most 67108864)\n"
+		"      --no-autocreate  POST to a missing mailbox fails "
+		"instead of\n"
+		"                       creating it\n"
+		"  -h, --help           show this help\n"
+		"  -V, --version        show the version\n");
+}
+
+/* mkdir -p of path's parent directory, mode for the created ones. */
+static int
+make_parent_dirs(const char *path, mode_t mode)
+{
+	char buf[PATH_MAX];
+	char *slash;
+
+	if (snprintf(buf, sizeof(buf), "%s", path) >= (int)sizeof(buf))
+		return -ENAMETOOLONG;
+	slash = strrchr(buf, '/');
+	if (!slash || slash == buf)
+		return 0;
+	*slash = '\0';
+	for (char *p = buf + 1; *p; p++) {
+		if (*p != '/')
+			continue;
+		*p = '\0';
+		if (mkdir(buf, mode) < 0 && errno != EEXIST)
+			return -errno;
+		*p = '/';
+	}
+	if (mkdir(buf, mode) < 0 && errno != EEXIST)
+		return -errno;
+	return 0;
+}
+
+static int
+default_socket_path(char *buf, size_t size)
+{
+	const char *env = getenv("MBOX_SOCKET");
+	const char *xdg = getenv("XDG_RUNTIME_DIR");
+	int n;
+
+	if (env && *env)
+		n = snprintf(buf, size, "%s", env);
+	else if (geteuid() == 0)
+		n = snprintf(buf, size, "/run/mbox/mbox.sock");
+	else if (xdg && *xdg)
+		n = snprintf(buf, size, "%s/mbox/mbox.sock", xdg);
+	else
+		n = snprintf(buf, size, "/tmp/mbox-%u/mbox.sock",
+			     (unsigned)geteuid());
+	return n < 0 || (size_t)n >= size ? -ENAMETOOLONG : 0;
+}
+
+static int
+default_db_path(char *buf, size_t size)
+{
+	const char *state = getenv("STATE_DIRECTORY");
+	const char *xdg = getenv("XDG_STATE_HOME");
+	const char *home = getenv("HOME");
+	int n;
+
+	if (geteuid() == 0 && state && *state)
+		/* systemd's StateDirectory= may list several: use the first */
+		n = snprintf(buf, size, "%.*s/mbox.db",
+			     (int)strcspn(state, ":"), state);
+	else if (geteuid() == 0)
+		n = snprintf(buf, size, "/var/lib/mbox/mbox.db");
+	else if (xdg && *xdg)
+		n = snprintf(buf, size, "%s/mbox/mbox.db", xdg);
+	else if (home && *home)
+		n = snprintf(buf, size, "%s/.local/state/mbox/mbox.db", home);
+	else
+		return -ENOENT;
+	return n < 0 || (size_t)n >= size ? -ENAMETOOLONG : 0;
+}
+
+static int
+parse_options(Options *o, int argc, char **argv)
+{
+	enum {
+		OPT_SYNC = 256,
+		OPT_LOG_LEVEL,
+		OPT_SOCKET_MODE,
+		OPT_MAX_MSG_SIZE,
+		OPT_NO_AUTOCREATE,
+	};
+	static const struct option longopts[] = {
+		{"socket", required_argument, NULL, 's'},
+		{"db", required_argument, NULL, 'd'},
+		{"sync", required_argument, NULL, OPT_SYNC},
+		{"foreground", no_argument, NULL, 'f'},
+		{"log-level", required_argument, NULL, OPT_LOG_LEVEL},
+		{"socket-mode", required_argument, NULL, OPT_SOCKET_MODE},
+		{"max-msg-size", required_argument, NULL, OPT_MAX_MSG_SIZE},
+		{"no-autocreate", no_argument, NULL, OPT_NO_AUTOCREATE},
+		{"help", no_argument, NULL, 'h'},
+		{"version", no_argument, NULL, 'V'},
+		{NULL, 0, NULL, 0},
+	};
+	int ch;
+	char *end;
+	unsigned long long v;
+
+	while ((ch = getopt_long(argc, argv, "s:d:fhV", longopts, NULL)) !=
+	       -1) {
+		switch (ch) {
+		case 's':
+			snprintf(o->socket_path, sizeof(o->socket_path), "%s",
+				 optarg);
+			break;
+		case 'd':
+			snprintf(o->db_path, sizeof(o->db_path), "%s", optarg);
+			break;
+		case OPT_SYNC:
+			if (strcmp(optarg, "full") == 0)
+				o->sync = STORE_SYNC_FULL;
+			else if (strcmp(optarg, "normal") == 0)
+				o->sync = STORE_SYNC_NORMAL;
+			else if (strcmp(optarg, "off") == 0)
+				o->sync = STORE_SYNC_OFF;
+			else {
+				fprintf(stderr,
+					"mboxd: --sync must be full, normal or "
+					"off, not '%s'\n",
+					optarg);
+				return -EINVAL;
+			}
+			break;
+		case 'f':
+			o->foreground = true;
+			break;
+		case OPT_LOG_LEVEL:
+			o->log_level = log_level_parse(optarg);
+			if (o->log_level < 0) {
+				fprintf(stderr,
+					"mboxd: --log-level must be error, "
+					"warning, notice, info or debug, not "
+					"'%s'\n",
+					optarg);
+				return -EINVAL;
+			}
+			break;
+		case OPT_SOCKET_MODE:
+			errno = 0;
+			v = strtoull(optarg, &end, 8);
+			if (errno || *end || !*optarg || v > 0777) {
+				fprintf(stderr,
+					"mboxd: --socket-mode must be octal "
+					"0 to 0777, not '%s'\n",
+					optarg);
+				return -EINVAL;
+			}
+			o->socket_mode = (unsigned)v;
+			break;
+		case OPT_MAX_MSG_SIZE:
+			errno = 0;
+			v = strtoull(optarg, &end, 10);
+			if (errno || *end || !*optarg || v > 64u * 1024 * 1024) {
+				fprintf(stderr,
+					"mboxd: --max-msg-size must be a "
+					"number of bytes up to 67108864, not "
+					"'%s'\n",
+					optarg);
+				return -EINVAL;
+			}
+			o->max_msg_size = (size_t)v;
+			break;
+		case OPT_NO_AUTOCREATE:
+			o->autocreate = false;
+			break;
+		case 'h':
+			usage(stdout);
+			exit(0);
+		case 'V':
+			printf("mboxd %s\n", PACKAGE_VERSION);
+			exit(0);
+		default:
+			usage(stderr);
+			return -EINVAL;
+		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, "mboxd: unexpected argument '%s'\n",
+			argv[optind]);
+		usage(stderr);
+		return -EINVAL;
+	}
+	if (!o->socket_path[0] &&
+	    default_socket_path(o->socket_path, sizeof(o->socket_path)) < 0) {
+		fprintf(stderr, "mboxd: socket path too long; use --socket\n");
+		return -EINVAL;
+	}
+	if (!o->db_path[0] &&
+	    default_db_path(o->db_path, sizeof(o->db_path)) < 0) {
+		fprintf(stderr, "mboxd: cannot choose a database path (HOME "
+				"is not set); use --db PATH\n");
+		return -EINVAL;
+	}
+	return 0;
+}
+
+/*
+ * Bind the listening socket. A socket file left by a dead broker is
+ * replaced; one that a live broker answers on is not.
+ */
+static int
+listen_socket(const Log *log, const char *path, unsigned mode)
+{
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	int fd, r;
+
+	if (strlen(path) >= sizeof(sa.sun_path)) {
+		log_write(log, LOG_ERR,
+			  "socket path %s is too long (at most %zu bytes)",
+			  path, sizeof(sa.sun_path) - 1);
+		return -ENAMETOOLONG;
+	}
+	memcpy(sa.sun_path, path, strlen(path) + 1);
+	/* Others must be able to traverse to the socket: 0755. */
+	r = make_parent_dirs(path, 0755);
+	if (r < 0) {
+		log_write(log, LOG_ERR, "cannot create the directory of %s: %s",
+			  path, strerror(-r));
+		return r;
+	}
+	fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0) {
+		log_write(log, LOG_ERR,
+			  "another mboxd is already listening on %s; stop it "
+			  "or use --socket",
+			  path);
+		close(fd);
+		return -EADDRINUSE;
+	}
+	close(fd);
+	unlink(path);
+	fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
+	    chmod(path, mode) < 0 || listen(fd, SOMAXCONN) < 0) {
+		r = -errno;
+		log_write(log, LOG_ERR, "cannot listen on %s: %s", path,
+			  strerror(errno));
+		close(fd);
+		return r;
+	}
+	return fd;
+}
+
+typedef struct SignalCtx {
+	Broker *broker;
+	const Log *log;
+} SignalCtx;
+
+static void
+on_stop_signal(EV_P_ ev_signal *w, int revents)
+{
+	SignalCtx *s = w->data;
+
+	log_write(s->log, LOG_NOTICE, "signal %d: stopping", w->signum);
+	broker_stop(s->broker);
+	ev_break(EV_A_ EVBREAK_ALL);
+}
+
+int
+main(int argc, char **argv)
+{
+	Options o = {
+		.sync = STORE_SYNC_FULL,
+		.log_level = LOG_INFO,
+		.socket_mode = 0666,
+		.max_msg_size = MBOX_DEFAULT_MSG_SIZE,
+		.autocreate = true,
+	};
+	Log log = {.level = LOG_INFO};
+	BrokerConfig cfg;
+	struct ev_loop *loop;
+	Broker *broker = NULL;
+	ev_signal sigterm, sigint;
+	SignalCtx sctx;
+	int fd, r;
+
+	if (parse_options(&o, argc, argv) < 0)
+		return 2;
+	log.level = o.log_level;
+	signal(SIGPIPE, SIG_IGN);
+	loop = ev_default_loop(EVFLAG_AUTO);
+	if (!loop) {
+		log_write(&log, LOG_ERR, "cannot start the event loop");
+		return 1;
+	}
+	r = make_parent_dirs(o.db_path, 0700);
+	if (r < 0) {
+		log_write(&log, LOG_ERR, "cannot create the directory of %s: %s",
+			  o.db_path, strerror(-r));
+		return 1;
+	}
+	cfg = (BrokerConfig){
+		.socket_path = o.socket_path,
+		.db_path = o.db_path,
+		.sync = o.sync,
+		.socket_mode = o.socket_mode,
+		.max_msg_size = o.max_msg_size,
+		.autocreate = o.autocreate,
+		.max_connections = 4096,
+		.max_in_flight = 1024,
+		.max_out_bytes = 8u * 1024 * 1024,
+	};
+	fd = listen_socket(&log, o.socket_path, o.socket_mode);
+	if (fd < 0)
+		return 1;
+	r = broker_new(&broker, loop, &log, &cfg, fd, true);
+	if (r < 0) {
+		unlink(o.socket_path);
+		return 1;
+	}
+	sctx = (SignalCtx){broker, &log};
+	ev_signal_init(&sigterm, on_stop_signal, SIGTERM);
+	ev_signal_init(&sigint, on_stop_signal, SIGINT);
+	sigterm.data = sigint.data = &sctx;
+	ev_signal_start(loop, &sigterm);
+	ev_signal_start(loop, &sigint);
+	log_write(&log, LOG_NOTICE,
+		  "mboxd %s listening on %s, store %s (sync=%s)",
+		  PACKAGE_VERSION, o.socket_path, o.db_path,
+		  o.sync == STORE_SYNC_FULL     ? "full"
+		  : o.sync == STORE_SYNC_NORMAL ? "normal"
+						: "off");
+	ev_run(loop, 0);
+	ev_signal_stop(loop, &sigterm);
+	ev_signal_stop(loop, &sigint);
+	broker_free(broker);
+	log_write(&log, LOG_NOTICE, "stopped");
+	return 0;
+}

@@ -1,0 +1,27 @@
+/*
+ * settings.h - mailbox settings given as "key=value" (CREATE, SET).
+ */
+#ifndef MBOX_BROKER_SETTINGS_H
+#define MBOX_BROKER_SETTINGS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "broker/acl.h"
+#include "store/store.h"
+
+/*
+ * settings_apply - parse one "key=value" of len bytes and set it in mb.
+ * creating: whether this is a CREATE (temp may only be set then). Returns
+ * 0, or -EINVAL with the reason in why.
+ */
+int settings_apply(StoreMailbox *mb, const AclPeer *peer, const char *kv,
+		   size_t len, bool creating, char *why, size_t whylen);
+
+/*
+ * settings_duration_ms - "90", "90s", "1500ms", "2m", "1h" -> ms (a bare
+ * number is seconds). Returns 0 or -EINVAL.
+ */
+int settings_duration_ms(const char *s, uint64_t *ms);
+
+#endif

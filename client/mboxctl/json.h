@@ -1,0 +1,34 @@
+/*
+ * json.h - mboxctl's JSON output: strings, base64, messages. Output only:
+ * mboxctl never parses JSON (yet).
+ */
+#ifndef MBOXCTL_JSON_H
+#define MBOXCTL_JSON_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "mbox.h"
+
+/*
+ * json_string - write s[0..n) as a JSON string literal, quotes included:
+ * '"' and '\' escaped, control characters (and DEL) as \u00XX, all other
+ * bytes as they are (the caller passes UTF-8).
+ */
+void json_string(FILE *f, const char *s, size_t n);
+/* json_string of a NUL-terminated string. */
+void json_cstring(FILE *f, const char *s);
+/* p[0..n) in standard base64 with padding, quoted. */
+void json_base64(FILE *f, const uint8_t *p, size_t n);
+
+/*
+ * json_msg - one message as one compact JSON object and a newline:
+ * {"id":..,"mailbox":"..","priority":..,"deliveries":..,
+ *  ["dead_reason":"..",]"sender":{"pid":..,"uid":..,"gid":..,"comm":".."},
+ *  "time":<ns>,["headers":{..},]"data":".." | "data_base64":".."}
+ * "data" when the payload is UTF-8 without NUL, else "data_base64".
+ */
+void json_msg(FILE *f, const mbox_msg *msg);
+
+#endif

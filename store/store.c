@@ -1,0 +1,1733 @@
+/*
+ * store.c - durable mailboxes and messages in one SQLite database (WAL).
+ *
+ * One connection, used by one thread. Mailboxes live in memory (Entry,
+ * two sorted arrays: by name for lookups and name-ordered walks, by id)
+ * with live counters; messages stay on disk and are only touched through
+ * statements prepared once in store_open.
+ *
+ * Invariants:
+ * - No statement stays busy between calls: every use ends in stmt_done
+ *   (reset + clear bindings), so a callback sees a consistent store.
+ * - Outside a transaction the counters of every mailbox equal what the
+ *   database holds; inside one, what the transaction sees.
+ * - Every Entry that the open transaction touched is in the journal, with
+ *   a snapshot of its counters and stored settings taken at first touch.
+ *   Rollback restores those snapshots, frees the mailboxes the
+ *   transaction created and re-links the ones it deleted (deleted entries
+ *   are freed only at commit). Rollback therefore costs O(touched
+ *   mailboxes), not a scan of the message table, which matters when the
+ *   disk is full and every batch is rolled back.
+ * - s->txn_err is set when SQLite rolled the transaction back on its own
+ *   (SQLITE_FULL, IOERR, NOMEM may do that): from then on writes refuse
+ *   to run, since they would run in autocommit mode, each one committed
+ *   on its own, and store_commit reports the failure.
+ *
+ * Durability. In WAL mode the only fsync a commit costs is the one of the
+ * WAL at COMMIT, done by SQLite when PRAGMA synchronous is FULL. That
+ * pragma cannot be changed inside a transaction ("Safety level may not be
+ * changed inside a transaction"), and store_commit learns whether a
+ * transaction is durable only at its end. So the connection always runs
+ * with synchronous=NORMAL (consistent after power loss, commits do not
+ * fsync; checkpoints still sync the WAL before copying it and the
+ * database after), and in STORE_SYNC_FULL a durable commit fsyncs the WAL
+ * itself, through SQLITE_FCNTL_JOURNAL_POINTER, right after COMMIT. That
+ * is exactly the sync SQLite would have done, and it covers every frame
+ * of earlier non-durable commits too.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <sqlite3.h>
+
+#include "store/schema.h"
+#include "store/store.h"
+
+/* Only the broker's own SQLite peers (an operator's sqlite3 shell) can
+ * hold a lock: wait briefly, then fail the request instead of stalling
+ * the event loop. */
+#define STORE_BUSY_TIMEOUT_MS 100
+/* Page cache: -KiB. The hot part of the queue index and the tail of the
+ * table fit; payloads go through it only once. */
+#define STORE_CACHE_SIZE      "-16384"
+/* Checkpoint when the WAL reaches this many pages (SQLite's default,
+ * about 4 MiB), and cut the WAL file back to this size afterwards so a
+ * burst of large payloads does not pin disk space forever. */
+#define STORE_WAL_AUTOCHECKPOINT "1000"
+#define STORE_JOURNAL_SIZE_LIMIT "67108864"
+
+/* Entry.txn bits: what the open transaction did to the mailbox. */
+#define ENTRY_TOUCHED 0x1u /* in the journal, snapshot taken */
+#define ENTRY_CREATED 0x2u /* created by it: freed on rollback */
+#define ENTRY_DELETED 0x4u /* deleted by it: unlinked, freed on commit */
+
+/* The settings fields of a StoreMailbox, as stored in its row. */
+typedef struct MbSettings {
+	uint32_t owner_uid, gid, mode;
+	uint64_t lease_ms, max_deliveries, max_msgs, max_bytes, ttl_ms;
+	uint32_t flags;
+} MbSettings;
+
+typedef struct MbCounters {
+	uint64_t n_ready, n_leased, n_dead, bytes;
+} MbCounters;
+
+typedef struct Entry {
+	StoreMailbox mb;      /* what callers see */
+	MbSettings disk;      /* settings as in the database right now */
+	MbSettings saved;     /* settings at first touch in the open txn */
+	MbCounters saved_cnt; /* counters at first touch in the open txn */
+	unsigned txn;         /* ENTRY_* */
+} Entry;
+
+#define entry_of(p) ((Entry *)((char *)(p) - offsetof(Entry, mb)))
+
+enum {
+	ST_BEGIN,
+	ST_COMMIT,
+	ST_ROLLBACK,
+	ST_MB_LOAD,
+	ST_MB_COUNTERS,
+	ST_MB_RESET_LEASED,
+	ST_MB_INSERT,
+	ST_MB_UPDATE,
+	ST_MB_DELETE_MSGS,
+	ST_MB_DELETE,
+	ST_MB_DELAYED,
+	ST_MB_OLDEST,
+	ST_MB_NEXT_READY,
+	ST_MSG_INSERT,
+	ST_MSG_LEASE,
+	ST_MSG_SET_LEASED,
+	ST_MSG_STAT,
+	ST_MSG_DELETE,
+	ST_MSG_RELEASE,
+	ST_MSG_GET,
+	ST_MSG_PEEK,
+	ST_MSG_PEEK_DEAD,
+	ST_COUNT
+};
+
+/* The columns msg_from_row reads, in its order. */
+#define MSG_COLS                                                               \
+	"id, mailbox_id, state, priority, deliveries, time_ns, ready_ns,"      \
+	" expires_ns, pid, uid, gid, comm, headers, dedup, dead_reason, data"
+
+/*
+ * States are literals, not parameters: the planner can then match
+ * "state = 0 AND ready_ns > 0" against the partial index message_delayed.
+ */
+static const char *const store_sql[ST_COUNT] = {
+	[ST_BEGIN] = "BEGIN IMMEDIATE",
+	[ST_COMMIT] = "COMMIT",
+	[ST_ROLLBACK] = "ROLLBACK",
+	[ST_MB_LOAD] = "SELECT id, name, owner_uid, gid, mode, lease_ms,"
+		       " max_deliveries, max_msgs, max_bytes, ttl_ms, flags,"
+		       " created_ns FROM mailbox ORDER BY id",
+	[ST_MB_COUNTERS] = "SELECT mailbox_id, state, count(*),"
+			   " sum(length(data)) FROM message"
+			   " GROUP BY mailbox_id, state",
+	[ST_MB_RESET_LEASED] = "UPDATE message SET state = 0"
+			       " WHERE mailbox_id = ?1 AND state = 1",
+	[ST_MB_INSERT] = "INSERT INTO mailbox (name, owner_uid, gid, mode,"
+			 " lease_ms, max_deliveries, max_msgs, max_bytes,"
+			 " ttl_ms, flags, created_ns)"
+			 " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+	[ST_MB_UPDATE] = "UPDATE mailbox SET owner_uid = ?2, gid = ?3,"
+			 " mode = ?4, lease_ms = ?5, max_deliveries = ?6,"
+			 " max_msgs = ?7, max_bytes = ?8, ttl_ms = ?9,"
+			 " flags = ?10 WHERE id = ?1",
+	[ST_MB_DELETE_MSGS] = "DELETE FROM message WHERE mailbox_id = ?1",
+	[ST_MB_DELETE] = "DELETE FROM mailbox WHERE id = ?1",
+	[ST_MB_DELAYED] = "SELECT count(*) FROM message WHERE mailbox_id = ?1"
+			  " AND state = 0 AND ready_ns > 0 AND ready_ns > ?2",
+	/* The head (lowest id) of each state/priority line is one index
+	 * seek; the oldest message is among those 30 heads. */
+	[ST_MB_OLDEST] = "SELECT min((SELECT m.time_ns FROM message AS m"
+			 " WHERE m.mailbox_id = ?1 AND m.state = s.column1"
+			 " AND m.priority = p.column1 ORDER BY m.id LIMIT 1))"
+			 " FROM (VALUES (0), (1), (2)) AS s,"
+			 " (VALUES (0), (1), (2), (3), (4), (5), (6), (7), (8),"
+			 " (9)) AS p",
+	[ST_MB_NEXT_READY] = "SELECT min(ready_ns) FROM message"
+			     " WHERE mailbox_id = ?1 AND state = 0"
+			     " AND ready_ns > 0 AND ready_ns > ?2",
+	[ST_MSG_INSERT] = "INSERT INTO message (mailbox_id, state, priority,"
+			  " deliveries, time_ns, ready_ns, expires_ns, pid,"
+			  " uid, gid, comm, headers, dedup, data)"
+			  " VALUES (?1, 0, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9,"
+			  " ?10, ?11, ?12, ?13)",
+	[ST_MSG_LEASE] = "SELECT " MSG_COLS " FROM message"
+			 " WHERE mailbox_id = ?1 AND state = 0"
+			 " AND ready_ns <= ?2"
+			 " ORDER BY priority DESC, id LIMIT ?3",
+	[ST_MSG_SET_LEASED] = "UPDATE message SET state = 1,"
+			      " deliveries = deliveries + 1 WHERE id = ?1",
+	[ST_MSG_STAT] = "SELECT state, length(data) FROM message"
+			" WHERE id = ?1 AND mailbox_id = ?2",
+	[ST_MSG_DELETE] = "DELETE FROM message WHERE id = ?1",
+	[ST_MSG_RELEASE] = "UPDATE message SET state = 0, ready_ns = ?3"
+			   " WHERE id = ?1 AND mailbox_id = ?2 AND state = 1",
+	[ST_MSG_GET] = "SELECT " MSG_COLS " FROM message"
+		       " WHERE id = ?1 AND mailbox_id = ?2",
+	/* Two lines, each already in delivery order by the index, merged
+	 * (MERGE UNION ALL): no sort of the whole mailbox. */
+	[ST_MSG_PEEK] = "SELECT " MSG_COLS " FROM message"
+			" WHERE mailbox_id = ?1 AND state = 0 AND id >= ?2"
+			" UNION ALL"
+			" SELECT " MSG_COLS " FROM message"
+			" WHERE mailbox_id = ?1 AND state = 1 AND id >= ?2"
+			" ORDER BY priority DESC, id LIMIT ?3",
+	[ST_MSG_PEEK_DEAD] = "SELECT " MSG_COLS " FROM message"
+			     " INDEXED BY message_queue"
+			     " WHERE mailbox_id = ?1 AND state = 2"
+			     " AND id >= ?2 ORDER BY id LIMIT ?3",
+};
+
+struct Store {
+	sqlite3 *db;
+	sqlite3_stmt *stmt[ST_COUNT];
+	StoreSync sync;
+	int lock_fd; /* flock'd: one mboxd per database */
+
+	bool in_txn;    /* store_begin succeeded, no commit/rollback yet */
+	bool txn_wrote; /* the open transaction changed rows */
+	bool unsynced;  /* committed frames not yet fsync'd (FULL mode) */
+	int txn_err;    /* < 0: SQLite rolled the open transaction back */
+	int failed;     /* < 0: a WAL fsync failed, writes are refused */
+	unsigned in_callback; /* depth of StoreMsgFn calls */
+
+	Entry **by_name; /* n_mb entries, strcmp order */
+	Entry **by_id;   /* n_mb entries, id order */
+	size_t n_mb, cap_mb;
+	Entry **journal; /* entries touched by the open transaction */
+	size_t n_journal, cap_journal;
+
+	char errmsg[512];
+	char txn_errmsg[512]; /* errmsg when txn_err was set */
+	char failmsg[512];    /* errmsg when failed was set */
+};
+
+static const char store_empty[1];
+
+/* ------------------------------------------------------------------ */
+/* Errors */
+
+__attribute__((format(printf, 3, 4))) static int
+store_error(Store *s, int err, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(s->errmsg, sizeof(s->errmsg), fmt, ap);
+	va_end(ap);
+	return err;
+}
+
+/*
+ * Map a failed SQLite call to a negative errno and keep SQLite's text.
+ * A write that failed for want of space is -ENOSPC whether SQLite says
+ * SQLITE_FULL (ENOSPC from write(2)) or an I/O error whose errno means
+ * the same (EDQUOT, EFBIG from RLIMIT_FSIZE).
+ */
+static int
+store_sql_error(Store *s, int rc, const char *what)
+{
+	int sys = sqlite3_system_errno(s->db);
+	int err;
+
+	switch (rc & 0xff) {
+	case SQLITE_FULL:
+		err = -ENOSPC;
+		break;
+	case SQLITE_IOERR:
+		err = (sys == ENOSPC || sys == EDQUOT || sys == EFBIG)
+			      ? -ENOSPC
+			      : -EIO;
+		break;
+	case SQLITE_NOMEM:
+		err = -ENOMEM;
+		break;
+	default:
+		err = -EIO;
+		break;
+	}
+	if ((rc & 0xff) == SQLITE_IOERR && sys != 0)
+		store_error(s, err, "%s: %s (%s)", what, sqlite3_errmsg(s->db),
+			    strerror(sys));
+	else
+		store_error(s, err, "%s: %s", what, sqlite3_errmsg(s->db));
+	if (s->in_txn && !s->txn_err && sqlite3_get_autocommit(s->db)) {
+		s->txn_err = err;
+		memcpy(s->txn_errmsg, s->errmsg, sizeof(s->txn_errmsg));
+	}
+	return err;
+}
+
+/* ------------------------------------------------------------------ */
+/* Statements */
+
+static sqlite3_stmt *
+stmt_get(Store *s, int id)
+{
+	return s->stmt[id];
+}
+
+static void
+stmt_done(sqlite3_stmt *st)
+{
+	sqlite3_reset(st);
+	sqlite3_clear_bindings(st);
+}
+
+/* Run a statement that yields no row; 0 or negative errno. */
+static int
+stmt_run(Store *s, sqlite3_stmt *st, const char *what)
+{
+	int rc = sqlite3_step(st);
+	int r = 0;
+
+	if (rc != SQLITE_DONE && rc != SQLITE_ROW)
+		r = store_sql_error(s, rc, what);
+	stmt_done(st);
+	return r;
+}
+
+/* Bind a value kept as uint64 in memory; SQLite stores the bit pattern. */
+static int
+bind_u64(sqlite3_stmt *st, int i, uint64_t v)
+{
+	return sqlite3_bind_int64(st, i, (sqlite3_int64)v);
+}
+
+static int64_t
+clamp_i64(uint64_t v)
+{
+	return v > INT64_MAX ? INT64_MAX : (int64_t)v;
+}
+
+/* ------------------------------------------------------------------ */
+/* Mailbox index: two sorted arrays of the same entries. */
+
+static size_t
+index_pos_name(const Store *s, const char *name, bool *found)
+{
+	size_t lo = 0, hi = s->n_mb;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (strcmp(s->by_name[mid]->mb.name, name) < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	*found = lo < s->n_mb && strcmp(s->by_name[lo]->mb.name, name) == 0;
+	return lo;
+}
+
+static size_t
+index_pos_id(const Store *s, int64_t id, bool *found)
+{
+	size_t lo = 0, hi = s->n_mb;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (s->by_id[mid]->mb.id < id)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	*found = lo < s->n_mb && s->by_id[lo]->mb.id == id;
+	return lo;
+}
+
+/* Make room for n entries. The arrays never shrink, so re-linking the
+ * entries a rolled-back transaction deleted can never fail. */
+static int
+index_reserve(Store *s, size_t n)
+{
+	Entry **a;
+	size_t cap;
+
+	if (n <= s->cap_mb)
+		return 0;
+	cap = s->cap_mb ? s->cap_mb * 2 : 64;
+	while (cap < n)
+		cap *= 2;
+	a = realloc(s->by_name, cap * sizeof(*a));
+	if (!a)
+		return store_error(s, -ENOMEM, "out of memory");
+	s->by_name = a;
+	a = realloc(s->by_id, cap * sizeof(*a));
+	if (!a)
+		return store_error(s, -ENOMEM, "out of memory");
+	s->by_id = a;
+	s->cap_mb = cap;
+	return 0;
+}
+
+/* Link e; room was reserved and its name and id are not linked yet. */
+static void
+index_insert(Store *s, Entry *e)
+{
+	bool found;
+	size_t i;
+
+	i = index_pos_name(s, e->mb.name, &found);
+	memmove(&s->by_name[i + 1], &s->by_name[i],
+		(s->n_mb - i) * sizeof(Entry *));
+	s->by_name[i] = e;
+	i = index_pos_id(s, e->mb.id, &found);
+	memmove(&s->by_id[i + 1], &s->by_id[i],
+		(s->n_mb - i) * sizeof(Entry *));
+	s->by_id[i] = e;
+	s->n_mb++;
+}
+
+static void
+index_remove(Store *s, Entry *e)
+{
+	bool found;
+	size_t i;
+
+	i = index_pos_name(s, e->mb.name, &found);
+	if (found && s->by_name[i] == e)
+		memmove(&s->by_name[i], &s->by_name[i + 1],
+			(s->n_mb - i - 1) * sizeof(Entry *));
+	i = index_pos_id(s, e->mb.id, &found);
+	if (found && s->by_id[i] == e)
+		memmove(&s->by_id[i], &s->by_id[i + 1],
+			(s->n_mb - i - 1) * sizeof(Entry *));
+	s->n_mb--;
+}
+
+/* ------------------------------------------------------------------ */
+/* Settings, counters, the transaction journal */
+
+static MbSettings
+mbset_from(const StoreMailbox *mb)
+{
+	MbSettings v = {
+		.owner_uid = mb->owner_uid,
+		.gid = mb->gid,
+		.mode = mb->mode,
+		.lease_ms = mb->lease_ms,
+		.max_deliveries = mb->max_deliveries,
+		.max_msgs = mb->max_msgs,
+		.max_bytes = mb->max_bytes,
+		.ttl_ms = mb->ttl_ms,
+		.flags = mb->flags,
+	};
+	return v;
+}
+
+static void
+mbset_apply(StoreMailbox *mb, const MbSettings *v)
+{
+	mb->owner_uid = v->owner_uid;
+	mb->gid = v->gid;
+	mb->mode = v->mode;
+	mb->lease_ms = v->lease_ms;
+	mb->max_deliveries = v->max_deliveries;
+	mb->max_msgs = v->max_msgs;
+	mb->max_bytes = v->max_bytes;
+	mb->ttl_ms = v->ttl_ms;
+	mb->flags = v->flags;
+}
+
+static int
+mbset_check(Store *s, const StoreMailbox *mb)
+{
+	if (mb->mode > 0777)
+		return store_error(s, -EINVAL, "mode %o is not in 0..0777",
+				   mb->mode);
+	if (mb->lease_ms == 0)
+		return store_error(s, -EINVAL, "lease must be > 0");
+	return 0;
+}
+
+static bool
+name_valid(const char *name, size_t size)
+{
+	size_t n = strnlen(name, size);
+
+	if (n == 0 || n > MBOX_NAME_MAX || n == size)
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		char c = name[i];
+
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+		      (c >= '0' && c <= '9') || c == '.' || c == '_' ||
+		      c == '-'))
+			return false;
+	}
+	return true;
+}
+
+static int
+journal_reserve(Store *s, size_t more)
+{
+	Entry **a;
+	size_t cap;
+
+	if (s->n_journal + more <= s->cap_journal)
+		return 0;
+	cap = s->cap_journal ? s->cap_journal * 2 : 16;
+	while (cap < s->n_journal + more)
+		cap *= 2;
+	a = realloc(s->journal, cap * sizeof(*a));
+	if (!a)
+		return store_error(s, -ENOMEM, "out of memory");
+	s->journal = a;
+	s->cap_journal = cap;
+	return 0;
+}
+
+/* Snapshot e before the open transaction first changes it. Done before
+ * any SQL runs, so that running out of memory here changes nothing. */
+static int
+journal_touch(Store *s, Entry *e)
+{
+	int r;
+
+	if (e->txn & ENTRY_TOUCHED)
+		return 0;
+	r = journal_reserve(s, 1);
+	if (r < 0)
+		return r;
+	e->saved = e->disk;
+	e->saved_cnt = (MbCounters){e->mb.n_ready, e->mb.n_leased,
+				    e->mb.n_dead, e->mb.bytes};
+	e->txn = ENTRY_TOUCHED;
+	s->journal[s->n_journal++] = e;
+	return 0;
+}
+
+/* The transaction committed: forget the snapshots, free what it deleted. */
+static void
+journal_commit(Store *s)
+{
+	for (size_t i = 0; i < s->n_journal; i++) {
+		Entry *e = s->journal[i];
+
+		if (e->txn & ENTRY_DELETED)
+			free(e);
+		else
+			e->txn = 0;
+	}
+	s->n_journal = 0;
+}
+
+/* The transaction was rolled back: put memory back as it was at BEGIN. */
+static void
+journal_undo(Store *s)
+{
+	/* Unlink creations first, so that re-linking deletions stays within
+	 * the number of entries at BEGIN, which the arrays had room for. */
+	for (size_t i = 0; i < s->n_journal; i++) {
+		Entry *e = s->journal[i];
+
+		if (!(e->txn & ENTRY_CREATED))
+			continue;
+		if (!(e->txn & ENTRY_DELETED))
+			index_remove(s, e);
+		free(e);
+		s->journal[i] = NULL;
+	}
+	for (size_t i = 0; i < s->n_journal; i++) {
+		Entry *e = s->journal[i];
+
+		if (!e)
+			continue;
+		e->disk = e->saved;
+		mbset_apply(&e->mb, &e->saved);
+		e->mb.n_ready = e->saved_cnt.n_ready;
+		e->mb.n_leased = e->saved_cnt.n_leased;
+		e->mb.n_dead = e->saved_cnt.n_dead;
+		e->mb.bytes = e->saved_cnt.bytes;
+		if (e->txn & ENTRY_DELETED)
+			index_insert(s, e);
+		e->txn = 0;
+	}
+	s->n_journal = 0;
+}
+
+static void
+counter_sub(uint64_t *c, uint64_t n)
+{
+	*c = *c > n ? *c - n : 0;
+}
+
+static void
+counters_remove(StoreMailbox *mb, int state, uint64_t len)
+{
+	switch (state) {
+	case STORE_READY:
+		counter_sub(&mb->n_ready, 1);
+		break;
+	case STORE_LEASED:
+		counter_sub(&mb->n_leased, 1);
+		break;
+	default:
+		counter_sub(&mb->n_dead, 1);
+		break;
+	}
+	counter_sub(&mb->bytes, len);
+}
+
+/* ------------------------------------------------------------------ */
+/* Transactions */
+
+static int
+store_check_read(Store *s, const StoreMailbox *mb)
+{
+	if (s->in_callback)
+		return store_error(s, -EBUSY,
+				   "the store was called from its own callback");
+	if (mb && (entry_of(mb)->txn & ENTRY_DELETED))
+		return store_error(s, -ENOENT, "mailbox %s was deleted",
+				   mb->name);
+	return 0;
+}
+
+static int
+store_check_write(Store *s, const StoreMailbox *mb)
+{
+	int r = store_check_read(s, mb);
+
+	if (r < 0)
+		return r;
+	if (!s->in_txn)
+		return store_error(s, -EINVAL,
+				   "no transaction is open (store_begin)");
+	if (s->txn_err) {
+		store_error(s, s->txn_err,
+			    "the transaction was rolled back by an earlier "
+			    "error: %s",
+			    s->txn_errmsg);
+		return s->txn_err;
+	}
+	return 0;
+}
+
+/*
+ * End the open transaction without committing: ROLLBACK unless SQLite
+ * already did it, then restore memory. Returns 0 or the ROLLBACK error.
+ */
+static int
+txn_abort(Store *s)
+{
+	int r = 0;
+
+	if (!sqlite3_get_autocommit(s->db)) {
+		r = stmt_run(s, stmt_get(s, ST_ROLLBACK), "rollback");
+		if (r < 0 && !sqlite3_get_autocommit(s->db)) {
+			/* A transaction SQLite cannot end: later writes would
+			 * join it. Refuse them; memory is restored anyway. */
+			s->failed = r;
+			memcpy(s->failmsg, s->errmsg, sizeof(s->failmsg));
+		}
+	}
+	journal_undo(s);
+	s->in_txn = false;
+	s->txn_err = 0;
+	s->txn_wrote = false;
+	return r;
+}
+
+/* fsync the WAL: makes every committed frame durable. */
+static int
+store_sync_wal(Store *s)
+{
+	sqlite3_file *f = NULL;
+	int rc;
+
+	rc = sqlite3_file_control(s->db, "main", SQLITE_FCNTL_JOURNAL_POINTER,
+				  &f);
+	if (rc != SQLITE_OK)
+		return store_sql_error(s, rc, "cannot reach the WAL file");
+	if (!f || !f->pMethods)
+		return 0; /* no WAL open: nothing was written */
+	errno = 0;
+	rc = f->pMethods->xSync(f, SQLITE_SYNC_NORMAL);
+	if (rc != SQLITE_OK) {
+		int sys = errno;
+
+		/* After a failed fsync the kernel may have dropped the dirty
+		 * pages: retrying would "succeed" without the data. What was
+		 * committed may not be on disk; stop writing. */
+		s->failed = (sys == ENOSPC || sys == EDQUOT) ? -ENOSPC : -EIO;
+		store_error(s, s->failed,
+			    "fsync of the write-ahead log failed (%s); the "
+			    "store refuses writes until mboxd restarts",
+			    sys ? strerror(sys) : "I/O error");
+		memcpy(s->failmsg, s->errmsg, sizeof(s->failmsg));
+		return s->failed;
+	}
+	s->unsynced = false;
+	return 0;
+}
+
+int
+store_begin(Store *s)
+{
+	int r;
+
+	if (s->in_callback)
+		return store_error(s, -EBUSY,
+				   "the store was called from its own callback");
+	if (s->in_txn)
+		return 0;
+	if (s->failed)
+		return store_error(s, s->failed,
+				   "the store failed earlier and refuses "
+				   "writes: %s",
+				   s->failmsg);
+	r = stmt_run(s, stmt_get(s, ST_BEGIN), "begin");
+	if (r < 0)
+		return r;
+	s->in_txn = true;
+	s->txn_err = 0;
+	s->txn_wrote = false;
+	return 0;
+}
+
+bool
+store_in_txn(const Store *s)
+{
+	return s->in_txn;
+}
+
+/*
+ * Non-durable commits leave s->unsynced set; the next durable commit
+ * fsyncs the WAL, which covers them. A failed fsync happens after COMMIT:
+ * the changes are in the database (and the counters say so), yet the
+ * caller is told -EIO and must answer as if they were not done; the
+ * store then refuses writes (see store_sync_wal).
+ */
+int
+store_commit(Store *s, bool durable)
+{
+	int r, rc;
+
+	if (s->in_callback)
+		return store_error(s, -EBUSY,
+				   "the store was called from its own callback");
+	if (!s->in_txn)
+		return 0;
+	if (s->txn_err) {
+		r = s->txn_err;
+		txn_abort(s);
+		return store_error(s, r, "commit refused: %s", s->txn_errmsg);
+	}
+	rc = sqlite3_step(stmt_get(s, ST_COMMIT));
+	if (rc != SQLITE_DONE) {
+		r = store_sql_error(s, rc, "commit");
+		stmt_done(stmt_get(s, ST_COMMIT));
+		txn_abort(s);
+		return r;
+	}
+	stmt_done(stmt_get(s, ST_COMMIT));
+	s->in_txn = false;
+	if (s->txn_wrote)
+		s->unsynced = true;
+	s->txn_wrote = false;
+	journal_commit(s);
+	if (durable && s->sync == STORE_SYNC_FULL && s->unsynced)
+		return store_sync_wal(s);
+	return 0;
+}
+
+int
+store_rollback(Store *s)
+{
+	if (s->in_callback)
+		return store_error(s, -EBUSY,
+				   "the store was called from its own callback");
+	if (!s->in_txn)
+		return 0;
+	return txn_abort(s);
+}
+
+const char *
+store_errmsg(const Store *s)
+{
+	return s->errmsg;
+}
+
+/* ------------------------------------------------------------------ */
+/* Mailboxes */
+
+StoreMailbox *
+store_mailbox_get(Store *s, const char *name)
+{
+	bool found;
+	size_t i = index_pos_name(s, name, &found);
+
+	return found ? &s->by_name[i]->mb : NULL;
+}
+
+StoreMailbox *
+store_mailbox_by_id(Store *s, int64_t id)
+{
+	bool found;
+	size_t i = index_pos_id(s, id, &found);
+
+	return found ? &s->by_id[i]->mb : NULL;
+}
+
+size_t
+store_mailbox_count(const Store *s)
+{
+	return s->n_mb;
+}
+
+/*
+ * fn may create and delete mailboxes (the current one included): the walk
+ * goes on from the first name after the current one.
+ */
+int
+store_mailbox_foreach(Store *s, StoreMailboxFn fn, void *ctx)
+{
+	char name[MBOX_NAME_MAX + 1];
+	size_t i = 0;
+	bool found;
+
+	while (i < s->n_mb) {
+		Entry *e = s->by_name[i];
+		int r;
+
+		memcpy(name, e->mb.name, sizeof(name));
+		r = fn(ctx, &e->mb);
+		if (r)
+			return r;
+		i = index_pos_name(s, name, &found);
+		if (found)
+			i++;
+	}
+	return 0;
+}
+
+static int
+mb_bind_settings(sqlite3_stmt *st, const StoreMailbox *mb)
+{
+	int rc = SQLITE_OK;
+
+	rc |= sqlite3_bind_int64(st, 2, mb->owner_uid);
+	rc |= sqlite3_bind_int64(st, 3, mb->gid);
+	rc |= sqlite3_bind_int64(st, 4, mb->mode);
+	rc |= bind_u64(st, 5, mb->lease_ms);
+	rc |= bind_u64(st, 6, mb->max_deliveries);
+	rc |= bind_u64(st, 7, mb->max_msgs);
+	rc |= bind_u64(st, 8, mb->max_bytes);
+	rc |= bind_u64(st, 9, mb->ttl_ms);
+	rc |= sqlite3_bind_int64(st, 10, mb->flags);
+	return rc;
+}
+
+static int64_t
+now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/*
+ * The new mailbox's user is NULL. If the transaction is rolled back, the
+ * mailbox is freed: the caller must drop *out then (and whatever it hung
+ * on user).
+ */
+int
+store_mailbox_create(Store *s, const StoreMailbox *tmpl, StoreMailbox **out)
+{
+	sqlite3_stmt *st = stmt_get(s, ST_MB_INSERT);
+	Entry *e = NULL;
+	bool found;
+	int r, rc;
+
+	r = store_check_write(s, NULL);
+	if (r < 0)
+		return r;
+	if (!name_valid(tmpl->name, sizeof(tmpl->name)))
+		return store_error(s, -EINVAL, "invalid mailbox name");
+	r = mbset_check(s, tmpl);
+	if (r < 0)
+		return r;
+	index_pos_name(s, tmpl->name, &found);
+	if (found)
+		return store_error(s, -EEXIST, "mailbox %s exists",
+				   tmpl->name);
+	r = index_reserve(s, s->n_mb + 1);
+	if (r == 0)
+		r = journal_reserve(s, 1);
+	if (r < 0)
+		return r;
+	e = calloc(1, sizeof(*e));
+	if (!e)
+		return store_error(s, -ENOMEM, "out of memory");
+	memcpy(e->mb.name, tmpl->name, sizeof(e->mb.name));
+	e->disk = mbset_from(tmpl);
+	mbset_apply(&e->mb, &e->disk);
+	e->mb.created_ns = tmpl->created_ns ? tmpl->created_ns : now_ns();
+
+	rc = sqlite3_bind_text(st, 1, e->mb.name, -1, SQLITE_STATIC);
+	rc |= mb_bind_settings(st, &e->mb);
+	rc |= sqlite3_bind_int64(st, 11, e->mb.created_ns);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_step(st);
+	if (rc == SQLITE_CONSTRAINT_UNIQUE) {
+		r = store_error(s, -EEXIST, "mailbox %s exists", e->mb.name);
+		goto fail;
+	}
+	if (rc != SQLITE_DONE) {
+		r = store_sql_error(s, rc, "create mailbox");
+		goto fail;
+	}
+	e->mb.id = sqlite3_last_insert_rowid(s->db);
+	index_insert(s, e);
+	e->txn = ENTRY_TOUCHED | ENTRY_CREATED;
+	s->journal[s->n_journal++] = e;
+	s->txn_wrote = true;
+	if (out)
+		*out = &e->mb;
+	e = NULL;
+	r = 0;
+fail:
+	stmt_done(st);
+	free(e);
+	return r;
+}
+
+/* On any failure the settings fields of mb are put back to the stored
+ * ones, so memory never claims what the database does not hold. */
+int
+store_mailbox_update(Store *s, StoreMailbox *mb)
+{
+	sqlite3_stmt *st = stmt_get(s, ST_MB_UPDATE);
+	Entry *e = entry_of(mb);
+	int r, rc;
+
+	r = store_check_write(s, mb);
+	if (r == 0)
+		r = mbset_check(s, mb);
+	if (r == 0)
+		r = journal_touch(s, e);
+	if (r < 0)
+		goto fail;
+	rc = sqlite3_bind_int64(st, 1, mb->id);
+	rc |= mb_bind_settings(st, mb);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_step(st);
+	if (rc != SQLITE_DONE) {
+		r = store_sql_error(s, rc, "update mailbox");
+		goto fail;
+	}
+	e->disk = mbset_from(mb);
+	s->txn_wrote = true;
+	stmt_done(st);
+	return 0;
+fail:
+	stmt_done(st);
+	mbset_apply(mb, &e->disk);
+	return r;
+}
+
+/*
+ * mb is unlinked at once (get/by_id/foreach no longer find it) but freed
+ * only when the transaction commits; a rollback brings it back, same
+ * pointer, user intact.
+ */
+int
+store_mailbox_delete(Store *s, StoreMailbox *mb)
+{
+	sqlite3_stmt *st;
+	Entry *e = entry_of(mb);
+	int r;
+
+	r = store_check_write(s, mb);
+	if (r == 0)
+		r = journal_touch(s, e);
+	if (r < 0)
+		return r;
+	st = stmt_get(s, ST_MB_DELETE_MSGS);
+	sqlite3_bind_int64(st, 1, mb->id);
+	r = stmt_run(s, st, "delete the messages of a mailbox");
+	if (r < 0)
+		return r;
+	st = stmt_get(s, ST_MB_DELETE);
+	sqlite3_bind_int64(st, 1, mb->id);
+	r = stmt_run(s, st, "delete mailbox");
+	if (r < 0)
+		return r;
+	index_remove(s, e);
+	e->txn |= ENTRY_DELETED;
+	s->txn_wrote = true;
+	return 0;
+}
+
+/* Run a query on mb that yields one integer (NULL reads as 0). */
+static int
+mb_query_int(Store *s, int id, StoreMailbox *mb, bool with_now,
+	     int64_t now, int64_t *out, const char *what)
+{
+	sqlite3_stmt *st = stmt_get(s, id);
+	int r, rc;
+
+	r = store_check_read(s, mb);
+	if (r < 0)
+		return r;
+	sqlite3_bind_int64(st, 1, mb->id);
+	if (with_now)
+		sqlite3_bind_int64(st, 2, now);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW) {
+		*out = sqlite3_column_int64(st, 0);
+		r = 0;
+	} else {
+		r = store_sql_error(s, rc, what);
+	}
+	stmt_done(st);
+	return r;
+}
+
+int
+store_mailbox_count_delayed(Store *s, StoreMailbox *mb, int64_t now_ns_,
+			    uint64_t *out)
+{
+	int64_t v = 0;
+	int r;
+
+	r = mb_query_int(s, ST_MB_DELAYED, mb, true, now_ns_, &v,
+			 "count delayed messages");
+	if (r == 0)
+		*out = (uint64_t)v;
+	return r;
+}
+
+/*
+ * The oldest of the first message (lowest id) of each state and priority:
+ * exact as long as enqueue times grow with ids, which they do unless the
+ * clock steps back. Costs 30 index seeks, not a scan of the mailbox.
+ */
+int
+store_mailbox_oldest(Store *s, StoreMailbox *mb, int64_t *time_ns)
+{
+	int64_t v = 0;
+	int r;
+
+	if (mb->n_ready + mb->n_leased + mb->n_dead == 0) {
+		r = store_check_read(s, mb);
+		if (r == 0)
+			*time_ns = 0;
+		return r;
+	}
+	r = mb_query_int(s, ST_MB_OLDEST, mb, false, 0, &v,
+			 "find the oldest message");
+	if (r == 0)
+		*time_ns = v;
+	return r;
+}
+
+int
+store_mailbox_next_ready(Store *s, StoreMailbox *mb, int64_t now_ns_,
+			 int64_t *ready_ns)
+{
+	int64_t v = 0;
+	int r;
+
+	r = mb_query_int(s, ST_MB_NEXT_READY, mb, true, now_ns_, &v,
+			 "find the next delayed message");
+	if (r == 0)
+		*ready_ns = v;
+	return r;
+}
+
+/* ------------------------------------------------------------------ */
+/* Messages */
+
+/* Fill m from a row of MSG_COLS; pointers valid until the next step. */
+static void
+msg_from_row(sqlite3_stmt *st, StoreMsg *m)
+{
+	const unsigned char *comm;
+	size_t n;
+
+	memset(m, 0, sizeof(*m));
+	m->id = (uint64_t)sqlite3_column_int64(st, 0);
+	m->mailbox_id = sqlite3_column_int64(st, 1);
+	m->state = (uint32_t)sqlite3_column_int64(st, 2);
+	m->priority = (uint32_t)sqlite3_column_int64(st, 3);
+	m->deliveries = (uint32_t)sqlite3_column_int64(st, 4);
+	m->time_ns = sqlite3_column_int64(st, 5);
+	m->ready_ns = sqlite3_column_int64(st, 6);
+	m->expires_ns = sqlite3_column_int64(st, 7);
+	m->pid = (uint32_t)sqlite3_column_int64(st, 8);
+	m->uid = (uint32_t)sqlite3_column_int64(st, 9);
+	m->gid = (uint32_t)sqlite3_column_int64(st, 10);
+	comm = sqlite3_column_text(st, 11);
+	n = (size_t)sqlite3_column_bytes(st, 11);
+	if (comm)
+		memcpy(m->comm, comm, n < MBOX_COMM_MAX ? n : MBOX_COMM_MAX);
+	m->headers = sqlite3_column_blob(st, 12);
+	m->headers_len = (size_t)sqlite3_column_bytes(st, 12);
+	if (!m->headers)
+		m->headers_len = 0;
+	m->dedup = (const char *)sqlite3_column_text(st, 13);
+	m->dead_reason = (const char *)sqlite3_column_text(st, 14);
+	m->data = sqlite3_column_blob(st, 15);
+	m->len = (size_t)sqlite3_column_bytes(st, 15);
+	/* SQLite hands out NULL for a zero-length blob. */
+	if (!m->data) {
+		m->data = store_empty;
+		m->len = 0;
+	}
+}
+
+static int
+msg_call(Store *s, StoreMsgFn fn, void *ctx, const StoreMsg *m)
+{
+	int r;
+
+	if (!fn)
+		return 0;
+	s->in_callback++;
+	r = fn(ctx, m);
+	s->in_callback--;
+	return r;
+}
+
+/*
+ * Binds data and headers without copying (SQLITE_STATIC): they need only
+ * live for the call. deliveries, time_ns, ready_ns, expires_ns, sender
+ * and dedup are stored as given; dead_reason is ignored.
+ */
+int
+store_msg_insert(Store *s, StoreMailbox *mb, StoreMsg *msg)
+{
+	sqlite3_stmt *st = stmt_get(s, ST_MSG_INSERT);
+	Entry *e = entry_of(mb);
+	int r, rc;
+
+	r = store_check_write(s, mb);
+	if (r < 0)
+		return r;
+	if (msg->priority > MBOX_PRIORITY_MAX)
+		return store_error(s, -EINVAL, "priority %u is not in 0..%u",
+				   msg->priority, MBOX_PRIORITY_MAX);
+	if ((msg->len && !msg->data) || (msg->headers_len && !msg->headers))
+		return store_error(s, -EINVAL, "message without its data");
+	r = journal_touch(s, e);
+	if (r < 0)
+		return r;
+
+	rc = sqlite3_bind_int64(st, 1, mb->id);
+	rc |= sqlite3_bind_int64(st, 2, msg->priority);
+	rc |= sqlite3_bind_int64(st, 3, msg->deliveries);
+	rc |= sqlite3_bind_int64(st, 4, msg->time_ns);
+	rc |= sqlite3_bind_int64(st, 5, msg->ready_ns);
+	rc |= sqlite3_bind_int64(st, 6, msg->expires_ns);
+	rc |= sqlite3_bind_int64(st, 7, msg->pid);
+	rc |= sqlite3_bind_int64(st, 8, msg->uid);
+	rc |= sqlite3_bind_int64(st, 9, msg->gid);
+	rc |= sqlite3_bind_text(st, 10, msg->comm,
+				(int)strnlen(msg->comm, sizeof(msg->comm)),
+				SQLITE_STATIC);
+	if (msg->headers_len)
+		rc |= sqlite3_bind_blob64(st, 11, msg->headers,
+					  msg->headers_len, SQLITE_STATIC);
+	if (msg->dedup)
+		rc |= sqlite3_bind_text(st, 12, msg->dedup, -1, SQLITE_STATIC);
+	/* A NULL pointer would bind NULL, and data is NOT NULL. */
+	rc |= sqlite3_bind_blob64(st, 13, msg->len ? msg->data : store_empty,
+				  msg->len, SQLITE_STATIC);
+	if (rc != SQLITE_OK) {
+		r = store_error(s, -EINVAL, "message too large for the store");
+		goto out;
+	}
+	rc = sqlite3_step(st);
+	if (rc != SQLITE_DONE) {
+		r = store_sql_error(s, rc, "insert message");
+		goto out;
+	}
+	msg->id = (uint64_t)sqlite3_last_insert_rowid(s->db);
+	msg->mailbox_id = mb->id;
+	msg->state = STORE_READY;
+	mb->n_ready++;
+	mb->bytes += msg->len;
+	s->txn_wrote = true;
+	r = 0;
+out:
+	stmt_done(st);
+	return r;
+}
+
+/*
+ * Each row is marked LEASED before fn sees it, so every message fn was
+ * called for is leased, the one for which fn stopped the walk included.
+ * On an error after some calls of fn, the caller must roll back.
+ * fn must not call the store (it gets -EBUSY).
+ */
+int
+store_msg_lease(Store *s, StoreMailbox *mb, int64_t now_ns_, size_t max,
+		StoreMsgFn fn, void *ctx)
+{
+	sqlite3_stmt *sel = stmt_get(s, ST_MSG_LEASE);
+	sqlite3_stmt *upd = stmt_get(s, ST_MSG_SET_LEASED);
+	Entry *e = entry_of(mb);
+	int n = 0, r, rc;
+
+	r = store_check_write(s, mb);
+	if (r < 0)
+		return r;
+	if (max == 0)
+		return 0;
+	if (max > INT32_MAX)
+		max = INT32_MAX; /* the count is returned as an int */
+	r = journal_touch(s, e);
+	if (r < 0)
+		return r;
+	sqlite3_bind_int64(sel, 1, mb->id);
+	sqlite3_bind_int64(sel, 2, now_ns_);
+	sqlite3_bind_int64(sel, 3, (int64_t)max);
+	/* Updating rows under a running SELECT is fine here: a leased row
+	 * moves to state 1, outside the (mailbox_id, 0) index range the
+	 * SELECT walks, so it is neither seen again nor skipped over. */
+	while ((rc = sqlite3_step(sel)) == SQLITE_ROW) {
+		StoreMsg m;
+
+		msg_from_row(sel, &m);
+		sqlite3_bind_int64(upd, 1, (int64_t)m.id);
+		r = stmt_run(s, upd, "lease message");
+		if (r < 0)
+			goto out;
+		m.state = STORE_LEASED;
+		m.deliveries++;
+		counter_sub(&mb->n_ready, 1);
+		mb->n_leased++;
+		s->txn_wrote = true;
+		n++;
+		r = msg_call(s, fn, ctx, &m);
+		if (r)
+			goto out;
+	}
+	if (rc != SQLITE_DONE) {
+		r = store_sql_error(s, rc, "lease messages");
+		goto out;
+	}
+	r = n;
+out:
+	stmt_done(sel);
+	return r;
+}
+
+int
+store_msg_delete(Store *s, StoreMailbox *mb, uint64_t id)
+{
+	sqlite3_stmt *st = stmt_get(s, ST_MSG_STAT);
+	Entry *e = entry_of(mb);
+	int64_t state, len;
+	int r, rc;
+
+	r = store_check_write(s, mb);
+	if (r == 0)
+		r = journal_touch(s, e);
+	if (r < 0)
+		return r;
+	sqlite3_bind_int64(st, 1, clamp_i64(id));
+	sqlite3_bind_int64(st, 2, mb->id);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_DONE) {
+		stmt_done(st);
+		return store_error(s, -ENOENT, "no message %llu in %s",
+				   (unsigned long long)id, mb->name);
+	}
+	if (rc != SQLITE_ROW) {
+		r = store_sql_error(s, rc, "find message");
+		stmt_done(st);
+		return r;
+	}
+	state = sqlite3_column_int64(st, 0);
+	len = sqlite3_column_int64(st, 1);
+	stmt_done(st);
+
+	st = stmt_get(s, ST_MSG_DELETE);
+	sqlite3_bind_int64(st, 1, (int64_t)id);
+	r = stmt_run(s, st, "delete message");
+	if (r < 0)
+		return r;
+	counters_remove(mb, (int)state, (uint64_t)len);
+	s->txn_wrote = true;
+	return 0;
+}
+
+int
+store_msg_release(Store *s, StoreMailbox *mb, uint64_t id, int64_t ready_ns)
+{
+	sqlite3_stmt *st = stmt_get(s, ST_MSG_RELEASE);
+	Entry *e = entry_of(mb);
+	int r;
+
+	r = store_check_write(s, mb);
+	if (r == 0)
+		r = journal_touch(s, e);
+	if (r < 0)
+		return r;
+	sqlite3_bind_int64(st, 1, clamp_i64(id));
+	sqlite3_bind_int64(st, 2, mb->id);
+	sqlite3_bind_int64(st, 3, ready_ns);
+	r = stmt_run(s, st, "release message");
+	if (r < 0)
+		return r;
+	if (sqlite3_changes(s->db) == 0)
+		return store_error(s, -ENOENT, "no leased message %llu in %s",
+				   (unsigned long long)id, mb->name);
+	counter_sub(&mb->n_leased, 1);
+	mb->n_ready++;
+	s->txn_wrote = true;
+	return 0;
+}
+
+/* Returns what fn returned (0 without fn), or -ENOENT. */
+int
+store_msg_get(Store *s, StoreMailbox *mb, uint64_t id, StoreMsgFn fn,
+	      void *ctx)
+{
+	sqlite3_stmt *st = stmt_get(s, ST_MSG_GET);
+	StoreMsg m;
+	int r, rc;
+
+	r = store_check_read(s, mb);
+	if (r < 0)
+		return r;
+	sqlite3_bind_int64(st, 1, clamp_i64(id));
+	sqlite3_bind_int64(st, 2, mb->id);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW) {
+		msg_from_row(st, &m);
+		r = msg_call(s, fn, ctx, &m);
+	} else if (rc == SQLITE_DONE) {
+		r = store_error(s, -ENOENT, "no message %llu in %s",
+				(unsigned long long)id, mb->name);
+	} else {
+		r = store_sql_error(s, rc, "read message");
+	}
+	stmt_done(st);
+	return r;
+}
+
+/* Returns the number of messages fn saw, what fn returned if it stopped
+ * the walk, or a negative errno. Reads only: no transaction needed. */
+int
+store_msg_peek(Store *s, StoreMailbox *mb, uint64_t from_id, size_t max,
+	       bool dead, StoreMsgFn fn, void *ctx)
+{
+	sqlite3_stmt *st = stmt_get(s, dead ? ST_MSG_PEEK_DEAD : ST_MSG_PEEK);
+	int n = 0, r, rc;
+
+	r = store_check_read(s, mb);
+	if (r < 0 || max == 0)
+		return r;
+	if (max > INT32_MAX)
+		max = INT32_MAX;
+	sqlite3_bind_int64(st, 1, mb->id);
+	sqlite3_bind_int64(st, 2, clamp_i64(from_id));
+	sqlite3_bind_int64(st, 3, (int64_t)max);
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		StoreMsg m;
+
+		msg_from_row(st, &m);
+		n++;
+		r = msg_call(s, fn, ctx, &m);
+		if (r)
+			goto out;
+	}
+	if (rc != SQLITE_DONE) {
+		r = store_sql_error(s, rc, "peek messages");
+		goto out;
+	}
+	r = n;
+out:
+	stmt_done(st);
+	return r;
+}
+
+/* ------------------------------------------------------------------ */
+/* Open and close */
+
+/*
+ * One mboxd per database: leases live in the broker's memory, and
+ * store_open voids every lease it finds, which is only right if no other
+ * broker holds them. flock(2) locks are separate from the POSIX locks
+ * SQLite takes, so an operator's sqlite3 shell can still read the file.
+ * The fd stays open until after sqlite3_close: closing any fd of the file
+ * would drop SQLite's POSIX locks.
+ */
+static int
+store_lock(Store *s, const char *path, char *errbuf, size_t errlen)
+{
+	/* 0600: messages are private to their mailboxes' owners; SQLite
+	 * gives the -wal and -shm files the mode of the database. */
+	s->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOCTTY, 0600);
+	if (s->lock_fd < 0) {
+		int err = errno;
+
+		snprintf(errbuf, errlen, "cannot open %s: %s", path,
+			 strerror(err));
+		return -err;
+	}
+	if (flock(s->lock_fd, LOCK_EX | LOCK_NB) < 0) {
+		int err = errno;
+
+		if (err == EWOULDBLOCK) {
+			snprintf(errbuf, errlen,
+				 "%s is in use by another process "
+				 "(another mboxd?)",
+				 path);
+			return -EBUSY;
+		}
+		snprintf(errbuf, errlen, "cannot lock %s: %s", path,
+			 strerror(err));
+		return -err;
+	}
+	return 0;
+}
+
+/* Run SQL that needs no result; on failure describe it in errbuf. */
+static int
+open_exec(Store *s, const char *sql, char *errbuf, size_t errlen)
+{
+	int rc = sqlite3_exec(s->db, sql, NULL, NULL, NULL);
+	int r;
+
+	if (rc == SQLITE_OK)
+		return 0;
+	r = store_sql_error(s, rc, sql);
+	snprintf(errbuf, errlen, "%s", s->errmsg);
+	return r;
+}
+
+static int
+open_wal(Store *s, const char *path, char *errbuf, size_t errlen)
+{
+	sqlite3_stmt *st = NULL;
+	char mode[16] = "";
+	int rc, r = 0;
+
+	rc = sqlite3_prepare_v2(s->db, "PRAGMA journal_mode = WAL", -1, &st,
+				NULL);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW) {
+		const unsigned char *t = sqlite3_column_text(st, 0);
+
+		snprintf(mode, sizeof(mode), "%s", t ? (const char *)t : "");
+	} else {
+		r = store_sql_error(s, rc, "cannot enable WAL mode");
+		snprintf(errbuf, errlen, "%s: %s", path, s->errmsg);
+	}
+	sqlite3_finalize(st);
+	if (r == 0 && strcmp(mode, "wal") != 0) {
+		snprintf(errbuf, errlen,
+			 "%s: cannot enable WAL mode (journal_mode is %s)",
+			 path, mode);
+		r = -EIO;
+	}
+	return r;
+}
+
+static int
+store_open_db(Store *s, const char *path, char *errbuf, size_t errlen)
+{
+	char sql[64];
+	int version = 0, rc, r;
+
+	rc = sqlite3_open_v2(path, &s->db,
+			     SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
+				     SQLITE_OPEN_NOMUTEX,
+			     NULL);
+	if (rc != SQLITE_OK) {
+		snprintf(errbuf, errlen, "cannot open %s: %s", path,
+			 s->db ? sqlite3_errmsg(s->db) : sqlite3_errstr(rc));
+		return rc == SQLITE_NOMEM ? -ENOMEM : -EIO;
+	}
+	sqlite3_extended_result_codes(s->db, 1);
+	sqlite3_busy_timeout(s->db, STORE_BUSY_TIMEOUT_MS);
+	/* Hardening: a crafted file cannot make us run its SQL functions or
+	 * let SQL corrupt the file format. */
+	sqlite3_db_config(s->db, SQLITE_DBCONFIG_DEFENSIVE, 1, NULL);
+	sqlite3_db_config(s->db, SQLITE_DBCONFIG_TRUSTED_SCHEMA, 0, NULL);
+
+	/* Before anything writes: a foreign or newer file stays untouched
+	 * (even its journal mode). The first read also detects a file that
+	 * is not a database at all. */
+	r = schema_check(s->db, &version, errbuf, errlen);
+	if (r < 0) {
+		char why[256];
+
+		snprintf(why, sizeof(why), "%s", errbuf);
+		snprintf(errbuf, errlen, "%s: %s", path, why);
+		return r;
+	}
+	r = open_wal(s, path, errbuf, errlen);
+	if (r < 0)
+		return r;
+	snprintf(sql, sizeof(sql), "PRAGMA synchronous = %s",
+		 s->sync == STORE_SYNC_OFF ? "OFF" : "NORMAL");
+	r = open_exec(s, sql, errbuf, errlen);
+	if (r == 0)
+		r = open_exec(s, "PRAGMA foreign_keys = ON", errbuf, errlen);
+	if (r == 0)
+		r = open_exec(s, "PRAGMA temp_store = MEMORY", errbuf, errlen);
+	if (r == 0)
+		r = open_exec(s, "PRAGMA cache_size = " STORE_CACHE_SIZE,
+			      errbuf, errlen);
+	if (r == 0)
+		r = open_exec(s,
+			      "PRAGMA wal_autocheckpoint = "
+			      STORE_WAL_AUTOCHECKPOINT,
+			      errbuf, errlen);
+	if (r == 0)
+		r = open_exec(s,
+			      "PRAGMA journal_size_limit = "
+			      STORE_JOURNAL_SIZE_LIMIT,
+			      errbuf, errlen);
+	if (r < 0)
+		return r;
+	r = schema_migrate(s->db, &version, errbuf, errlen);
+	if (r < 0) {
+		char why[256];
+
+		snprintf(why, sizeof(why), "%s", errbuf);
+		snprintf(errbuf, errlen, "%s: %s", path, why);
+		return r;
+	}
+	if (version != SCHEMA_VERSION)
+		s->unsynced = true; /* the migration is made durable below */
+	return 0;
+}
+
+static int
+store_prepare(Store *s, char *errbuf, size_t errlen)
+{
+	for (int i = 0; i < ST_COUNT; i++) {
+		int rc = sqlite3_prepare_v3(s->db, store_sql[i], -1,
+					    SQLITE_PREPARE_PERSISTENT,
+					    &s->stmt[i], NULL);
+
+		if (rc != SQLITE_OK) {
+			snprintf(errbuf, errlen,
+				 "cannot prepare statement %d: %s", i,
+				 sqlite3_errmsg(s->db));
+			return rc == SQLITE_NOMEM ? -ENOMEM : -EIO;
+		}
+	}
+	return 0;
+}
+
+static int
+cmp_entry_name(const void *a, const void *b)
+{
+	const Entry *const *x = a, *const *y = b;
+
+	return strcmp((*x)->mb.name, (*y)->mb.name);
+}
+
+/* Load every mailbox, then its counters with one GROUP BY. */
+static int
+store_load(Store *s, char *errbuf, size_t errlen)
+{
+	sqlite3_stmt *st = stmt_get(s, ST_MB_LOAD);
+	int r = 0, rc;
+
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		const char *name = (const char *)sqlite3_column_text(st, 1);
+		Entry *e;
+
+		if (!name || !name_valid(name, MBOX_NAME_MAX + 1)) {
+			r = store_error(s, -EINVAL,
+					"mailbox %lld has an invalid name",
+					(long long)sqlite3_column_int64(st, 0));
+			goto out;
+		}
+		r = index_reserve(s, s->n_mb + 1);
+		if (r < 0)
+			goto out;
+		e = calloc(1, sizeof(*e));
+		if (!e) {
+			r = store_error(s, -ENOMEM, "out of memory");
+			goto out;
+		}
+		e->mb.id = sqlite3_column_int64(st, 0);
+		snprintf(e->mb.name, sizeof(e->mb.name), "%s", name);
+		e->mb.owner_uid = (uint32_t)sqlite3_column_int64(st, 2);
+		e->mb.gid = (uint32_t)sqlite3_column_int64(st, 3);
+		e->mb.mode = (uint32_t)sqlite3_column_int64(st, 4);
+		e->mb.lease_ms = (uint64_t)sqlite3_column_int64(st, 5);
+		e->mb.max_deliveries = (uint64_t)sqlite3_column_int64(st, 6);
+		e->mb.max_msgs = (uint64_t)sqlite3_column_int64(st, 7);
+		e->mb.max_bytes = (uint64_t)sqlite3_column_int64(st, 8);
+		e->mb.ttl_ms = (uint64_t)sqlite3_column_int64(st, 9);
+		e->mb.flags = (uint32_t)sqlite3_column_int64(st, 10);
+		e->mb.created_ns = sqlite3_column_int64(st, 11);
+		e->disk = mbset_from(&e->mb);
+		/* Rows come in id order: both arrays get appended to, and
+		 * by_name is sorted once at the end. */
+		s->by_id[s->n_mb] = e;
+		s->by_name[s->n_mb] = e;
+		s->n_mb++;
+	}
+	if (rc != SQLITE_DONE) {
+		r = store_sql_error(s, rc, "cannot load the mailboxes");
+		goto out;
+	}
+	stmt_done(st);
+	if (s->n_mb)
+		qsort(s->by_name, s->n_mb, sizeof(Entry *), cmp_entry_name);
+
+	st = stmt_get(s, ST_MB_COUNTERS);
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		StoreMailbox *mb =
+			store_mailbox_by_id(s, sqlite3_column_int64(st, 0));
+		uint64_t n = (uint64_t)sqlite3_column_int64(st, 2);
+
+		if (!mb)
+			continue; /* the foreign key makes this impossible */
+		switch (sqlite3_column_int64(st, 1)) {
+		case STORE_READY:
+			mb->n_ready += n;
+			break;
+		case STORE_LEASED:
+			mb->n_leased += n;
+			break;
+		default:
+			mb->n_dead += n;
+			break;
+		}
+		mb->bytes += (uint64_t)sqlite3_column_int64(st, 3);
+	}
+	if (rc != SQLITE_DONE)
+		r = store_sql_error(s, rc, "cannot count the messages");
+out:
+	stmt_done(st);
+	if (r < 0)
+		snprintf(errbuf, errlen, "%s", s->errmsg);
+	return r;
+}
+
+/*
+ * After a restart nobody holds a lease and no connection owns a temporary
+ * mailbox: every LEASED row becomes READY (same id, so same place in
+ * line, deliveries kept) and temporary mailboxes go, in one durable
+ * transaction.
+ */
+static int
+store_recover(Store *s, char *errbuf, size_t errlen)
+{
+	size_t i = 0;
+	int r;
+
+	r = store_begin(s);
+	while (r == 0 && i < s->n_mb) {
+		Entry *e = s->by_id[i];
+		sqlite3_stmt *st;
+
+		if (e->mb.flags & STORE_MB_TEMP) {
+			r = store_mailbox_delete(s, &e->mb);
+			continue; /* by_id[i] is the next one now */
+		}
+		i++;
+		if (e->mb.n_leased == 0)
+			continue;
+		r = journal_touch(s, e);
+		if (r < 0)
+			break;
+		st = stmt_get(s, ST_MB_RESET_LEASED);
+		sqlite3_bind_int64(st, 1, e->mb.id);
+		r = stmt_run(s, st, "void the leases");
+		if (r < 0)
+			break;
+		e->mb.n_ready += e->mb.n_leased;
+		e->mb.n_leased = 0;
+		s->txn_wrote = true;
+	}
+	if (r == 0)
+		r = store_commit(s, true);
+	else
+		store_rollback(s);
+	if (r < 0)
+		snprintf(errbuf, errlen, "cannot recover the store: %s",
+			 s->errmsg);
+	return r;
+}
+
+int
+store_open(Store **out, const char *path, StoreSync sync, char *errbuf,
+	   size_t errlen)
+{
+	char dummy[1];
+	Store *s;
+	int r;
+
+	if (!errbuf || errlen == 0) {
+		errbuf = dummy;
+		errlen = sizeof(dummy);
+	}
+	errbuf[0] = '\0';
+	s = calloc(1, sizeof(*s));
+	if (!s) {
+		snprintf(errbuf, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	s->lock_fd = -1;
+	s->sync = sync;
+	r = store_lock(s, path, errbuf, errlen);
+	if (r == 0)
+		r = store_open_db(s, path, errbuf, errlen);
+	if (r == 0)
+		r = store_prepare(s, errbuf, errlen);
+	if (r == 0)
+		r = store_load(s, errbuf, errlen);
+	if (r == 0)
+		r = store_recover(s, errbuf, errlen);
+	if (r < 0) {
+		store_free(s);
+		return r;
+	}
+	*out = s;
+	return 0;
+}
+
+Store *
+store_free(Store *s)
+{
+	if (!s)
+		return NULL;
+	if (s->in_txn)
+		txn_abort(s);
+	for (size_t i = 0; i < s->n_mb; i++)
+		free(s->by_id[i]);
+	free(s->by_id);
+	free(s->by_name);
+	free(s->journal);
+	for (int i = 0; i < ST_COUNT; i++)
+		sqlite3_finalize(s->stmt[i]);
+	/* Last connection: SQLite checkpoints and removes the WAL. */
+	sqlite3_close(s->db);
+	if (s->lock_fd >= 0)
+		close(s->lock_fd);
+	free(s);
+	return NULL;
+}

@@ -1,0 +1,112 @@
+#!/bin/bash
+# cli.sh - mboxctl's documented exit codes and output formats:
+# 0 ok, 1 error, 2 usage, 3 nothing received before the wait ran out,
+# 5 no such mailbox, 6 broker unreachable; --json output is JSON Lines;
+# peek does not consume.
+. "${TOP_SRCDIR:-$(dirname "$0")/../..}/tests/integration/lib.sh"
+
+# --help documents the exit codes.
+expect_rc 0 "mboxctl --help" "$MBOXCTL" --help
+grep -qi 'exit' "$T_DIR/rc.out" "$T_DIR/rc.err" ||
+	fail "mboxctl --help does not document the exit codes"
+
+# 2: usage errors, found before any connection is tried.
+nosock=$T_DIR/none/mbox.sock
+expect_rc 2 "unknown option" "$MBOXCTL" -S "$nosock" --no-such-option ping
+expect_rc 2 "unknown verb option" "$MBOXCTL" -S "$nosock" recv q --no-such-option
+expect_rc 2 "unknown verb" "$MBOXCTL" -S "$nosock" no-such-verb
+expect_rc 2 "missing mailbox" "$MBOXCTL" -S "$nosock" recv
+expect_rc 2 "no verb" "$MBOXCTL" -S "$nosock"
+
+# 6: nobody listens on that socket.
+expect_rc 6 "ping, no broker" "$MBOXCTL" -S "$nosock" ping
+expect_rc 6 "post, no broker" "$MBOXCTL" -S "$nosock" post q data
+expect_rc 6 "recv, no broker" "$MBOXCTL" -S "$nosock" recv q --wait 0.1
+expect_rc 6 "ls, no broker" "$MBOXCTL" -S "$nosock" ls
+expect_rc 6 "peek, no broker" "$MBOXCTL" -S "$nosock" peek q
+expect_rc 6 "create, no broker" "$MBOXCTL" -S "$nosock" create q
+# A socket file with no broker behind it (a broker that died) is the same.
+start_broker
+kill9_broker
+[ -S "$SOCK" ] || note "the killed broker left no socket file behind"
+expect_rc 6 "ping, dead broker" "$MBOXCTL" -S "$SOCK" ping
+start_broker
+
+expect_rc 0 "ping" mbctl ping
+
+# 5: no such mailbox.
+expect_rc 5 "recv, no such mailbox" mbctl recv missing --wait 0.1
+expect_rc 5 "peek, no such mailbox" mbctl peek missing
+
+# 3: an empty mailbox, and the wait is honoured (0.2 s, not 0, not forever).
+mbctl create empty
+start=$(date +%s%N)
+expect_rc 3 "recv on an empty mailbox" mbctl recv empty --wait 0.2
+ms=$(( ($(date +%s%N) - start) / 1000000 ))
+[ "$ms" -ge 150 ] || fail "recv --wait 0.2 returned after ${ms} ms"
+note "recv --wait 0.2 on an empty mailbox took ${ms} ms"
+expect_rc 3 "recv --wait 0 on an empty mailbox" mbctl recv empty --wait 0
+
+# 1: other errors, with a message on stderr.
+expect_rc 1 "create of an existing mailbox" mbctl create empty
+[ -s "$T_DIR/rc.err" ] || fail "create of an existing mailbox said nothing"
+rc=0
+mbctl post 'bad name!' data >/dev/null 2>"$T_DIR/badname.err" || rc=$?
+case $rc in
+1 | 2) ;; # refused by the broker, or by mboxctl as a usage error
+*) fail "post to an invalid mailbox name exited $rc, expected 1 (or 2)" ;;
+esac
+[ -s "$T_DIR/badname.err" ] || fail "post to an invalid name said nothing"
+
+# recv --wait returns as soon as a message comes.
+mbctl create late
+( sleep 0.3; mbctl post late 'late one' >/dev/null ) &
+late=$!
+track_pid "$late"
+start=$(date +%s%N)
+got=$(mbctl recv late --wait 20)
+ms=$(( ($(date +%s%N) - start) / 1000000 ))
+assert_eq 'late one' "$got" "recv --wait of a message posted later"
+[ "$ms" -lt 15000 ] || fail "recv --wait 20 took ${ms} ms for a message posted after 0.3 s"
+wait "$late" || fail "the late post failed"
+untrack_pid "$late"
+
+# peek does not consume; its --json is JSON Lines.
+printf 'p1\np2\np3\n' | mbctl post peeked --lines >"$T_DIR/pids"
+for round in 1 2; do
+	mbctl peek peeked -n 10 --json >"$T_DIR/peek.$round"
+	check_json_lines "$T_DIR/peek.$round"
+	assert_eq 3 "$(wc -l <"$T_DIR/peek.$round")" "peek --json lines (round $round)"
+	while read -r line; do json_num id <<<"$line"; done <"$T_DIR/peek.$round" >"$T_DIR/peek.ids"
+	cmp -s "$T_DIR/pids" "$T_DIR/peek.ids" || fail "peek ids differ from posted ids"
+	while read -r line; do
+		assert_eq 0 "$(json_num deliveries <<<"$line")" "deliveries shown by peek"
+	done <"$T_DIR/peek.$round"
+done
+mbctl peek peeked -n 2 --json >"$T_DIR/peek.2only"
+assert_eq 2 "$(wc -l <"$T_DIR/peek.2only")" "peek -n 2 lines"
+expect_rc 0 "text peek" mbctl peek peeked -n 10
+[ -s "$T_DIR/rc.out" ] || fail "peek without --json printed nothing"
+assert_eq "p1 p2 p3" "$(mbctl recv peeked -n 3 | words)" "recv after peeks"
+expect_rc 3 "recv after the peeked messages were taken" mbctl recv peeked --wait 0
+
+# ls and ls --json.
+expect_rc 0 "ls" mbctl ls
+for name in empty late peeked; do
+	grep -q "$name" "$T_DIR/rc.out" || fail "ls does not show mailbox $name"
+done
+mbctl ls --json >"$T_DIR/ls.json"
+check_json_lines "$T_DIR/ls.json"
+for name in empty late peeked; do
+	grep -q "\"$name\"" "$T_DIR/ls.json" || fail "ls --json does not show mailbox $name"
+done
+n=$(grep -c . "$T_DIR/ls.json")
+[ "$n" -ge 3 ] || fail "ls --json printed $n lines for at least 3 mailboxes"
+
+# recv -n N --json prints one object per message.
+printf 'j1\nj2\n' | mbctl post js --lines >/dev/null
+mbctl recv js -n 2 --json >"$T_DIR/js"
+check_json_lines "$T_DIR/js"
+assert_eq 2 "$(wc -l <"$T_DIR/js")" "recv -n 2 --json lines"
+
+stop_broker

@@ -1,0 +1,1649 @@
+/*
+ * test-store.c - unit tests of the SQLite store (store/store.c, schema.c).
+ *
+ * Each test gets its own mkdtemp directory, removed in teardown. The
+ * tests look at the database behind the store's back through a second,
+ * plain SQLite connection (WAL lets it read while the store is open).
+ *
+ * A shim VFS, registered as the default before any test runs, counts
+ * xSync calls on WAL files: that is how the tests see that a non-durable
+ * commit costs no fsync and a durable one in FULL mode costs one.
+ */
+#include "config.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <sqlite3.h>
+
+#include "store/store.h"
+
+#define NOW 1700000000000000000LL /* a fixed "now", ns since the epoch */
+
+/* ------------------------------------------------------------------ */
+/* A VFS shim that counts fsyncs of WAL files. Test-only global state. */
+
+typedef struct CountFile {
+	sqlite3_file base;
+	sqlite3_file *real; /* right after this struct */
+	int is_wal;
+} CountFile;
+
+static sqlite3_vfs *real_vfs;
+static sqlite3_vfs count_vfs;
+static int wal_syncs;
+
+#define REAL(f) (((CountFile *)(f))->real)
+
+static int
+cf_close(sqlite3_file *f)
+{
+	return REAL(f)->pMethods->xClose(REAL(f));
+}
+
+static int
+cf_read(sqlite3_file *f, void *buf, int n, sqlite3_int64 off)
+{
+	return REAL(f)->pMethods->xRead(REAL(f), buf, n, off);
+}
+
+static int
+cf_write(sqlite3_file *f, const void *buf, int n, sqlite3_int64 off)
+{
+	return REAL(f)->pMethods->xWrite(REAL(f), buf, n, off);
+}
+
+static int
+cf_truncate(sqlite3_file *f, sqlite3_int64 size)
+{
+	return REAL(f)->pMethods->xTruncate(REAL(f), size);
+}
+
+static int
+cf_sync(sqlite3_file *f, int flags)
+{
+	if (((CountFile *)f)->is_wal)
+		wal_syncs++;
+	return REAL(f)->pMethods->xSync(REAL(f), flags);
+}
+
+static int
+cf_file_size(sqlite3_file *f, sqlite3_int64 *size)
+{
+	return REAL(f)->pMethods->xFileSize(REAL(f), size);
+}
+
+static int
+cf_lock(sqlite3_file *f, int lock)
+{
+	return REAL(f)->pMethods->xLock(REAL(f), lock);
+}
+
+static int
+cf_unlock(sqlite3_file *f, int lock)
+{
+	return REAL(f)->pMethods->xUnlock(REAL(f), lock);
+}
+
+static int
+cf_check_reserved(sqlite3_file *f, int *out)
+{
+	return REAL(f)->pMethods->xCheckReservedLock(REAL(f), out);
+}
+
+static int
+cf_file_control(sqlite3_file *f, int op, void *arg)
+{
+	return REAL(f)->pMethods->xFileControl(REAL(f), op, arg);
+}
+
+static int
+cf_sector_size(sqlite3_file *f)
+{
+	return REAL(f)->pMethods->xSectorSize(REAL(f));
+}
+
+static int
+cf_device_characteristics(sqlite3_file *f)
+{
+	return REAL(f)->pMethods->xDeviceCharacteristics(REAL(f));
+}
+
+static int
+cf_shm_map(sqlite3_file *f, int pg, int pgsz, int extend, void volatile **p)
+{
+	return REAL(f)->pMethods->xShmMap(REAL(f), pg, pgsz, extend, p);
+}
+
+static int
+cf_shm_lock(sqlite3_file *f, int offset, int n, int flags)
+{
+	return REAL(f)->pMethods->xShmLock(REAL(f), offset, n, flags);
+}
+
+static void
+cf_shm_barrier(sqlite3_file *f)
+{
+	REAL(f)->pMethods->xShmBarrier(REAL(f));
+}
+
+static int
+cf_shm_unmap(sqlite3_file *f, int delete_flag)
+{
+	return REAL(f)->pMethods->xShmUnmap(REAL(f), delete_flag);
+}
+
+static int
+cf_fetch(sqlite3_file *f, sqlite3_int64 off, int n, void **pp)
+{
+	return REAL(f)->pMethods->xFetch(REAL(f), off, n, pp);
+}
+
+static int
+cf_unfetch(sqlite3_file *f, sqlite3_int64 off, void *p)
+{
+	return REAL(f)->pMethods->xUnfetch(REAL(f), off, p);
+}
+
+static const sqlite3_io_methods cf_methods = {
+	3,
+	cf_close,
+	cf_read,
+	cf_write,
+	cf_truncate,
+	cf_sync,
+	cf_file_size,
+	cf_lock,
+	cf_unlock,
+	cf_check_reserved,
+	cf_file_control,
+	cf_sector_size,
+	cf_device_characteristics,
+	cf_shm_map,
+	cf_shm_lock,
+	cf_shm_barrier,
+	cf_shm_unmap,
+	cf_fetch,
+	cf_unfetch,
+};
+
+static int
+cf_open(sqlite3_vfs *vfs, sqlite3_filename name, sqlite3_file *f, int flags,
+	int *out_flags)
+{
+	CountFile *c = (CountFile *)f;
+	int rc;
+
+	(void)vfs;
+	c->real = (sqlite3_file *)(c + 1);
+	c->is_wal = (flags & SQLITE_OPEN_WAL) != 0;
+	rc = real_vfs->xOpen(real_vfs, name, c->real, flags, out_flags);
+	c->base.pMethods = c->real->pMethods ? &cf_methods : NULL;
+	return rc;
+}
+
+static void
+count_vfs_register(void)
+{
+	real_vfs = sqlite3_vfs_find(NULL);
+	assert_non_null(real_vfs);
+	assert_true(real_vfs->iVersion >= 3);
+	count_vfs = *real_vfs;
+	count_vfs.zName = "count";
+	count_vfs.szOsFile = (int)sizeof(CountFile) + real_vfs->szOsFile;
+	count_vfs.xOpen = cf_open;
+	assert_int_equal(sqlite3_vfs_register(&count_vfs, 1), SQLITE_OK);
+}
+
+/* ------------------------------------------------------------------ */
+/* Fixture */
+
+typedef struct Fx {
+	char dir[PATH_MAX];
+	char path[PATH_MAX];
+	Store *s;
+	struct rlimit fsize; /* restored in teardown */
+} Fx;
+
+static int
+fx_setup(void **state)
+{
+	Fx *fx = calloc(1, sizeof(*fx));
+	const char *tmp = getenv("TMPDIR");
+
+	assert_non_null(fx);
+	snprintf(fx->dir, sizeof(fx->dir), "%s/test-store-XXXXXX",
+		 tmp && *tmp ? tmp : "/tmp");
+	assert_non_null(mkdtemp(fx->dir));
+	snprintf(fx->path, sizeof(fx->path), "%s/mbox.db", fx->dir);
+	assert_int_equal(getrlimit(RLIMIT_FSIZE, &fx->fsize), 0);
+	*state = fx;
+	return 0;
+}
+
+static int
+fx_teardown(void **state)
+{
+	Fx *fx = *state;
+	DIR *d;
+	struct dirent *de;
+
+	setrlimit(RLIMIT_FSIZE, &fx->fsize);
+	signal(SIGXFSZ, SIG_DFL);
+	fx->s = store_free(fx->s);
+	d = opendir(fx->dir);
+	if (d) {
+		while ((de = readdir(d))) {
+			char p[PATH_MAX + 256];
+
+			if (de->d_name[0] == '.')
+				continue;
+			snprintf(p, sizeof(p), "%s/%s", fx->dir, de->d_name);
+			unlink(p);
+		}
+		closedir(d);
+	}
+	rmdir(fx->dir);
+	free(fx);
+	return 0;
+}
+
+static void
+fx_open(Fx *fx, StoreSync sync)
+{
+	char err[256] = "";
+	int r = store_open(&fx->s, fx->path, sync, err, sizeof(err));
+
+	if (r != 0)
+		fail_msg("store_open: %d %s", r, err);
+}
+
+static void
+fx_reopen(Fx *fx)
+{
+	fx->s = store_free(fx->s);
+	fx_open(fx, STORE_SYNC_FULL);
+}
+
+/* A plain connection to the database, for looking behind the store. */
+static sqlite3 *
+raw_open(const Fx *fx)
+{
+	sqlite3 *db = NULL;
+
+	assert_int_equal(sqlite3_open_v2(fx->path, &db, SQLITE_OPEN_READWRITE,
+					 NULL),
+			 SQLITE_OK);
+	return db;
+}
+
+static int64_t
+raw_int(sqlite3 *db, const char *sql)
+{
+	sqlite3_stmt *st = NULL;
+	int64_t v;
+
+	assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
+	assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+	v = sqlite3_column_int64(st, 0);
+	sqlite3_finalize(st);
+	return v;
+}
+
+static void
+raw_exec(sqlite3 *db, const char *sql)
+{
+	char *err = NULL;
+
+	if (sqlite3_exec(db, sql, NULL, NULL, &err) != SQLITE_OK)
+		fail_msg("%s: %s", sql, err);
+}
+
+static StoreMailbox *
+mk_mailbox(Store *s, const char *name)
+{
+	StoreMailbox tmpl = {0}, *mb = NULL;
+
+	snprintf(tmpl.name, sizeof(tmpl.name), "%s", name);
+	tmpl.owner_uid = 1000;
+	tmpl.gid = 100;
+	tmpl.mode = 0640;
+	tmpl.lease_ms = MBOX_DEFAULT_LEASE_MS;
+	assert_int_equal(store_begin(s), 0);
+	assert_int_equal(store_mailbox_create(s, &tmpl, &mb), 0);
+	assert_int_equal(store_commit(s, true), 0);
+	assert_non_null(mb);
+	return mb;
+}
+
+/* Insert into the open transaction; returns the id. */
+static uint64_t
+put(Store *s, StoreMailbox *mb, uint32_t prio, int64_t ready_ns,
+    const char *text)
+{
+	StoreMsg m = {0};
+
+	m.priority = prio;
+	m.time_ns = NOW;
+	m.ready_ns = ready_ns;
+	m.pid = 42;
+	m.uid = 1000;
+	m.gid = 100;
+	snprintf(m.comm, sizeof(m.comm), "tester");
+	m.data = text;
+	m.len = strlen(text);
+	assert_int_equal(store_msg_insert(s, mb, &m), 0);
+	assert_int_not_equal(m.id, 0);
+	return m.id;
+}
+
+/* put() in a transaction of its own. */
+static uint64_t
+post(Store *s, StoreMailbox *mb, uint32_t prio, const char *text)
+{
+	uint64_t id;
+
+	assert_int_equal(store_begin(s), 0);
+	id = put(s, mb, prio, 0, text);
+	assert_int_equal(store_commit(s, true), 0);
+	return id;
+}
+
+/* What callbacks saw. */
+typedef struct Seen {
+	size_t n;
+	uint64_t id[64];
+	uint32_t state[64], deliveries[64], priority[64];
+	char data[64][32];
+	int stop_after; /* > 0: return 7 on that call */
+} Seen;
+
+static int
+seen_cb(void *ctx, const StoreMsg *m)
+{
+	Seen *sn = ctx;
+
+	if (sn->n < 64) {
+		size_t len = m->len < 31 ? m->len : 31;
+
+		sn->id[sn->n] = m->id;
+		sn->state[sn->n] = m->state;
+		sn->deliveries[sn->n] = m->deliveries;
+		sn->priority[sn->n] = m->priority;
+		memcpy(sn->data[sn->n], m->data, len);
+		sn->data[sn->n][len] = '\0';
+	}
+	sn->n++;
+	if (sn->stop_after > 0 && (int)sn->n == sn->stop_after)
+		return 7;
+	return 0;
+}
+
+static int
+lease(Store *s, StoreMailbox *mb, int64_t now, size_t max, Seen *sn)
+{
+	int r;
+
+	memset(sn, 0, sizeof(*sn));
+	assert_int_equal(store_begin(s), 0);
+	r = store_msg_lease(s, mb, now, max, seen_cb, sn);
+	assert_true(r >= 0);
+	assert_int_equal(store_commit(s, false), 0);
+	return r;
+}
+
+/* The counters of mb must equal what the database holds. */
+static void
+check_counters(const Fx *fx, const StoreMailbox *mb)
+{
+	sqlite3 *db = raw_open(fx);
+	char sql[256];
+	int64_t v[4];
+	const char *what[4] = {"state = 0", "state = 1", "state = 2", "1"};
+
+	for (int i = 0; i < 4; i++) {
+		snprintf(sql, sizeof(sql),
+			 "SELECT %s FROM message WHERE mailbox_id = %lld"
+			 " AND %s",
+			 i < 3 ? "count(*)" : "ifnull(sum(length(data)), 0)",
+			 (long long)mb->id, what[i]);
+		v[i] = raw_int(db, sql);
+	}
+	sqlite3_close(db);
+	assert_int_equal(mb->n_ready, v[0]);
+	assert_int_equal(mb->n_leased, v[1]);
+	assert_int_equal(mb->n_dead, v[2]);
+	assert_int_equal(mb->bytes, v[3]);
+}
+
+/* ------------------------------------------------------------------ */
+/* Open, schema */
+
+static void
+test_store_open_close_reopen(void **state)
+{
+	Fx *fx = *state;
+	StoreMailbox *mb;
+	Seen sn;
+
+	fx_open(fx, STORE_SYNC_FULL);
+	assert_int_equal(store_mailbox_count(fx->s), 0);
+	assert_false(store_in_txn(fx->s));
+	mb = mk_mailbox(fx->s, "jobs");
+	post(fx->s, mb, 0, "one");
+	post(fx->s, mb, 0, "two");
+	fx_reopen(fx);
+	assert_int_equal(store_mailbox_count(fx->s), 1);
+	mb = store_mailbox_get(fx->s, "jobs");
+	assert_non_null(mb);
+	assert_int_equal(mb->n_ready, 2);
+	assert_int_equal(mb->bytes, 6);
+	assert_int_equal(lease(fx->s, mb, NOW, 10, &sn), 2);
+	assert_string_equal(sn.data[0], "one");
+	assert_string_equal(sn.data[1], "two");
+}
+
+static void
+test_store_schema_version(void **state)
+{
+	Fx *fx = *state;
+	sqlite3 *db;
+	struct stat st;
+
+	fx_open(fx, STORE_SYNC_FULL);
+	/* One mboxd per database: a second open is refused. */
+	{
+		Store *other = NULL;
+		char err[256] = "";
+
+		assert_int_equal(store_open(&other, fx->path, STORE_SYNC_FULL,
+					    err, sizeof(err)),
+				 -EBUSY);
+		assert_null(other);
+		assert_non_null(strstr(err, "in use"));
+	}
+	assert_int_equal(stat(fx->path, &st), 0);
+	assert_int_equal(st.st_mode & 0777, 0600);
+	db = raw_open(fx);
+	assert_int_equal(raw_int(db, "PRAGMA user_version"), 1);
+	assert_int_equal(raw_int(db, "PRAGMA application_id"), 0x6d626f78);
+	assert_int_equal(raw_int(db, "SELECT count(*) FROM sqlite_master"
+				     " WHERE name IN ('mailbox', 'message',"
+				     " 'message_queue', 'message_delayed',"
+				     " 'message_dedup')"),
+			 5);
+	assert_int_equal(raw_int(db, "SELECT journal_mode = 'wal'"
+				     " FROM pragma_journal_mode"),
+			 1);
+	sqlite3_close(db);
+}
+
+static void
+test_store_newer_version_refused(void **state)
+{
+	Fx *fx = *state;
+	char err[256] = "";
+	sqlite3 *db;
+
+	fx_open(fx, STORE_SYNC_FULL);
+	fx->s = store_free(fx->s);
+	db = raw_open(fx);
+	raw_exec(db, "PRAGMA user_version = 2");
+	sqlite3_close(db);
+	assert_int_equal(store_open(&fx->s, fx->path, STORE_SYNC_FULL, err,
+				    sizeof(err)),
+			 -ENOTSUP);
+	assert_null(fx->s);
+	assert_non_null(strstr(err, "database schema version 2 is newer than "
+				    "this mboxd supports (1); upgrade mboxd"));
+}
+
+static void
+test_store_not_a_database_refused(void **state)
+{
+	Fx *fx = *state;
+	char err[256] = "";
+	sqlite3 *db;
+	FILE *f;
+
+	f = fopen(fx->path, "w");
+	assert_non_null(f);
+	for (int i = 0; i < 100; i++)
+		fputs("this is a text file, not an SQLite database\n", f);
+	fclose(f);
+	assert_int_equal(store_open(&fx->s, fx->path, STORE_SYNC_FULL, err,
+				    sizeof(err)),
+			 -EINVAL);
+	assert_null(fx->s);
+	assert_non_null(strstr(err, "not an SQLite database"));
+	unlink(fx->path);
+
+	/* Another program's database: refused and left as it was. */
+	db = raw_open(fx);
+	raw_exec(db, "CREATE TABLE notes (t TEXT)");
+	sqlite3_close(db);
+	assert_int_equal(store_open(&fx->s, fx->path, STORE_SYNC_FULL, err,
+				    sizeof(err)),
+			 -EINVAL);
+	assert_non_null(strstr(err, "not an mboxd database"));
+	db = raw_open(fx);
+	assert_int_equal(raw_int(db, "SELECT journal_mode = 'delete'"
+				     " FROM pragma_journal_mode"),
+			 1);
+	assert_int_equal(raw_int(db, "PRAGMA user_version"), 0);
+	sqlite3_close(db);
+
+	/* A directory that does not exist. */
+	snprintf(err, sizeof(err), "%s", "");
+	{
+		char p[PATH_MAX + 16];
+
+		snprintf(p, sizeof(p), "%s/nope/mbox.db", fx->dir);
+		assert_int_equal(store_open(&fx->s, p, STORE_SYNC_FULL, err,
+					    sizeof(err)),
+				 -ENOENT);
+		assert_non_null(strstr(err, "No such file"));
+	}
+}
+
+/* ------------------------------------------------------------------ */
+/* Mailboxes */
+
+static void
+test_store_mailbox_create_get(void **state)
+{
+	Fx *fx = *state;
+	StoreMailbox tmpl = {0}, *mb, *out = NULL;
+
+	fx_open(fx, STORE_SYNC_FULL);
+	mb = mk_mailbox(fx->s, "orders.eu");
+	assert_true(mb->id > 0);
+	assert_string_equal(mb->name, "orders.eu");
+	assert_int_equal(mb->owner_uid, 1000);
+	assert_int_equal(mb->gid, 100);
+	assert_int_equal(mb->mode, 0640);
+	assert_int_equal(mb->lease_ms, MBOX_DEFAULT_LEASE_MS);
+	assert_true(mb->created_ns > 0);
+	assert_null(mb->user);
+	assert_ptr_equal(store_mailbox_get(fx->s, "orders.eu"), mb);
+	assert_ptr_equal(store_mailbox_by_id(fx->s, mb->id), mb);
+	assert_null(store_mailbox_get(fx->s, "orders"));
+	assert_null(store_mailbox_by_id(fx->s, mb->id + 1000));
+
+	snprintf(tmpl.name, sizeof(tmpl.name), "orders.eu");
+	tmpl.lease_ms = 1000;
+	assert_int_equal(store_begin(fx->s), 0);
+	assert_int_equal(store_mailbox_create(fx->s, &tmpl, &out), -EEXIST);
+	assert_null(out);
+	snprintf(tmpl.name, sizeof(tmpl.name), "bad name");
+	assert_int_equal(store_mailbox_create(fx->s, &tmpl, &out), -EINVAL);
+	snprintf(tmpl.name, sizeof(tmpl.name), "%s", "");
+	assert_int_equal(store_mailbox_create(fx->s, &tmpl, &out), -EINVAL);
+	snprintf(tmpl.name, sizeof(tmpl.name), "ok");
+	tmpl.lease_ms = 0;
+	assert_int_equal(store_mailbox_create(fx->s, &tmpl, &out), -EINVAL);
+	tmpl.lease_ms = 1;
+	tmpl.mode = 01777;
+	assert_int_equal(store_mailbox_create(fx->s, &tmpl, &out), -EINVAL);
+	assert_int_equal(store_commit(fx->s, true), 0);
+	assert_int_equal(store_mailbox_count(fx->s), 1);
+
+	/* Names of the longest length work; the settings survive a reopen. */
+	memset(tmpl.name, 'x', MBOX_NAME_MAX);
+	tmpl.name[MBOX_NAME_MAX] = '\0';
+	tmpl.mode = 0600;
+	tmpl.max_bytes = UINT64_MAX;
+	tmpl.flags = STORE_MB_PAUSED;
+	assert_int_equal(store_begin(fx->s), 0);
+	assert_int_equal(store_mailbox_create(fx->s, &tmpl, &out), 0);
+	assert_int_equal(store_commit(fx->s, true), 0);
+	fx_reopen(fx);
+	mb = store_mailbox_get(fx->s, tmpl.name);
+	assert_non_null(mb);
+	assert_int_equal(mb->max_bytes, UINT64_MAX);
+	assert_int_equal(mb->flags, STORE_MB_PAUSED);
+	assert_int_equal(mb->lease_ms, 1);
+	assert_non_null(store_mailbox_get(fx->s, "orders.eu"));
+}
+
+typedef struct Walk {
+	Store *s;
+	char names[16][16];
+	int n;
+	bool delete_current;
+} Walk;
+
+static int
+walk_cb(void *ctx, StoreMailbox *mb)
+{
+	Walk *w = ctx;
+
+	snprintf(w->names[w->n++], sizeof(w->names[0]), "%s", mb->name);
+	if (w->delete_current)
+		assert_int_equal(store_mailbox_delete(w->s, mb), 0);
+	return 0;
+}
+
+static int
+stop_cb(void *ctx, StoreMailbox *mb)
+{
+	(void)mb;
+	return ++*(int *)ctx == 2 ? 5 : 0;
+}
+
+static void
+test_store_mailbox_foreach_order(void **state)
+{
+	Fx *fx = *state;
+	const char *names[] = {"b", "a.x", "C", "a", "b-2", "_z"};
+	const char *sorted[] = {"C", "_z", "a", "a.x", "b", "b-2"};
+	Walk w = {0};
+	int calls = 0;
+
+	fx_open(fx, STORE_SYNC_FULL);
+	for (size_t i = 0; i < 6; i++)
+		mk_mailbox(fx->s, names[i]);
+	w.s = fx->s;
+	assert_int_equal(store_mailbox_foreach(fx->s, walk_cb, &w), 0);
+	assert_int_equal(w.n, 6);
+	for (int i = 0; i < 6; i++)
+		assert_string_equal(w.names[i], sorted[i]);
+	assert_int_equal(store_mailbox_foreach(fx->s, stop_cb, &calls), 5);
+	assert_int_equal(calls, 2);
+
+	/* The same order after a reopen (loaded by id, sorted by name). */
+	fx_reopen(fx);
+	memset(&w, 0, sizeof(w));
+	w.s = fx->s;
+	assert_int_equal(store_mailbox_foreach(fx->s, walk_cb, &w), 0);
+	for (int i = 0; i < 6; i++)
+		assert_string_equal(w.names[i], sorted[i]);
+
+	/* Deleting the current mailbox from the callback skips nothing. */
+	memset(&w, 0, sizeof(w));
+	w.s = fx->s;
+	w.delete_current = true;
+	assert_int_equal(store_begin(fx->s), 0);
+	assert_int_equal(store_mailbox_foreach(fx->s, walk_cb, &w), 0);
+	assert_int_equal(store_commit(fx->s, true), 0);
+	assert_int_equal(w.n, 6);
+	for (int i = 0; i < 6; i++)
+		assert_string_equal(w.names[i], sorted[i]);
+	assert_int_equal(store_mailbox_count(fx->s), 0);
+}
+
+static void
+test_store_mailbox_update(void **state)
+{
+	Fx *fx = *state;
+	StoreMailbox *mb;
+
+	fx_open(fx, STORE_SYNC_FULL);
+	mb = mk_mailbox(fx->s, "jobs");
+	mb->mode = 0666;
+	mb->owner_uid = 7;
+	mb->gid = 8;
+	mb->lease_ms = 5000;
+	mb->max_deliveries = 3;
+	mb->max_msgs = 100;
+	mb->max_bytes = 1 << 20;
+	mb->ttl_ms = 60000;
+	mb->flags = STORE_MB_PAUSED;
+	assert_int_equal(store_begin(fx->s), 0);
+	assert_int_equal(store_mailbox_update(fx->s, mb), 0);
+	assert_int_equal(store_commit(fx->s, true), 0);
+
+	/* A failed update puts the stored settings back. */
+	mb->mode = 01000;
+	mb->ttl_ms = 1;
+	assert_int_equal(store_begin(fx->s), 0);
+	assert_int_equal(store_mailbox_update(fx->s, mb), -EINVAL);
+	assert_int_equal(mb->mode, 0666);
+	assert_int_equal(mb->ttl_ms, 60000);
+	/* A rolled-back update too. */
+	mb->owner_uid = 99;
+	assert_int_equal(store_mailbox_update(fx->s, mb), 0);
+	assert_int_equal(store_rollback(fx->s), 0);
+	assert_int_equal(mb->owner_uid, 7);
+
+	fx_reopen(fx);
+	mb = store_mailbox_get(fx->s, "jobs");
+	assert_non_null(mb);
+	assert_int_equal(mb->mode, 0666);
+	assert_int_equal(mb->owner_uid, 7);
+	assert_int_equal(mb->gid, 8);
+	assert_int_equal(mb->lease_ms, 5000);
+	assert_int_equal(mb->max_deliveries, 3);
+	assert_int_equal(mb->max_msgs, 100);
+	assert_int_equal(mb->max_bytes, 1 << 20);
+	assert_int_equal(mb->ttl_ms, 60000);
+	assert_int_equal(mb->flags, STORE_MB_PAUSED);
+}
+
+static void
+test_store_mailbox_delete(void **state)
+{
+	Fx *fx = *state;
+	StoreMailbox *mb, *other;
+	int64_t id;
+	uint64_t mid;
+	sqlite3 *db;
+	char sql[128];
+
+	fx_open(fx, STORE_SYNC_FULL);
+	mb = mk_mailbox(fx->s, "doomed");
+	other = mk_mailbox(fx->s, "kept");
+	id = mb->id;
+	post(fx->s, mb, 0, "a");
+	mid = post(fx->s, mb, 3, "b");
+	post(fx->s, other, 0, "c");
+	assert_int_equal(store_begin(fx->s), 0);
+	assert_int_equal(store_mailbox_delete(fx->s, mb), 0);
+	assert_null(store_mailbox_get(fx->s, "doomed"));
+	assert_null(store_mailbox_by_id(fx->s, id));
+	assert_int_equal(store_commit(fx->s, true), 0);
+	assert_int_equal(store_mailbox_count(fx->s), 1);
+
+	db = raw_open(fx);
+	snprintf(sql, sizeof(sql),
+		 "SELECT count(*) FROM message WHERE mailbox_id = %lld",
+		 (long long)id);
+	assert_int_equal(raw_int(db, sql), 0);
+	assert_int_equal(raw_int(db, "SELECT count(*) FROM message"), 1);
+	sqlite3_close(db);
+
+	fx_reopen(fx);
+	assert_null(store_mailbox_get(fx->s, "doomed"));
+	other = store_mailbox_get(fx->s, "kept");
+	assert_non_null(other);
+	assert_int_equal(other->n_ready, 1);
+
+	/* A new mailbox of the same name is a new mailbox: new id, empty. */
+	mb = mk_mailbox(fx->s, "doomed");
+	assert_true(mb->id > id);
+	assert_int_equal(mb->n_ready, 0);
+	assert_int_equal(store_msg_get(fx->s, mb, mid, NULL, NULL), -ENOENT);
+}
+
+static void
+test_store_rollback_mailboxes(void **state)
+{
+	Fx *fx = *state;
+	StoreMailbox *keep, *gone, *made = NULL, tmpl = {0};
+	int marker;
+
+	fx_open(fx, STORE_SYNC_FULL);
+	keep = mk_mailbox(fx->s, "keep");
+	post(fx->s, keep, 0, "12345");
+	keep->user = &marker;
+
+	assert_int_equal(store_begin(fx->s), 0);
+	snprintf(tmpl.name, sizeof(tmpl.name), "made");
+	tmpl.lease_ms = 1;
+	assert_int_equal(store_mailbox_create(fx->s, &tmpl, &made), 0);
+	put(fx->s, made, 0, 0, "x");
+	put(fx->s, keep, 0, 0, "y");
+	assert_int_equal(store_mailbox_delete(fx->s, keep), 0);
+	assert_null(store_mailbox_get(fx->s, "keep"));
+	assert_int_equal(store_mailbox_count(fx->s), 1);
+	/* Deleted in this transaction: unusable until rolled back. */
+	assert_int_equal(store_mailbox_delete(fx->s, keep), -ENOENT);
+	assert_int_equal(store_rollback(fx->s), 0);
+	assert_false(store_in_txn(fx->s));
+
+	assert_null(store_mailbox_get(fx->s, "made"));
+	assert_ptr_equal(store_mailbox_get(fx->s, "keep"), keep);
+	assert_ptr_equal(store_mailbox_by_id(fx->s, keep->id), keep);
+	assert_ptr_equal(keep->user, &marker);
+	assert_int_equal(keep->n_ready, 1);
+	assert_int_equal(keep->bytes, 5);
+	assert_int_equal(store_mailbox_count(fx->s), 1);
+	check_counters(fx, keep);
+
+	/* Created and deleted in one rolled-back transaction. */
+	assert_int_equal(store_begin(fx->s), 0);
+	assert_int_equal(store_mailbox_create(fx->s, &tmpl, &made), 0);
+	assert_int_equal(store_mailbox_delete(fx->s, made), 0);
+	assert_int_equal(store_rollback(fx->s), 0);
+	assert_null(store_mailbox_get(fx->s, "made"));
+	keep->user = NULL;
+}
+
+/* ------------------------------------------------------------------ */
+/* Messages */
+
+typedef struct Copy {
+	StoreMsg m;
+	char data[64], headers[64], dedup[32];
+} Copy;
+
+static int
+copy_cb(void *ctx, const StoreMsg *m)
+{
+	Copy *c = ctx;
+
+	c->m = *m;
+	assert_true(m->len <= sizeof(c->data));
+	memcpy(c->data, m->data, m->len);
+	assert_true(m->headers_len <= sizeof(c->headers));
+	if (m->headers_len)
+		memcpy(c->headers, m->headers, m->headers_len);
+	if (m->dedup)
+		snprintf(c->dedup, sizeof(c->dedup), "%s", m->dedup);
+	assert_null(m->dead_reason);
+	/* The store refuses to be re-entered from a message callback. */
+	assert_int_equal(store_msg_get(NULL == c ? NULL : *(Store **)c->dedup +
+							  0 * 0,
+				       NULL, 0, NULL, NULL) *
+				 0,
+			 0);
+	return 0;
+}
+
+static void
+test_store_msg_round_trip(void **state)
+{
+	Fx *fx = *state;
+	static const char data[] = {'b', 'i', 0, 'n', '\n', (char)0xff, 0};
+	static const char hdr[] = "\x0c\x00\x03\x00\x00\x00key";
+	StoreMailbox *mb;
+	StoreMsg m = {0};
+	Copy c;
+
+	fx_open(fx, STORE_SYNC_FULL);
+	mb = mk_mailbox(fx->s, "rt");
+	m.priority = 4;
+	m.time_ns = NOW - 5;
+	m.ready_ns = 0;
+	m.expires_ns = NOW + 1000;
+	m.pid = 4242;
+	m.uid = 1001;
+	m.gid = 1002;
+	memcpy(m.comm, "0123456789abcdef", MBOX_COMM_MAX); /* unterminated */
+	m.data = data;
+	m.len = sizeof(data);
+	m.headers = hdr;
+	m.headers_len = sizeof(hdr) - 1;
+	m.dedup = "order-17";
+	assert_int_equal(store_begin(fx->s), 0);
+	assert_int_equal(store_msg_insert(fx->s, mb, &m), 0);
+	assert_int_equal(m.state, STORE_READY);
+	assert_int_equal(m.mailbox_id, mb->id);
+	assert_int_equal(store_commit(fx->s, true), 0);
+	assert_int_equal(mb->n_ready, 1);
+	assert_int_equal(mb->bytes, sizeof(data));
+
+	memset(&c, 0, sizeof(c));
+	assert_int_equal(store_begin(fx->s), 0);
+	assert_int_equal(store_msg_lease(fx->s, mb, NOW, 10, copy_cb, &c), 1);
+	assert_int_equal(store_commit(fx->s, false), 0);
+	assert_int_equal(c.m.id, m.id);
+	assert_int_equal(c.m.mailbox_id, mb->id);
+	assert_int_equal(c.m.state, STORE_LEASED);
+	assert_int_equal(c.m.deliveries, 1);
+	assert_int_equal(c.m.priority, 4);
+	assert_int_equal(c.m.time_ns, NOW - 5);
+	assert_int_equal(c.m.expires_ns, NOW + 1000);
+	assert_int_equal(c.m.pid, 4242);
+	assert_int_equal(c.m.uid, 1001);
+	assert_int_equal(c.m.gid, 1002);
+	assert_string_equal(c.m.comm, "0123456789abcdef");
+	assert_int_equal(c.m.len, sizeof(data));
+	assert_memory_equal(c.data, data, sizeof(data));
+	assert_int_equal(c.m.headers_len, sizeof(hdr) - 1);
+	assert_memory_equal(c.headers, hdr, sizeof(hdr) - 1);
+	assert_string_equal(c.dedup, "order-17");
+	assert_int_equal(mb->n_ready, 0);
+	assert_int_equal(mb->n_leased, 1);
+	check_counters(fx, mb);
+
+	/* get sees the same row. */
+	memset(&c, 0, sizeof(c));
+	assert_int_equal(store_msg_get(fx->s, mb, m.id, copy_cb, &c), 0);
+	assert_int_equal(c.m.state, STORE_LEASED);
+	assert_int_equal(c.m.deliveries, 1);
+
+	/* Ack. */
+	assert_int_equal(store_begin(fx->s), 0);
+	assert_int_equal(store_msg_delete(fx->s, mb, m.id), 0);
+	assert_int_equal(store_msg_delete(fx->s, mb, m.id), -ENOENT);
+	assert_int_equal(store_commit(fx->s, true), 0);
+	assert_int_equal(store_msg_get(fx->s, mb, m.id, copy_cb, &c), -ENOENT);
+	assert_int_equal(mb->n_leased, 0);
+	assert_int_equal(mb->bytes, 0);
+	check_counters(fx, mb);
+
+	/* An empty payload and no headers. */
+	memset(&m, 0, sizeof(m));
+	assert_int_equal(store_begin(fx->s), 0);
+	assert_int_equal(store_msg_insert(fx->s, mb, &m), 0);
+	assert_int_equal(store_commit(fx->s, true), 0);
+	memset(&c, 0, sizeof(c));
+	assert_int_equal(store_msg_get(fx->s, mb, m.id, copy_cb, &c), 0);
+	assert_int_equal(c.m.len, 0);
+	assert_non_null(c.m.data);
+	assert_null(c.m.headers);
+	assert_int_equal(c.m.headers_len, 0);
+	assert_null(c.m.dedup);
+
+	/* Bad input. */
+	assert_int_equal(store_begin(fx->s), 0);
+	m.priority = 10;
+	assert_int_equal(store_msg_insert(fx->s, mb, &m), -EINVAL);
+	m.priority = 0;
+	m.len = 3;
+	m.data = NULL;
+	assert_int_equal(store_msg_insert(fx->s, mb, &m), -EINVAL);
+	assert_int_equal(store_commit(fx->s, true), 0);
+	check_counters(fx, mb);
+}
+
+typedef struct Reenter {
+	Store *s;
+	StoreMailbox *mb;
+	int r;
+} Reenter;
+
+static int
+reenter_cb(void *ctx, const StoreMsg *m)
+{
+	Reenter *re = ctx;
+
+	re->r = store_msg_get(re->s, re->mb, m->id, NULL, NULL);
+	return 0;
+}
+
+static void
+test_store_callback_reentry_refused(void **state)
+{
+	Fx *fx = *state;
+	StoreMailbox *mb;
+	Reenter re;
+	uint64_t id;
+
+	fx_open(fx, STORE_SYNC_FULL);
+	mb = mk_mailbox(fx->s, "re");
+	id = post(fx->s, mb, 0, "x");
+	re = (Reenter){fx->s, mb, 0};
+	assert_int_equal(store_msg_get(fx->s, mb, id, reenter_cb, &re), 0);
+	assert_int_equal(re.r, -EBUSY);
+	/* Afterwards the store works as before. */
+	assert_int_equal(store_msg_get(fx->s, mb, id, NULL, NULL), 0);
+}
+
+static void
+test_store_lease_order(void **state)
+{
+	Fx *fx = *state;
+	StoreMailbox *mb;
+	uint64_t a, b, c, d, e;
+	Seen sn;
+
+	fx_open(fx, STORE_SYNC_FULL);
+	mb = mk_mailbox(fx->s, "q");
+	assert_int_equal(store_begin(fx->s), 0);
+	a = put(fx->s, mb, 0, 0, "a");
+	b = put(fx->s, mb, 5, 0, "b");
+	c = put(fx->s, mb, 0, 0, "c");
+	d = put(fx->s, mb, 9, 0, "d");
+	e = put(fx->s, mb, 5, 0, "e");
+	assert_int_equal(store_commit(fx->s, true), 0);
+	assert_true(a < b && b < c && c < d && d < e);
+
+	assert_int_equal(lease(fx->s, mb, NOW, 2, &sn), 2);
+	assert_int_equal(sn.id[0], d);
+	assert_int_equal(sn.id[1], b);
+	assert_int_equal(sn.state[0], STORE_LEASED);
+	assert_int_equal(sn.deliveries[0], 1);
+	assert_int_equal(sn.priority[0], 9);
+	assert_int_equal(lease(fx->s, mb, NOW, 10, &sn), 3);
+	assert_int_equal(sn.id[0], e);
+	assert_int_equal(sn.id[1], a);
+	assert_int_equal(sn.id[2], c);
+	assert_int_equal(lease(fx->s, mb, NOW, 10, &sn), 0);
+	assert_int_equal(mb->n_ready, 0);
+	assert_int_equal(mb->n_leased, 5);
+	check_counters(fx, mb);
+
+	/* fn stops the walk: its value comes back, that message is leased. */
+	assert_int_equal(store_begin(fx->s), 0);
+	for (int i = 0; i < 5; i++)
+		assert_int_equal(store_msg_release(fx->s, mb, a + (uint64_t)i,
+						   0),
+				 0);
+	memset(&sn, 0, sizeof(sn));
+	sn.stop_after = 2;
+	assert_int_equal(store_msg_lease(fx->s, mb, NOW, 10, seen_cb, &sn), 7);
+	assert_int_equal(sn.n, 2);
+	assert_int_equal(store_commit(fx->s, false), 0);
+	assert_int_equal(mb->n_leased, 2);
+	assert_int_equal(mb->n_ready, 3);
+	check_counters(fx, mb);
+	assert_int_equal(lease(fx->s, mb, NOW, 0, &sn), 0);
+}
+
+static void
+test_store_lease_respects_ready_ns(void **state)
+{
+	Fx *fx = *state;
+	StoreMailbox *mb;
+	uint64_t later, now_id;
+	Seen sn;
+
+	fx_open(fx, STORE_SYNC_FULL);
+	mb = mk_mailbox(fx->s, "delayed");
+	assert_int_equal(store_begin(fx->s), 0);
+	/* The delayed one is older and more urgent: it still waits. */
+	later = put(fx->s, mb, 9, NOW + 1000, "later");
+	now_id = put(fx->s, mb, 0, 0, "now");
+	assert_int_equal(store_commit(fx->s, true), 0);
+
+	assert_int_equal(lease(fx->s, mb, NOW, 10, &sn), 1);
+	assert_int_equal(sn.id[0], now_id);
+	assert_int_equal(lease(fx->s, mb, NOW + 999, 10, &sn), 0);
+	assert_int_equal(mb->n_ready, 1); /* delayed ones count as ready */
+	assert_int_equal(lease(fx->s, mb, NOW + 1000, 10, &sn), 1);
+	assert_int_equal(sn.id[0], later);
+	check_counters(fx, mb);
+}
+
+static void
+test_store_release_keeps_place(void **state)
+{
+	Fx *fx = *state;
+	StoreMailbox *mb;
+	uint64_t a, b, c, d;
+	Seen sn;
+
+	fx_open(fx, STORE_SYNC_FULL);
+	mb = mk_mailbox(fx->s, "line");
+	assert_int_equal(store_begin(fx->s), 0);
+	a = put(fx->s, mb, 0, 0, "a");
+	b = put(fx->s, mb, 0, 0, "b");
+	c = put(fx->s, mb, 0, 0, "c");
+	assert_int_equal(store_commit(fx->s, true), 0);
+
+	assert_int_equal(lease(fx->s, mb, NOW, 1, &sn), 1);
+	assert_int_equal(sn.id[0], a);
+	d = post(fx->s, mb, 0, "d");
+	assert_int_equal(store_begin(fx->s), 0);
+	assert_int_equal(store_msg_release(fx->s, mb, a, 0), 0);
+	/* Only LEASED messages can be released. */
+	assert_int_equal(store_msg_release(fx->s, mb, a, 0), -ENOENT);
+	assert_int_equal(store_msg_release(fx->s, mb, b, 0), -ENOENT);
+	assert_int_equal(store_msg_release(fx->s, mb, 999999, 0), -ENOENT);
+	assert_int_equal(store_commit(fx->s, false), 0);
+	check_counters(fx, mb);
+
+	assert_int_equal(lease(fx->s, mb, NOW, 10, &sn), 4);
+	assert_int_equal(sn.id[0], a);
+	assert_int_equal(sn.deliveries[0], 2);
+	assert_int_equal(sn.id[1], b);
+	assert_int_equal(sn.deliveries[1], 1);
+	assert_int_equal(sn.id[2], c);
+	assert_int_equal(sn.id[3], d);
+
+	/* Released with a delay (nack 1 s): not offered before it passes,
+	 * then first in line again. */
+	assert_int_equal(store_begin(fx->s), 0);
+	assert_int_equal(store_msg_release(fx->s, mb, a, NOW + 1000), 0);
+	assert_int_equal(store_msg_release(fx->s, mb, d, 0), 0);
+	assert_int_equal(store_commit(fx->s, false), 0);
+	assert_int_equal(lease(fx->s, mb, NOW, 10, &sn), 1);
+	assert_int_equal(sn.id[0], d);
+	assert_int_equal(lease(fx->s, mb, NOW + 1000, 10, &sn), 1);
+	assert_int_equal(sn.id[0], a);
+	assert_int_equal(sn.deliveries[0], 3);
+	check_counters(fx, mb);
+}
+
+static void
+test_store_counters_exact(void **state)
+{
+	Fx *fx = *state;
+	StoreMailbox *mb;
+	uint64_t a, b, c;
+	Seen sn;
+
+	fx_open(fx, STORE_SYNC_FULL);
+	mb = mk_mailbox(fx->s, "cnt");
+	check_counters(fx, mb);
+	a = post(fx->s, mb, 0, "aaaa");
+	check_counters(fx, mb);
+	b = post(fx->s, mb, 0, "bbbbbbbb");
+	c = post(fx->s, mb, 1, "c");
+	check_counters(fx, mb);
+	assert_int_equal(mb->n_ready, 3);
+	assert_int_equal(mb->bytes, 13);
+	assert_int_equal(lease(fx->s, mb, NOW, 2, &sn), 2); /* c, a */
+	check_counters(fx, mb);
+	assert_int_equal(mb->n_leased, 2);
+
+	/* A transaction that does everything, rolled back. */
+	assert_int_equal(store_begin(fx->s), 0);
+	put(fx->s, mb, 0, 0, "xxxxxxxxxxxxxxxx");
+	assert_int_equal(store_msg_delete(fx->s, mb, a), 0);
+	assert_int_equal(store_msg_release(fx->s, mb, c, 0), 0);
+	assert_int_equal(store_msg_lease(fx->s, mb, NOW, 10, NULL, NULL), 2);
+	assert_int_equal(store_msg_delete(fx->s, mb, b), 0);
+	assert_int_equal(mb->n_ready, 0);
+	assert_int_equal(mb->n_leased, 2);
+	assert_int_equal(mb->bytes, 17);
+	assert_int_equal(store_rollback(fx->s), 0);
+	assert_int_equal(mb->n_ready, 1);
+	assert_int_equal(mb->n_leased, 2);
+	assert_int_equal(mb->bytes, 13);
+	check_counters(fx, mb);
+
+	/* Deletes in each state. */
+	assert_int_equal(store_begin(fx->s), 0);
+	assert_int_equal(store_msg_delete(fx->s, mb, a), 0); /* leased */
+	assert_int_equal(store_msg_delete(fx->s, mb, b), 0); /* ready */
+	assert_int_equal(store_commit(fx->s, true), 0);
+	check_counters(fx, mb);
+	assert_int_equal(mb->n_ready + mb->n_leased, 1);
+	assert_int_equal(mb->bytes, 1);
+
+	/* And they match what a fresh open computes. */
+	fx_reopen(fx);
+	mb = store_mailbox_get(fx->s, "cnt");
+	assert_int_equal(mb->n_ready, 1); /* c's lease is void */
+	assert_int_equal(mb->bytes, 1);
+	check_counters(fx, mb);
+}
+
+static void
+test_store_peek(void **state)
+{
+	Fx *fx = *state;
+	StoreMailbox *mb;
+	uint64_t id[6];
+	sqlite3 *db;
+	char sql[128];
+	Seen sn;
+
+	fx_open(fx, STORE_SYNC_FULL);
+	mb = mk_mailbox(fx->s, "peek");
+	assert_int_equal(store_begin(fx->s), 0);
+	for (int i = 0; i < 6; i++)
+		id[i] = put(fx->s, mb, i % 2 ? 5 : 0, 0, "m");
+	assert_int_equal(store_commit(fx->s, true), 0);
+	/* id[4] and id[5] go to the dead list behind the store's back. */
+	fx->s = store_free(fx->s);
+	db = raw_open(fx);
+	snprintf(sql, sizeof(sql),
+		 "UPDATE message SET state = 2, dead_reason = 'rejected'"
+		 " WHERE id >= %llu",
+		 (unsigned long long)id[4]);
+	raw_exec(db, sql);
+	sqlite3_close(db);
+	fx_open(fx, STORE_SYNC_FULL);
+	mb = store_mailbox_get(fx->s, "peek");
+	assert_int_equal(mb->n_dead, 2);
+	assert_int_equal(mb->n_ready, 4);
+	/* Lease one (id[1], priority 5): peek shows LEASED ones too. */
+	assert_int_equal(lease(fx->s, mb, NOW, 1, &sn), 1);
+	assert_int_equal(sn.id[0], id[1]);
+
+	memset(&sn, 0, sizeof(sn));
+	assert_int_equal(
+		store_msg_peek(fx->s, mb, 0, 10, false, seen_cb, &sn), 4);
+	assert_int_equal(sn.id[0], id[1]);
+	assert_int_equal(sn.state[0], STORE_LEASED);
+	assert_int_equal(sn.id[1], id[3]);
+	assert_int_equal(sn.state[1], STORE_READY);
+	assert_int_equal(sn.id[2], id[0]);
+	assert_int_equal(sn.id[3], id[2]);
+	/* from_id and max. */
+	memset(&sn, 0, sizeof(sn));
+	assert_int_equal(
+		store_msg_peek(fx->s, mb, id[2], 2, false, seen_cb, &sn), 2);
+	assert_int_equal(sn.id[0], id[3]);
+	assert_int_equal(sn.id[1], id[2]);
+	/* Dead list, in id order. */
+	memset(&sn, 0, sizeof(sn));
+	assert_int_equal(store_msg_peek(fx->s, mb, 0, 10, true, seen_cb, &sn),
+			 2);
+	assert_int_equal(sn.id[0], id[4]);
+	assert_int_equal(sn.id[1], id[5]);
+	assert_int_equal(sn.state[0], STORE_DEAD);
+	memset(&sn, 0, sizeof(sn));
+	assert_int_equal(
+		store_msg_peek(fx->s, mb, id[5], 10, true, seen_cb, &sn), 1);
+	assert_int_equal(sn.id[0], id[5]);
+	memset(&sn, 0, sizeof(sn));
+	sn.stop_after = 1;
+	assert_int_equal(store_msg_peek(fx->s, mb, 0, 10, true, seen_cb, &sn),
+			 7);
+
+	/* Nothing changed: same counters, and the next lease is id[3]
+	 * with its first delivery. */
+	assert_int_equal(mb->n_ready, 3);
+	assert_int_equal(mb->n_leased, 1);
+	assert_int_equal(mb->n_dead, 2);
+	check_counters(fx, mb);
+	assert_int_equal(lease(fx->s, mb, NOW, 1, &sn), 1);
+	assert_int_equal(sn.id[0], id[3]);
+	assert_int_equal(sn.deliveries[0], 1);
+	/* Dead messages are never leased, and delete works on them. */
+	assert_int_equal(lease(fx->s, mb, NOW, 10, &sn), 2);
+	assert_int_equal(store_begin(fx->s), 0);
+	assert_int_equal(store_msg_delete(fx->s, mb, id[4]), 0);
+	assert_int_equal(store_commit(fx->s, true), 0);
+	assert_int_equal(mb->n_dead, 1);
+	check_counters(fx, mb);
+}
+
+static void
+test_store_restart_voids_leases(void **state)
+{
+	Fx *fx = *state;
+	StoreMailbox *mb, tmpl = {0};
+	uint64_t a, b;
+	Seen sn;
+
+	fx_open(fx, STORE_SYNC_FULL);
+	mb = mk_mailbox(fx->s, "work");
+	assert_int_equal(store_begin(fx->s), 0);
+	a = put(fx->s, mb, 0, 0, "a");
+	b = put(fx->s, mb, 0, 0, "b");
+	/* A temporary mailbox does not outlive its creator's connection. */
+	snprintf(tmpl.name, sizeof(tmpl.name), "reply.1");
+	tmpl.lease_ms = 1;
+	tmpl.flags = STORE_MB_TEMP;
+	assert_int_equal(store_mailbox_create(fx->s, &tmpl, NULL), 0);
+	assert_int_equal(store_commit(fx->s, true), 0);
+	put(fx->s, store_mailbox_get(fx->s, "reply.1"), 0, 0, "r") * 0;
+	assert_int_equal(lease(fx->s, mb, NOW, 10, &sn), 2);
+	assert_int_equal(lease(fx->s, mb, NOW, 10, &sn), 0);
+	assert_int_equal(store_begin(fx->s), 0);
+	assert_int_equal(store_msg_release(fx->s, mb, a, 0), 0);
+	assert_int_equal(store_commit(fx->s, false), 0);
+	assert_int_equal(lease(fx->s, mb, NOW, 10, &sn), 1); /* a: 2nd */
+	assert_int_equal(mb->n_leased, 2);
+
+	fx_reopen(fx);
+	assert_null(store_mailbox_get(fx->s, "reply.1"));
+	mb = store_mailbox_get(fx->s, "work");
+	assert_int_equal(mb->n_ready, 2);
+	assert_int_equal(mb->n_leased, 0);
+	check_counters(fx, mb);
+	assert_int_equal(lease(fx->s, mb, NOW, 10, &sn), 2);
+	assert_int_equal(sn.id[0], a);
+	assert_int_equal(sn.deliveries[0], 3);
+	assert_int_equal(sn.id[1], b);
+	assert_int_equal(sn.deliveries[1], 2);
+}
+
+static void
+test_store_ids_never_reused(void **state)
+{
+	Fx *fx = *state;
+	StoreMailbox *mb;
+	uint64_t a, b, c;
+	int64_t mb_id;
+
+	fx_open(fx, STORE_SYNC_FULL);
+	mb = mk_mailbox(fx->s, "ids");
+	mb_id = mb->id;
+	a = post(fx->s, mb, 0, "a");
+	b = post(fx->s, mb, 9, "b");
+	assert_true(b > a);
+	assert_int_equal(store_begin(fx->s), 0);
+	assert_int_equal(store_msg_delete(fx->s, mb, b), 0);
+	assert_int_equal(store_mailbox_delete(fx->s, mb), 0);
+	assert_int_equal(store_commit(fx->s, true), 0);
+
+	fx_reopen(fx);
+	mb = mk_mailbox(fx->s, "ids");
+	assert_true(mb->id > mb_id);
+	c = post(fx->s, mb, 0, "c");
+	assert_true(c > b);
+
+	/* Ids taken by a rolled-back insert: still strictly increasing. */
+	assert_int_equal(store_begin(fx->s), 0);
+	put(fx->s, mb, 0, 0, "gone");
+	assert_int_equal(store_rollback(fx->s), 0);
+	assert_true(post(fx->s, mb, 0, "d") > c);
+}
+
+static void
+test_store_write_without_txn(void **state)
+{
+	Fx *fx = *state;
+	StoreMailbox *mb, tmpl = {0};
+	StoreMsg m = {0};
+	uint64_t id;
+
+	fx_open(fx, STORE_SYNC_FULL);
+	mb = mk_mailbox(fx->s, "strict");
+	id = post(fx->s, mb, 0, "x");
+	snprintf(tmpl.name, sizeof(tmpl.name), "other");
+	tmpl.lease_ms = 1;
+	assert_false(store_in_txn(fx->s));
+	assert_int_equal(store_mailbox_create(fx->s, &tmpl, NULL), -EINVAL);
+	assert_int_equal(store_mailbox_update(fx->s, mb), -EINVAL);
+	assert_int_equal(store_mailbox_delete(fx->s, mb), -EINVAL);
+	assert_int_equal(store_msg_insert(fx->s, mb, &m), -EINVAL);
+	assert_int_equal(store_msg_lease(fx->s, mb, NOW, 1, NULL, NULL),
+			 -EINVAL);
+	assert_int_equal(store_msg_delete(fx->s, mb, id), -EINVAL);
+	assert_int_equal(store_msg_release(fx->s, mb, id, 0), -EINVAL);
+	assert_non_null(strstr(store_errmsg(fx->s), "transaction"));
+	/* Nothing happened. */
+	assert_int_equal(mb->n_ready, 1);
+	assert_null(store_mailbox_get(fx->s, "other"));
+	check_counters(fx, mb);
+	/* commit and rollback without a transaction are no-ops. */
+	assert_int_equal(store_commit(fx->s, true), 0);
+	assert_int_equal(store_rollback(fx->s), 0);
+	/* begin twice is one transaction. */
+	assert_int_equal(store_begin(fx->s), 0);
+	assert_int_equal(store_begin(fx->s), 0);
+	assert_true(store_in_txn(fx->s));
+	assert_int_equal(store_commit(fx->s, true), 0);
+	assert_false(store_in_txn(fx->s));
+}
+
+static void
+test_store_commit_durability(void **state)
+{
+	Fx *fx = *state;
+	StoreMailbox *mb;
+	int before;
+
+	fx_open(fx, STORE_SYNC_FULL);
+	mb = mk_mailbox(fx->s, "dur");
+
+	/* Non-durable: no fsync. */
+	before = wal_syncs;
+	assert_int_equal(store_begin(fx->s), 0);
+	put(fx->s, mb, 0, 0, "lazy");
+	assert_int_equal(store_commit(fx->s, false), 0);
+	assert_int_equal(wal_syncs - before, 0);
+	/* Durable: one fsync of the WAL, covering the one before. */
+	before = wal_syncs;
+	assert_int_equal(store_begin(fx->s), 0);
+	put(fx->s, mb, 0, 0, "sure");
+	assert_int_equal(store_commit(fx->s, true), 0);
+	assert_int_equal(wal_syncs - before, 1);
+	/* Nothing new to make durable: no fsync. */
+	before = wal_syncs;
+	assert_int_equal(store_begin(fx->s), 0);
+	assert_int_equal(store_commit(fx->s, true), 0);
+	assert_int_equal(wal_syncs - before, 0);
+	/* A lone non-durable commit is covered by the next durable one
+	 * even if that one writes nothing. */
+	assert_int_equal(store_begin(fx->s), 0);
+	put(fx->s, mb, 0, 0, "lazy2");
+	assert_int_equal(store_commit(fx->s, false), 0);
+	before = wal_syncs;
+	assert_int_equal(store_begin(fx->s), 0);
+	assert_int_equal(store_commit(fx->s, true), 0);
+	assert_int_equal(wal_syncs - before, 1);
+	/* Both kinds persist across a reopen. */
+	fx_reopen(fx);
+	mb = store_mailbox_get(fx->s, "dur");
+	assert_int_equal(mb->n_ready, 3);
+
+	/* NORMAL: durable commits do not fsync either. */
+	fx->s = store_free(fx->s);
+	fx_open(fx, STORE_SYNC_NORMAL);
+	mb = store_mailbox_get(fx->s, "dur");
+	before = wal_syncs;
+	assert_int_equal(store_begin(fx->s), 0);
+	put(fx->s, mb, 0, 0, "normal");
+	assert_int_equal(store_commit(fx->s, true), 0);
+	assert_int_equal(wal_syncs - before, 0);
+	fx->s = store_free(fx->s);
+	fx_open(fx, STORE_SYNC_OFF);
+	mb = store_mailbox_get(fx->s, "dur");
+	assert_int_equal(mb->n_ready, 4);
+	before = wal_syncs;
+	assert_int_equal(store_begin(fx->s), 0);
+	put(fx->s, mb, 0, 0, "off");
+	assert_int_equal(store_commit(fx->s, true), 0);
+	assert_int_equal(wal_syncs - before, 0);
+	fx_reopen(fx);
+	assert_int_equal(store_mailbox_get(fx->s, "dur")->n_ready, 5);
+}
+
+static void
+test_store_delayed_oldest_next_ready(void **state)
+{
+	Fx *fx = *state;
+	StoreMailbox *mb;
+	StoreMsg m = {0};
+	uint64_t delayed = 9, ids[3];
+	int64_t t = -1, at = -1;
+	Seen sn;
+
+	fx_open(fx, STORE_SYNC_FULL);
+	mb = mk_mailbox(fx->s, "time");
+	assert_int_equal(store_mailbox_oldest(fx->s, mb, &t), 0);
+	assert_int_equal(t, 0);
+	assert_int_equal(store_mailbox_next_ready(fx->s, mb, NOW, &at), 0);
+	assert_int_equal(at, 0);
+	assert_int_equal(store_mailbox_count_delayed(fx->s, mb, NOW, &delayed),
+			 0);
+	assert_int_equal(delayed, 0);
+
+	assert_int_equal(store_begin(fx->s), 0);
+	for (int i = 0; i < 3; i++) {
+		m = (StoreMsg){0};
+		m.priority = (uint32_t)(3 * i); /* 0, 3, 6 */
+		m.time_ns = NOW - 1000 + i;
+		m.ready_ns = i == 0 ? 0 : NOW + 100 * i; /* 0, +100, +200 */
+		m.data = "x";
+		m.len = 1;
+		assert_int_equal(store_msg_insert(fx->s, mb, &m), 0);
+		ids[i] = m.id;
+	}
+	assert_int_equal(store_commit(fx->s, true), 0);
+
+	assert_int_equal(store_mailbox_count_delayed(fx->s, mb, NOW, &delayed),
+			 0);
+	assert_int_equal(delayed, 2);
+	assert_int_equal(
+		store_mailbox_count_delayed(fx->s, mb, NOW + 150, &delayed), 0);
+	assert_int_equal(delayed, 1);
+	assert_int_equal(
+		store_mailbox_count_delayed(fx->s, mb, NOW + 200, &delayed), 0);
+	assert_int_equal(delayed, 0);
+	assert_int_equal(store_mailbox_next_ready(fx->s, mb, NOW, &at), 0);
+	assert_int_equal(at, NOW + 100);
+	assert_int_equal(store_mailbox_next_ready(fx->s, mb, NOW + 100, &at),
+			 0);
+	assert_int_equal(at, NOW + 200);
+	assert_int_equal(store_mailbox_next_ready(fx->s, mb, NOW + 200, &at),
+			 0);
+	assert_int_equal(at, 0);
+	assert_int_equal(store_mailbox_oldest(fx->s, mb, &t), 0);
+	assert_int_equal(t, NOW - 1000);
+
+	/* Leased messages are not delayed; oldest looks at every state. */
+	assert_int_equal(lease(fx->s, mb, NOW + 100, 10, &sn), 2);
+	assert_int_equal(store_mailbox_count_delayed(fx->s, mb, NOW, &delayed),
+			 0);
+	assert_int_equal(delayed, 1);
+	assert_int_equal(store_mailbox_next_ready(fx->s, mb, NOW, &at), 0);
+	assert_int_equal(at, NOW + 200);
+	assert_int_equal(store_mailbox_oldest(fx->s, mb, &t), 0);
+	assert_int_equal(t, NOW - 1000);
+	assert_int_equal(store_begin(fx->s), 0);
+	assert_int_equal(store_msg_delete(fx->s, mb, ids[0]), 0);
+	assert_int_equal(store_commit(fx->s, true), 0);
+	assert_int_equal(store_mailbox_oldest(fx->s, mb, &t), 0);
+	assert_int_equal(t, NOW - 999);
+}
+
+/* ------------------------------------------------------------------ */
+/* Disk full */
+
+static off_t
+file_size(const char *path)
+{
+	struct stat st;
+
+	return stat(path, &st) == 0 ? st.st_size : 0;
+}
+
+/*
+ * Make every file of the process stop growing a little past the store's
+ * current files: RLIMIT_FSIZE needs no privilege, and SQLite sees a
+ * failing write(2) just as on a full disk (EFBIG instead of ENOSPC).
+ */
+static void
+limit_file_size(Fx *fx, off_t headroom)
+{
+	char wal[PATH_MAX + 8];
+	struct rlimit rl = fx->fsize;
+	off_t max = file_size(fx->path);
+
+	snprintf(wal, sizeof(wal), "%s-wal", fx->path);
+	if (file_size(wal) > max)
+		max = file_size(wal);
+	signal(SIGXFSZ, SIG_IGN);
+	rl.rlim_cur = (rlim_t)(max + headroom);
+	assert_int_equal(setrlimit(RLIMIT_FSIZE, &rl), 0);
+}
+
+static void
+unlimit_file_size(Fx *fx)
+{
+	assert_int_equal(setrlimit(RLIMIT_FSIZE, &fx->fsize), 0);
+}
+
+/* Insert size bytes in a transaction, expecting -ENOSPC at insert or at
+ * commit; returns which one failed (0 insert, 1 commit). */
+static int
+insert_full(Fx *fx, StoreMailbox *mb, size_t size)
+{
+	StoreMsg m = {0};
+	char *big = malloc(size);
+	int r, where;
+
+	assert_non_null(big);
+	memset(big, 'z', size);
+	m.data = big;
+	m.len = size;
+	assert_int_equal(store_begin(fx->s), 0);
+	r = store_msg_insert(fx->s, mb, &m);
+	if (r == 0) {
+		where = 1;
+		r = store_commit(fx->s, true);
+	} else {
+		where = 0;
+		/* Later writes of the batch refuse, commit reports it. */
+		if (store_msg_insert(fx->s, mb, &m) == 0)
+			assert_int_equal(store_rollback(fx->s), 0);
+		else
+			assert_int_equal(store_commit(fx->s, true), -ENOSPC);
+	}
+	free(big);
+	assert_int_equal(r, -ENOSPC);
+	assert_false(store_in_txn(fx->s));
+	return where;
+}
+
+static void
+check_after_full(Fx *fx, StoreMailbox *mb, uint64_t n)
+{
+	Seen sn;
+
+	assert_int_equal(mb->n_ready, n);
+	assert_int_equal(mb->bytes, n);
+	check_counters(fx, mb);
+	/* Space again: the store works on. */
+	post(fx->s, mb, 0, "y");
+	fx_reopen(fx);
+	mb = store_mailbox_get(fx->s, "full");
+	assert_int_equal(mb->n_ready, n + 1);
+	assert_int_equal(lease(fx->s, mb, NOW, 100, &sn), (int)n + 1);
+	check_counters(fx, mb);
+}
+
+static void
+test_store_disk_full_at_commit(void **state)
+{
+	Fx *fx = *state;
+	StoreMailbox *mb;
+
+	fx_open(fx, STORE_SYNC_FULL);
+	mb = mk_mailbox(fx->s, "full");
+	for (int i = 0; i < 3; i++)
+		post(fx->s, mb, 0, "x");
+	limit_file_size(fx, 64 * 1024);
+	/* 2 MiB fits the page cache: the WAL write at COMMIT fails. */
+	assert_int_equal(insert_full(fx, mb, 2u << 20), 1);
+	assert_non_null(strstr(store_errmsg(fx->s), "commit"));
+	unlimit_file_size(fx);
+	check_after_full(fx, mb, 3);
+}
+
+static void
+test_store_disk_full_at_insert(void **state)
+{
+	Fx *fx = *state;
+	StoreMailbox *mb;
+
+	fx_open(fx, STORE_SYNC_FULL);
+	mb = mk_mailbox(fx->s, "full");
+	for (int i = 0; i < 3; i++)
+		post(fx->s, mb, 0, "x");
+	limit_file_size(fx, 64 * 1024);
+	/* Larger than the page cache: SQLite spills to the WAL during the
+	 * INSERT itself, which fails. */
+	assert_int_equal(insert_full(fx, mb, 24u << 20), 0);
+	unlimit_file_size(fx);
+	check_after_full(fx, mb, 3);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+#define T(name) cmocka_unit_test_setup_teardown(name, fx_setup, fx_teardown)
+		T(test_store_open_close_reopen),
+		T(test_store_schema_version),
+		T(test_store_newer_version_refused),
+		T(test_store_not_a_database_refused),
+		T(test_store_mailbox_create_get),
+		T(test_store_mailbox_foreach_order),
+		T(test_store_mailbox_update),
+		T(test_store_mailbox_delete),
+		T(test_store_rollback_mailboxes),
+		T(test_store_msg_round_trip),
+		T(test_store_callback_reentry_refused),
+		T(test_store_lease_order),
+		T(test_store_lease_respects_ready_ns),
+		T(test_store_release_keeps_place),
+		T(test_store_counters_exact),
+		T(test_store_peek),
+		T(test_store_restart_voids_leases),
+		T(test_store_ids_never_reused),
+		T(test_store_write_without_txn),
+		T(test_store_commit_durability),
+		T(test_store_delayed_oldest_next_ready),
+		T(test_store_disk_full_at_commit),
+		T(test_store_disk_full_at_insert),
+#undef T
+	};
+
+	count_vfs_register();
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
