@@ -91,8 +91,7 @@ static const SchemaStep schema_steps[] = {
 
 /* Map a failed SQLite call to an errno and describe it in errbuf. */
 static int
-schema_fail(sqlite3 *db, int rc, const char *what, char *errbuf,
-	    size_t errlen)
+schema_fail(sqlite3 *db, int rc, const char *what, char *errbuf, size_t errlen)
 {
 	snprintf(errbuf, errlen, "%s: %s", what, sqlite3_errmsg(db));
 	switch (rc & 0xff) {

@@ -37,6 +37,7 @@
  */
 #include "config.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
@@ -58,7 +59,7 @@
 #define STORE_BUSY_TIMEOUT_MS 100
 /* Page cache: -KiB. The hot part of the queue index and the tail of the
  * table fit; payloads go through it only once. */
-#define STORE_CACHE_SIZE      "-16384"
+#define STORE_CACHE_SIZE "-16384"
 /* Checkpoint when the WAL reaches this many pages (SQLite's default,
  * about 4 MiB), and cut the WAL file back to this size afterwards so a
  * burst of large payloads does not pin disk space forever. */
@@ -86,10 +87,10 @@ typedef struct Entry {
 	MbSettings disk;      /* settings as in the database right now */
 	MbSettings saved;     /* settings at first touch in the open txn */
 	MbCounters saved_cnt; /* counters at first touch in the open txn */
-	unsigned txn;         /* ENTRY_* */
+	unsigned txn;	      /* ENTRY_* */
 } Entry;
 
-#define entry_of(p) ((Entry *)((char *)(p) - offsetof(Entry, mb)))
+#define entry_of(p) ((Entry *)((char *)(p)-offsetof(Entry, mb)))
 
 enum {
 	ST_BEGIN,
@@ -138,10 +139,11 @@ static const char *const store_sql[ST_COUNT] = {
 			   " GROUP BY mailbox_id, state",
 	[ST_MB_RESET_LEASED] = "UPDATE message SET state = 0"
 			       " WHERE mailbox_id = ?1 AND state = 1",
-	[ST_MB_INSERT] = "INSERT INTO mailbox (name, owner_uid, gid, mode,"
-			 " lease_ms, max_deliveries, max_msgs, max_bytes,"
-			 " ttl_ms, flags, created_ns)"
-			 " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+	[ST_MB_INSERT] =
+		"INSERT INTO mailbox (name, owner_uid, gid, mode,"
+		" lease_ms, max_deliveries, max_msgs, max_bytes,"
+		" ttl_ms, flags, created_ns)"
+		" VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
 	[ST_MB_UPDATE] = "UPDATE mailbox SET owner_uid = ?2, gid = ?3,"
 			 " mode = ?4, lease_ms = ?5, max_deliveries = ?6,"
 			 " max_msgs = ?7, max_bytes = ?8, ttl_ms = ?9,"
@@ -199,15 +201,15 @@ struct Store {
 	StoreSync sync;
 	int lock_fd; /* flock'd: one mboxd per database */
 
-	bool in_txn;    /* store_begin succeeded, no commit/rollback yet */
+	bool in_txn;	/* store_begin succeeded, no commit/rollback yet */
 	bool txn_wrote; /* the open transaction changed rows */
-	bool unsynced;  /* committed frames not yet fsync'd (FULL mode) */
-	int txn_err;    /* < 0: SQLite rolled the open transaction back */
-	int failed;     /* < 0: a WAL fsync failed, writes are refused */
+	bool unsynced;	/* committed frames not yet fsync'd (FULL mode) */
+	int txn_err;	/* < 0: SQLite rolled the open transaction back */
+	int failed;	/* < 0: a WAL fsync failed, writes are refused */
 	unsigned in_callback; /* depth of StoreMsgFn calls */
 
 	Entry **by_name; /* n_mb entries, strcmp order */
-	Entry **by_id;   /* n_mb entries, id order */
+	Entry **by_id;	 /* n_mb entries, id order */
 	size_t n_mb, cap_mb;
 	Entry **journal; /* entries touched by the open transaction */
 	size_t n_journal, cap_journal;
@@ -234,6 +236,35 @@ store_error(Store *s, int err, const char *fmt, ...)
 }
 
 /*
+ * The errno behind an SQLITE_IOERR. SQLite records it for the connection
+ * only on some paths (not when COMMIT's WAL write fails); for a failed
+ * write, fall back on the last errno of the WAL file, then of the
+ * database file.
+ */
+static int
+store_sys_errno(Store *s, int rc)
+{
+	sqlite3_file *wal = NULL;
+	int sys = sqlite3_system_errno(s->db);
+
+	if (sys != 0 ||
+	    (rc != SQLITE_IOERR_WRITE && rc != SQLITE_IOERR_FSYNC &&
+	     rc != SQLITE_IOERR_TRUNCATE && rc != SQLITE_IOERR_SHMSIZE))
+		return sys;
+	if (sqlite3_file_control(s->db, "main", SQLITE_FCNTL_JOURNAL_POINTER,
+				 &wal) == SQLITE_OK &&
+	    wal && wal->pMethods &&
+	    wal->pMethods->xFileControl(wal, SQLITE_FCNTL_LAST_ERRNO, &sys) ==
+		    SQLITE_OK &&
+	    sys != 0)
+		return sys;
+	if (sqlite3_file_control(s->db, "main", SQLITE_FCNTL_LAST_ERRNO,
+				 &sys) != SQLITE_OK)
+		sys = 0;
+	return sys;
+}
+
+/*
  * Map a failed SQLite call to a negative errno and keep SQLite's text.
  * A write that failed for want of space is -ENOSPC whether SQLite says
  * SQLITE_FULL (ENOSPC from write(2)) or an I/O error whose errno means
@@ -242,17 +273,19 @@ store_error(Store *s, int err, const char *fmt, ...)
 static int
 store_sql_error(Store *s, int rc, const char *what)
 {
-	int sys = sqlite3_system_errno(s->db);
+	int sys = 0;
 	int err;
+
+	if ((rc & 0xff) == SQLITE_IOERR)
+		sys = store_sys_errno(s, rc);
 
 	switch (rc & 0xff) {
 	case SQLITE_FULL:
 		err = -ENOSPC;
 		break;
 	case SQLITE_IOERR:
-		err = (sys == ENOSPC || sys == EDQUOT || sys == EFBIG)
-			      ? -ENOSPC
-			      : -EIO;
+		err = (sys == ENOSPC || sys == EDQUOT || sys == EFBIG) ? -ENOSPC
+								       : -EIO;
 		break;
 	case SQLITE_NOMEM:
 		err = -ENOMEM;
@@ -384,6 +417,7 @@ index_insert(Store *s, Entry *e)
 	bool found;
 	size_t i;
 
+	assert(s->n_mb < s->cap_mb);
 	i = index_pos_name(s, e->mb.name, &found);
 	memmove(&s->by_name[i + 1], &s->by_name[i],
 		(s->n_mb - i) * sizeof(Entry *));
@@ -395,20 +429,19 @@ index_insert(Store *s, Entry *e)
 	s->n_mb++;
 }
 
+/* Unlink e, which is linked. */
 static void
 index_remove(Store *s, Entry *e)
 {
-	bool found;
-	size_t i;
+	bool in_name, in_id;
+	size_t i = index_pos_name(s, e->mb.name, &in_name);
+	size_t j = index_pos_id(s, e->mb.id, &in_id);
 
-	i = index_pos_name(s, e->mb.name, &found);
-	if (found && s->by_name[i] == e)
-		memmove(&s->by_name[i], &s->by_name[i + 1],
-			(s->n_mb - i - 1) * sizeof(Entry *));
-	i = index_pos_id(s, e->mb.id, &found);
-	if (found && s->by_id[i] == e)
-		memmove(&s->by_id[i], &s->by_id[i + 1],
-			(s->n_mb - i - 1) * sizeof(Entry *));
+	assert(in_name && s->by_name[i] == e && in_id && s->by_id[j] == e);
+	memmove(&s->by_name[i], &s->by_name[i + 1],
+		(s->n_mb - i - 1) * sizeof(Entry *));
+	memmove(&s->by_id[j], &s->by_id[j + 1],
+		(s->n_mb - j - 1) * sizeof(Entry *));
 	s->n_mb--;
 }
 
@@ -507,8 +540,8 @@ journal_touch(Store *s, Entry *e)
 	if (r < 0)
 		return r;
 	e->saved = e->disk;
-	e->saved_cnt = (MbCounters){e->mb.n_ready, e->mb.n_leased,
-				    e->mb.n_dead, e->mb.bytes};
+	e->saved_cnt = (MbCounters){e->mb.n_ready, e->mb.n_leased, e->mb.n_dead,
+				    e->mb.bytes};
 	e->txn = ENTRY_TOUCHED;
 	s->journal[s->n_journal++] = e;
 	return 0;
@@ -593,8 +626,9 @@ static int
 store_check_read(Store *s, const StoreMailbox *mb)
 {
 	if (s->in_callback)
-		return store_error(s, -EBUSY,
-				   "the store was called from its own callback");
+		return store_error(
+			s, -EBUSY,
+			"the store was called from its own callback");
 	if (mb && (entry_of(mb)->txn & ENTRY_DELETED))
 		return store_error(s, -ENOENT, "mailbox %s was deleted",
 				   mb->name);
@@ -659,10 +693,13 @@ store_sync_wal(Store *s)
 		return store_sql_error(s, rc, "cannot reach the WAL file");
 	if (!f || !f->pMethods)
 		return 0; /* no WAL open: nothing was written */
-	errno = 0;
 	rc = f->pMethods->xSync(f, SQLITE_SYNC_NORMAL);
 	if (rc != SQLITE_OK) {
-		int sys = errno;
+		int sys = 0;
+
+		if (f->pMethods->xFileControl(f, SQLITE_FCNTL_LAST_ERRNO,
+					      &sys) != SQLITE_OK)
+			sys = 0;
 
 		/* After a failed fsync the kernel may have dropped the dirty
 		 * pages: retrying would "succeed" without the data. What was
@@ -685,8 +722,9 @@ store_begin(Store *s)
 	int r;
 
 	if (s->in_callback)
-		return store_error(s, -EBUSY,
-				   "the store was called from its own callback");
+		return store_error(
+			s, -EBUSY,
+			"the store was called from its own callback");
 	if (s->in_txn)
 		return 0;
 	if (s->failed)
@@ -722,8 +760,9 @@ store_commit(Store *s, bool durable)
 	int r, rc;
 
 	if (s->in_callback)
-		return store_error(s, -EBUSY,
-				   "the store was called from its own callback");
+		return store_error(
+			s, -EBUSY,
+			"the store was called from its own callback");
 	if (!s->in_txn)
 		return 0;
 	if (s->txn_err) {
@@ -753,8 +792,9 @@ int
 store_rollback(Store *s)
 {
 	if (s->in_callback)
-		return store_error(s, -EBUSY,
-				   "the store was called from its own callback");
+		return store_error(
+			s, -EBUSY,
+			"the store was called from its own callback");
 	if (!s->in_txn)
 		return 0;
 	return txn_abort(s);
@@ -868,8 +908,7 @@ store_mailbox_create(Store *s, const StoreMailbox *tmpl, StoreMailbox **out)
 		return r;
 	index_pos_name(s, tmpl->name, &found);
 	if (found)
-		return store_error(s, -EEXIST, "mailbox %s exists",
-				   tmpl->name);
+		return store_error(s, -EEXIST, "mailbox %s exists", tmpl->name);
 	r = index_reserve(s, s->n_mb + 1);
 	if (r == 0)
 		r = journal_reserve(s, 1);
@@ -980,8 +1019,8 @@ store_mailbox_delete(Store *s, StoreMailbox *mb)
 
 /* Run a query on mb that yields one integer (NULL reads as 0). */
 static int
-mb_query_int(Store *s, int id, StoreMailbox *mb, bool with_now,
-	     int64_t now, int64_t *out, const char *what)
+mb_query_int(Store *s, int id, StoreMailbox *mb, bool with_now, int64_t now,
+	     int64_t *out, const char *what)
 {
 	sqlite3_stmt *st = stmt_get(s, id);
 	int r, rc;
@@ -1302,8 +1341,7 @@ store_msg_release(Store *s, StoreMailbox *mb, uint64_t id, int64_t ready_ns)
 
 /* Returns what fn returned (0 without fn), or -ENOENT. */
 int
-store_msg_get(Store *s, StoreMailbox *mb, uint64_t id, StoreMsgFn fn,
-	      void *ctx)
+store_msg_get(Store *s, StoreMailbox *mb, uint64_t id, StoreMsgFn fn, void *ctx)
 {
 	sqlite3_stmt *st = stmt_get(s, ST_MSG_GET);
 	StoreMsg m;
@@ -1495,15 +1533,15 @@ store_open_db(Store *s, const char *path, char *errbuf, size_t errlen)
 		r = open_exec(s, "PRAGMA cache_size = " STORE_CACHE_SIZE,
 			      errbuf, errlen);
 	if (r == 0)
-		r = open_exec(s,
-			      "PRAGMA wal_autocheckpoint = "
-			      STORE_WAL_AUTOCHECKPOINT,
-			      errbuf, errlen);
+		r = open_exec(
+			s,
+			"PRAGMA wal_autocheckpoint = " STORE_WAL_AUTOCHECKPOINT,
+			errbuf, errlen);
 	if (r == 0)
-		r = open_exec(s,
-			      "PRAGMA journal_size_limit = "
-			      STORE_JOURNAL_SIZE_LIMIT,
-			      errbuf, errlen);
+		r = open_exec(
+			s,
+			"PRAGMA journal_size_limit = " STORE_JOURNAL_SIZE_LIMIT,
+			errbuf, errlen);
 	if (r < 0)
 		return r;
 	r = schema_migrate(s->db, &version, errbuf, errlen);
@@ -1681,6 +1719,7 @@ store_open(Store **out, const char *path, StoreSync sync, char *errbuf,
 	Store *s;
 	int r;
 
+	*out = NULL;
 	if (!errbuf || errlen == 0) {
 		errbuf = dummy;
 		errlen = sizeof(dummy);
