@@ -23,7 +23,7 @@ typedef struct AclPeer {
 } AclPeer;
 
 enum acl_want {
-	ACL_READ = 04,  /* recv, peek, ack */
+	ACL_READ = 04,	/* recv, peek, ack */
 	ACL_WRITE = 02, /* post, publish into */
 };
 

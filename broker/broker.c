@@ -16,6 +16,7 @@
  */
 #include "config.h"
 
+#include <endian.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -284,8 +285,7 @@ broker_on_wait_timeout(EV_P_ ev_timer *t, int revents)
 void
 broker_waiter_add(Broker *b, Waiter *w)
 {
-	StoreMailbox *mb = store_mailbox_by_id(b->store, w->mailbox_id);
-	MailboxRt *rt = mb ? mb->user : NULL;
+	MailboxRt *rt = w->rt;
 	Conn *c = w->conn;
 
 	w->broker = b;
@@ -302,7 +302,11 @@ broker_waiter_add(Broker *b, Waiter *w)
 	c->waiters = w;
 	w->timer.data = w;
 	c->in_flight++;
-	broker_mailbox_news(b, mb);
+	if (!rt->news) {
+		rt->news = true;
+		rt->news_next = b->news;
+		b->news = rt;
+	}
 }
 
 void
@@ -318,8 +322,7 @@ void
 broker_waiter_free(Waiter *w)
 {
 	Broker *b = w->broker;
-	StoreMailbox *mb = store_mailbox_by_id(b->store, w->mailbox_id);
-	MailboxRt *rt = mb ? mb->user : NULL;
+	MailboxRt *rt = w->rt;
 	Conn *c = w->conn;
 
 	ev_timer_stop(b->loop, &w->timer);
@@ -348,27 +351,49 @@ broker_release_conn(Broker *b, Conn *c)
 {
 	Lease *l;
 
-	if (!c->leases.head)
-		return;
-	if (broker_txn(b) < 0) {
-		/* The rows stay LEASED until the next restart voids them. */
-		log_write(b->log, LOG_ERR,
-			  "cannot give back %zu leases of client %llu: %s",
-			  c->leases.count, (unsigned long long)c->serial,
-			  store_errmsg(b->store));
-	}
 	while ((l = c->leases.head)) {
-		StoreMailbox *mb = store_mailbox_by_id(b->store, l->mailbox_id);
-		if (mb && store_in_txn(b->store)) {
-			int r = store_msg_release(b->store, mb, l->msg_id, 0);
-			if (r < 0 && r != -ENOENT)
+		if (b->n_releases == b->cap_releases) {
+			size_t cap = b->cap_releases ? 2 * b->cap_releases : 64;
+			void *n = realloc(b->releases,
+					  cap * sizeof(*b->releases));
+			if (!n) {
+				/* The row stays LEASED until a restart voids
+				 * it; nothing is lost, it is only late. */
 				log_write(b->log, LOG_ERR,
-					  "cannot give back message %llu: %s",
-					  (unsigned long long)l->msg_id,
-					  store_errmsg(b->store));
-			broker_mailbox_news(b, mb);
+					  "out of memory giving back message "
+					  "%llu",
+					  (unsigned long long)l->msg_id);
+				lease_remove(&b->leases, &c->leases, l);
+				continue;
+			}
+			b->releases = n;
+			b->cap_releases = cap;
 		}
+		b->releases[b->n_releases].msg_id = l->msg_id;
+		b->releases[b->n_releases].mailbox_id = l->mailbox_id;
+		b->n_releases++;
 		lease_remove(&b->leases, &c->leases, l);
+	}
+}
+
+/* Write the queued give-backs into the (delivery) transaction. */
+static void
+broker_apply_releases(Broker *b)
+{
+	for (size_t i = 0; i < b->n_releases; i++) {
+		StoreMailbox *mb = store_mailbox_by_id(
+			b->store, b->releases[i].mailbox_id);
+		int r;
+
+		if (!mb)
+			continue;
+		r = store_msg_release(b->store, mb, b->releases[i].msg_id, 0);
+		if (r < 0 && r != -ENOENT)
+			log_write(b->log, LOG_ERR,
+				  "cannot give back message %llu: %s",
+				  (unsigned long long)b->releases[i].msg_id,
+				  store_errmsg(b->store));
+		broker_mailbox_news(b, mb);
 	}
 }
 
@@ -382,16 +407,10 @@ broker_answer(Broker *b, PendingOp *p, int r)
 	if (r < 0 && (p->kind == PENDING_ACK || p->kind == PENDING_NACK)) {
 		/* Nothing was done: the caller still holds the messages. */
 		for (size_t i = 0; i < p->n; i++) {
-			if (c->closing) {
-				StoreMailbox *mb = store_mailbox_by_id(
-					b->store, p->mailbox_ids[i]);
-				if (mb && broker_txn(b) == 0)
-					store_msg_release(b->store, mb,
-							  p->ids[i], 0);
-			} else {
-				lease_add(&b->leases, &c->leases, p->ids[i],
-					  p->mailbox_ids[i], c, 0);
-			}
+			lease_add(&b->leases, &c->leases, p->ids[i],
+				  p->mailbox_ids[i], c, 0);
+			if (c->closing)
+				broker_release_conn(b, c);
 		}
 	}
 	if (c->closing)
@@ -441,17 +460,24 @@ broker_commit_batch(Broker *b)
 		free(p);
 	}
 	b->pending_tail = NULL;
-	/* Restoring leases of failed acks of closed connections may have
-	 * opened a transaction: it holds no durable change. */
-	if (store_in_txn(b->store))
-		store_commit(b->store, false);
 }
+
+/* A RECV answer built in the delivery phase, sent after its commit. */
+typedef struct Outgoing {
+	Conn *conn;
+	uint8_t *frame;
+	size_t len;
+	uint64_t *ids; /* leased to conn by this answer */
+	size_t n;
+	struct Outgoing *next;
+} Outgoing;
 
 typedef struct Delivery {
 	Broker *b;
 	Conn *conn;
 	StoreMailbox *mb;
 	int64_t deadline_ns;
+	uint64_t *ids; /* leased so far, COUNT entries */
 	size_t n;
 	int err;
 } Delivery;
@@ -487,6 +513,9 @@ broker_deliver_cb(void *ctx, const StoreMsg *m)
 	Broker *b = d->b;
 	int r;
 
+	/* Recorded first: the store has already marked it LEASED, so an
+	 * error below must give it back too. */
+	d->ids[d->n++] = m->id;
 	r = lease_add(&b->leases, &d->conn->leases, m->id, d->mb->id, d->conn,
 		      d->deadline_ns);
 	if (r < 0) {
@@ -494,12 +523,25 @@ broker_deliver_cb(void *ctx, const StoreMsg *m)
 		return 1;
 	}
 	broker_put_msg(&b->w, d->mb, m, d->deadline_ns);
-	d->n++;
 	/* Keep the reply under MAX_FRAME (2 * max_msg_size + slack): stop
 	 * once it holds max_msg_size bytes. */
 	if (b->w.len >= b->cfg.max_msg_size)
 		return 1;
 	return 0;
+}
+
+/* Undo the leases of ids (their rows go back with a rollback or here). */
+static void
+broker_unlease(Broker *b, Conn *c, StoreMailbox *mb, const uint64_t *ids,
+	       size_t n, bool release_rows)
+{
+	for (size_t i = 0; i < n; i++) {
+		Lease *l = lease_find(&b->leases, ids[i]);
+		if (l && l->holder == c)
+			lease_remove(&b->leases, &c->leases, l);
+		if (release_rows && mb)
+			store_msg_release(b->store, mb, ids[i], 0);
+	}
 }
 
 static void
@@ -513,57 +555,99 @@ broker_on_ready_timer(EV_P_ ev_timer *t, int revents)
 		broker_mailbox_news(b, mb);
 }
 
-/* Serve the waiters of one mailbox, first come first served. */
+/* Answer a RECV with nothing (or with status st). */
 static void
-broker_deliver_mailbox(Broker *b, MailboxRt *rt, int64_t now)
+broker_answer_waiter(Broker *b, Waiter *w, unsigned st, const char *text)
+{
+	Conn *c = w->conn;
+	uint32_t id = w->req_id;
+
+	broker_waiter_free(w);
+	c->in_flight--;
+	if (st) {
+		conn_reply_error(c, MBOX_OP_RECV, id, st, NULL, "%s", text);
+		return;
+	}
+	proto_writer_begin(&b->w, MBOX_OP_RECV, MBOX_FLAG_REPLY, id, MBOX_S_OK);
+	conn_send_writer(c, &b->w);
+}
+
+/*
+ * Serve the waiters of one mailbox, first come first served, queueing
+ * the answers on *out (sent once the leases are committed).
+ */
+static void
+broker_deliver_mailbox(Broker *b, MailboxRt *rt, int64_t now, Outgoing **out)
 {
 	StoreMailbox *mb = store_mailbox_by_id(b->store, rt->mailbox_id);
 	Waiter *w;
 
-	if (!mb)
+	if (!mb || mb->user != rt) {
+		/* The mailbox vanished with a rolled-back batch. */
+		while ((w = rt->wait_head))
+			broker_answer_waiter(b, w, MBOX_S_NOT_FOUND,
+					     "no such mailbox (its creation "
+					     "failed)");
+		ev_timer_stop(b->loop, &rt->ready_timer);
+		free(rt);
 		return;
+	}
 	while ((w = rt->wait_head) && mb->n_ready > 0 &&
 	       !(mb->flags & STORE_MB_PAUSED)) {
-		Delivery d = {b, w->conn, mb, 0, 0, 0};
+		Delivery d = {b, w->conn, mb, 0, NULL, 0, 0};
 		uint64_t lease_ms = w->lease_ms ? w->lease_ms : mb->lease_ms;
+		Outgoing *o;
 		int r;
 
 		d.deadline_ns = now + (int64_t)lease_ms * 1000000;
-		if (broker_txn(b) < 0)
-			return;
+		d.ids = calloc(w->count, sizeof(*d.ids));
+		o = calloc(1, sizeof(*o));
+		if (!d.ids || !o || broker_txn(b) < 0) {
+			free(d.ids);
+			free(o);
+			break;
+		}
 		proto_writer_begin(&b->w, MBOX_OP_RECV, MBOX_FLAG_REPLY,
 				   w->req_id, MBOX_S_OK);
 		r = store_msg_lease(b->store, mb, now, w->count,
 				    broker_deliver_cb, &d);
-		if (r < 0 || d.err < 0) {
+		if (r < 0 || d.err < 0 || b->w.err) {
 			log_write(b->log, LOG_ERR,
 				  "cannot lease messages of %s: %s", mb->name,
 				  r < 0 ? store_errmsg(b->store)
-					: strerror(-d.err));
-			return;
+					: strerror(d.err < 0 ? -d.err
+							     : -b->w.err));
+			broker_unlease(b, w->conn, mb, d.ids, d.n, true);
+			free(d.ids);
+			free(o);
+			break;
 		}
-		if (d.n == 0)
+		if (d.n == 0) {
+			free(d.ids);
+			free(o);
 			break; /* only delayed ones left */
+		}
+		o->conn = w->conn;
+		o->ids = d.ids;
+		o->n = d.n;
 		{
-			Conn *c = w->conn;
-			broker_waiter_free(w);
-			c->in_flight--;
-			conn_send_writer(c, &b->w);
+			const uint8_t *frame;
+			proto_writer_finish(&b->w, &frame, &o->len);
+			o->frame = proto_writer_steal(&b->w, &o->len);
 		}
+		o->next = *out;
+		*out = o;
+		broker_waiter_free(w);
 	}
-	/* RECVs that would not wait get their empty answer now. */
-	for (w = rt->wait_head; w;) {
-		Waiter *next = w->mb_next;
-		if (w->immediate) {
-			Conn *c = w->conn;
-			uint32_t id = w->req_id;
-			broker_waiter_free(w);
-			proto_writer_begin(&b->w, MBOX_OP_RECV, MBOX_FLAG_REPLY,
-					   id, MBOX_S_OK);
-			c->in_flight--;
-			conn_send_writer(c, &b->w);
-		}
-		w = next;
+	/* RECVs that would not wait get their empty answer now. Answering
+	 * may close a connection and free its other waiters: restart from
+	 * the head each time instead of keeping a next pointer. */
+	for (;;) {
+		for (w = rt->wait_head; w && !w->immediate; w = w->mb_next)
+			;
+		if (!w)
+			break;
+		broker_answer_waiter(b, w, 0, NULL);
 	}
 	ev_timer_stop(b->loop, &rt->ready_timer);
 	if (rt->wait_head && mb->n_ready > 0) {
@@ -582,19 +666,48 @@ static void
 broker_deliver(Broker *b)
 {
 	int64_t now = broker_now_ns();
+	Outgoing *out = NULL, *o;
 	MailboxRt *rt;
+	int r = 0;
 
+	if (b->n_releases && broker_txn(b) == 0)
+		broker_apply_releases(b);
 	while ((rt = b->news)) {
 		b->news = rt->news_next;
 		rt->news = false;
-		broker_deliver_mailbox(b, rt, now);
+		broker_deliver_mailbox(b, rt, now, &out);
 	}
 	if (store_in_txn(b->store)) {
-		int r = store_commit(b->store, false);
+		r = store_commit(b->store, false);
 		if (r < 0)
 			log_write(b->log, LOG_ERR,
-				  "store: cannot commit leases: %s",
+				  "store: cannot commit leases, answering "
+				  "the waiting RECVs with nothing: %s",
 				  store_errmsg(b->store));
+		else
+			b->n_releases = 0;
+	}
+	/* Deliveries leave only now that their leases are committed. */
+	while ((o = out)) {
+		out = o->next;
+		if (!o->conn->closing) {
+			o->conn->in_flight--;
+			if (r < 0) {
+				uint32_t id;
+				memcpy(&id, o->frame + MBOX_HDR_OFF_ID, 4);
+				broker_unlease(b, o->conn, NULL, o->ids, o->n,
+					       false);
+				proto_writer_begin(&b->w, MBOX_OP_RECV,
+						   MBOX_FLAG_REPLY, le32toh(id),
+						   MBOX_S_OK);
+				conn_send_writer(o->conn, &b->w);
+			} else if (conn_send(o->conn, o->frame, o->len) < 0) {
+				conn_close(o->conn, "out of memory");
+			}
+		}
+		free(o->frame);
+		free(o->ids);
+		free(o);
 	}
 }
 
@@ -631,11 +744,13 @@ broker_stop(Broker *b)
 		unlink(b->cfg.socket_path);
 	/* Finish what was begun: commit and answer, then hang up. */
 	broker_flush(b);
-	for (c = b->conns; c; c = c->next)
-		if (c->out_head) {
-			/* Best effort: one more non-blocking push. */
+	for (c = b->conns; c;) {
+		Conn *next = c->next;
+		/* Best effort: one more non-blocking push. */
+		if (c->out_head)
 			ev_invoke(b->loop, &c->write_io, EV_WRITE);
-		}
+		c = next;
+	}
 	while ((c = b->conns))
 		conn_close(c, "broker stopping");
 	broker_commit_batch(b);

@@ -24,12 +24,12 @@ typedef struct BrokerConfig {
 	const char *socket_path;
 	const char *db_path;
 	StoreSync sync;
-	unsigned socket_mode;   /* permission bits of the socket file */
-	size_t max_msg_size;    /* bytes */
-	bool autocreate;        /* POST creates missing mailboxes */
+	unsigned socket_mode; /* permission bits of the socket file */
+	size_t max_msg_size;  /* bytes */
+	bool autocreate;      /* POST creates missing mailboxes */
 	size_t max_connections;
-	size_t max_in_flight;   /* requests per connection */
-	size_t max_out_bytes;   /* queued output before reading pauses */
+	size_t max_in_flight; /* requests per connection */
+	size_t max_out_bytes; /* queued output before reading pauses */
 } BrokerConfig;
 
 /* A RECV waiting for messages. */
@@ -37,7 +37,7 @@ struct Waiter {
 	Broker *broker;
 	Conn *conn;
 	uint32_t req_id;
-	int64_t mailbox_id;
+	struct MailboxRt *rt; /* the mailbox waited on */
 	size_t count;
 	uint64_t lease_ms;
 	bool immediate; /* WAIT_MS 0: answer in this iteration */
@@ -71,7 +71,7 @@ typedef struct PendingOp {
 	uint16_t op;
 	uint32_t req_id;
 	size_t n;
-	uint64_t *ids;        /* POST: new ids; ACK/NACK: message ids */
+	uint64_t *ids;	      /* POST: new ids; ACK/NACK: message ids */
 	int64_t *mailbox_ids; /* ACK/NACK: to restore leases on failure */
 	struct PendingOp *next;
 } PendingOp;
@@ -100,6 +100,13 @@ struct Broker {
 	bool batch_durable; /* the open transaction needs a durable commit */
 	bool batch_failed;  /* a write failed: roll the batch back */
 	MailboxRt *news;    /* mailboxes whose queue may have changed */
+	/* Leases of closed connections, given back after the batch commit
+	 * so that a rolled-back batch cannot strand them as LEASED. */
+	struct {
+		uint64_t msg_id;
+		int64_t mailbox_id;
+	} * releases;
+	size_t n_releases, cap_releases;
 	bool stopping;
 
 	ProtoWriter w; /* scratch for replies */

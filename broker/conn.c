@@ -71,8 +71,7 @@ conn_read_comm(Conn *c)
 			while (fgets(line, sizeof(line), f))
 				if (strncmp(line, "Pid:", 4) == 0 &&
 				    atoi(line + 4) <= 0)
-					snprintf(c->comm, sizeof(c->comm),
-						 "?");
+					snprintf(c->comm, sizeof(c->comm), "?");
 			fclose(f);
 		}
 		close(pidfd);
@@ -129,13 +128,13 @@ conn_new(Conn **out, Broker *b, int fd)
 	if (r < 0)
 		goto fail;
 	conn_read_comm(c);
-	c->peer = (AclPeer){c->uid, c->gid, c->groups, c->n_groups,
-			    b->self_uid};
+	c->peer =
+		(AclPeer){c->uid, c->gid, c->groups, c->n_groups, b->self_uid};
 	c->connected_ns = broker_now_ns();
 	/* Until HELLO tells us nothing, the biggest legal request is one
 	 * MAX_FRAME; the assembler refuses anything above before buffering. */
-	proto_asm_init(&c->assembler, 2 * b->cfg.max_msg_size +
-					      MBOX_PROTO_FRAME_SLACK);
+	proto_asm_init(&c->assembler,
+		       2 * b->cfg.max_msg_size + MBOX_PROTO_FRAME_SLACK);
 	ev_io_init(&c->read_io, conn_on_readable, fd, EV_READ);
 	ev_io_init(&c->write_io, conn_on_writable, fd, EV_WRITE);
 	c->read_io.data = c;
@@ -356,7 +355,8 @@ conn_on_readable(EV_P_ ev_io *w, int revents)
 	     i++) {
 		struct iovec iov = {buf, sizeof(buf)};
 		struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1};
-		ssize_t n = recvmsg(c->fd, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+		ssize_t n =
+			recvmsg(c->fd, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
 
 		if (n < 0) {
 			if (errno == EINTR)

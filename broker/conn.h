@@ -41,9 +41,9 @@ struct Conn {
 
 	ProtoAssembler assembler;
 	OutFrame *out_head, *out_tail;
-	size_t out_bytes;   /* queued, not yet sent */
+	size_t out_bytes; /* queued, not yet sent */
 	bool hello_done;
-	bool closing;       /* closed; waiting to be reaped */
+	bool closing;	    /* closed; waiting to be reaped */
 	bool read_paused;   /* backpressure: peer is not reading */
 	unsigned in_flight; /* requests not yet answered */
 

@@ -18,6 +18,9 @@
 #include "broker/settings.h"
 
 #define BIT PROTO_BIT
+/* Longest delay, lease or wait a request may ask for: one year. Also
+ * keeps now + duration far from int64 overflow. */
+#define MAX_DURATION_MS (UINT64_C(365) * 24 * 3600 * 1000)
 
 typedef struct Request {
 	Conn *c;
@@ -118,10 +121,9 @@ op_hello(Request *q)
 	ProtoWriter *w = &q->b->w;
 	uint64_t lo, hi;
 
-	if (request_check(q, BIT(MBOX_TAG_VERSION_MIN) |
-				     BIT(MBOX_TAG_VERSION_MAX),
-			  BIT(MBOX_TAG_VERSION_MIN) |
-				  BIT(MBOX_TAG_VERSION_MAX)) < 0)
+	if (request_check(
+		    q, BIT(MBOX_TAG_VERSION_MIN) | BIT(MBOX_TAG_VERSION_MAX),
+		    BIT(MBOX_TAG_VERSION_MIN) | BIT(MBOX_TAG_VERSION_MAX)) < 0)
 		return;
 	if (q->c->hello_done) {
 		reply_error(q, MBOX_S_INVALID, NULL,
@@ -342,8 +344,8 @@ post_parse(Request *q, PostItem **out, size_t *n_out)
 			    &m,
 			    BIT(MBOX_TAG_DATA) | BIT(MBOX_TAG_PRIORITY) |
 				    BIT(MBOX_TAG_DELAY_MS) |
-				    BIT(MBOX_TAG_TTL_MS) |
-				    BIT(MBOX_TAG_DEDUP) | BIT(MBOX_TAG_HEADER),
+				    BIT(MBOX_TAG_TTL_MS) | BIT(MBOX_TAG_DEDUP) |
+				    BIT(MBOX_TAG_HEADER),
 			    BIT(MBOX_TAG_DATA), why) < 0) {
 			st = MBOX_S_MALFORMED;
 			break;
@@ -359,10 +361,10 @@ post_parse(Request *q, PostItem **out, size_t *n_out)
 			st = MBOX_S_TOO_LARGE;
 		} else if (proto_u64(&m, MBOX_TAG_PRIORITY, 0) >
 			   MBOX_PRIORITY_MAX) {
-			snprintf(why, sizeof(why),
-				 "priority must be 0 to %u", MBOX_PRIORITY_MAX);
+			snprintf(why, sizeof(why), "priority must be 0 to %u",
+				 MBOX_PRIORITY_MAX);
 			st = MBOX_S_INVALID;
-		} else if (it->delay_ms > UINT64_C(365) * 24 * 3600 * 1000) {
+		} else if (it->delay_ms > MAX_DURATION_MS) {
 			snprintf(why, sizeof(why),
 				 "delay must be at most one year");
 			st = MBOX_S_INVALID;
@@ -468,9 +470,10 @@ op_post(Request *q)
 
 		m.priority = items[i].priority;
 		m.time_ns = now;
-		m.ready_ns = items[i].delay_ms
-				     ? now + (int64_t)items[i].delay_ms * 1000000
-				     : 0;
+		m.ready_ns =
+			items[i].delay_ms
+				? now + (int64_t)items[i].delay_ms * 1000000
+				: 0;
 		m.pid = (uint32_t)q->c->pid;
 		m.uid = q->c->uid;
 		m.gid = q->c->gid;
@@ -506,9 +509,10 @@ op_recv(Request *q)
 	Waiter *w;
 	uint64_t count, wait_ms;
 
-	if (request_check(q, BIT(MBOX_TAG_MAILBOX) | BIT(MBOX_TAG_COUNT) |
-				     BIT(MBOX_TAG_WAIT_MS) |
-				     BIT(MBOX_TAG_LEASE_MS),
+	if (request_check(q,
+			  BIT(MBOX_TAG_MAILBOX) | BIT(MBOX_TAG_COUNT) |
+				  BIT(MBOX_TAG_WAIT_MS) |
+				  BIT(MBOX_TAG_LEASE_MS),
 			  BIT(MBOX_TAG_MAILBOX)) < 0)
 		return;
 	count = proto_u64(&q->f, MBOX_TAG_COUNT, 1);
@@ -519,9 +523,15 @@ op_recv(Request *q)
 		return;
 	}
 	if (proto_has(&q->f, MBOX_TAG_LEASE_MS) &&
-	    proto_u64(&q->f, MBOX_TAG_LEASE_MS, 0) == 0) {
+	    (proto_u64(&q->f, MBOX_TAG_LEASE_MS, 0) == 0 ||
+	     proto_u64(&q->f, MBOX_TAG_LEASE_MS, 0) > MAX_DURATION_MS)) {
 		reply_error(q, MBOX_S_INVALID, NULL,
-			    "LEASE_MS must be greater than 0");
+			    "LEASE_MS must be 1 ms to one year");
+		return;
+	}
+	if (wait_ms > MAX_DURATION_MS) {
+		reply_error(q, MBOX_S_INVALID, NULL,
+			    "WAIT_MS must be at most one year");
 		return;
 	}
 	mb = request_mailbox(q, ACL_READ);
@@ -535,7 +545,7 @@ op_recv(Request *q)
 	}
 	w->conn = q->c;
 	w->req_id = q->h->id;
-	w->mailbox_id = mb->id;
+	w->rt = mb->user;
 	w->count = count;
 	w->lease_ms = proto_u64(&q->f, MBOX_TAG_LEASE_MS, 0);
 	w->immediate = wait_ms == 0;
@@ -558,14 +568,19 @@ op_settle(Request *q)
 	int k;
 
 	if (request_check(q,
-			  BIT(MBOX_TAG_ID) |
-				  (ack ? 0 : BIT(MBOX_TAG_DELAY_MS)),
+			  BIT(MBOX_TAG_ID) | (ack ? 0 : BIT(MBOX_TAG_DELAY_MS)),
 			  BIT(MBOX_TAG_ID)) < 0)
 		return;
 	if (!ack) {
 		delay_ms = proto_u64(&q->f, MBOX_TAG_DELAY_MS, 0);
+		if (delay_ms > MAX_DURATION_MS) {
+			reply_error(q, MBOX_S_INVALID, NULL,
+				    "DELAY_MS must be at most one year");
+			return;
+		}
 		if (delay_ms)
-			ready_ns = broker_now_ns() + (int64_t)delay_ms * 1000000;
+			ready_ns =
+				broker_now_ns() + (int64_t)delay_ms * 1000000;
 	}
 	ids = calloc(n, sizeof(*ids));
 	mbids = calloc(n, sizeof(*mbids));
@@ -585,8 +600,8 @@ op_settle(Request *q)
 		l = lease_find(&b->leases, ids[i]);
 		if (!l || l->holder != q->c) {
 			conn_reply_error(
-				q->c, q->h->opcode, q->h->id,
-				MBOX_S_NOT_LEASED, NULL,
+				q->c, q->h->opcode, q->h->id, MBOX_S_NOT_LEASED,
+				NULL,
 				"message %llu is not leased by this connection "
 				"(never delivered to it, already acked, or its "
 				"lease ran out); nothing was %s",
@@ -706,9 +721,9 @@ op_peek(Request *q)
 	PeekCtx pc;
 	int r;
 
-	if (request_check(q, BIT(MBOX_TAG_MAILBOX) | BIT(MBOX_TAG_COUNT) |
-				     BIT(MBOX_TAG_FROM_ID) |
-				     BIT(MBOX_TAG_FLAGS),
+	if (request_check(q,
+			  BIT(MBOX_TAG_MAILBOX) | BIT(MBOX_TAG_COUNT) |
+				  BIT(MBOX_TAG_FROM_ID) | BIT(MBOX_TAG_FLAGS),
 			  BIT(MBOX_TAG_MAILBOX)) < 0)
 		return;
 	count = proto_u64(&q->f, MBOX_TAG_COUNT, 1);
@@ -742,8 +757,7 @@ op_peek(Request *q)
 }
 
 void
-broker_dispatch(Conn *c, const ProtoHeader *h, const uint8_t *body,
-		size_t len)
+broker_dispatch(Conn *c, const ProtoHeader *h, const uint8_t *body, size_t len)
 {
 	Request q = {.c = c, .b = c->broker, .h = h};
 	char why[128];

@@ -16,7 +16,7 @@ typedef struct Lease Lease;
 struct Lease {
 	uint64_t msg_id;
 	int64_t mailbox_id;
-	void *holder;        /* the Conn that holds it */
+	void *holder;	     /* the Conn that holds it */
 	int64_t deadline_ns; /* CLOCK_REALTIME ns when it runs out */
 	Lease *hash_next;
 	Lease *prev, *next; /* holder's list */

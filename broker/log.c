@@ -14,8 +14,8 @@ static const struct {
 	const char *name;
 	int level;
 } log_levels[] = {
-	{"error", LOG_ERR},   {"warning", LOG_WARNING}, {"notice", LOG_NOTICE},
-	{"info", LOG_INFO},   {"debug", LOG_DEBUG},
+	{"error", LOG_ERR}, {"warning", LOG_WARNING}, {"notice", LOG_NOTICE},
+	{"info", LOG_INFO}, {"debug", LOG_DEBUG},
 };
 
 int

@@ -11,7 +11,7 @@
 #include <syslog.h>
 
 typedef struct Log {
-	int level;       /* highest syslog priority printed: LOG_ERR..LOG_DEBUG */
+	int level; /* highest syslog priority printed: LOG_ERR..LOG_DEBUG */
 	bool use_syslog; /* else stderr with a level prefix */
 } Log;
 

@@ -225,7 +225,8 @@ parse_options(Options *o, int argc, char **argv)
 		case OPT_MAX_MSG_SIZE:
 			errno = 0;
 			v = strtoull(optarg, &end, 10);
-			if (errno || *end || !*optarg || v > 64u * 1024 * 1024) {
+			if (errno || *end || !*optarg ||
+			    v > 64u * 1024 * 1024) {
 				fprintf(stderr,
 					"mboxd: --max-msg-size must be a "
 					"number of bytes up to 67108864, not "
@@ -364,8 +365,9 @@ main(int argc, char **argv)
 	}
 	r = make_parent_dirs(o.db_path, 0700);
 	if (r < 0) {
-		log_write(&log, LOG_ERR, "cannot create the directory of %s: %s",
-			  o.db_path, strerror(-r));
+		log_write(&log, LOG_ERR,
+			  "cannot create the directory of %s: %s", o.db_path,
+			  strerror(-r));
 		return 1;
 	}
 	cfg = (BrokerConfig){
@@ -396,7 +398,7 @@ main(int argc, char **argv)
 	log_write(&log, LOG_NOTICE,
 		  "mboxd %s listening on %s, store %s (sync=%s)",
 		  PACKAGE_VERSION, o.socket_path, o.db_path,
-		  o.sync == STORE_SYNC_FULL     ? "full"
+		  o.sync == STORE_SYNC_FULL	? "full"
 		  : o.sync == STORE_SYNC_NORMAL ? "normal"
 						: "off");
 	ev_run(loop, 0);

@@ -36,7 +36,10 @@ settings_duration_ms(const char *s, uint64_t *ms)
 	static const struct {
 		const char *unit;
 		uint64_t ms;
-	} units[] = {{"ms", 1}, {"s", 1000}, {"m", 60000}, {"h", 3600000},
+	} units[] = {{"ms", 1},
+		     {"s", 1000},
+		     {"m", 60000},
+		     {"h", 3600000},
 		     {"", 1000}};
 	char num[32];
 	size_t n = strspn(s, "0123456789");
