@@ -28,6 +28,7 @@
 
 static void broker_on_prepare(EV_P_ ev_prepare *w, int revents);
 static void broker_on_accept(EV_P_ ev_io *w, int revents);
+static void broker_on_lease_timer(EV_P_ ev_timer *w, int revents);
 
 int64_t
 broker_now_ns(void)
@@ -77,6 +78,8 @@ broker_new(Broker **out, struct ev_loop *loop, const Log *log,
 	ev_io_start(loop, &b->listen_io);
 	ev_timer_init(&b->accept_retry, broker_on_accept_retry, 0.1, 0.);
 	b->accept_retry.data = b;
+	ev_timer_init(&b->lease_timer, broker_on_lease_timer, 0., 0.);
+	b->lease_timer.data = b;
 	ev_prepare_init(&b->prepare, broker_on_prepare);
 	b->prepare.data = b;
 	ev_prepare_start(loop, &b->prepare);
@@ -125,12 +128,14 @@ broker_free(Broker *b)
 	}
 	ev_io_stop(b->loop, &b->listen_io);
 	ev_timer_stop(b->loop, &b->accept_retry);
+	ev_timer_stop(b->loop, &b->lease_timer);
 	ev_prepare_stop(b->loop, &b->prepare);
 	if (b->listen_fd >= 0)
 		close(b->listen_fd);
 	if (b->own_socket && b->cfg.socket_path)
 		unlink(b->cfg.socket_path);
 	lease_table_release(&b->leases);
+	free(b->releases);
 	proto_writer_release(&b->w);
 	free(b);
 	return NULL;
@@ -346,34 +351,75 @@ broker_waiter_free(Waiter *w)
 	free(w);
 }
 
+/*
+ * Queue a leased message to be made ready again. If memory runs out the
+ * row stays LEASED until a restart voids it: nothing is lost, only late.
+ */
+static void
+broker_queue_release(Broker *b, uint64_t msg_id, int64_t mailbox_id)
+{
+	if (b->n_releases == b->cap_releases) {
+		size_t cap = b->cap_releases ? 2 * b->cap_releases : 64;
+		void *n = realloc(b->releases, cap * sizeof(*b->releases));
+		if (!n) {
+			log_write(b->log, LOG_ERR,
+				  "out of memory giving back message %llu",
+				  (unsigned long long)msg_id);
+			return;
+		}
+		b->releases = n;
+		b->cap_releases = cap;
+	}
+	b->releases[b->n_releases].msg_id = msg_id;
+	b->releases[b->n_releases].mailbox_id = mailbox_id;
+	b->n_releases++;
+}
+
 void
 broker_release_conn(Broker *b, Conn *c)
 {
 	Lease *l;
 
 	while ((l = c->leases.head)) {
-		if (b->n_releases == b->cap_releases) {
-			size_t cap = b->cap_releases ? 2 * b->cap_releases : 64;
-			void *n = realloc(b->releases,
-					  cap * sizeof(*b->releases));
-			if (!n) {
-				/* The row stays LEASED until a restart voids
-				 * it; nothing is lost, it is only late. */
-				log_write(b->log, LOG_ERR,
-					  "out of memory giving back message "
-					  "%llu",
-					  (unsigned long long)l->msg_id);
-				lease_remove(&b->leases, &c->leases, l);
-				continue;
-			}
-			b->releases = n;
-			b->cap_releases = cap;
-		}
-		b->releases[b->n_releases].msg_id = l->msg_id;
-		b->releases[b->n_releases].mailbox_id = l->mailbox_id;
-		b->n_releases++;
+		broker_queue_release(b, l->msg_id, l->mailbox_id);
 		lease_remove(&b->leases, &c->leases, l);
 	}
+}
+
+/* Leases past their deadline: the message goes back as at reader death,
+ * and a later ACK of it is refused (its lease is gone). */
+static void
+broker_on_lease_timer(EV_P_ ev_timer *w, int revents)
+{
+	Broker *b = w->data;
+	int64_t now = broker_now_ns();
+	Lease *l;
+
+	while ((l = lease_first_deadline(&b->leases)) &&
+	       l->deadline_ns <= now) {
+		Conn *c = l->holder;
+		log_write(b->log, LOG_INFO,
+			  "lease of message %llu by client %llu (pid %d) ran "
+			  "out; it is ready again",
+			  (unsigned long long)l->msg_id,
+			  (unsigned long long)c->serial, (int)c->pid);
+		broker_queue_release(b, l->msg_id, l->mailbox_id);
+		lease_remove(&b->leases, &c->leases, l);
+	}
+}
+
+static void
+broker_arm_lease_timer(Broker *b)
+{
+	Lease *l = lease_first_deadline(&b->leases);
+	double after;
+
+	ev_timer_stop(b->loop, &b->lease_timer);
+	if (!l)
+		return;
+	after = (double)(l->deadline_ns - broker_now_ns()) / 1e9;
+	ev_timer_set(&b->lease_timer, after > 0 ? after + 0.001 : 0., 0.);
+	ev_timer_start(b->loop, &b->lease_timer);
 }
 
 /* Write the queued give-backs into the (delivery) transaction. */
@@ -408,7 +454,10 @@ broker_answer(Broker *b, PendingOp *p, int r)
 		/* Nothing was done: the caller still holds the messages. */
 		for (size_t i = 0; i < p->n; i++) {
 			lease_add(&b->leases, &c->leases, p->ids[i],
-				  p->mailbox_ids[i], c, 0);
+				  p->mailbox_ids[i], c,
+				  broker_now_ns() +
+					  (int64_t)MBOX_DEFAULT_LEASE_MS *
+						  1000000);
 			if (c->closing)
 				broker_release_conn(b, c);
 		}
@@ -722,6 +771,7 @@ broker_flush(Broker *b)
 		b->dead = c->next;
 		conn_free(c);
 	}
+	broker_arm_lease_timer(b);
 }
 
 static void

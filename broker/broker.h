@@ -89,6 +89,7 @@ struct Broker {
 	ev_io listen_io;
 	ev_prepare prepare;
 	ev_timer accept_retry; /* after EMFILE */
+	ev_timer lease_timer;  /* the first lease deadline */
 
 	Conn *conns;
 	size_t n_conns;

@@ -2,7 +2,9 @@
  * lease.c - hash table of leases by message id, with per-holder lists.
  *
  * Chained buckets, grown at load factor 1: acks look leases up by id at
- * every request, so lookups must not degrade with a large window.
+ * every request, so lookups must not degrade with a large window. A
+ * binary min-heap by deadline lets one timer serve every lease: the broker
+ * arms it for lease_first_deadline() instead of scanning.
  */
 #include "config.h"
 
@@ -25,6 +27,56 @@ lease_table_init(LeaseTable *t)
 	t->buckets = NULL;
 	t->n_buckets = 0;
 	t->count = 0;
+	t->heap = NULL;
+	t->heap_cap = 0;
+}
+
+static void
+heap_set(LeaseTable *t, size_t i, Lease *l)
+{
+	t->heap[i] = l;
+	l->heap_index = i;
+}
+
+static void
+heap_up(LeaseTable *t, size_t i)
+{
+	Lease *l = t->heap[i];
+
+	while (i > 0) {
+		size_t parent = (i - 1) / 2;
+		if (t->heap[parent]->deadline_ns <= l->deadline_ns)
+			break;
+		heap_set(t, i, t->heap[parent]);
+		i = parent;
+	}
+	heap_set(t, i, l);
+}
+
+static void
+heap_down(LeaseTable *t, size_t i, size_t n)
+{
+	Lease *l = t->heap[i];
+
+	for (;;) {
+		size_t c = 2 * i + 1;
+		if (c >= n)
+			break;
+		if (c + 1 < n &&
+		    t->heap[c + 1]->deadline_ns < t->heap[c]->deadline_ns)
+			c++;
+		if (l->deadline_ns <= t->heap[c]->deadline_ns)
+			break;
+		heap_set(t, i, t->heap[c]);
+		i = c;
+	}
+	heap_set(t, i, l);
+}
+
+Lease *
+lease_first_deadline(const LeaseTable *t)
+{
+	return t->count ? t->heap[0] : NULL;
 }
 
 void
@@ -39,6 +91,7 @@ lease_table_release(LeaseTable *t)
 		}
 	}
 	free(t->buckets);
+	free(t->heap);
 	lease_table_init(t);
 }
 
@@ -47,7 +100,7 @@ lease_table_grow(LeaseTable *t)
 {
 	size_t n = t->n_buckets ? t->n_buckets * 2 : 256;
 	Lease **b = calloc(n, sizeof(*b));
-	LeaseTable nt = {b, n, t->count};
+	LeaseTable nt = {.buckets = b, .n_buckets = n};
 
 	if (!b)
 		return -ENOMEM;
@@ -62,7 +115,8 @@ lease_table_grow(LeaseTable *t)
 		}
 	}
 	free(t->buckets);
-	*t = nt;
+	t->buckets = b;
+	t->n_buckets = n;
 	return 0;
 }
 
@@ -89,6 +143,14 @@ lease_add(LeaseTable *t, LeaseList *list, uint64_t msg_id, int64_t mailbox_id,
 		return -EEXIST;
 	if (t->count >= t->n_buckets && lease_table_grow(t) < 0)
 		return -ENOMEM;
+	if (t->count >= t->heap_cap) {
+		size_t cap = t->heap_cap ? 2 * t->heap_cap : 256;
+		Lease **h = realloc(t->heap, cap * sizeof(*h));
+		if (!h)
+			return -ENOMEM;
+		t->heap = h;
+		t->heap_cap = cap;
+	}
 	l = calloc(1, sizeof(*l));
 	if (!l)
 		return -ENOMEM;
@@ -99,7 +161,10 @@ lease_add(LeaseTable *t, LeaseList *list, uint64_t msg_id, int64_t mailbox_id,
 	k = lease_bucket(t, msg_id);
 	l->hash_next = t->buckets[k];
 	t->buckets[k] = l;
+	t->heap[t->count] = l;
+	l->heap_index = t->count;
 	t->count++;
+	heap_up(t, l->heap_index);
 	l->prev = list->tail;
 	if (list->tail)
 		list->tail->next = l;
@@ -118,8 +183,14 @@ lease_remove(LeaseTable *t, LeaseList *list, Lease *l)
 	while (*pp && *pp != l)
 		pp = &(*pp)->hash_next;
 	if (*pp) {
+		size_t i = l->heap_index, last = t->count - 1;
 		*pp = l->hash_next;
 		t->count--;
+		if (i != last) {
+			heap_set(t, i, t->heap[last]);
+			heap_down(t, i, t->count);
+			heap_up(t, t->heap[i]->heap_index);
+		}
 	}
 	if (l->prev)
 		l->prev->next = l->next;

@@ -20,12 +20,15 @@ struct Lease {
 	int64_t deadline_ns; /* CLOCK_REALTIME ns when it runs out */
 	Lease *hash_next;
 	Lease *prev, *next; /* holder's list */
+	size_t heap_index;  /* position in the deadline heap */
 };
 
 typedef struct LeaseTable {
 	Lease **buckets;
 	size_t n_buckets; /* power of two */
 	size_t count;
+	Lease **heap; /* min-heap by deadline_ns, count entries */
+	size_t heap_cap;
 } LeaseTable;
 
 /* A list of leases of one holder. */
@@ -42,5 +45,7 @@ int lease_add(LeaseTable *t, LeaseList *list, uint64_t msg_id,
 Lease *lease_find(const LeaseTable *t, uint64_t msg_id);
 /* Unlink from t and list and free it. */
 void lease_remove(LeaseTable *t, LeaseList *list, Lease *l);
+/* The lease that runs out first, or NULL. */
+Lease *lease_first_deadline(const LeaseTable *t);
 
 #endif

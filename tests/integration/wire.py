@@ -17,6 +17,7 @@ MAX_MSG = 1048576
 OP = dict(HELLO=1, PING=2, CREATE=3, POST=5, RECV=6, ACK=7, NACK=8,
           LIST=11, PEEK=12)
 TAG = dict(MAILBOX=1, DATA=2, ID=3, COUNT=4, WAIT_MS=5, PRIORITY=6,
+           LEASE_MS=9,
            HEADER=11, KEY=12, VALUE=13, MSG=14, DELIVERIES=16, TEXT=21,
            VERSION_MIN=22, VERSION_MAX=23, VERSION=24, MAX_MSG_SIZE=25,
            MAX_FRAME=26, SENDER_PID=17)
@@ -198,6 +199,29 @@ def main(path):
     # Everyone else is still served.
     st, _ = c.call("PING")
     check(st == 0, "the first connection is unaffected")
+
+    # A lease that runs out: the message goes to the next reader with its
+    # delivery count raised, and the late ACK is refused.
+    st, f = c.call("POST", field("MAILBOX", "lease") +
+                   field("MSG", field("DATA", "slow")))
+    st, f = c.call("RECV", field("MAILBOX", "lease") +
+                   field("LEASE_MS", 200))
+    msg = dict(fields([v for t, v in f if t == TAG["MSG"]][0]))
+    mid = struct.unpack("<Q", msg[TAG["ID"]])[0]
+    g = Client(path)
+    g.hello()
+    st, f = g.call("RECV", field("MAILBOX", "lease") +
+                   field("WAIT_MS", 5000))
+    got = [dict(fields(v)) for t, v in f if t == TAG["MSG"]]
+    check(len(got) == 1 and
+          struct.unpack("<Q", got[0][TAG["ID"]])[0] == mid and
+          struct.unpack("<Q", got[0][TAG["DELIVERIES"]])[0] == 2,
+          "expired lease: redelivered to the next reader, deliveries 2")
+    st, f = c.call("ACK", field("ID", mid))
+    check(st == S["NOT_LEASED"], "late ACK after expiry is refused: " +
+          text_of(f))
+    st, f = g.call("ACK", field("ID", mid))
+    check(st == 0, "the new holder acks it")
 
 
 if __name__ == "__main__":
