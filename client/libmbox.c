@@ -53,11 +53,11 @@ typedef struct Frame {
 
 struct mbox {
 	int fd;
-	int broken;        /* 0, or the negative errno every call returns */
-	uint32_t last_id;  /* last request id handed out */
+	int broken;	    /* 0, or the negative errno every call returns */
+	uint32_t last_id;   /* last request id handed out */
 	uint32_t *inflight; /* ids sent and not answered yet */
 	size_t n_inflight, cap_inflight;
-	Frame *parked;       /* replies nobody has asked for yet, FIFO */
+	Frame *parked;	     /* replies nobody has asked for yet, FIFO */
 	size_t max_msg_size; /* bytes of payload, from HELLO */
 	size_t max_frame;    /* bytes of body, from HELLO */
 	ProtoAssembler rx;
@@ -759,9 +759,9 @@ mbox_connect(mbox **out, const char *path)
 		r = -errno;
 		goto fail;
 	}
-	r = sock_connect(m->fd, &sa,
-			 (socklen_t)(offsetof(struct sockaddr_un, sun_path) +
-				     len + 1));
+	r = sock_connect(
+		m->fd, &sa,
+		(socklen_t)(offsetof(struct sockaddr_un, sun_path) + len + 1));
 	if (r < 0)
 		goto fail;
 	r = mbox_hello(m);
@@ -862,36 +862,40 @@ mbox_create(mbox *m, const char *mailbox, const char *const *settings)
 
 /* Client-side checks of one message to post: cheap, and clearer errors. */
 static int
-post_item_check(mbox *m, size_t idx, const void *data, size_t len,
+post_item_check(mbox *m, size_t idx, size_t n, const void *data, size_t len,
 		const mbox_post_opts *o)
 {
 	const char *const *h;
 	size_t i, j, total = 0;
+	char what[32] = ""; /* "message 3: " in a batch */
+
+	if (n > 1)
+		snprintf(what, sizeof(what), "message %zu: ", idx);
 
 	if (!data && len) {
-		mbox_set_error(m, "message %zu: no data", idx);
+		mbox_set_error(m, "%sno data", what);
 		return -EINVAL;
 	}
 	if (len > m->max_msg_size) {
 		mbox_set_error(m,
-			       "message %zu: %zu bytes exceed the broker's "
+			       "%s%zu bytes exceed the broker's "
 			       "limit of %zu bytes",
-			       idx, len, m->max_msg_size);
+			       what, len, m->max_msg_size);
 		return -EMSGSIZE;
 	}
 	if (!o)
 		return 0;
 	if (o->priority > MBOX_PRIORITY_MAX) {
-		mbox_set_error(m, "message %zu: priority %u is not 0-%u", idx,
+		mbox_set_error(m, "%spriority %u is not 0-%u", what,
 			       o->priority, MBOX_PRIORITY_MAX);
 		return -EINVAL;
 	}
 	if (o->dedup && (!o->dedup[0] || strlen(o->dedup) > MBOX_NAME_MAX ||
 			 !str_valid(o->dedup))) {
 		mbox_set_error(m,
-			       "message %zu: a dedup key is 1-%u bytes of "
+			       "%sa dedup key is 1-%u bytes of "
 			       "UTF-8",
-			       idx, MBOX_NAME_MAX);
+			       what, MBOX_NAME_MAX);
 		return -EINVAL;
 	}
 	h = o->headers;
@@ -899,25 +903,26 @@ post_item_check(mbox *m, size_t idx, const void *data, size_t len,
 		size_t klen = strlen(h[i]);
 
 		if (!h[i + 1]) {
-			mbox_set_error(m, "message %zu: header \"%.64s\" has "
-					  "no value",
-				       idx, h[i]);
+			mbox_set_error(m,
+				       "%sheader \"%.64s\" has "
+				       "no value",
+				       what, h[i]);
 			return -EINVAL;
 		}
 		if (klen == 0 || klen > MBOX_NAME_MAX || !str_valid(h[i]) ||
 		    !str_valid(h[i + 1])) {
 			mbox_set_error(m,
-				       "message %zu: header keys are 1-%u "
+				       "%sheader keys are 1-%u "
 				       "bytes and values UTF-8",
-				       idx, MBOX_NAME_MAX);
+				       what, MBOX_NAME_MAX);
 			return -EINVAL;
 		}
 		for (j = 0; j < i; j += 2) {
 			if (strcmp(h[i], h[j]) == 0) {
 				mbox_set_error(m,
-					       "message %zu: header \"%.64s\" "
+					       "%sheader \"%.64s\" "
 					       "given twice",
-					       idx, h[i]);
+					       what, h[i]);
 				return -EINVAL;
 			}
 		}
@@ -925,9 +930,9 @@ post_item_check(mbox *m, size_t idx, const void *data, size_t len,
 	}
 	if (total > MBOX_HEADERS_MAX) {
 		mbox_set_error(m,
-			       "message %zu: headers take %zu bytes, more than "
+			       "%sheaders take %zu bytes, more than "
 			       "%u",
-			       idx, total, MBOX_HEADERS_MAX);
+			       what, total, MBOX_HEADERS_MAX);
 		return -EINVAL;
 	}
 	return 0;
@@ -1004,12 +1009,11 @@ mbox_post_batch(mbox *m, const char *mailbox, const mbox_post_item *items,
 	if (r < 0)
 		return r;
 	if (!items || n == 0 || n > MBOX_RECV_MAX) {
-		mbox_set_error(m, "a batch holds 1-%u messages",
-			       MBOX_RECV_MAX);
+		mbox_set_error(m, "a batch holds 1-%u messages", MBOX_RECV_MAX);
 		return -EINVAL;
 	}
 	for (i = 0; i < n; i++) {
-		r = post_item_check(m, i, items[i].data, items[i].len,
+		r = post_item_check(m, i, n, items[i].data, items[i].len,
 				    items[i].opts);
 		if (r < 0)
 			return r;
@@ -1060,14 +1064,14 @@ msgs_decode(mbox *m, const Frame *fr, const char *mailbox, size_t max,
 		if (fl.tag != MBOX_TAG_MSG)
 			continue;
 		if (got == max) {
-			mbox_set_error(m, "the broker sent more than the %zu "
-					  "messages asked for",
+			mbox_set_error(m,
+				       "the broker sent more than the %zu "
+				       "messages asked for",
 				       max);
 			r = -EPROTO;
 			goto fail;
 		}
-		r = mbox__msg_decode(fl.val, fl.len, mailbox, &msgs[got],
-				     why);
+		r = mbox__msg_decode(fl.val, fl.len, mailbox, &msgs[got], why);
 		if (r == -ENOMEM) {
 			mbox_set_error(m, "out of memory");
 			goto fail;
@@ -1137,8 +1141,8 @@ mbox_recv(mbox *m, const char *mailbox, size_t max, int64_t wait_ms,
 		return -EINVAL;
 	}
 	for (;;) {
-		uint64_t w = wait_ms < 0 ? RECV_FOREVER_SLICE_MS
-					 : (uint64_t)wait_ms;
+		uint64_t w =
+			wait_ms < 0 ? RECV_FOREVER_SLICE_MS : (uint64_t)wait_ms;
 
 		r = recv_once(m, mailbox, max, w, lease_ms, msgs, n);
 		if (r < 0 || *n > 0 || wait_ms >= 0)
@@ -1253,8 +1257,8 @@ info_decode(const ProtoField *fl, mbox_mailbox_info *info, char why[128])
 	ProtoSlice name;
 	int r;
 
-	r = proto_fields_parse(&f, fl->val ? fl->val : empty_body, fl->len,
-			       why, &reason);
+	r = proto_fields_parse(&f, fl->val ? fl->val : empty_body, fl->len, why,
+			       &reason);
 	if (r < 0) {
 		if (reason && reason != why)
 			snprintf(why, 128, "%s", reason);

@@ -27,10 +27,10 @@ struct mbox_msg {
 	pid_t pid;
 	uid_t uid;
 	gid_t gid;
-	const char *mailbox;     /* points into this allocation, as all below */
-	const char *comm;        /* "" when the broker sent none */
+	const char *mailbox;	 /* points into this allocation, as all below */
+	const char *comm;	 /* "" when the broker sent none */
 	const char *dead_reason; /* NULL unless the message is dead */
-	const uint8_t *data;     /* len bytes, then a NUL */
+	const uint8_t *data;	 /* len bytes, then a NUL */
 	size_t len;
 	size_t n_headers;
 	const char **headers; /* key, value, key, value... (2 * n_headers) */
@@ -107,8 +107,8 @@ mbox__msg_decode(const uint8_t *p, size_t len, const char *dflt_mailbox,
 	if (proto_has(&f, MBOX_TAG_MAILBOX)) {
 		mailbox = f.first[MBOX_TAG_MAILBOX];
 	} else {
-		mailbox.ptr = (const uint8_t *)(dflt_mailbox ? dflt_mailbox
-							     : "");
+		mailbox.ptr =
+			(const uint8_t *)(dflt_mailbox ? dflt_mailbox : "");
 		mailbox.len = strlen((const char *)mailbox.ptr);
 	}
 	comm = f.first[MBOX_TAG_SENDER_COMM];

@@ -101,15 +101,14 @@ enum {
 };
 
 #define CREATE_SETTINGS_MAX 8
-#define SETTING_LEN         64
+#define SETTING_LEN	    64
 
 int
 cmd_create(Ctl *c, int argc, char **argv)
 {
 	static const struct option opts[] = {
 		{"lease", required_argument, NULL, OPT_LEASE},
-		{"max-deliveries", required_argument, NULL,
-		 OPT_MAX_DELIVERIES},
+		{"max-deliveries", required_argument, NULL, OPT_MAX_DELIVERIES},
 		{"ttl", required_argument, NULL, OPT_TTL},
 		{"mode", required_argument, NULL, OPT_MODE},
 		{"group", required_argument, NULL, OPT_GROUP},

@@ -1,5 +1,6 @@
 /*
- * admin.h - mboxctl verbs: ping and create, talking to the broker and making mailboxes.
+ * admin.h - mboxctl verbs: ping and create, talking to the broker and making
+ * mailboxes.
  *
  * Each verb gets argv[0] = its name and the rest of the command line,
  * parses it with getopt_long (unknown options are usage errors), and

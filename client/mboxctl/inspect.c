@@ -48,8 +48,7 @@ ls_json(const mbox_mailbox_info *in)
 	       ",\"consumers\":%" PRIu64 ",\"owner_uid\":%" PRIu32
 	       ",\"gid\":%" PRIu32 ",\"mode\":\"%04" PRIo32 "\"}\n",
 	       in->ready, in->leased, in->delayed, in->dead, in->bytes,
-	       in->oldest_ns, in->consumers, in->owner_uid, in->gid,
-	       in->mode);
+	       in->oldest_ns, in->consumers, in->owner_uid, in->gid, in->mode);
 }
 
 enum { LS_COLS = 8 };
@@ -172,13 +171,13 @@ enum {
 	OPT_FROM,
 };
 
-#define PEEK_DEFAULT    10
-#define PREVIEW_BYTES   32
-#define PREVIEW_LEN     (PREVIEW_BYTES * 4 + 8)
-#define PEEK_COLS       8
+#define PEEK_DEFAULT	10
+#define PREVIEW_BYTES	32
+#define PREVIEW_LEN	(PREVIEW_BYTES * 4 + 8)
+#define PEEK_COLS	8
 #define PEEK_COL_REASON 4
 #define PEEK_COL_SENDER 5
-#define PEEK_COL_DATA   7
+#define PEEK_COL_DATA	7
 
 /* The first bytes of a payload, quoted and escaped C-style. */
 static void
@@ -241,8 +240,7 @@ peek_row(char cell[PEEK_COLS][PREVIEW_LEN], const size_t *width, bool dead)
 }
 
 static void
-peek_cells(char cell[PEEK_COLS][PREVIEW_LEN], const mbox_msg *m,
-	   int64_t now)
+peek_cells(char cell[PEEK_COLS][PREVIEW_LEN], const mbox_msg *m, int64_t now)
 {
 	const char *reason = mbox_msg_dead_reason(m);
 	const void *data;
@@ -349,8 +347,9 @@ cmd_peek(Ctl *c, int argc, char **argv)
 		return r;
 	/* Fetch all first: the table's columns depend on every row. */
 	while (got < count) {
-		size_t want = count - got > MBOX_RECV_MAX ? MBOX_RECV_MAX
-							  : (size_t)(count - got);
+		size_t want = count - got > MBOX_RECV_MAX
+				      ? MBOX_RECV_MAX
+				      : (size_t)(count - got);
 		mbox_msg **p = realloc(msgs, (got + want) * sizeof(*msgs));
 
 		if (!p) {

@@ -1,5 +1,6 @@
 /*
- * inspect.h - mboxctl verbs: ls and peek, looking at mailboxes without changing them.
+ * inspect.h - mboxctl verbs: ls and peek, looking at mailboxes without changing
+ * them.
  *
  * Each verb gets argv[0] = its name and the rest of the command line,
  * parses it with getopt_long (unknown options are usage errors), and

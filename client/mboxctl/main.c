@@ -30,7 +30,7 @@ static const Verb verbs[] = {
 	{"ping", cmd_ping, "ping", "check that the broker answers"},
 	{"create", cmd_create, "create MAILBOX [OPTIONS]", "create a mailbox"},
 	{"post", cmd_post, "post MAILBOX [DATA]",
-	 "post a message (DATA, else stdin; --lines: one per line)"},
+	 "post a message (DATA, else stdin)"},
 	{"recv", cmd_recv, "recv MAILBOX [-n N] [--wait SECS]",
 	 "receive, print and acknowledge messages"},
 	{"peek", cmd_peek, "peek MAILBOX [-n N] [--dead]",
@@ -137,10 +137,12 @@ main(int argc, char **argv)
 			return CTL_EXIT_USAGE;
 		default:
 			if (optopt)
-				fprintf(stderr, "mboxctl: unknown option '-%c'\n",
+				fprintf(stderr,
+					"mboxctl: unknown option '-%c'\n",
 					optopt);
 			else
-				fprintf(stderr, "mboxctl: unknown option '%s'\n",
+				fprintf(stderr,
+					"mboxctl: unknown option '%s'\n",
 					argv[optind - 1]);
 			fputs("Try 'mboxctl --help'.\n", stderr);
 			return CTL_EXIT_USAGE;

@@ -25,12 +25,12 @@
 
 #include "client/mboxctl/post.h"
 
-#define POST_BATCH_MSGS  512u
+#define POST_BATCH_MSGS	 512u
 #define POST_BATCH_BYTES (256u * 1024u)
 /* Header headroom per message in a batch: the MSG, DATA and option
  * fields around its payload (a generous estimate). */
 #define POST_MSG_OVERHEAD 96u
-#define READ_CHUNK        65536u
+#define READ_CHUNK	  65536u
 
 static const char post_help[] =
 	"Usage: mboxctl post MAILBOX [DATA] [OPTIONS]\n"
@@ -78,8 +78,8 @@ typedef struct PostRun {
 	Ctl *c;
 	mbox_post_opts opts;
 	size_t opts_bytes; /* header bytes each message carries */
-	size_t budget;     /* batch bytes, at most POST_BATCH_BYTES */
-	uint8_t *in;       /* input not yet posted */
+	size_t budget;	   /* batch bytes, at most POST_BATCH_BYTES */
+	uint8_t *in;	   /* input not yet posted */
 	size_t in_len, in_cap;
 	LineBatch batch;
 	uint64_t line_no; /* lines read so far */
@@ -357,13 +357,15 @@ cmd_post(Ctl *c, int argc, char **argv)
 		}
 	}
 	if (optind >= argc) {
-		r = ctl_usage(c, "which mailbox? (mboxctl post MAILBOX [DATA])");
+		r = ctl_usage(c,
+			      "which mailbox? (mboxctl post MAILBOX [DATA])");
 		goto out;
 	}
 	c->target = argv[optind++];
 	if (argc - optind > 1) {
-		r = ctl_usage(c, "unexpected argument '%s' (quote DATA that "
-				 "has spaces)",
+		r = ctl_usage(c,
+			      "unexpected argument '%s' (quote DATA that "
+			      "has spaces)",
 			      argv[optind + 1]);
 		goto out;
 	}

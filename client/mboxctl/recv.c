@@ -113,8 +113,7 @@ cmd_recv(Ctl *c, int argc, char **argv)
 	size_t n, i;
 	int opt, r = CTL_EXIT_OK;
 
-	while ((opt = getopt_long(argc, argv, ":S:hn:w:j", opts, NULL)) !=
-	       -1) {
+	while ((opt = getopt_long(argc, argv, ":S:hn:w:j", opts, NULL)) != -1) {
 		switch (opt) {
 		case 'n':
 			if (ctl_parse_u64(optarg, &count) < 0 || count == 0)
@@ -182,8 +181,9 @@ cmd_recv(Ctl *c, int argc, char **argv)
 		deadline = ctl_monotonic_ns() + wait_ms * 1000000;
 
 	while (got < count) {
-		size_t want = count - got > MBOX_RECV_MAX ? MBOX_RECV_MAX
-							  : (size_t)(count - got);
+		size_t want = count - got > MBOX_RECV_MAX
+				      ? MBOX_RECV_MAX
+				      : (size_t)(count - got);
 		int64_t rem = wait_ms;
 
 		if (wait_ms > 0) {

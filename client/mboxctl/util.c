@@ -54,8 +54,9 @@ ctl_connect(Ctl *c)
 				"mboxd (or point -S/--socket or MBOX_SOCKET at "
 				"its socket)\n");
 	else if (r == -EACCES)
-		fprintf(stderr, "mboxctl: the socket's permissions do not let "
-				"you in; ask its owner, or run your own mboxd\n");
+		fprintf(stderr,
+			"mboxctl: the socket's permissions do not let "
+			"you in; ask its owner, or run your own mboxd\n");
 	return CTL_EXIT_UNREACHABLE;
 }
 
@@ -110,14 +111,16 @@ ctl_fail(Ctl *c, int err, const char *what)
 
 	switch (-err) {
 	case ENOENT:
-		if (c->target)
+		/* mboxd's own text may carry this hint already. */
+		if (c->target && !strstr(text, "mboxctl create"))
 			fprintf(stderr,
 				"mboxctl: create it with: mboxctl create %s\n",
 				c->target);
 		break;
 	case ECONNRESET:
-		fprintf(stderr, "mboxctl: lost the connection to the broker at "
-				"%s; is mboxd still running?\n",
+		fprintf(stderr,
+			"mboxctl: lost the connection to the broker at "
+			"%s; is mboxd still running?\n",
 			c->path);
 		break;
 	case ESHUTDOWN:

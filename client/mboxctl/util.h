@@ -17,9 +17,9 @@ enum ctl_exit {
 	CTL_EXIT_OK = 0,
 	CTL_EXIT_ERROR = 1,
 	CTL_EXIT_USAGE = 2,
-	CTL_EXIT_EMPTY = 3,       /* nothing received before the wait ran out */
-	CTL_EXIT_DENIED = 4,      /* permission denied */
-	CTL_EXIT_NOT_FOUND = 5,   /* no such mailbox */
+	CTL_EXIT_EMPTY = 3,	  /* nothing received before the wait ran out */
+	CTL_EXIT_DENIED = 4,	  /* permission denied */
+	CTL_EXIT_NOT_FOUND = 5,	  /* no such mailbox */
 	CTL_EXIT_UNREACHABLE = 6, /* could not connect to the broker */
 };
 
@@ -34,14 +34,17 @@ typedef struct Ctl {
 } Ctl;
 
 /* The getopt_long entries every verb accepts (-S, -h). */
-#define CTL_COMMON_OPTIONS                                                    \
-	{"socket", required_argument, NULL, 'S'},                             \
-		{"help", no_argument, NULL, 'h'}
-#define CTL_COMMON_HELP                                                       \
+/* clang-format off */
+#define CTL_COMMON_OPTIONS \
+	{"socket", required_argument, NULL, 'S'}, \
+	{"help", no_argument, NULL, 'h'}
+/* clang-format on */
+/* clang-format off */
+#define CTL_COMMON_HELP \
 	"  -S, --socket PATH     the broker's socket (default: $MBOX_SOCKET,\n" \
-	"                        else the per-user default, see mboxctl "     \
-	"--help)\n"                                                           \
+	"                        else as 'mboxctl --help' says)\n" \
 	"  -h, --help            show this help\n"
+/* clang-format on */
 
 /*
  * ctl_connect - connect to the broker. Returns 0, or prints why it could
