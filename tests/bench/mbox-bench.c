@@ -32,6 +32,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -661,6 +662,88 @@ check_size(const char *sock, size_t size)
 	return 0;
 }
 
+/*
+ * Baselines measured in the same run, so the broker's figures can be read
+ * as ratios on a noisy machine: what one fsync'd 1 KiB append costs on the
+ * filesystem of the store, and what a SOCK_SEQPACKET ping-pong costs.
+ */
+static int
+baseline_fsync(const char *dir, size_t n, double *rate, double *p50)
+{
+	char path[PATH_MAX], buf[1024];
+	double *t = calloc(n, sizeof(*t)), start;
+	int fd, err = 0;
+
+	if (!t)
+		return -ENOMEM;
+	memset(buf, 'x', sizeof(buf));
+	snprintf(path, sizeof(path), "%s/fsync-baseline", dir);
+	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		free(t);
+		return -errno;
+	}
+	start = now_s();
+	for (size_t i = 0; i < n && !err; i++) {
+		double t0 = now_s();
+		if (write(fd, buf, sizeof(buf)) != (ssize_t)sizeof(buf) ||
+		    fdatasync(fd) < 0)
+			err = -errno;
+		t[i] = now_s() - t0;
+	}
+	*rate = n / (now_s() - start);
+	qsort(t, n, sizeof(*t), cmp_double);
+	*p50 = t[n / 2];
+	close(fd);
+	unlink(path);
+	free(t);
+	return err;
+}
+
+static void *
+pingpong_echo(void *arg)
+{
+	int fd = *(int *)arg;
+	char buf[64];
+	ssize_t k;
+
+	while ((k = recv(fd, buf, sizeof(buf), 0)) > 0)
+		if (send(fd, buf, (size_t)k, MSG_NOSIGNAL) != k)
+			break;
+	return NULL;
+}
+
+static int
+baseline_seqpacket(size_t n, double *p50)
+{
+	int sv[2];
+	pthread_t th;
+	double *t = calloc(n, sizeof(*t));
+	char buf[16] = "ping";
+
+	if (!t ||
+	    socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) {
+		free(t);
+		return -errno;
+	}
+	pthread_create(&th, NULL, pingpong_echo, &sv[1]);
+	for (size_t i = 0; i < n; i++) {
+		double t0 = now_s();
+		if (send(sv[0], buf, sizeof(buf), MSG_NOSIGNAL) < 0 ||
+		    recv(sv[0], buf, sizeof(buf), 0) <= 0)
+			break;
+		t[i] = now_s() - t0;
+	}
+	shutdown(sv[0], SHUT_RDWR);
+	pthread_join(th, NULL);
+	close(sv[0]);
+	close(sv[1]);
+	qsort(t, n, sizeof(*t), cmp_double);
+	*p50 = t[n / 2];
+	free(t);
+	return 0;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -669,6 +752,7 @@ main(int argc, char **argv)
 	char tput[64], rtt[64];
 	const char *sock;
 	double post_s = 0, drain_s = 0, med = 0, p99 = 0;
+	double fs_rate = 0, fs_p50 = 0, sp_p50 = 0;
 	int err = 0;
 
 	if (parse_options(argc, argv, &o) < 0)
@@ -698,6 +782,14 @@ main(int argc, char **argv)
 		err = bench_drain(&o, sock, tput, &drain_s);
 	if (!err)
 		err = bench_rtt(&o, sock, rtt, &med, &p99);
+	if (!err)
+		err = baseline_fsync(
+			o.socket
+				? (getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp")
+				: b.dir,
+			2000, &fs_rate, &fs_p50);
+	if (!err)
+		err = baseline_seqpacket(20000, &sp_p50);
 	broker_stop(&b, err != 0);
 	if (err) {
 		fprintf(stderr, "mbox-bench: failed\n");
@@ -710,11 +802,12 @@ main(int argc, char **argv)
 		       "\"post_msgs_per_sec\":%.1f,\"recv_ack_seconds\":%.6f,"
 		       "\"recv_ack_msgs_per_sec\":%.1f,\"recv_batch\":%u,"
 		       "\"rtt_count\":%zu,\"rtt_median_us\":%.1f,"
-		       "\"rtt_p99_us\":%.1f}\n",
+		       "\"rtt_p99_us\":%.1f,\"fsync_per_sec\":%.1f,"
+		       "\"fsync_p50_us\":%.1f,\"seqpacket_rtt_p50_us\":%.1f}\n",
 		       o.socket ? "external" : o.sync, o.size, o.producers,
 		       o.messages, post_s, o.messages / post_s, drain_s,
 		       o.messages / drain_s, BATCH, o.count, med * 1e6,
-		       p99 * 1e6);
+		       p99 * 1e6, fs_rate, fs_p50 * 1e6, sp_p50 * 1e6);
 	} else {
 		char label[64];
 
@@ -736,6 +829,16 @@ main(int argc, char **argv)
 		printf("%-36s %10zu %8.0f us %9.0f us\n",
 		       "post -> recv, one at a time", o.count, med * 1e6,
 		       p99 * 1e6);
+		printf("\nbaselines, same run                     per sec      "
+		       "p50\n");
+		printf("%-36s %12.0f %7.0f us\n", "fsync of a 1 KiB append",
+		       fs_rate, fs_p50 * 1e6);
+		printf("%-36s %12s %7.1f us\n", "SOCK_SEQPACKET ping-pong", "",
+		       sp_p50 * 1e6);
+		printf("\nratios: post rate / fsync rate = %.2f; post->recv "
+		       "p50 / (fsync p50 + 3 x seqpacket p50) = %.2f\n",
+		       o.messages / post_s / fs_rate,
+		       med / (fs_p50 + 3 * sp_p50));
 	}
 	return 0;
 }
