@@ -25,9 +25,9 @@ typedef struct ProtoSlice {
 
 typedef struct ProtoHeader {
 	uint16_t opcode;
-	uint8_t flags;   /* MBOX_FLAG_* */
+	uint8_t flags;	 /* MBOX_FLAG_* */
 	uint8_t version; /* MBOX_PROTO_VERSION */
-	uint32_t id;     /* request id, 0 for pushes */
+	uint32_t id;	 /* request id, 0 for pushes */
 	uint32_t body_len;
 	uint32_t status; /* enum mbox_status */
 } ProtoHeader;
@@ -108,9 +108,9 @@ uint64_t proto_get_u64(const uint8_t *p);
  * are validated the same way, recursively, up to PROTO_NEST_MAX levels.
  */
 typedef struct ProtoFields {
-	uint64_t present;                    /* bit t: tag t appeared */
-	uint32_t count[PROTO_TAG_LIMIT];     /* occurrences of each tag */
-	ProtoSlice first[PROTO_TAG_LIMIT];   /* value of its first occurrence */
+	uint64_t present;		   /* bit t: tag t appeared */
+	uint32_t count[PROTO_TAG_LIMIT];   /* occurrences of each tag */
+	ProtoSlice first[PROTO_TAG_LIMIT]; /* value of its first occurrence */
 	const uint8_t *body;
 	size_t len;
 } ProtoFields;
@@ -159,19 +159,19 @@ bool proto_utf8_valid(const uint8_t *p, size_t len);
  * body_len accepted; a larger frame is skipped without buffering.
  */
 enum proto_asm_result {
-	PROTO_ASM_MORE = 0,      /* datagram consumed, frame not complete */
-	PROTO_ASM_FRAME = 1,     /* a frame is complete: see proto_asm_frame */
+	PROTO_ASM_MORE = 0,	 /* datagram consumed, frame not complete */
+	PROTO_ASM_FRAME = 1,	 /* a frame is complete: see proto_asm_frame */
 	PROTO_ASM_TOO_LARGE = 2, /* a too-large frame was skipped whole;
 				    its header is in a->hdr */
 };
 
 typedef struct ProtoAssembler {
 	ProtoHeader hdr;
-	uint8_t *buf;     /* body being collected (malloc'd) */
-	size_t have;      /* body bytes received so far */
+	uint8_t *buf; /* body being collected (malloc'd) */
+	size_t have;  /* body bytes received so far */
 	size_t max_body;
-	bool active;      /* inside a frame */
-	bool skipping;    /* inside a too-large frame */
+	bool active;   /* inside a frame */
+	bool skipping; /* inside a too-large frame */
 } ProtoAssembler;
 
 void proto_asm_init(ProtoAssembler *a, size_t max_body);

@@ -24,31 +24,31 @@
 #define MBOX_PROTO_VERSION     1u
 #define MBOX_PROTO_HEADER_SIZE 16u
 /* Largest datagram either side sends or must accept (header included). */
-#define MBOX_PROTO_DGRAM_MAX   65536u
+#define MBOX_PROTO_DGRAM_MAX 65536u
 /* Size of one field's tag + length prefix. */
-#define MBOX_PROTO_FIELD_HDR   6u
+#define MBOX_PROTO_FIELD_HDR 6u
 /* Body bytes allowed beyond max_msg_size for the fields around a payload. */
 #define MBOX_PROTO_FRAME_SLACK 65536u
 
-#define MBOX_NAME_MAX          200u  /* mailbox name, bytes */
-#define MBOX_COMM_MAX          16u   /* process name, bytes (TASK_COMM_LEN) */
-#define MBOX_PRIORITY_MAX      9u
-#define MBOX_HEADERS_MAX       4096u /* all header keys + values, bytes */
-#define MBOX_DEFAULT_MSG_SIZE  (1024u * 1024u)
-#define MBOX_DEFAULT_LEASE_MS  60000u
-#define MBOX_RECV_MAX          1024u /* most messages one RECV may ask for */
+#define MBOX_NAME_MAX	      200u /* mailbox name, bytes */
+#define MBOX_COMM_MAX	      16u  /* process name, bytes (TASK_COMM_LEN) */
+#define MBOX_PRIORITY_MAX     9u
+#define MBOX_HEADERS_MAX      4096u /* all header keys + values, bytes */
+#define MBOX_DEFAULT_MSG_SIZE (1024u * 1024u)
+#define MBOX_DEFAULT_LEASE_MS 60000u
+#define MBOX_RECV_MAX	      1024u /* most messages one RECV may ask for */
 
 /* Header layout (byte offsets). */
-#define MBOX_HDR_OFF_OPCODE  0  /* u16 */
-#define MBOX_HDR_OFF_FLAGS   2  /* u8 */
-#define MBOX_HDR_OFF_VERSION 3  /* u8, always MBOX_PROTO_VERSION */
-#define MBOX_HDR_OFF_ID      4  /* u32 request id, echoed in the reply */
-#define MBOX_HDR_OFF_LEN     8  /* u32 body length */
+#define MBOX_HDR_OFF_OPCODE  0	/* u16 */
+#define MBOX_HDR_OFF_FLAGS   2	/* u8 */
+#define MBOX_HDR_OFF_VERSION 3	/* u8, always MBOX_PROTO_VERSION */
+#define MBOX_HDR_OFF_ID	     4	/* u32 request id, echoed in the reply */
+#define MBOX_HDR_OFF_LEN     8	/* u32 body length */
 #define MBOX_HDR_OFF_STATUS  12 /* u32 status, 0 in requests and pushes */
 
 /* Header flags. */
-#define MBOX_FLAG_REPLY 0x01u /* broker -> client answer to request id */
-#define MBOX_FLAG_PUSH  0x02u /* broker -> client unsolicited (id 0) */
+#define MBOX_FLAG_REPLY	 0x01u /* broker -> client answer to request id */
+#define MBOX_FLAG_PUSH	 0x02u /* broker -> client unsolicited (id 0) */
 #define MBOX_FLAGS_KNOWN (MBOX_FLAG_REPLY | MBOX_FLAG_PUSH)
 
 enum mbox_op {
@@ -86,49 +86,49 @@ enum mbox_op {
 
 /* Field tags. Type: u64 = 8-byte integer, str = UTF-8, bytes, nest. */
 enum mbox_tag {
-	MBOX_TAG_MAILBOX = 1,       /* str, 1..MBOX_NAME_MAX of [A-Za-z0-9._-] */
-	MBOX_TAG_DATA = 2,          /* bytes, the payload */
-	MBOX_TAG_ID = 3,            /* u64 message id */
-	MBOX_TAG_COUNT = 4,         /* u64 */
-	MBOX_TAG_WAIT_MS = 5,       /* u64 */
-	MBOX_TAG_PRIORITY = 6,      /* u64 0..9 */
-	MBOX_TAG_DELAY_MS = 7,      /* u64 */
-	MBOX_TAG_TTL_MS = 8,        /* u64 */
-	MBOX_TAG_LEASE_MS = 9,      /* u64 */
-	MBOX_TAG_DEDUP = 10,        /* str */
-	MBOX_TAG_HEADER = 11,       /* nest: KEY, VALUE */
-	MBOX_TAG_KEY = 12,          /* str */
-	MBOX_TAG_VALUE = 13,        /* str */
-	MBOX_TAG_MSG = 14,          /* nest: a message */
-	MBOX_TAG_TIME_NS = 15,      /* u64 ns since the epoch */
-	MBOX_TAG_DELIVERIES = 16,   /* u64 */
-	MBOX_TAG_SENDER_PID = 17,   /* u64 */
-	MBOX_TAG_SENDER_UID = 18,   /* u64 */
-	MBOX_TAG_SENDER_GID = 19,   /* u64 */
-	MBOX_TAG_SENDER_COMM = 20,  /* str, at most MBOX_COMM_MAX */
-	MBOX_TAG_TEXT = 21,         /* str, human-readable error text */
-	MBOX_TAG_VERSION_MIN = 22,  /* u64 */
-	MBOX_TAG_VERSION_MAX = 23,  /* u64 */
-	MBOX_TAG_VERSION = 24,      /* u64 */
+	MBOX_TAG_MAILBOX = 1,	   /* str, 1..MBOX_NAME_MAX of [A-Za-z0-9._-] */
+	MBOX_TAG_DATA = 2,	   /* bytes, the payload */
+	MBOX_TAG_ID = 3,	   /* u64 message id */
+	MBOX_TAG_COUNT = 4,	   /* u64 */
+	MBOX_TAG_WAIT_MS = 5,	   /* u64 */
+	MBOX_TAG_PRIORITY = 6,	   /* u64 0..9 */
+	MBOX_TAG_DELAY_MS = 7,	   /* u64 */
+	MBOX_TAG_TTL_MS = 8,	   /* u64 */
+	MBOX_TAG_LEASE_MS = 9,	   /* u64 */
+	MBOX_TAG_DEDUP = 10,	   /* str */
+	MBOX_TAG_HEADER = 11,	   /* nest: KEY, VALUE */
+	MBOX_TAG_KEY = 12,	   /* str */
+	MBOX_TAG_VALUE = 13,	   /* str */
+	MBOX_TAG_MSG = 14,	   /* nest: a message */
+	MBOX_TAG_TIME_NS = 15,	   /* u64 ns since the epoch */
+	MBOX_TAG_DELIVERIES = 16,  /* u64 */
+	MBOX_TAG_SENDER_PID = 17,  /* u64 */
+	MBOX_TAG_SENDER_UID = 18,  /* u64 */
+	MBOX_TAG_SENDER_GID = 19,  /* u64 */
+	MBOX_TAG_SENDER_COMM = 20, /* str, at most MBOX_COMM_MAX */
+	MBOX_TAG_TEXT = 21,	   /* str, human-readable error text */
+	MBOX_TAG_VERSION_MIN = 22, /* u64 */
+	MBOX_TAG_VERSION_MAX = 23, /* u64 */
+	MBOX_TAG_VERSION = 24,	   /* u64 */
 	MBOX_TAG_MAX_MSG_SIZE = 25, /* u64 */
 	MBOX_TAG_MAX_FRAME = 26,    /* u64 largest body_len accepted */
-	MBOX_TAG_SETTING = 27,      /* str "key=value" */
-	MBOX_TAG_INFO = 28,         /* nest: a mailbox summary */
-	MBOX_TAG_READY = 29,        /* u64 */
-	MBOX_TAG_LEASED = 30,       /* u64 */
-	MBOX_TAG_DELAYED = 31,      /* u64 */
-	MBOX_TAG_DEAD = 32,         /* u64 */
-	MBOX_TAG_BYTES = 33,        /* u64 */
+	MBOX_TAG_SETTING = 27,	    /* str "key=value" */
+	MBOX_TAG_INFO = 28,	    /* nest: a mailbox summary */
+	MBOX_TAG_READY = 29,	    /* u64 */
+	MBOX_TAG_LEASED = 30,	    /* u64 */
+	MBOX_TAG_DELAYED = 31,	    /* u64 */
+	MBOX_TAG_DEAD = 32,	    /* u64 */
+	MBOX_TAG_BYTES = 33,	    /* u64 */
 	MBOX_TAG_OLDEST_NS = 34,    /* u64 enqueue time of the oldest message */
 	MBOX_TAG_CONSUMERS = 35,    /* u64 */
-	MBOX_TAG_FLAGS = 36,        /* u64 per-operation flags */
-	MBOX_TAG_FROM_ID = 37,      /* u64 */
+	MBOX_TAG_FLAGS = 36,	    /* u64 per-operation flags */
+	MBOX_TAG_FROM_ID = 37,	    /* u64 */
 	MBOX_TAG_DEAD_REASON = 38,  /* str: rejected, max-deliveries, expired */
-	MBOX_TAG_SERVER = 39,       /* str, broker name and version */
-	MBOX_TAG_LIMIT = 40,        /* str, name of the limit that was hit */
+	MBOX_TAG_SERVER = 39,	    /* str, broker name and version */
+	MBOX_TAG_LIMIT = 40,	    /* str, name of the limit that was hit */
 	MBOX_TAG_OWNER_UID = 41,    /* u64 */
 	MBOX_TAG_GROUP_GID = 42,    /* u64 */
-	MBOX_TAG_MODE = 43,         /* u64, permission bits 0..0777 */
+	MBOX_TAG_MODE = 43,	    /* u64, permission bits 0..0777 */
 	MBOX_TAG_DEADLINE_NS = 44,  /* u64 lease deadline, ns since the epoch */
 };
 
@@ -138,21 +138,21 @@ enum mbox_tag {
 /* Reply status codes (header field status). */
 enum mbox_status {
 	MBOX_S_OK = 0,
-	MBOX_S_MALFORMED = 1,  /* body unparsable, field missing/duplicate */
-	MBOX_S_UNKNOWN_OP = 2, /* opcode not known to this broker */
-	MBOX_S_VERSION = 3,    /* no common version, or HELLO missing */
-	MBOX_S_NOT_FOUND = 4,  /* no such mailbox */
-	MBOX_S_DENIED = 5,     /* permission denied */
-	MBOX_S_EXISTS = 6,     /* mailbox already exists */
-	MBOX_S_LIMIT = 7,      /* a configured limit; LIMIT names it */
-	MBOX_S_FULL = 8,       /* mailbox full (max_msgs / max_bytes) */
-	MBOX_S_TOO_LARGE = 9,  /* payload or frame over the size limit */
-	MBOX_S_INVALID = 10,   /* a value out of range or badly formed */
+	MBOX_S_MALFORMED = 1,	/* body unparsable, field missing/duplicate */
+	MBOX_S_UNKNOWN_OP = 2,	/* opcode not known to this broker */
+	MBOX_S_VERSION = 3,	/* no common version, or HELLO missing */
+	MBOX_S_NOT_FOUND = 4,	/* no such mailbox */
+	MBOX_S_DENIED = 5,	/* permission denied */
+	MBOX_S_EXISTS = 6,	/* mailbox already exists */
+	MBOX_S_LIMIT = 7,	/* a configured limit; LIMIT names it */
+	MBOX_S_FULL = 8,	/* mailbox full (max_msgs / max_bytes) */
+	MBOX_S_TOO_LARGE = 9,	/* payload or frame over the size limit */
+	MBOX_S_INVALID = 10,	/* a value out of range or badly formed */
 	MBOX_S_NOT_LEASED = 11, /* id not leased by this connection */
-	MBOX_S_STORE = 12,     /* the store failed (disk full, I/O) */
-	MBOX_S_SHUTDOWN = 13,  /* broker is stopping */
-	MBOX_S_NOT_EMPTY = 14, /* mailbox not empty */
-	MBOX_S_BUSY = 15,      /* too many requests in flight */
+	MBOX_S_STORE = 12,	/* the store failed (disk full, I/O) */
+	MBOX_S_SHUTDOWN = 13,	/* broker is stopping */
+	MBOX_S_NOT_EMPTY = 14,	/* mailbox not empty */
+	MBOX_S_BUSY = 15,	/* too many requests in flight */
 };
 
 #endif

@@ -76,10 +76,10 @@ int mbox_create(mbox *m, const char *mailbox, const char *const *settings);
 
 /* Options of a post; a zeroed struct (or NULL) means the defaults. */
 typedef struct mbox_post_opts {
-	unsigned priority;         /* 0..9, higher first; 9 = urgent */
-	uint64_t delay_ms;         /* not deliverable before now + delay */
-	uint64_t ttl_ms;           /* dead as expired after now + ttl */
-	const char *dedup;         /* dedup key, NULL = none */
+	unsigned priority;	    /* 0..9, higher first; 9 = urgent */
+	uint64_t delay_ms;	    /* not deliverable before now + delay */
+	uint64_t ttl_ms;	    /* dead as expired after now + ttl */
+	const char *dedup;	    /* dedup key, NULL = none */
 	const char *const *headers; /* NULL or {key, value, ..., NULL} */
 } mbox_post_opts;
 
@@ -148,11 +148,11 @@ void mbox_msg_free(mbox_msg *msg);
 /* One mailbox as listed. */
 typedef struct mbox_mailbox_info {
 	char *name;
-	uint64_t ready;    /* deliverable now */
-	uint64_t leased;   /* held by consumers */
-	uint64_t delayed;  /* waiting for their delay */
+	uint64_t ready;	  /* deliverable now */
+	uint64_t leased;  /* held by consumers */
+	uint64_t delayed; /* waiting for their delay */
 	uint64_t dead;
-	uint64_t bytes;    /* payload bytes stored */
+	uint64_t bytes;	   /* payload bytes stored */
 	int64_t oldest_ns; /* enqueue time of the oldest message, 0 if none */
 	uint64_t consumers;
 	uint32_t owner_uid;

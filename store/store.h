@@ -30,7 +30,7 @@
 typedef struct Store Store;
 
 typedef enum StoreSync {
-	STORE_SYNC_OFF,    /* no fsync at all: tests only */
+	STORE_SYNC_OFF,	   /* no fsync at all: tests only */
 	STORE_SYNC_NORMAL, /* survives a crash of mboxd, not of the machine */
 	STORE_SYNC_FULL,   /* every durable commit is fsync'd */
 } StoreSync;
@@ -42,7 +42,7 @@ enum store_msg_state {
 };
 
 /* StoreMailbox.flags */
-#define STORE_MB_TEMP   0x1u /* deleted when its creator disconnects */
+#define STORE_MB_TEMP	0x1u /* deleted when its creator disconnects */
 #define STORE_MB_PAUSED 0x2u /* no deliveries; posts still accepted */
 
 typedef struct StoreMailbox {
@@ -50,20 +50,20 @@ typedef struct StoreMailbox {
 	char name[MBOX_NAME_MAX + 1];
 	uint32_t owner_uid;
 	uint32_t gid;
-	uint32_t mode;           /* 0..0777, r/w bits used */
-	uint64_t lease_ms;       /* default lease, > 0 */
+	uint32_t mode;		 /* 0..0777, r/w bits used */
+	uint64_t lease_ms;	 /* default lease, > 0 */
 	uint64_t max_deliveries; /* 0 = unlimited */
-	uint64_t max_msgs;       /* 0 = broker-wide limit only */
-	uint64_t max_bytes;      /* 0 = broker-wide limit only */
-	uint64_t ttl_ms;         /* default message ttl, 0 = none */
-	uint32_t flags;          /* STORE_MB_* */
+	uint64_t max_msgs;	 /* 0 = broker-wide limit only */
+	uint64_t max_bytes;	 /* 0 = broker-wide limit only */
+	uint64_t ttl_ms;	 /* default message ttl, 0 = none */
+	uint32_t flags;		 /* STORE_MB_* */
 	int64_t created_ns;
 	/* Live counters, kept exact by the store (rebuilt on rollback). */
 	uint64_t n_ready;  /* READY rows, delayed ones included */
 	uint64_t n_leased; /* LEASED rows */
 	uint64_t n_dead;   /* DEAD rows */
-	uint64_t bytes;    /* payload bytes of all rows */
-	void *user;        /* owned by the caller; the store never reads it */
+	uint64_t bytes;	   /* payload bytes of all rows */
+	void *user;	   /* owned by the caller; the store never reads it */
 } StoreMailbox;
 
 /*
@@ -72,10 +72,10 @@ typedef struct StoreMailbox {
  * SQLite's memory and is valid only until the callback returns.
  */
 typedef struct StoreMsg {
-	uint64_t id;        /* strictly increasing, never reused */
+	uint64_t id; /* strictly increasing, never reused */
 	int64_t mailbox_id;
-	uint32_t state;     /* enum store_msg_state */
-	uint32_t priority;  /* 0..9, higher first */
+	uint32_t state;	   /* enum store_msg_state */
+	uint32_t priority; /* 0..9, higher first */
 	uint32_t deliveries;
 	int64_t time_ns;    /* enqueue time, ns since the epoch */
 	int64_t ready_ns;   /* not deliverable before; 0 = at once */
@@ -86,7 +86,7 @@ typedef struct StoreMsg {
 	size_t len;
 	const void *headers; /* encoded HEADER fields, opaque to the store */
 	size_t headers_len;
-	const char *dedup;       /* NULL = none */
+	const char *dedup;	 /* NULL = none */
 	const char *dead_reason; /* NULL unless DEAD */
 } StoreMsg;
 
