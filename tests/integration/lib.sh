@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # lib.sh - shared helpers of the integration tests (source it, do not run it).
 #
 # Each test gets a private directory (T_DIR) holding the broker's socket
