@@ -1160,8 +1160,9 @@ ids_check(mbox *m, const uint64_t *ids, size_t n)
 	return 0;
 }
 
-int
-mbox_ack(mbox *m, const uint64_t *ids, size_t n)
+/* ACK and NACK differ only in opcode and NACK's optional delay. */
+static int
+settle(mbox *m, uint16_t op, const uint64_t *ids, size_t n, uint64_t delay_ms)
 {
 	ProtoFields f;
 	Frame *fr;
@@ -1175,37 +1176,26 @@ mbox_ack(mbox *m, const uint64_t *ids, size_t n)
 	r = ids_check(m, ids, n);
 	if (r < 0)
 		return r;
-	id = req_begin(m, MBOX_OP_ACK);
+	id = req_begin(m, op);
 	for (i = 0; i < n; i++)
 		proto_put_u64(&m->tx, MBOX_TAG_ID, ids[i]);
-	r = req_call(m, id, MBOX_OP_ACK, &fr, &f, 0);
+	if (delay_ms)
+		proto_put_u64(&m->tx, MBOX_TAG_DELAY_MS, delay_ms);
+	r = req_call(m, id, op, &fr, &f, 0);
 	frame_free(fr);
 	return r;
 }
 
 int
+mbox_ack(mbox *m, const uint64_t *ids, size_t n)
+{
+	return settle(m, MBOX_OP_ACK, ids, n, 0);
+}
+
+int
 mbox_nack(mbox *m, const uint64_t *ids, size_t n, uint64_t delay_ms)
 {
-	ProtoFields f;
-	Frame *fr;
-	uint32_t id;
-	size_t i;
-	int r;
-
-	r = mbox_enter(m);
-	if (r < 0)
-		return r;
-	r = ids_check(m, ids, n);
-	if (r < 0)
-		return r;
-	id = req_begin(m, MBOX_OP_NACK);
-	for (i = 0; i < n; i++)
-		proto_put_u64(&m->tx, MBOX_TAG_ID, ids[i]);
-	if (delay_ms)
-		proto_put_u64(&m->tx, MBOX_TAG_DELAY_MS, delay_ms);
-	r = req_call(m, id, MBOX_OP_NACK, &fr, &f, 0);
-	frame_free(fr);
-	return r;
+	return settle(m, MBOX_OP_NACK, ids, n, delay_ms);
 }
 
 int
