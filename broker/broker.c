@@ -809,3 +809,16 @@ broker_stop(Broker *b)
 		conn_free(c);
 	}
 }
+
+/* STUBS (lead is writing these) */
+void
+broker_expiry_changed(Broker *b, int64_t expires_ns)
+{
+	(void)b, (void)expires_ns;
+}
+
+int
+broker_mailbox_drop(Broker *b, StoreMailbox *mb)
+{
+	return store_mailbox_delete(b->store, mb);
+}

@@ -30,6 +30,7 @@ typedef struct BrokerConfig {
 	size_t max_connections;
 	size_t max_in_flight; /* requests per connection */
 	size_t max_out_bytes; /* queued output before reading pauses */
+	uint64_t dedup_window_ms; /* a DEDUP key is remembered this long */
 } BrokerConfig;
 
 /* A RECV waiting for messages. */
@@ -61,7 +62,10 @@ enum pending_kind {
 	PENDING_POST,
 	PENDING_ACK,
 	PENDING_NACK,
-	PENDING_PLAIN, /* empty success reply */
+	PENDING_PLAIN,	 /* empty success reply */
+	PENDING_REJECT,	 /* like ACK: leases restored on failure */
+	PENDING_PUBLISH, /* COUNT = n and one ID per copy */
+	PENDING_COUNT,	 /* COUNT = n, no ids */
 };
 
 /* A reply owed after the next commit. */
@@ -135,6 +139,16 @@ void broker_waiter_free(Waiter *w);
 /* Encode m as a MSG field (deadline_ns 0: none). */
 void broker_put_msg(ProtoWriter *w, const StoreMailbox *mb, const StoreMsg *m,
 		    int64_t deadline_ns);
+/* A message that expires at expires_ns was stored or made ready again:
+ * the expiry timer fires by then. */
+void broker_expiry_changed(Broker *b, int64_t expires_ns);
+/*
+ * broker_mailbox_drop - delete mb and its messages in the open batch
+ * transaction: leases of its messages become void, RECVs waiting on it
+ * are answered NOT_FOUND, its subscriptions end. mb is freed. Returns 0
+ * or the store's error (then the batch must fail).
+ */
+int broker_mailbox_drop(Broker *b, StoreMailbox *mb);
 /* Return every lease of c (connection closing). */
 void broker_release_conn(Broker *b, Conn *c);
 void broker_reap(Broker *b, Conn *c);

@@ -10,44 +10,72 @@
 #include "config.h"
 
 #include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "broker/broker.h"
+#include "broker/request.h"
 #include "broker/settings.h"
 
-#define BIT PROTO_BIT
-/* Longest delay, lease or wait a request may ask for: one year. Also
- * keeps now + duration far from int64 overflow. */
-#define MAX_DURATION_MS (UINT64_C(365) * 24 * 3600 * 1000)
-
-typedef struct Request {
-	Conn *c;
-	Broker *b;
-	const ProtoHeader *h;
-	ProtoFields f;
-} Request;
-
-static void
+void
 reply_error(Request *q, unsigned status, const char *limit, const char *text)
 {
 	conn_reply_error(q->c, q->h->opcode, q->h->id, status, limit, "%s",
 			 text);
 }
 
-static void
-reply_empty(Request *q)
+void
+reply_errorf(Request *q, unsigned status, const char *limit, const char *fmt,
+	     ...)
+{
+	char text[512];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(text, sizeof(text), fmt, ap);
+	va_end(ap);
+	reply_error(q, status, limit, text);
+}
+
+ProtoWriter *
+reply_begin(Request *q)
 {
 	ProtoWriter *w = &q->b->w;
 
 	proto_writer_begin(w, q->h->opcode, MBOX_FLAG_REPLY, q->h->id,
 			   MBOX_S_OK);
-	conn_send_writer(q->c, w);
+	return w;
 }
 
-/* Check the request's fields; on failure answer MALFORMED. */
-static int
+void
+reply_empty(Request *q)
+{
+	conn_send_writer(q->c, reply_begin(q));
+}
+
+int
+request_txn(Request *q)
+{
+	if (broker_txn(q->b) < 0) {
+		reply_error(q, MBOX_S_STORE, NULL,
+			    "the store failed: cannot begin a transaction");
+		return -EIO;
+	}
+	return 0;
+}
+
+void
+request_defer(Request *q, enum pending_kind kind, uint64_t *ids,
+	      int64_t *mailbox_ids, size_t n)
+{
+	if (broker_defer(q->b, kind, q->c, q->h->opcode, q->h->id, ids,
+			 mailbox_ids, n) < 0)
+		conn_close(q->c, "out of memory");
+}
+
+int
 request_check(Request *q, uint64_t allowed, uint64_t required)
 {
 	char why[128];
@@ -59,8 +87,7 @@ request_check(Request *q, uint64_t allowed, uint64_t required)
 	return 0;
 }
 
-/* Copy the MAILBOX field into name; answer INVALID when it is bad. */
-static int
+int
 request_name(Request *q, char name[MBOX_NAME_MAX + 1])
 {
 	ProtoSlice s = q->f.first[MBOX_TAG_MAILBOX];
@@ -76,7 +103,7 @@ request_name(Request *q, char name[MBOX_NAME_MAX + 1])
 	return 0;
 }
 
-static void
+void
 log_denial(Request *q, const char *name)
 {
 	log_write(q->b->log, LOG_NOTICE,
@@ -86,11 +113,10 @@ log_denial(Request *q, const char *name)
 }
 
 /*
- * Find a mailbox the caller may use with want. Answers NOT_FOUND or
- * DENIED itself. A mailbox the caller may not touch at all answers
- * DENIED too: existence is all it reveals.
+ * A mailbox the caller may not touch at all answers DENIED too:
+ * existence is all it reveals.
  */
-static StoreMailbox *
+StoreMailbox *
 request_mailbox(Request *q, unsigned want)
 {
 	char name[MBOX_NAME_MAX + 1];
@@ -107,7 +133,8 @@ request_mailbox(Request *q, unsigned want)
 				 name, name);
 		return NULL;
 	}
-	if (!acl_may(&q->c->peer, mb, want)) {
+	if (want == REQUEST_OWNER ? !acl_may_own(&q->c->peer, mb)
+				  : !acl_may(&q->c->peer, mb, want)) {
 		log_denial(q, name);
 		reply_error(q, MBOX_S_DENIED, NULL, "permission denied");
 		return NULL;
@@ -163,7 +190,7 @@ op_ping(Request *q)
 	reply_empty(q);
 }
 
-static void
+void
 mailbox_defaults(StoreMailbox *mb, const Conn *c, const char *name)
 {
 	memset(mb, 0, sizeof(*mb));
@@ -219,16 +246,7 @@ op_create(Request *q)
 		conn_close(q->c, "out of memory");
 }
 
-/* One validated message of a POST. */
-typedef struct PostItem {
-	ProtoSlice data;
-	uint32_t priority;
-	uint64_t delay_ms;
-	uint8_t *headers; /* concatenated HEADER fields */
-	size_t headers_len;
-} PostItem;
-
-static void
+void
 post_items_free(PostItem *items, size_t n)
 {
 	for (size_t i = 0; i < n; i++)
@@ -308,8 +326,7 @@ post_headers(const ProtoFields *m, PostItem *it, char *why, size_t whylen)
 	return 0;
 }
 
-/* Parse and check every MSG of a POST before anything is stored. */
-static int
+int
 post_parse(Request *q, PostItem **out, size_t *n_out)
 {
 	size_t n = q->f.count[MBOX_TAG_MSG], i = 0;
@@ -353,6 +370,8 @@ post_parse(Request *q, PostItem **out, size_t *n_out)
 		it->data = m.first[MBOX_TAG_DATA];
 		it->priority = (uint32_t)proto_u64(&m, MBOX_TAG_PRIORITY, 0);
 		it->delay_ms = proto_u64(&m, MBOX_TAG_DELAY_MS, 0);
+		it->ttl_ms = proto_u64(&m, MBOX_TAG_TTL_MS, 0);
+		it->dedup = m.first[MBOX_TAG_DEDUP];
 		if (it->data.len > q->b->cfg.max_msg_size) {
 			snprintf(why, sizeof(why),
 				 "message %zu is %zu bytes, over max_msg_size "
@@ -368,11 +387,17 @@ post_parse(Request *q, PostItem **out, size_t *n_out)
 			snprintf(why, sizeof(why),
 				 "delay must be at most one year");
 			st = MBOX_S_INVALID;
-		} else if (proto_has(&m, MBOX_TAG_TTL_MS) ||
-			   proto_has(&m, MBOX_TAG_DEDUP)) {
+		} else if (proto_has(&m, MBOX_TAG_TTL_MS) &&
+			   (it->ttl_ms == 0 || it->ttl_ms > MAX_DURATION_MS)) {
 			snprintf(why, sizeof(why),
-				 "TTL_MS and DEDUP are not supported by this "
-				 "broker version yet");
+				 "TTL_MS must be 1 ms to one year");
+			st = MBOX_S_INVALID;
+		} else if (proto_has(&m, MBOX_TAG_DEDUP) &&
+			   (it->dedup.len == 0 ||
+			    it->dedup.len > MBOX_NAME_MAX ||
+			    memchr(it->dedup.ptr, 0, it->dedup.len))) {
+			snprintf(why, sizeof(why),
+				 "DEDUP keys must be 1-200 bytes without NUL");
 			st = MBOX_S_INVALID;
 		} else {
 			st = post_headers(&m, it, why, sizeof(why));
@@ -389,7 +414,7 @@ post_parse(Request *q, PostItem **out, size_t *n_out)
 }
 
 /* A full mailbox refuses posts; it never drops what it holds. */
-static bool
+bool
 post_would_overflow(Request *q, const StoreMailbox *mb, const PostItem *items,
 		    size_t n)
 {
@@ -417,16 +442,46 @@ post_would_overflow(Request *q, const StoreMailbox *mb, const PostItem *items,
 	return false;
 }
 
+void
+post_fill_msg(Request *q, const StoreMailbox *mb, const PostItem *item,
+	      int64_t now, StoreMsg *m, char dedup_buf[MBOX_NAME_MAX + 1])
+{
+	uint64_t ttl_ms = item->ttl_ms ? item->ttl_ms : mb->ttl_ms;
+
+	memset(m, 0, sizeof(*m));
+	m->priority = item->priority;
+	m->time_ns = now;
+	m->ready_ns = item->delay_ms ? now + (int64_t)item->delay_ms * 1000000
+				     : 0;
+	/* A delayed message's ttl counts from its post, not from when it
+	 * becomes ready: the sender's deadline is wall-clock. */
+	m->expires_ns = ttl_ms ? now + (int64_t)ttl_ms * 1000000 : 0;
+	m->pid = (uint32_t)q->c->pid;
+	m->uid = q->c->uid;
+	m->gid = q->c->gid;
+	memcpy(m->comm, q->c->comm, sizeof(m->comm));
+	m->data = item->data.ptr;
+	m->len = item->data.len;
+	m->headers = item->headers;
+	m->headers_len = item->headers_len;
+	if (item->dedup.len) {
+		memcpy(dedup_buf, item->dedup.ptr, item->dedup.len);
+		dedup_buf[item->dedup.len] = '\0';
+		m->dedup = dedup_buf;
+	}
+}
+
 static void
 op_post(Request *q)
 {
 	Broker *b = q->b;
-	char name[MBOX_NAME_MAX + 1];
+	char name[MBOX_NAME_MAX + 1], key[MBOX_NAME_MAX + 1];
 	StoreMailbox *mb, tmpl;
 	PostItem *items = NULL;
 	uint64_t *ids = NULL;
 	size_t n = 0;
 	int64_t now = broker_now_ns();
+	bool stored = false;
 	int r = 0;
 
 	if (request_check(q, BIT(MBOX_TAG_MAILBOX) | BIT(MBOX_TAG_MSG),
@@ -435,11 +490,10 @@ op_post(Request *q)
 		return;
 	mb = store_mailbox_get(b->store, name);
 	if (!mb && !b->cfg.autocreate) {
-		conn_reply_error(q->c, q->h->opcode, q->h->id, MBOX_S_NOT_FOUND,
-				 NULL,
-				 "no such mailbox: %s (autocreate is off; "
-				 "create it with 'mboxctl create %s')",
-				 name, name);
+		reply_errorf(q, MBOX_S_NOT_FOUND, NULL,
+			     "no such mailbox: %s (autocreate is off; "
+			     "create it with 'mboxctl create %s')",
+			     name, name);
 		return;
 	}
 	if (mb && !acl_may(&q->c->peer, mb, ACL_WRITE)) {
@@ -456,46 +510,39 @@ op_post(Request *q)
 		reply_error(q, MBOX_S_LIMIT, "memory", "out of memory");
 		goto out;
 	}
-	if (broker_txn(b) < 0) {
-		reply_error(q, MBOX_S_STORE, NULL,
-			    "the store failed: cannot begin a transaction");
+	if (request_txn(q) < 0)
 		goto out;
-	}
 	if (!mb) {
 		mailbox_defaults(&tmpl, q->c, name);
 		r = store_mailbox_create(b->store, &tmpl, &mb);
 	}
 	for (size_t i = 0; r == 0 && i < n; i++) {
-		StoreMsg m = {0};
+		StoreMsg m;
 
-		m.priority = items[i].priority;
-		m.time_ns = now;
-		m.ready_ns =
-			items[i].delay_ms
-				? now + (int64_t)items[i].delay_ms * 1000000
-				: 0;
-		m.pid = (uint32_t)q->c->pid;
-		m.uid = q->c->uid;
-		m.gid = q->c->gid;
-		memcpy(m.comm, q->c->comm, sizeof(m.comm));
-		m.data = items[i].data.ptr;
-		m.len = items[i].data.len;
-		m.headers = items[i].headers;
-		m.headers_len = items[i].headers_len;
+		post_fill_msg(q, mb, &items[i], now, &m, key);
+		/* A key seen within the window: answer the first id, store
+		 * nothing (a producer retrying after a lost answer). */
+		if (m.dedup &&
+		    store_dedup_find(b->store, mb, m.dedup,
+				     now - (int64_t)b->cfg.dedup_window_ms *
+						   1000000,
+				     &ids[i]) == 0)
+			continue;
 		r = store_msg_insert(b->store, mb, &m);
 		ids[i] = m.id;
+		stored = true;
+		if (m.expires_ns)
+			broker_expiry_changed(b, m.expires_ns);
 	}
 	if (r < 0) {
 		/* The batch cannot commit with a half-done POST in it. */
 		b->batch_failed = true;
 		log_write(b->log, LOG_ERR, "cannot store a message in %s: %s",
 			  name, store_errmsg(b->store));
-	} else {
+	} else if (stored) {
 		broker_mailbox_news(b, mb);
 	}
-	if (broker_defer(b, PENDING_POST, q->c, q->h->opcode, q->h->id, ids,
-			 NULL, n) < 0)
-		conn_close(q->c, "out of memory");
+	request_defer(q, PENDING_POST, ids, NULL, n);
 	ids = NULL;
 out:
 	free(ids);
@@ -817,6 +864,29 @@ broker_dispatch(Conn *c, const ProtoHeader *h, const uint8_t *body, size_t len)
 		break;
 	case MBOX_OP_PEEK:
 		op_peek(&q);
+		break;
+	case MBOX_OP_SET:
+		op_set(&q);
+		break;
+	case MBOX_OP_DELETE:
+		op_delete(&q);
+		break;
+	case MBOX_OP_PURGE:
+		op_purge(&q);
+		break;
+	case MBOX_OP_KICK:
+		op_kick(&q);
+		break;
+	case MBOX_OP_PAUSE:
+	case MBOX_OP_RESUME:
+		op_pause_resume(&q);
+		break;
+	case MBOX_OP_BIND:
+	case MBOX_OP_UNBIND:
+		op_bind_unbind(&q);
+		break;
+	case MBOX_OP_PUBLISH:
+		op_publish(&q);
 		break;
 	default:
 		conn_reply_error(c, h->opcode, h->id, MBOX_S_UNKNOWN_OP, NULL,

@@ -380,6 +380,7 @@ main(int argc, char **argv)
 		.max_connections = 4096,
 		.max_in_flight = 1024,
 		.max_out_bytes = 8u * 1024 * 1024,
+		.dedup_window_ms = MBOX_DEFAULT_DEDUP_MS,
 	};
 	fd = listen_socket(&log, o.socket_path, o.socket_mode);
 	if (fd < 0)

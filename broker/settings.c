@@ -84,13 +84,22 @@ settings_apply(StoreMailbox *mb, const AclPeer *peer, const char *kv,
 		if (settings_duration_ms(val, &v) < 0 || v == 0)
 			goto bad_duration;
 		mb->lease_ms = v;
-	} else if (strcmp(key, "ttl") == 0 ||
-		   strcmp(key, "max_deliveries") == 0) {
-		snprintf(why, whylen,
-			 "setting '%s' is not supported by this broker version "
-			 "yet",
-			 key);
-		return -EINVAL;
+	} else if (strcmp(key, "ttl") == 0) {
+		/* 0 (no unit needed) switches the default ttl off. */
+		if (strcmp(val, "0") == 0)
+			v = 0;
+		else if (settings_duration_ms(val, &v) < 0 || v == 0)
+			goto bad_duration;
+		mb->ttl_ms = v;
+	} else if (strcmp(key, "max_deliveries") == 0) {
+		if (settings_uint(val, 10, &v) < 0 || v > UINT32_MAX) {
+			snprintf(why, whylen,
+				 "max_deliveries must be an integer, 0 for "
+				 "unlimited, not '%s'",
+				 val);
+			return -EINVAL;
+		}
+		mb->max_deliveries = v;
 	} else if (strcmp(key, "max_msgs") == 0 ||
 		   strcmp(key, "max_bytes") == 0) {
 		if (settings_uint(val, 10, &v) < 0) {
@@ -129,23 +138,35 @@ settings_apply(StoreMailbox *mb, const AclPeer *peer, const char *kv,
 		}
 		mb->gid = (uint32_t)v;
 	} else if (strcmp(key, "temp") == 0) {
-		snprintf(why, whylen,
-			 "temporary mailboxes are not supported by this broker "
-			 "version yet");
-		return -EINVAL;
+		if (!creating) {
+			snprintf(why, whylen,
+				 "temp can only be chosen when the mailbox is "
+				 "created");
+			return -EINVAL;
+		}
+		if (strcmp(val, "0") != 0 && strcmp(val, "1") != 0) {
+			snprintf(why, whylen, "temp must be 0 or 1, not '%s'",
+				 val);
+			return -EINVAL;
+		}
+		if (val[0] == '1')
+			mb->flags |= STORE_MB_TEMP;
+		else
+			mb->flags &= ~STORE_MB_TEMP;
 	} else {
 		snprintf(why, whylen,
-			 "unknown setting '%s' (known: lease, max_msgs, "
-			 "max_bytes, mode, group)",
+			 "unknown setting '%s' (known: lease, ttl, "
+			 "max_deliveries, max_msgs, max_bytes, mode, group, "
+			 "temp)",
 			 key);
 		return -EINVAL;
 	}
-	(void)creating;
 	return 0;
 bad_duration:
 	snprintf(why, whylen,
 		 "%s must be a duration like 30, 30s, 500ms, 5m or 1h%s, not "
 		 "'%s'",
-		 key, strcmp(key, "lease") == 0 ? " (more than 0)" : "", val);
+		 key, strcmp(key, "lease") == 0 ? " (more than 0)" : " or 0",
+		 val);
 	return -EINVAL;
 }

@@ -93,6 +93,9 @@ static const TagInfo tag_table[] = {
 	[MBOX_TAG_GROUP_GID] = {"GROUP_GID", TYPE_U64, false},
 	[MBOX_TAG_MODE] = {"MODE", TYPE_U64, false},
 	[MBOX_TAG_DEADLINE_NS] = {"DEADLINE_NS", TYPE_U64, false},
+	[MBOX_TAG_TOPIC] = {"TOPIC", TYPE_STR, false},
+	[MBOX_TAG_TOKEN] = {"TOKEN", TYPE_STR, false},
+	[MBOX_TAG_EXPIRES_NS] = {"EXPIRES_NS", TYPE_U64, false},
 };
 
 #define N_TAGS (sizeof(tag_table) / sizeof(tag_table[0]))

@@ -130,10 +130,26 @@ enum mbox_tag {
 	MBOX_TAG_GROUP_GID = 42,    /* u64 */
 	MBOX_TAG_MODE = 43,	    /* u64, permission bits 0..0777 */
 	MBOX_TAG_DEADLINE_NS = 44,  /* u64 lease deadline, ns since the epoch */
+	MBOX_TAG_TOPIC = 45,	    /* str, a topic or a topic pattern */
+	MBOX_TAG_TOKEN = 46,	    /* str, hand-off token, 32 hex digits */
+	MBOX_TAG_EXPIRES_NS = 47,   /* u64 the message expires (ttl) */
 };
 
 /* FLAGS values of PEEK. */
 #define MBOX_PEEK_DEAD 0x1u
+/* FLAGS values of PURGE. */
+#define MBOX_PURGE_DEAD 0x1u
+/* FLAGS values of DELETE. */
+#define MBOX_DELETE_FORCE 0x1u
+/* FLAGS values of SUBSCRIBE (request) and of its reply. */
+#define MBOX_SUB_EXCLUSIVE 0x1u /* request: one active subscriber */
+#define MBOX_SUB_STANDBY   0x2u /* reply: waiting as a standby */
+
+#define MBOX_TOPIC_MAX	       200u  /* topic or pattern, bytes */
+#define MBOX_TOKEN_HEX	       32u   /* hand-off token: 128 bits as hex */
+#define MBOX_WINDOW_MAX	       1024u /* largest subscription window */
+#define MBOX_DEFAULT_HANDOFF_MS 30000u
+#define MBOX_DEFAULT_DEDUP_MS	120000u
 
 /* Reply status codes (header field status). */
 enum mbox_status {

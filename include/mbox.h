@@ -70,7 +70,8 @@ int mbox_ping(mbox *m);
  * mbox_create - create a mailbox. settings is NULL or a NULL-terminated
  * array of "key=value" strings: lease (seconds, or with a unit suffix
  * ms/s/m/h), max_deliveries, max_msgs, max_bytes, ttl, mode (octal),
- * group (gid), temp (0 or 1). -EEXIST when it exists.
+ * group (gid), temp (0 or 1: deleted with its messages when this
+ * connection closes). -EEXIST when it exists.
  */
 int mbox_create(mbox *m, const char *mailbox, const char *const *settings);
 
@@ -124,6 +125,131 @@ int mbox_nack(mbox *m, const uint64_t *ids, size_t n, uint64_t delay_ms);
 int mbox_peek(mbox *m, const char *mailbox, size_t max, uint64_t from_id,
 	      unsigned flags, mbox_msg **msgs, size_t *n);
 
+/*
+ * mbox_touch - extend the leases of ids to now + lease_ms (0: the lease
+ * length each was delivered with). All ids or none (-ESTALE). The new
+ * deadline (ns since the epoch) goes to *deadline_ns (may be NULL).
+ */
+int mbox_touch(mbox *m, const uint64_t *ids, size_t n, uint64_t lease_ms,
+	       int64_t *deadline_ns);
+/* Move leased messages to the dead list at once (reason "rejected"). */
+int mbox_reject(mbox *m, const uint64_t *ids, size_t n);
+
+/* ---- Mailbox administration ---- */
+
+/* Change settings (same keys as mbox_create, except temp). Owner only. */
+int mbox_set(mbox *m, const char *mailbox, const char *const *settings);
+#define MBOX_DELETE_FORCE_FLAG 0x1u
+/* Delete a mailbox; -ENOTEMPTY if it holds messages, unless
+ * MBOX_DELETE_FORCE_FLAG. Owner only. */
+int mbox_delete(mbox *m, const char *mailbox, unsigned flags);
+#define MBOX_PURGE_DEAD_ONLY 0x1u
+/* Delete the ready (and delayed) messages, or with MBOX_PURGE_DEAD_ONLY
+ * the dead ones; leased ones are never touched. Owner only. *count (may
+ * be NULL) receives how many went. */
+int mbox_purge(mbox *m, const char *mailbox, unsigned flags,
+	       uint64_t *count);
+/* Put up to max (0 = all) dead messages back to ready, oldest first,
+ * delivery counts reset. Needs write permission. */
+int mbox_kick(mbox *m, const char *mailbox, uint64_t max, uint64_t *count);
+/* Stop / restart deliveries of a mailbox (posts are still accepted). */
+int mbox_pause(mbox *m, const char *mailbox);
+int mbox_resume(mbox *m, const char *mailbox);
+
+/* ---- Fan-out ---- */
+
+/* Bind mailbox to a topic pattern: words separated by '.', '*' matches
+ * one word, '>' (last word only) one or more words. Owner only. */
+int mbox_bind(mbox *m, const char *mailbox, const char *pattern);
+int mbox_unbind(mbox *m, const char *mailbox, const char *pattern);
+/*
+ * mbox_publish - store one copy of the message in every mailbox bound to
+ * a pattern matching topic that the caller may write, all in one
+ * transaction. *copies (may be NULL) receives how many were stored (0
+ * when nothing matched). opts->dedup must be NULL.
+ */
+int mbox_publish(mbox *m, const char *topic, const void *data, size_t len,
+		 const mbox_post_opts *opts, size_t *copies);
+
+/* ---- Push subscriptions ---- */
+
+#define MBOX_SUB_EXCLUSIVE_FLAG 0x1u
+/*
+ * mbox_subscribe - have the broker push messages of mailbox to this
+ * connection, at most window (1..1024) unacked at a time; lease_ms 0 =
+ * the mailbox's lease. With MBOX_SUB_EXCLUSIVE_FLAG only one exclusive
+ * subscriber of the mailbox is active, later ones wait as standbys in
+ * arrival order; *standby (may be NULL) says whether this one waits.
+ * Pushed messages are leased like mbox_recv's: ack, nack or reject them.
+ */
+int mbox_subscribe(mbox *m, const char *mailbox, unsigned window,
+		   uint64_t lease_ms, unsigned flags, int *standby);
+/* Stop pushes from mailbox; messages already pushed stay leased. */
+int mbox_unsubscribe(mbox *m, const char *mailbox);
+/*
+ * mbox_next - the next pushed message (blocking use): waits up to wait_ms
+ * (0 = do not wait, < 0 = forever). Returns 0 with *msg set, or
+ * -ETIMEDOUT with *msg NULL when none came in time.
+ */
+int mbox_next(mbox *m, int64_t wait_ms, mbox_msg **msg);
+/* Pushed messages already read from the socket and not yet handed out.
+ * An external loop must call mbox_dispatch when this is not 0 even if
+ * the fd is not readable (a blocking call may have read them). */
+size_t mbox_pending(const mbox *m);
+/*
+ * For an external event loop: watch mbox_fd() for readability and call
+ * mbox_dispatch, which reads whatever is there without blocking and calls
+ * fn for every pushed message (fn owns msg and must free it). fn may call
+ * any mbox function on m (ack, post...). Returns how many messages were
+ * dispatched, or a negative error (-ECONNRESET: the broker went away).
+ */
+typedef void (*mbox_deliver_fn)(void *ctx, mbox_msg *msg);
+int mbox_dispatch(mbox *m, mbox_deliver_fn fn, void *ctx);
+
+/* ---- Hand-off to a successor ---- */
+
+#define MBOX_TOKEN_SIZE 33 /* 32 hex digits and a NUL */
+/*
+ * mbox_handoff - park every lease and subscription of this connection
+ * under a new token, valid for wait_ms (0 = 30 s). The broker stops
+ * pushing to this connection; pushed messages not yet handed out by
+ * mbox_next are dropped locally (they are parked too). Messages the
+ * caller still holds must not be acked after this: they belong to the
+ * successor. Writes the token and its deadline (ns since the epoch).
+ */
+int mbox_handoff(mbox *m, uint64_t wait_ms, char token[MBOX_TOKEN_SIZE],
+		 int64_t *deadline_ns);
+/*
+ * mbox_claim - take over the leases and subscriptions parked under token
+ * (same uid as the one who parked them, or an admin). The leased
+ * messages, unchanged (no delivery counted), arrive as pushes before this
+ * returns: read them with mbox_next or mbox_dispatch. *count (may be
+ * NULL) receives how many. -ENOENT: no such token, or its deadline passed.
+ */
+int mbox_claim(mbox *m, const char *token, size_t *count);
+
+/* ---- Request / reply ---- */
+
+/*
+ * mbox_call - post a request to mailbox with headers reply-to (a
+ * temporary mailbox of this connection, created on first use, mode 0622)
+ * and correlation-id (random), then wait up to timeout_ms (< 0 = forever)
+ * for the reply with that correlation id. Returns 0 and *reply (free it),
+ * or -ETIMEDOUT. opts may add headers; reply-to and correlation-id are
+ * set by the call.
+ */
+int mbox_call(mbox *m, const char *mailbox, const void *data, size_t len,
+	      const mbox_post_opts *opts, int64_t timeout_ms,
+	      mbox_msg **reply);
+/*
+ * mbox_reply - answer request (a message that has a reply-to header):
+ * post data to its reply-to mailbox with its correlation-id, plus headers
+ * (NULL or {key, value, ..., NULL}). -EINVAL if request has no reply-to.
+ * The request itself still has to be acked.
+ */
+int mbox_reply(mbox *m, const mbox_msg *request, const void *data,
+	       size_t len, const char *const *headers);
+
 /* Message accessors; the strings are owned by the message. */
 uint64_t mbox_msg_id(const mbox_msg *msg);
 const char *mbox_msg_mailbox(const mbox_msg *msg);
@@ -141,6 +267,10 @@ size_t mbox_msg_header_count(const mbox_msg *msg);
 /* The i-th header; 0, or -ERANGE. */
 int mbox_msg_header_at(const mbox_msg *msg, size_t i, const char **key,
 		       const char **value);
+/* When the message expires (ttl), ns since the epoch; 0 = never. */
+int64_t mbox_msg_expires_ns(const mbox_msg *msg);
+/* Lease deadline of a received or pushed message, 0 for peeked ones. */
+int64_t mbox_msg_deadline_ns(const mbox_msg *msg);
 /* "rejected", "max-deliveries", "expired" for dead messages, else NULL. */
 const char *mbox_msg_dead_reason(const mbox_msg *msg);
 void mbox_msg_free(mbox_msg *msg);

@@ -1770,3 +1770,73 @@ store_free(Store *s)
 	free(s);
 	return NULL;
 }
+
+/* ---- STUBS: replaced by the real implementations (being written) ---- */
+int
+store_msg_kill(Store *s, StoreMailbox *mb, uint64_t id, const char *reason)
+{
+	(void)s, (void)mb, (void)id, (void)reason;
+	return -ENOSYS;
+}
+int64_t
+store_msg_kick(Store *s, StoreMailbox *mb, uint64_t max)
+{
+	(void)s, (void)mb, (void)max;
+	return -ENOSYS;
+}
+int64_t
+store_msg_purge(Store *s, StoreMailbox *mb, bool dead)
+{
+	(void)s, (void)mb, (void)dead;
+	return -ENOSYS;
+}
+int64_t
+store_expire(Store *s, int64_t now_ns, StoreMsgFn fn, void *ctx)
+{
+	(void)s, (void)now_ns, (void)fn, (void)ctx;
+	return 0;
+}
+int
+store_next_expiry(Store *s, int64_t *expires_ns)
+{
+	(void)s;
+	*expires_ns = 0;
+	return 0;
+}
+int
+store_dedup_find(Store *s, StoreMailbox *mb, const char *key, int64_t since_ns,
+		 uint64_t *id)
+{
+	(void)s, (void)mb, (void)key, (void)since_ns, (void)id;
+	return -ENOENT;
+}
+int64_t
+store_dedup_prune(Store *s, int64_t before_ns)
+{
+	(void)s, (void)before_ns;
+	return 0;
+}
+int
+store_binding_add(Store *s, StoreMailbox *mb, const char *pattern)
+{
+	(void)s, (void)mb, (void)pattern;
+	return -ENOSYS;
+}
+int
+store_binding_remove(Store *s, StoreMailbox *mb, const char *pattern)
+{
+	(void)s, (void)mb, (void)pattern;
+	return -ENOENT;
+}
+int
+store_binding_foreach(Store *s, StoreBindingFn fn, void *ctx)
+{
+	(void)s, (void)fn, (void)ctx;
+	return 0;
+}
+size_t
+store_binding_count(Store *s, const StoreMailbox *mb)
+{
+	(void)s, (void)mb;
+	return 0;
+}

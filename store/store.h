@@ -148,11 +148,12 @@ int store_mailbox_next_ready(Store *s, StoreMailbox *mb, int64_t now_ns,
 			     int64_t *ready_ns);
 
 /* Messages. */
-/* Insert msg (state READY) into mb; sets msg->id. */
+/* Insert msg (state READY) into mb; sets msg->id. Stores expires_ns
+ * and records msg->dedup (see store_dedup_find). */
 int store_msg_insert(Store *s, StoreMailbox *mb, StoreMsg *msg);
 /*
  * store_msg_lease - take up to max READY messages of mb with ready_ns <=
- * now_ns, in order (priority descending, then id ascending), mark them
+ * now_ns and not expired (expires_ns 0 or > now_ns), in order (priority descending, then id ascending), mark them
  * LEASED with deliveries + 1, and call fn for each (msg shows the new
  * state and count). Returns the number leased or negative errno.
  */
@@ -169,6 +170,75 @@ int store_msg_release(Store *s, StoreMailbox *mb, uint64_t id,
 /* Read one message by id (any state) and call fn. -ENOENT if absent. */
 int store_msg_get(Store *s, StoreMailbox *mb, uint64_t id, StoreMsgFn fn,
 		  void *ctx);
+/*
+ * store_msg_release (above) and max_deliveries: when mb->max_deliveries
+ * is not 0 and the message has been delivered that many times or more,
+ * it goes to the dead list with reason "max-deliveries" instead; the
+ * function then returns 1 (0 when it became READY).
+ */
+/*
+ * store_msg_kill - move message id of mb (READY or LEASED) to the dead
+ * list with reason ("rejected", "max-deliveries", "expired"). -ENOENT if
+ * it is not there or already dead.
+ */
+int store_msg_kill(Store *s, StoreMailbox *mb, uint64_t id,
+		   const char *reason);
+/*
+ * store_msg_kick - move up to max (0 = all) DEAD messages of mb back to
+ * READY in id order, deliverable at once, with their delivery count reset
+ * to 0 and no dead reason. Returns how many moved, or negative errno.
+ */
+int64_t store_msg_kick(Store *s, StoreMailbox *mb, uint64_t max);
+/*
+ * store_msg_purge - delete every DEAD message of mb (dead) or every
+ * READY one, delayed ones included (!dead); LEASED ones are never
+ * touched. Returns how many were deleted, or negative errno.
+ */
+int64_t store_msg_purge(Store *s, StoreMailbox *mb, bool dead);
+/*
+ * store_expire - move every READY message (any mailbox) whose expires_ns
+ * is not 0 and <= now_ns to the dead list with reason "expired", calling
+ * fn (may be NULL) for each with its mailbox id in msg->mailbox_id (only
+ * id, mailbox_id and expires_ns are filled). Returns the number moved.
+ */
+int64_t store_expire(Store *s, int64_t now_ns, StoreMsgFn fn, void *ctx);
+/* Earliest expires_ns (not 0) among READY messages of any mailbox, or 0
+ * when none will expire. One index lookup. */
+int store_next_expiry(Store *s, int64_t *expires_ns);
+
+/*
+ * Dedup keys outlive their messages: a key stays known for the dedup
+ * window even after its message was acked, so a retried post of work
+ * already done still stores nothing. store_msg_insert records the key
+ * (mailbox, key) -> (id, time_ns) when msg->dedup is not NULL, replacing
+ * an older record of the same key.
+ *
+ * store_dedup_find - the id first posted with key to mb at or after
+ * since_ns: 0 and *id, or -ENOENT.
+ */
+int store_dedup_find(Store *s, StoreMailbox *mb, const char *key,
+		     int64_t since_ns, uint64_t *id);
+/* Forget keys recorded before before_ns. Returns how many, or errno. */
+int64_t store_dedup_prune(Store *s, int64_t before_ns);
+
+/*
+ * Bindings of mailboxes to topic patterns (fan-out). They are kept in
+ * memory too, so matching a topic never reads the database; deleting a
+ * mailbox deletes its bindings. Patterns are stored as given (the caller
+ * validates them).
+ */
+/* -EEXIST if mb already has exactly this pattern. */
+int store_binding_add(Store *s, StoreMailbox *mb, const char *pattern);
+/* -ENOENT if mb has no such pattern. */
+int store_binding_remove(Store *s, StoreMailbox *mb, const char *pattern);
+typedef int (*StoreBindingFn)(void *ctx, StoreMailbox *mb,
+			      const char *pattern);
+/* Visit every binding (all mailboxes), ordered by mailbox name then
+ * pattern; a non-zero return of fn stops and is returned. */
+int store_binding_foreach(Store *s, StoreBindingFn fn, void *ctx);
+/* Number of bindings of mb. */
+size_t store_binding_count(Store *s, const StoreMailbox *mb);
+
 /*
  * store_msg_peek - call fn for up to max messages of mb with id >=
  * from_id, without changing them: with dead, the DEAD ones in id order;
