@@ -29,6 +29,10 @@
 static void broker_on_prepare(EV_P_ ev_prepare *w, int revents);
 static void broker_on_accept(EV_P_ ev_io *w, int revents);
 static void broker_on_lease_timer(EV_P_ ev_timer *w, int revents);
+static void broker_on_expiry_timer(EV_P_ ev_timer *w, int revents);
+static void broker_on_dedup_timer(EV_P_ ev_timer *w, int revents);
+static void broker_answer_waiter(Broker *b, Waiter *w, unsigned st,
+				 const char *text);
 
 int64_t
 broker_now_ns(void)
@@ -80,6 +84,19 @@ broker_new(Broker **out, struct ev_loop *loop, const Log *log,
 	b->accept_retry.data = b;
 	ev_timer_init(&b->lease_timer, broker_on_lease_timer, 0., 0.);
 	b->lease_timer.data = b;
+	ev_timer_init(&b->expiry_timer, broker_on_expiry_timer, 0., 0.);
+	b->expiry_timer.data = b;
+	b->expiry_dirty = true; /* messages may be stored with a ttl */
+	{
+		/* Forget old dedup keys twice per window (at least every
+		 * minute, at most every second). */
+		double every = (double)cfg->dedup_window_ms / 2e3;
+		every = every < 1. ? 1. : every > 60. ? 60. : every;
+		ev_timer_init(&b->dedup_timer, broker_on_dedup_timer, every,
+			      every);
+		b->dedup_timer.data = b;
+		ev_timer_start(loop, &b->dedup_timer);
+	}
 	ev_prepare_init(&b->prepare, broker_on_prepare);
 	b->prepare.data = b;
 	ev_prepare_start(loop, &b->prepare);
@@ -108,6 +125,8 @@ broker_free(Broker *b)
 
 	if (!b)
 		return NULL;
+	while (b->handoffs)
+		handoff_expire(b, b->handoffs);
 	while ((c = b->conns)) {
 		conn_close(c, "broker stopping");
 	}
@@ -129,6 +148,8 @@ broker_free(Broker *b)
 	ev_io_stop(b->loop, &b->listen_io);
 	ev_timer_stop(b->loop, &b->accept_retry);
 	ev_timer_stop(b->loop, &b->lease_timer);
+	ev_timer_stop(b->loop, &b->expiry_timer);
+	ev_timer_stop(b->loop, &b->dedup_timer);
 	ev_prepare_stop(b->loop, &b->prepare);
 	if (b->listen_fd >= 0)
 		close(b->listen_fd);
@@ -266,7 +287,7 @@ broker_mailbox_news(Broker *b, StoreMailbox *mb)
 	MailboxRt *rt = mb->user;
 
 	/* No runtime state means nobody waits: nothing to deliver. */
-	if (!rt || rt->news || !rt->wait_head)
+	if (!rt || rt->news || (!rt->wait_head && !rt->sub_head))
 		return;
 	rt->news = true;
 	rt->news_next = b->news;
@@ -355,7 +376,7 @@ broker_waiter_free(Waiter *w)
  * Queue a leased message to be made ready again. If memory runs out the
  * row stays LEASED until a restart voids it: nothing is lost, only late.
  */
-static void
+void
 broker_queue_release(Broker *b, uint64_t msg_id, int64_t mailbox_id)
 {
 	if (b->n_releases == b->cap_releases) {
@@ -376,14 +397,35 @@ broker_queue_release(Broker *b, uint64_t msg_id, int64_t mailbox_id)
 }
 
 void
+broker_lease_drop(Broker *b, Lease *l, bool give_back)
+{
+	Sub *s = l->sub;
+
+	if (give_back)
+		broker_queue_release(b, l->msg_id, l->mailbox_id);
+	if (s) {
+		s->unacked--;
+		/* The window opened: more may be pushed. */
+		if (s->conn && s->rt) {
+			StoreMailbox *mb = store_mailbox_by_id(
+				b->store, s->rt->mailbox_id);
+			if (mb)
+				broker_mailbox_news(b, mb);
+		}
+	}
+	lease_remove(&b->leases, l);
+}
+
+void
 broker_release_conn(Broker *b, Conn *c)
 {
 	Lease *l;
 
-	while ((l = c->leases.head)) {
-		broker_queue_release(b, l->msg_id, l->mailbox_id);
-		lease_remove(&b->leases, &c->leases, l);
-	}
+	/* Leases first: they point at the subscriptions. */
+	while ((l = c->leases.head))
+		broker_lease_drop(b, l, true);
+	while (c->subs)
+		sub_remove(b, c->subs);
 }
 
 /* Leases past their deadline: the message goes back as at reader death,
@@ -398,13 +440,18 @@ broker_on_lease_timer(EV_P_ ev_timer *w, int revents)
 	while ((l = lease_first_deadline(&b->leases)) &&
 	       l->deadline_ns <= now) {
 		Conn *c = l->holder;
-		log_write(b->log, LOG_INFO,
-			  "lease of message %llu by client %llu (pid %d) ran "
-			  "out; it is ready again",
-			  (unsigned long long)l->msg_id,
-			  (unsigned long long)c->serial, (int)c->pid);
-		broker_queue_release(b, l->msg_id, l->mailbox_id);
-		lease_remove(&b->leases, &c->leases, l);
+		if (c)
+			log_write(b->log, LOG_INFO,
+				  "lease of message %llu by client %llu (pid "
+				  "%d) ran out; it is ready again",
+				  (unsigned long long)l->msg_id,
+				  (unsigned long long)c->serial, (int)c->pid);
+		else
+			log_write(b->log, LOG_INFO,
+				  "hand-off of message %llu was not claimed in "
+				  "time; it is ready again",
+				  (unsigned long long)l->msg_id);
+		broker_lease_drop(b, l, true);
 	}
 }
 
@@ -439,6 +486,13 @@ broker_apply_releases(Broker *b)
 				  "cannot give back message %llu: %s",
 				  (unsigned long long)b->releases[i].msg_id,
 				  store_errmsg(b->store));
+		else if (r == 1)
+			log_write(b->log, LOG_INFO,
+				  "message %llu of %s reached max_deliveries "
+				  "(%llu): moved to the dead list",
+				  (unsigned long long)b->releases[i].msg_id,
+				  mb->name,
+				  (unsigned long long)mb->max_deliveries);
 		broker_mailbox_news(b, mb);
 	}
 }
@@ -450,17 +504,21 @@ broker_answer(Broker *b, PendingOp *p, int r)
 	Conn *c = p->conn;
 	ProtoWriter *w = &b->w;
 
-	if (r < 0 && (p->kind == PENDING_ACK || p->kind == PENDING_NACK)) {
+	if (r < 0 && (p->kind == PENDING_ACK || p->kind == PENDING_NACK ||
+		      p->kind == PENDING_REJECT)) {
 		/* Nothing was done: the caller still holds the messages. */
 		for (size_t i = 0; i < p->n; i++) {
-			lease_add(&b->leases, &c->leases, p->ids[i],
-				  p->mailbox_ids[i], c,
-				  broker_now_ns() +
-					  (int64_t)MBOX_DEFAULT_LEASE_MS *
-						  1000000);
-			if (c->closing)
-				broker_release_conn(b, c);
+			Lease *l;
+			if (lease_add(&b->leases, &c->leases, p->ids[i],
+				      p->mailbox_ids[i], c,
+				      broker_now_ns() +
+					      (int64_t)MBOX_DEFAULT_LEASE_MS *
+						      1000000,
+				      &l) == 0)
+				l->lease_ms = MBOX_DEFAULT_LEASE_MS;
 		}
+		if (c->closing)
+			broker_release_conn(b, c);
 	}
 	if (c->closing)
 		return;
@@ -473,7 +531,9 @@ broker_answer(Broker *b, PendingOp *p, int r)
 		return;
 	}
 	proto_writer_begin(w, p->op, MBOX_FLAG_REPLY, p->req_id, MBOX_S_OK);
-	if (p->kind == PENDING_POST)
+	if (p->kind == PENDING_PUBLISH || p->kind == PENDING_COUNT)
+		proto_put_u64(w, MBOX_TAG_COUNT, p->n);
+	if (p->kind == PENDING_POST || p->kind == PENDING_PUBLISH)
 		for (size_t i = 0; i < p->n; i++)
 			proto_put_u64(w, MBOX_TAG_ID, p->ids[i]);
 	conn_send_writer(c, w);
@@ -511,21 +571,12 @@ broker_commit_batch(Broker *b)
 	b->pending_tail = NULL;
 }
 
-/* A RECV answer built in the delivery phase, sent after its commit. */
-typedef struct Outgoing {
-	Conn *conn;
-	uint8_t *frame;
-	size_t len;
-	uint64_t *ids; /* leased to conn by this answer */
-	size_t n;
-	struct Outgoing *next;
-} Outgoing;
-
 typedef struct Delivery {
 	Broker *b;
 	Conn *conn;
 	StoreMailbox *mb;
 	int64_t deadline_ns;
+	uint64_t lease_ms;
 	uint64_t *ids; /* leased so far, COUNT entries */
 	size_t n;
 	int err;
@@ -560,13 +611,16 @@ broker_deliver_cb(void *ctx, const StoreMsg *m)
 {
 	Delivery *d = ctx;
 	Broker *b = d->b;
+	Lease *l;
 	int r;
 
 	/* Recorded first: the store has already marked it LEASED, so an
 	 * error below must give it back too. */
 	d->ids[d->n++] = m->id;
 	r = lease_add(&b->leases, &d->conn->leases, m->id, d->mb->id, d->conn,
-		      d->deadline_ns);
+		      d->deadline_ns, &l);
+	if (r == 0)
+		l->lease_ms = d->lease_ms;
 	if (r < 0) {
 		d->err = r;
 		return 1;
@@ -580,14 +634,14 @@ broker_deliver_cb(void *ctx, const StoreMsg *m)
 }
 
 /* Undo the leases of ids (their rows go back with a rollback or here). */
-static void
+void
 broker_unlease(Broker *b, Conn *c, StoreMailbox *mb, const uint64_t *ids,
 	       size_t n, bool release_rows)
 {
 	for (size_t i = 0; i < n; i++) {
 		Lease *l = lease_find(&b->leases, ids[i]);
 		if (l && l->holder == c)
-			lease_remove(&b->leases, &c->leases, l);
+			broker_lease_drop(b, l, false);
 		if (release_rows && mb)
 			store_msg_release(b->store, mb, ids[i], 0);
 	}
@@ -632,19 +686,21 @@ broker_deliver_mailbox(Broker *b, MailboxRt *rt, int64_t now, Outgoing **out)
 	Waiter *w;
 
 	if (!mb || mb->user != rt) {
-		/* The mailbox vanished with a rolled-back batch. */
+		/* The mailbox was deleted, or its creation rolled back. */
 		while ((w = rt->wait_head))
 			broker_answer_waiter(b, w, MBOX_S_NOT_FOUND,
-					     "no such mailbox (its creation "
-					     "failed)");
+					     "no such mailbox (it was deleted, "
+					     "or its creation failed)");
+		while (rt->sub_head)
+			sub_remove(b, rt->sub_head);
 		ev_timer_stop(b->loop, &rt->ready_timer);
 		free(rt);
 		return;
 	}
 	while ((w = rt->wait_head) && mb->n_ready > 0 &&
 	       !(mb->flags & STORE_MB_PAUSED)) {
-		Delivery d = {b, w->conn, mb, 0, NULL, 0, 0};
 		uint64_t lease_ms = w->lease_ms ? w->lease_ms : mb->lease_ms;
+		Delivery d = {b, w->conn, mb, 0, lease_ms, NULL, 0, 0};
 		Outgoing *o;
 		int r;
 
@@ -688,6 +744,8 @@ broker_deliver_mailbox(Broker *b, MailboxRt *rt, int64_t now, Outgoing **out)
 		*out = o;
 		broker_waiter_free(w);
 	}
+	if (!(mb->flags & STORE_MB_PAUSED))
+		sub_push_mailbox(b, rt, mb, now, out);
 	/* RECVs that would not wait get their empty answer now. Answering
 	 * may close a connection and free its other waiters: restart from
 	 * the head each time instead of keeping a next pointer. */
@@ -699,7 +757,8 @@ broker_deliver_mailbox(Broker *b, MailboxRt *rt, int64_t now, Outgoing **out)
 		broker_answer_waiter(b, w, 0, NULL);
 	}
 	ev_timer_stop(b->loop, &rt->ready_timer);
-	if (rt->wait_head && mb->n_ready > 0) {
+	if ((rt->wait_head || sub_wants(rt)) && mb->n_ready > 0 &&
+	    !(mb->flags & STORE_MB_PAUSED)) {
 		int64_t at = 0;
 		if (store_mailbox_next_ready(b->store, mb, now, &at) == 0 &&
 		    at > now) {
@@ -719,8 +778,11 @@ broker_deliver(Broker *b)
 	MailboxRt *rt;
 	int r = 0;
 
-	if (b->n_releases && broker_txn(b) == 0)
+	if (b->n_releases && broker_txn(b) == 0) {
 		broker_apply_releases(b);
+		/* A message given back may have passed its ttl meanwhile. */
+		b->expiry_dirty = true;
+	}
 	while ((rt = b->news)) {
 		b->news = rt->news_next;
 		rt->news = false;
@@ -736,10 +798,27 @@ broker_deliver(Broker *b)
 		else
 			b->n_releases = 0;
 	}
+	/* Built newest first: send in the order they were made, so that a
+	 * subscriber sees its pushes in delivery order. */
+	for (Outgoing *rev = NULL;; rev = o) {
+		if (!out) {
+			out = rev;
+			break;
+		}
+		o = out;
+		out = o->next;
+		o->next = rev;
+	}
 	/* Deliveries leave only now that their leases are committed. */
 	while ((o = out)) {
 		out = o->next;
-		if (!o->conn->closing) {
+		if (!o->conn->closing && o->push) {
+			if (r < 0)
+				broker_unlease(b, o->conn, NULL, o->ids, o->n,
+					       false);
+			else if (conn_send(o->conn, o->frame, o->len) < 0)
+				conn_close(o->conn, "out of memory");
+		} else if (!o->conn->closing) {
 			o->conn->in_flight--;
 			if (r < 0) {
 				uint32_t id;
@@ -760,18 +839,154 @@ broker_deliver(Broker *b)
 	}
 }
 
+/* Delete the temporary mailboxes of connections that closed. Returns
+ * whether anything was written. */
+static bool
+broker_drop_temps(Broker *b)
+{
+	bool wrote = false;
+
+	for (Conn *c = b->dead; c; c = c->next) {
+		for (size_t i = 0; i < c->n_temps; i++) {
+			StoreMailbox *mb =
+				store_mailbox_by_id(b->store, c->temps[i]);
+			if (!mb || !(mb->flags & STORE_MB_TEMP) ||
+			    broker_txn(b) < 0)
+				continue;
+			if (broker_mailbox_drop(b, mb) < 0)
+				log_write(b->log, LOG_ERR,
+					  "cannot delete a temporary mailbox: "
+					  "%s",
+					  store_errmsg(b->store));
+			wrote = true;
+		}
+		c->n_temps = 0;
+	}
+	return wrote;
+}
+
+static void
+broker_on_expiry_timer(EV_P_ ev_timer *w, int revents)
+{
+	Broker *b = w->data;
+	int64_t n;
+
+	if (broker_txn(b) < 0)
+		return;
+	n = store_expire(b->store, broker_now_ns(), NULL, NULL);
+	if (n < 0) {
+		log_write(b->log, LOG_ERR, "cannot expire messages: %s",
+			  store_errmsg(b->store));
+		b->batch_failed = true;
+	} else if (n > 0) {
+		log_write(b->log, LOG_INFO,
+			  "%lld message(s) expired: moved to the dead list",
+			  (long long)n);
+		b->batch_durable = true;
+	}
+	b->next_expiry_ns = 0;
+	b->expiry_dirty = true;
+}
+
+void
+broker_expiry_changed(Broker *b, int64_t expires_ns)
+{
+	if (b->next_expiry_ns && b->next_expiry_ns <= expires_ns)
+		return;
+	b->next_expiry_ns = expires_ns;
+	ev_timer_stop(b->loop, &b->expiry_timer);
+	ev_timer_set(&b->expiry_timer,
+		     expires_ns > broker_now_ns()
+			     ? (double)(expires_ns - broker_now_ns()) / 1e9 +
+				       0.001
+			     : 0.,
+		     0.);
+	ev_timer_start(b->loop, &b->expiry_timer);
+}
+
+/* The first expiry is asked of the store only when something may have
+ * moved it (messages given back, an expiry run): one index lookup. */
+static void
+broker_arm_expiry_timer(Broker *b)
+{
+	int64_t at = 0;
+
+	if (!b->expiry_dirty)
+		return;
+	b->expiry_dirty = false;
+	if (store_next_expiry(b->store, &at) < 0 || !at) {
+		b->next_expiry_ns = 0;
+		ev_timer_stop(b->loop, &b->expiry_timer);
+		return;
+	}
+	b->next_expiry_ns = 0;
+	broker_expiry_changed(b, at);
+}
+
+static void
+broker_on_dedup_timer(EV_P_ ev_timer *w, int revents)
+{
+	Broker *b = w->data;
+	int64_t cut =
+		broker_now_ns() - (int64_t)b->cfg.dedup_window_ms * 1000000;
+
+	if (broker_txn(b) == 0 && store_dedup_prune(b->store, cut) < 0)
+		log_write(b->log, LOG_WARNING,
+			  "cannot forget old dedup keys: %s",
+			  store_errmsg(b->store));
+}
+
+int
+broker_mailbox_drop(Broker *b, StoreMailbox *mb)
+{
+	MailboxRt *rt = mb->user;
+	Waiter *w;
+
+	/* Leases of its messages are void: the rows go with the mailbox. */
+	for (size_t i = 0; i < b->leases.n_buckets; i++) {
+		Lease *l = b->leases.buckets[i];
+		while (l) {
+			Lease *next = l->hash_next;
+			if (l->mailbox_id == mb->id)
+				broker_lease_drop(b, l, false);
+			l = next;
+		}
+	}
+	if (rt) {
+		while ((w = rt->wait_head))
+			broker_answer_waiter(b, w, MBOX_S_NOT_FOUND,
+					     "the mailbox was deleted");
+		while (rt->sub_head)
+			sub_remove(b, rt->sub_head);
+		ev_timer_stop(b->loop, &rt->ready_timer);
+		mb->user = NULL;
+		/* On the news list, the delivery phase frees it. */
+		if (!rt->news)
+			free(rt);
+	}
+	return store_mailbox_delete(b->store, mb);
+}
+
 static void
 broker_flush(Broker *b)
 {
 	Conn *c;
 
+	broker_drop_temps(b);
 	broker_commit_batch(b);
 	broker_deliver(b);
+	/* Connections closed while delivering. */
+	if (broker_drop_temps(b) && store_commit(b->store, false) < 0)
+		log_write(b->log, LOG_ERR,
+			  "cannot commit the deletion of temporary "
+			  "mailboxes: %s",
+			  store_errmsg(b->store));
 	while ((c = b->dead)) {
 		b->dead = c->next;
 		conn_free(c);
 	}
 	broker_arm_lease_timer(b);
+	broker_arm_expiry_timer(b);
 }
 
 static void
@@ -808,17 +1023,4 @@ broker_stop(Broker *b)
 		b->dead = c->next;
 		conn_free(c);
 	}
-}
-
-/* STUBS (lead is writing these) */
-void
-broker_expiry_changed(Broker *b, int64_t expires_ns)
-{
-	(void)b, (void)expires_ns;
-}
-
-int
-broker_mailbox_drop(Broker *b, StoreMailbox *mb)
-{
-	return store_mailbox_delete(b->store, mb);
 }

@@ -28,8 +28,8 @@ typedef struct BrokerConfig {
 	size_t max_msg_size;  /* bytes */
 	bool autocreate;      /* POST creates missing mailboxes */
 	size_t max_connections;
-	size_t max_in_flight; /* requests per connection */
-	size_t max_out_bytes; /* queued output before reading pauses */
+	size_t max_in_flight;	  /* requests per connection */
+	size_t max_out_bytes;	  /* queued output before reading pauses */
 	uint64_t dedup_window_ms; /* a DEDUP key is remembered this long */
 } BrokerConfig;
 
@@ -47,13 +47,46 @@ struct Waiter {
 	Waiter *conn_prev, *conn_next; /* on the connection's list */
 };
 
+/*
+ * A push subscription of a connection to a mailbox. While its connection
+ * hands off, it is parked in a Handoff (conn NULL) and keeps its place in
+ * the mailbox's list, so an exclusive subscription stays the active one.
+ */
+typedef struct Sub Sub;
+struct Sub {
+	Conn *conn; /* NULL while parked */
+	struct Handoff *parked;
+	struct MailboxRt *rt;
+	uint32_t window;
+	uint32_t unacked;  /* leases counting against the window */
+	uint64_t lease_ms; /* 0 = the mailbox's lease */
+	bool exclusive;
+	Sub *mb_prev, *mb_next;	      /* on the mailbox's list, arrival order */
+	Sub *owner_prev, *owner_next; /* on the connection's or hand-off's */
+};
+
+/* Leases and subscriptions parked under a token (HANDOFF). */
+typedef struct Handoff {
+	Broker *broker;
+	char token[MBOX_TOKEN_HEX + 1];
+	uid_t uid; /* of the connection that parked them */
+	int64_t deadline_ns;
+	LeaseList leases;
+	Sub *subs;
+	ev_timer timer;
+	struct Handoff *prev, *next;
+} Handoff;
+
 /* The broker's runtime state of one mailbox (StoreMailbox.user). */
 typedef struct MailboxRt {
 	Broker *broker;
 	int64_t mailbox_id;
 	Waiter *wait_head, *wait_tail;
 	size_t n_waiters;
-	bool news; /* on the broker's news list */
+	Sub *sub_head, *sub_tail;
+	size_t n_subs;
+	uint64_t rr; /* round-robin turn among subscribers */
+	bool news;   /* on the broker's news list */
 	struct MailboxRt *news_next;
 	ev_timer ready_timer; /* a delayed message becomes ready */
 } MailboxRt;
@@ -114,6 +147,12 @@ struct Broker {
 	size_t n_releases, cap_releases;
 	bool stopping;
 
+	Handoff *handoffs;
+	ev_timer expiry_timer;	/* the first message ttl runs out */
+	int64_t next_expiry_ns; /* 0 = none known */
+	bool expiry_dirty;	/* recompute next_expiry_ns from the store */
+	ev_timer dedup_timer;	/* forget old dedup keys */
+
 	ProtoWriter w; /* scratch for replies */
 };
 
@@ -149,8 +188,61 @@ void broker_expiry_changed(Broker *b, int64_t expires_ns);
  * or the store's error (then the batch must fail).
  */
 int broker_mailbox_drop(Broker *b, StoreMailbox *mb);
-/* Return every lease of c (connection closing). */
+/* Return every lease of c (connection closing), end its subscriptions. */
 void broker_release_conn(Broker *b, Conn *c);
+/*
+ * broker_lease_drop - forget lease l (settled, expired, voided): opens
+ * its subscription's window again. With give_back, the message is queued
+ * to become ready again after the batch commit.
+ */
+void broker_lease_drop(Broker *b, Lease *l, bool give_back);
+/* Undo the leases of ids held by c (a delivery that could not be made);
+ * with release_rows the rows go back to READY in the store too. */
+void broker_unlease(Broker *b, Conn *c, StoreMailbox *mb, const uint64_t *ids,
+		    size_t n, bool release_rows);
+/* Queue message msg_id of mailbox_id to be made ready again. */
+void broker_queue_release(Broker *b, uint64_t msg_id, int64_t mailbox_id);
+
+/* sub.c: subscriptions and pushes. */
+/* c's subscription to the mailbox of rt, or NULL. */
+Sub *sub_find(Conn *c, MailboxRt *rt);
+/* Subscribe c (at the end of rt's list). -ENOMEM. */
+int sub_add(Broker *b, Conn *c, MailboxRt *rt, uint32_t window,
+	    uint64_t lease_ms, bool exclusive, Sub **out);
+/* End s: its leases stay held but no longer count against a window. */
+void sub_remove(Broker *b, Sub *s);
+/* Is s the active subscriber (it may receive pushes)? */
+bool sub_is_active(const Sub *s);
+/*
+ * sub_push_mailbox - lease ready messages of mb to its subscribers with
+ * room in their window, in turns, queueing DELIVER frames on *out.
+ */
+struct Outgoing;
+void sub_push_mailbox(Broker *b, MailboxRt *rt, StoreMailbox *mb, int64_t now,
+		      struct Outgoing **out);
+/* Has some subscriber of rt room for a message now? */
+bool sub_wants(const MailboxRt *rt);
+
+/* A delivery built in the delivery phase, sent after its commit. */
+typedef struct Outgoing {
+	Conn *conn;
+	uint8_t *frame;
+	size_t len;
+	uint64_t *ids; /* leased to conn by this frame */
+	size_t n;
+	bool push; /* DELIVER (else a RECV reply) */
+	struct Outgoing *next;
+} Outgoing;
+
+/* handoff.c */
+/* Park c's leases and subscriptions; -ENOMEM, -EIO (no randomness). */
+int handoff_park(Broker *b, Conn *c, uint64_t wait_ms, Handoff **out);
+Handoff *handoff_find(Broker *b, const char *token);
+/* Give h's leases and subscriptions to c, pushing the messages first.
+ * Returns how many messages, -EEXIST (c subscribes to one of them). */
+int handoff_claim(Broker *b, Handoff *h, Conn *c);
+/* Deadline passed or broker stopping: leases go back, subs end. */
+void handoff_expire(Broker *b, Handoff *h);
 void broker_reap(Broker *b, Conn *c);
 /* A frame from c is complete. */
 void broker_dispatch(Conn *c, const ProtoHeader *h, const uint8_t *body,

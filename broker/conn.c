@@ -164,6 +164,7 @@ conn_free(Conn *c)
 	if (c->fd >= 0)
 		close(c->fd);
 	free(c->groups);
+	free(c->temps);
 	free(c);
 }
 

@@ -48,7 +48,10 @@ struct Conn {
 	unsigned in_flight; /* requests not yet answered */
 
 	LeaseList leases;
-	Waiter *waiters; /* RECVs waiting, linked by conn_next */
+	Waiter *waiters;  /* RECVs waiting, linked by conn_next */
+	struct Sub *subs; /* subscriptions, linked by owner_next */
+	int64_t *temps;	  /* temporary mailboxes it created (ids) */
+	size_t n_temps;
 	Conn *prev, *next;
 };
 

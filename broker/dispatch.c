@@ -240,10 +240,18 @@ op_create(Request *q)
 		q->b->batch_failed = true;
 		log_write(q->b->log, LOG_ERR, "cannot create mailbox %s: %s",
 			  name, store_errmsg(q->b->store));
+	} else if (mb->flags & STORE_MB_TEMP) {
+		/* Deleted when this connection closes. */
+		int64_t *t =
+			realloc(q->c->temps, (q->c->n_temps + 1) * sizeof(*t));
+		if (!t) {
+			q->b->batch_failed = true;
+		} else {
+			q->c->temps = t;
+			t[q->c->n_temps++] = mb->id;
+		}
 	}
-	if (broker_defer(q->b, PENDING_PLAIN, q->c, q->h->opcode, q->h->id,
-			 NULL, NULL, 0) < 0)
-		conn_close(q->c, "out of memory");
+	request_defer(q, PENDING_PLAIN, NULL, NULL, 0);
 }
 
 void
@@ -451,8 +459,8 @@ post_fill_msg(Request *q, const StoreMailbox *mb, const PostItem *item,
 	memset(m, 0, sizeof(*m));
 	m->priority = item->priority;
 	m->time_ns = now;
-	m->ready_ns = item->delay_ms ? now + (int64_t)item->delay_ms * 1000000
-				     : 0;
+	m->ready_ns =
+		item->delay_ms ? now + (int64_t)item->delay_ms * 1000000 : 0;
 	/* A delayed message's ttl counts from its post, not from when it
 	 * becomes ready: the sender's deadline is wall-clock. */
 	m->expires_ns = ttl_ms ? now + (int64_t)ttl_ms * 1000000 : 0;
@@ -525,7 +533,7 @@ op_post(Request *q)
 		if (m.dedup &&
 		    store_dedup_find(b->store, mb, m.dedup,
 				     now - (int64_t)b->cfg.dedup_window_ms *
-						   1000000,
+						     1000000,
 				     &ids[i]) == 0)
 			continue;
 		r = store_msg_insert(b->store, mb, &m);
@@ -601,98 +609,355 @@ op_recv(Request *q)
 		broker_waiter_arm(w, wait_ms);
 }
 
-/* ACK and NACK: all ids must be leased by this connection. */
-static void
-op_settle(Request *q)
+/*
+ * Collect the ID fields of an ACK, NACK, REJECT or TOUCH; all must be
+ * leased by this connection, else NOT_LEASED and nothing is done.
+ */
+static int
+settle_ids(Request *q, const char *verb, uint64_t **ids_out,
+	   int64_t **mbids_out, size_t *n_out)
 {
-	Broker *b = q->b;
-	bool ack = q->h->opcode == MBOX_OP_ACK;
 	size_t n = q->f.count[MBOX_TAG_ID], i = 0;
-	uint64_t *ids, delay_ms = 0;
-	int64_t *mbids, ready_ns = 0;
+	uint64_t *ids = calloc(n, sizeof(*ids));
+	int64_t *mbids = calloc(n, sizeof(*mbids));
 	ProtoReader r;
 	ProtoField f;
-	int k;
 
-	if (request_check(q,
-			  BIT(MBOX_TAG_ID) | (ack ? 0 : BIT(MBOX_TAG_DELAY_MS)),
-			  BIT(MBOX_TAG_ID)) < 0)
-		return;
-	if (!ack) {
-		delay_ms = proto_u64(&q->f, MBOX_TAG_DELAY_MS, 0);
-		if (delay_ms > MAX_DURATION_MS) {
-			reply_error(q, MBOX_S_INVALID, NULL,
-				    "DELAY_MS must be at most one year");
-			return;
-		}
-		if (delay_ms)
-			ready_ns =
-				broker_now_ns() + (int64_t)delay_ms * 1000000;
-	}
-	ids = calloc(n, sizeof(*ids));
-	mbids = calloc(n, sizeof(*mbids));
 	if (!ids || !mbids) {
-		free(ids);
-		free(mbids);
 		reply_error(q, MBOX_S_LIMIT, "memory", "out of memory");
-		return;
+		goto fail;
 	}
 	proto_reader_init(&r, q->f.body, q->f.len);
-	while ((k = proto_reader_next(&r, &f)) > 0) {
+	while (proto_reader_next(&r, &f) > 0) {
 		Lease *l;
 
 		if (f.tag != MBOX_TAG_ID)
 			continue;
 		ids[i] = proto_get_u64(f.val);
-		l = lease_find(&b->leases, ids[i]);
+		l = lease_find(&q->b->leases, ids[i]);
 		if (!l || l->holder != q->c) {
-			conn_reply_error(
-				q->c, q->h->opcode, q->h->id, MBOX_S_NOT_LEASED,
-				NULL,
-				"message %llu is not leased by this connection "
-				"(never delivered to it, already acked, or its "
-				"lease ran out); nothing was %s",
-				(unsigned long long)ids[i],
-				ack ? "acked" : "given back");
-			free(ids);
-			free(mbids);
-			return;
+			reply_errorf(q, MBOX_S_NOT_LEASED, NULL,
+				     "message %llu is not leased by this "
+				     "connection (never delivered to it, "
+				     "already settled, handed off, or its "
+				     "lease ran out); nothing was %s",
+				     (unsigned long long)ids[i], verb);
+			goto fail;
 		}
 		mbids[i++] = l->mailbox_id;
 	}
-	if (broker_txn(b) < 0) {
-		free(ids);
-		free(mbids);
-		reply_error(q, MBOX_S_STORE, NULL,
-			    "the store failed: cannot begin a transaction");
+	*ids_out = ids;
+	*mbids_out = mbids;
+	*n_out = n;
+	return 0;
+fail:
+	free(ids);
+	free(mbids);
+	return -EINVAL;
+}
+
+/* ACK, NACK and REJECT: all ids must be leased by this connection. */
+static void
+op_settle(Request *q)
+{
+	static const struct {
+		uint16_t op;
+		const char *verb;
+		enum pending_kind kind;
+	} kinds[] = {
+		{MBOX_OP_ACK, "acked", PENDING_ACK},
+		{MBOX_OP_NACK, "given back", PENDING_NACK},
+		{MBOX_OP_REJECT, "rejected", PENDING_REJECT},
+	};
+	Broker *b = q->b;
+	uint16_t op = q->h->opcode;
+	size_t n, k = 0;
+	uint64_t *ids, delay_ms = 0;
+	int64_t *mbids, ready_ns = 0;
+
+	while (kinds[k].op != op)
+		k++;
+	if (request_check(
+		    q,
+		    BIT(MBOX_TAG_ID) |
+			    (op == MBOX_OP_NACK ? BIT(MBOX_TAG_DELAY_MS) : 0),
+		    BIT(MBOX_TAG_ID)) < 0)
+		return;
+	delay_ms = proto_u64(&q->f, MBOX_TAG_DELAY_MS, 0);
+	if (delay_ms > MAX_DURATION_MS) {
+		reply_error(q, MBOX_S_INVALID, NULL,
+			    "DELAY_MS must be at most one year");
 		return;
 	}
-	for (i = 0; i < n; i++) {
+	if (delay_ms)
+		ready_ns = broker_now_ns() + (int64_t)delay_ms * 1000000;
+	if (settle_ids(q, kinds[k].verb, &ids, &mbids, &n) < 0 ||
+	    request_txn(q) < 0)
+		return;
+	for (size_t i = 0; i < n; i++) {
 		Lease *l = lease_find(&b->leases, ids[i]);
 		StoreMailbox *mb = store_mailbox_by_id(b->store, mbids[i]);
+		int r = 0;
 
 		if (!l)
 			continue; /* the same id twice in one request */
 		if (mb) {
-			k = ack ? store_msg_delete(b->store, mb, ids[i])
-				: store_msg_release(b->store, mb, ids[i],
-						    ready_ns);
-			if (k < 0 && k != -ENOENT) {
+			if (op == MBOX_OP_ACK)
+				r = store_msg_delete(b->store, mb, ids[i]);
+			else if (op == MBOX_OP_NACK)
+				r = store_msg_release(b->store, mb, ids[i],
+						      ready_ns);
+			else
+				r = store_msg_kill(b->store, mb, ids[i],
+						   "rejected");
+			if (r < 0 && r != -ENOENT) {
 				b->batch_failed = true;
 				log_write(b->log, LOG_ERR,
 					  "cannot %s message %llu: %s",
-					  ack ? "ack" : "nack",
+					  proto_op_name(op),
 					  (unsigned long long)ids[i],
 					  store_errmsg(b->store));
 			}
-			if (!ack)
+			if (op == MBOX_OP_NACK) {
 				broker_mailbox_news(b, mb);
+				b->expiry_dirty = true;
+			}
 		}
-		lease_remove(&b->leases, &q->c->leases, l);
+		broker_lease_drop(b, l, false);
 	}
-	if (broker_defer(b, ack ? PENDING_ACK : PENDING_NACK, q->c,
-			 q->h->opcode, q->h->id, ids, mbids, n) < 0)
-		conn_close(q->c, "out of memory");
+	request_defer(q, kinds[k].kind, ids, mbids, n);
+}
+
+static void
+op_touch(Request *q)
+{
+	Broker *b = q->b;
+	uint64_t *ids, lease_ms;
+	int64_t *mbids, now = broker_now_ns(), deadline = 0;
+	ProtoWriter *w;
+	size_t n;
+
+	if (request_check(q, BIT(MBOX_TAG_ID) | BIT(MBOX_TAG_LEASE_MS),
+			  BIT(MBOX_TAG_ID)) < 0)
+		return;
+	lease_ms = proto_u64(&q->f, MBOX_TAG_LEASE_MS, 0);
+	if (proto_has(&q->f, MBOX_TAG_LEASE_MS) &&
+	    (lease_ms == 0 || lease_ms > MAX_DURATION_MS)) {
+		reply_error(q, MBOX_S_INVALID, NULL,
+			    "LEASE_MS must be 1 ms to one year");
+		return;
+	}
+	if (settle_ids(q, "extended", &ids, &mbids, &n) < 0)
+		return;
+	/* Leases live in memory only: nothing to commit. */
+	for (size_t i = 0; i < n; i++) {
+		Lease *l = lease_find(&b->leases, ids[i]);
+		uint64_t ms = lease_ms ? lease_ms : l->lease_ms;
+
+		deadline = now + (int64_t)ms * 1000000;
+		lease_set_deadline(&b->leases, l, deadline);
+	}
+	free(ids);
+	free(mbids);
+	w = reply_begin(q);
+	proto_put_u64(w, MBOX_TAG_DEADLINE_NS, (uint64_t)deadline);
+	conn_send_writer(q->c, w);
+}
+
+static void
+op_subscribe(Request *q)
+{
+	uint64_t window, lease_ms, flags;
+	StoreMailbox *mb;
+	MailboxRt *rt;
+	ProtoWriter *w;
+	Sub *s;
+	bool excl;
+
+	if (request_check(q,
+			  BIT(MBOX_TAG_MAILBOX) | BIT(MBOX_TAG_COUNT) |
+				  BIT(MBOX_TAG_LEASE_MS) | BIT(MBOX_TAG_FLAGS),
+			  BIT(MBOX_TAG_MAILBOX)) < 0)
+		return;
+	window = proto_u64(&q->f, MBOX_TAG_COUNT, 1);
+	lease_ms = proto_u64(&q->f, MBOX_TAG_LEASE_MS, 0);
+	flags = proto_u64(&q->f, MBOX_TAG_FLAGS, 0);
+	if (window < 1 || window > MBOX_WINDOW_MAX) {
+		reply_errorf(q, MBOX_S_INVALID, NULL,
+			     "the window (COUNT) must be 1 to %u",
+			     MBOX_WINDOW_MAX);
+		return;
+	}
+	if (proto_has(&q->f, MBOX_TAG_LEASE_MS) &&
+	    (lease_ms == 0 || lease_ms > MAX_DURATION_MS)) {
+		reply_error(q, MBOX_S_INVALID, NULL,
+			    "LEASE_MS must be 1 ms to one year");
+		return;
+	}
+	if (flags & ~(uint64_t)MBOX_SUB_EXCLUSIVE) {
+		reply_error(q, MBOX_S_INVALID, NULL,
+			    "unknown FLAGS bits for SUBSCRIBE (only 0x1, "
+			    "exclusive)");
+		return;
+	}
+	excl = flags & MBOX_SUB_EXCLUSIVE;
+	mb = request_mailbox(q, ACL_READ);
+	if (!mb)
+		return;
+	rt = broker_mailbox_rt(q->b, mb);
+	if (!rt) {
+		reply_error(q, MBOX_S_LIMIT, "memory", "out of memory");
+		return;
+	}
+	if (sub_find(q->c, rt)) {
+		reply_errorf(q, MBOX_S_EXISTS, NULL,
+			     "this connection already subscribes to %s",
+			     mb->name);
+		return;
+	}
+	if (rt->sub_head && rt->sub_head->exclusive != excl) {
+		reply_errorf(q, MBOX_S_BUSY, NULL,
+			     "%s has %s subscribers; exclusive and shared "
+			     "subscriptions do not mix on one mailbox",
+			     mb->name, excl ? "shared" : "exclusive");
+		return;
+	}
+	if (sub_add(q->b, q->c, rt, (uint32_t)window, lease_ms, excl, &s) < 0) {
+		reply_error(q, MBOX_S_LIMIT, "memory", "out of memory");
+		return;
+	}
+	broker_mailbox_news(q->b, mb);
+	w = reply_begin(q);
+	proto_put_u64(w, MBOX_TAG_FLAGS,
+		      sub_is_active(s) ? 0 : MBOX_SUB_STANDBY);
+	conn_send_writer(q->c, w);
+}
+
+static void
+op_unsubscribe(Request *q)
+{
+	char name[MBOX_NAME_MAX + 1];
+	StoreMailbox *mb;
+	Sub *s = NULL;
+
+	if (request_check(q, BIT(MBOX_TAG_MAILBOX), BIT(MBOX_TAG_MAILBOX)) <
+		    0 ||
+	    request_name(q, name) < 0)
+		return;
+	mb = store_mailbox_get(q->b->store, name);
+	if (mb && mb->user)
+		s = sub_find(q->c, mb->user);
+	if (!s) {
+		reply_errorf(q, MBOX_S_NOT_FOUND, NULL,
+			     "this connection does not subscribe to %s", name);
+		return;
+	}
+	sub_remove(q->b, s);
+	reply_empty(q);
+}
+
+static void
+op_handoff(Request *q)
+{
+	uint64_t wait_ms;
+	Handoff *h;
+	ProtoWriter *w;
+	size_t n;
+
+	if (request_check(q, BIT(MBOX_TAG_WAIT_MS), 0) < 0)
+		return;
+	wait_ms = proto_u64(&q->f, MBOX_TAG_WAIT_MS, MBOX_DEFAULT_HANDOFF_MS);
+	if (wait_ms == 0 || wait_ms > 3600000) {
+		reply_error(q, MBOX_S_INVALID, NULL,
+			    "WAIT_MS must be 1 ms to one hour");
+		return;
+	}
+	/* Waiting RECVs are answered first: nothing more comes to them. */
+	while (q->c->waiters) {
+		Waiter *wt = q->c->waiters;
+		uint32_t id = wt->req_id;
+		broker_waiter_free(wt);
+		q->c->in_flight--;
+		proto_writer_begin(&q->b->w, MBOX_OP_RECV, MBOX_FLAG_REPLY, id,
+				   MBOX_S_OK);
+		conn_send_writer(q->c, &q->b->w);
+	}
+	n = q->c->leases.count;
+	if (handoff_park(q->b, q->c, wait_ms, &h) < 0) {
+		reply_error(q, MBOX_S_LIMIT, "memory",
+			    "cannot make a hand-off token (out of memory or "
+			    "no randomness)");
+		return;
+	}
+	log_write(q->b->log, LOG_INFO,
+		  "client %llu (pid %d) handed off %zu message(s) under "
+		  "token %.8s...",
+		  (unsigned long long)q->c->serial, (int)q->c->pid, n,
+		  h->token);
+	w = reply_begin(q);
+	proto_put_str(w, MBOX_TAG_TOKEN, h->token);
+	proto_put_u64(w, MBOX_TAG_DEADLINE_NS, (uint64_t)h->deadline_ns);
+	proto_put_u64(w, MBOX_TAG_COUNT, n);
+	conn_send_writer(q->c, w);
+}
+
+static bool
+token_valid(ProtoSlice t)
+{
+	if (t.len != MBOX_TOKEN_HEX)
+		return false;
+	for (size_t i = 0; i < t.len; i++)
+		if (!strchr("0123456789abcdef", t.ptr[i]) || !t.ptr[i])
+			return false;
+	return true;
+}
+
+static void
+op_claim(Request *q)
+{
+	char token[MBOX_TOKEN_HEX + 1];
+	ProtoSlice t;
+	Handoff *h;
+	int n;
+
+	if (request_check(q, BIT(MBOX_TAG_TOKEN), BIT(MBOX_TAG_TOKEN)) < 0)
+		return;
+	t = q->f.first[MBOX_TAG_TOKEN];
+	if (!token_valid(t)) {
+		reply_error(q, MBOX_S_INVALID, NULL,
+			    "a hand-off token is 32 lowercase hex digits");
+		return;
+	}
+	memcpy(token, t.ptr, t.len);
+	token[t.len] = '\0';
+	h = handoff_find(q->b, token);
+	if (!h) {
+		reply_error(q, MBOX_S_NOT_FOUND, NULL,
+			    "no such hand-off: the token is wrong, was "
+			    "claimed already, or its deadline passed");
+		return;
+	}
+	if (h->uid != q->c->uid && !acl_is_admin(&q->c->peer)) {
+		log_write(q->b->log, LOG_NOTICE,
+			  "permission denied: uid %u pid %d (%s) CLAIM of a "
+			  "hand-off of uid %u",
+			  (unsigned)q->c->uid, (int)q->c->pid, q->c->comm,
+			  (unsigned)h->uid);
+		reply_error(q, MBOX_S_DENIED, NULL, "permission denied");
+		return;
+	}
+	n = handoff_claim(q->b, h, q->c);
+	if (n == -EEXIST) {
+		reply_error(q, MBOX_S_EXISTS, NULL,
+			    "this connection already subscribes to a mailbox "
+			    "of the hand-off; unsubscribe first");
+		return;
+	}
+	{
+		ProtoWriter *w = reply_begin(q);
+		proto_put_u64(w, MBOX_TAG_COUNT, (uint64_t)n);
+		conn_send_writer(q->c, w);
+	}
 }
 
 typedef struct ListCtx {
@@ -725,7 +990,8 @@ list_one(void *ctx, StoreMailbox *mb)
 	proto_put_u64(w, MBOX_TAG_DEAD, mb->n_dead);
 	proto_put_u64(w, MBOX_TAG_BYTES, mb->bytes);
 	proto_put_u64(w, MBOX_TAG_OLDEST_NS, (uint64_t)oldest);
-	proto_put_u64(w, MBOX_TAG_CONSUMERS, rt ? rt->n_waiters : 0);
+	proto_put_u64(w, MBOX_TAG_CONSUMERS,
+		      rt ? rt->n_waiters + rt->n_subs : 0);
 	proto_put_u64(w, MBOX_TAG_OWNER_UID, mb->owner_uid);
 	proto_put_u64(w, MBOX_TAG_GROUP_GID, mb->gid);
 	proto_put_u64(w, MBOX_TAG_MODE, mb->mode);
@@ -857,7 +1123,23 @@ broker_dispatch(Conn *c, const ProtoHeader *h, const uint8_t *body, size_t len)
 		break;
 	case MBOX_OP_ACK:
 	case MBOX_OP_NACK:
+	case MBOX_OP_REJECT:
 		op_settle(&q);
+		break;
+	case MBOX_OP_TOUCH:
+		op_touch(&q);
+		break;
+	case MBOX_OP_SUBSCRIBE:
+		op_subscribe(&q);
+		break;
+	case MBOX_OP_UNSUBSCRIBE:
+		op_unsubscribe(&q);
+		break;
+	case MBOX_OP_HANDOFF:
+		op_handoff(&q);
+		break;
+	case MBOX_OP_CLAIM:
+		op_claim(&q);
 		break;
 	case MBOX_OP_LIST:
 		op_list(&q);

@@ -132,9 +132,40 @@ lease_find(const LeaseTable *t, uint64_t msg_id)
 	return NULL;
 }
 
+static void
+list_append(LeaseList *list, Lease *l)
+{
+	l->list = list;
+	l->next = NULL;
+	l->prev = list->tail;
+	if (list->tail)
+		list->tail->next = l;
+	else
+		list->head = l;
+	list->tail = l;
+	list->count++;
+}
+
+static void
+list_unlink(Lease *l)
+{
+	LeaseList *list = l->list;
+
+	if (l->prev)
+		l->prev->next = l->next;
+	else
+		list->head = l->next;
+	if (l->next)
+		l->next->prev = l->prev;
+	else
+		list->tail = l->prev;
+	list->count--;
+	l->list = NULL;
+}
+
 int
 lease_add(LeaseTable *t, LeaseList *list, uint64_t msg_id, int64_t mailbox_id,
-	  void *holder, int64_t deadline_ns)
+	  void *holder, int64_t deadline_ns, Lease **out)
 {
 	Lease *l;
 	size_t k;
@@ -165,18 +196,30 @@ lease_add(LeaseTable *t, LeaseList *list, uint64_t msg_id, int64_t mailbox_id,
 	l->heap_index = t->count;
 	t->count++;
 	heap_up(t, l->heap_index);
-	l->prev = list->tail;
-	if (list->tail)
-		list->tail->next = l;
-	else
-		list->head = l;
-	list->tail = l;
-	list->count++;
+	list_append(list, l);
+	if (out)
+		*out = l;
 	return 0;
 }
 
 void
-lease_remove(LeaseTable *t, LeaseList *list, Lease *l)
+lease_move(Lease *l, LeaseList *list, void *holder)
+{
+	list_unlink(l);
+	list_append(list, l);
+	l->holder = holder;
+}
+
+void
+lease_set_deadline(LeaseTable *t, Lease *l, int64_t deadline_ns)
+{
+	l->deadline_ns = deadline_ns;
+	heap_down(t, l->heap_index, t->count);
+	heap_up(t, l->heap_index);
+}
+
+void
+lease_remove(LeaseTable *t, Lease *l)
 {
 	Lease **pp = &t->buckets[lease_bucket(t, l->msg_id)];
 
@@ -192,14 +235,6 @@ lease_remove(LeaseTable *t, LeaseList *list, Lease *l)
 			heap_up(t, t->heap[i]->heap_index);
 		}
 	}
-	if (l->prev)
-		l->prev->next = l->next;
-	else
-		list->head = l->next;
-	if (l->next)
-		l->next->prev = l->prev;
-	else
-		list->tail = l->prev;
-	list->count--;
+	list_unlink(l);
 	free(l);
 }

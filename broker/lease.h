@@ -13,13 +13,17 @@
 #include <stdint.h>
 
 typedef struct Lease Lease;
+typedef struct LeaseList LeaseList;
 struct Lease {
 	uint64_t msg_id;
 	int64_t mailbox_id;
-	void *holder;	     /* the Conn that holds it */
+	void *holder;	     /* the Conn that holds it; NULL while parked */
+	void *sub;	     /* the subscription it counts against, or NULL */
+	uint64_t lease_ms;   /* length it was granted with (TOUCH, CLAIM) */
 	int64_t deadline_ns; /* CLOCK_REALTIME ns when it runs out */
+	LeaseList *list;     /* the list it is on */
 	Lease *hash_next;
-	Lease *prev, *next; /* holder's list */
+	Lease *prev, *next; /* on list */
 	size_t heap_index;  /* position in the deadline heap */
 };
 
@@ -32,19 +36,25 @@ typedef struct LeaseTable {
 } LeaseTable;
 
 /* A list of leases of one holder. */
-typedef struct LeaseList {
+struct LeaseList {
 	Lease *head, *tail;
 	size_t count;
-} LeaseList;
+};
 
 void lease_table_init(LeaseTable *t);
 void lease_table_release(LeaseTable *t);
-/* Add a lease for msg_id to t and to list; -ENOMEM, -EEXIST. */
+/* Add a lease for msg_id to t and to the end of list; -ENOMEM, -EEXIST.
+ * Returns the new lease in *out (may be NULL). */
 int lease_add(LeaseTable *t, LeaseList *list, uint64_t msg_id,
-	      int64_t mailbox_id, void *holder, int64_t deadline_ns);
+	      int64_t mailbox_id, void *holder, int64_t deadline_ns,
+	      Lease **out);
 Lease *lease_find(const LeaseTable *t, uint64_t msg_id);
-/* Unlink from t and list and free it. */
-void lease_remove(LeaseTable *t, LeaseList *list, Lease *l);
+/* Unlink from t and its list and free it. */
+void lease_remove(LeaseTable *t, Lease *l);
+/* Move l to the end of list, now held by holder. */
+void lease_move(Lease *l, LeaseList *list, void *holder);
+/* Change the deadline of l (keeps the heap in order). */
+void lease_set_deadline(LeaseTable *t, Lease *l, int64_t deadline_ns);
 /* The lease that runs out first, or NULL. */
 Lease *lease_first_deadline(const LeaseTable *t);
 

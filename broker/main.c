@@ -23,6 +23,7 @@
 
 #include "broker/broker.h"
 #include "broker/log.h"
+#include "broker/settings.h"
 
 typedef struct Options {
 	char socket_path[PATH_MAX];
@@ -33,6 +34,7 @@ typedef struct Options {
 	unsigned socket_mode;
 	size_t max_msg_size;
 	bool autocreate;
+	uint64_t dedup_window_ms;
 } Options;
 
 static void
@@ -72,6 +74,10 @@ usage(FILE *f)
 		"      --no-autocreate  POST to a missing mailbox fails "
 		"instead of\n"
 		"                       creating it\n"
+		"      --dedup-window D how long a DEDUP key is remembered "
+		"(default 120s;\n"
+		"                       a number of seconds, or with ms, s, "
+		"m or h)\n"
 		"  -h, --help           show this help\n"
 		"  -V, --version        show the version\n");
 }
@@ -153,6 +159,7 @@ parse_options(Options *o, int argc, char **argv)
 		OPT_SOCKET_MODE,
 		OPT_MAX_MSG_SIZE,
 		OPT_NO_AUTOCREATE,
+		OPT_DEDUP_WINDOW,
 	};
 	static const struct option longopts[] = {
 		{"socket", required_argument, NULL, 's'},
@@ -163,6 +170,7 @@ parse_options(Options *o, int argc, char **argv)
 		{"socket-mode", required_argument, NULL, OPT_SOCKET_MODE},
 		{"max-msg-size", required_argument, NULL, OPT_MAX_MSG_SIZE},
 		{"no-autocreate", no_argument, NULL, OPT_NO_AUTOCREATE},
+		{"dedup-window", required_argument, NULL, OPT_DEDUP_WINDOW},
 		{"help", no_argument, NULL, 'h'},
 		{"version", no_argument, NULL, 'V'},
 		{NULL, 0, NULL, 0},
@@ -238,6 +246,18 @@ parse_options(Options *o, int argc, char **argv)
 			break;
 		case OPT_NO_AUTOCREATE:
 			o->autocreate = false;
+			break;
+		case OPT_DEDUP_WINDOW:
+			if (settings_duration_ms(optarg, &o->dedup_window_ms) <
+				    0 ||
+			    o->dedup_window_ms == 0) {
+				fprintf(stderr,
+					"mboxd: --dedup-window must be a "
+					"duration like 120, 90s or 5m, not "
+					"'%s'\n",
+					optarg);
+				return -EINVAL;
+			}
 			break;
 		case 'h':
 			usage(stdout);
@@ -345,6 +365,7 @@ main(int argc, char **argv)
 		.socket_mode = 0666,
 		.max_msg_size = MBOX_DEFAULT_MSG_SIZE,
 		.autocreate = true,
+		.dedup_window_ms = MBOX_DEFAULT_DEDUP_MS,
 	};
 	Log log = {.level = LOG_INFO};
 	BrokerConfig cfg;
@@ -380,7 +401,7 @@ main(int argc, char **argv)
 		.max_connections = 4096,
 		.max_in_flight = 1024,
 		.max_out_bytes = 8u * 1024 * 1024,
-		.dedup_window_ms = MBOX_DEFAULT_DEDUP_MS,
+		.dedup_window_ms = o.dedup_window_ms,
 	};
 	fd = listen_socket(&log, o.socket_path, o.socket_mode);
 	if (fd < 0)

@@ -1,0 +1,210 @@
+/*
+ * handoff.c - graceful hand-off of a consumer's work to a successor.
+ *
+ * HANDOFF moves a connection's leases and subscriptions into a record
+ * under a random token; CLAIM gives them to another connection. While
+ * parked, each lease's deadline is the record's, so the one lease timer
+ * gives unclaimed messages back at the deadline exactly as reader death
+ * does; the record's own timer then ends its subscriptions. Parked
+ * subscriptions keep their place in the mailbox's list: an exclusive
+ * one stays active, so standbys cannot overtake the parked work.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+
+#include "broker/broker.h"
+
+static void
+handoff_on_timer(EV_P_ ev_timer *t, int revents)
+{
+	Handoff *h = t->data;
+
+	log_write(h->broker->log, LOG_INFO,
+		  "hand-off %.8s... was not claimed in time: %zu message(s) "
+		  "go back to their mailboxes",
+		  h->token, h->leases.count);
+	handoff_expire(h->broker, h);
+}
+
+static int
+handoff_token(char out[MBOX_TOKEN_HEX + 1])
+{
+	uint8_t raw[MBOX_TOKEN_HEX / 2];
+	size_t got = 0;
+
+	while (got < sizeof(raw)) {
+		ssize_t n = getrandom(raw + got, sizeof(raw) - got, 0);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -EIO;
+		}
+		got += (size_t)n;
+	}
+	for (size_t i = 0; i < sizeof(raw); i++)
+		snprintf(out + 2 * i, 3, "%02x", raw[i]);
+	return 0;
+}
+
+int
+handoff_park(Broker *b, Conn *c, uint64_t wait_ms, Handoff **out)
+{
+	Handoff *h = calloc(1, sizeof(*h));
+	Lease *l;
+	Sub *s;
+
+	if (!h)
+		return -ENOMEM;
+	if (handoff_token(h->token) < 0) {
+		free(h);
+		return -EIO;
+	}
+	h->broker = b;
+	h->uid = c->uid;
+	h->deadline_ns = broker_now_ns() + (int64_t)wait_ms * 1000000;
+	while ((l = c->leases.head)) {
+		lease_move(l, &h->leases, NULL);
+		lease_set_deadline(&b->leases, l, h->deadline_ns);
+	}
+	while ((s = c->subs)) {
+		c->subs = s->owner_next;
+		s->conn = NULL;
+		s->parked = h;
+		s->owner_prev = NULL;
+		s->owner_next = h->subs;
+		if (h->subs)
+			h->subs->owner_prev = s;
+		h->subs = s;
+	}
+	ev_timer_init(&h->timer, handoff_on_timer, (double)wait_ms / 1e3, 0.);
+	h->timer.data = h;
+	ev_timer_start(b->loop, &h->timer);
+	h->next = b->handoffs;
+	if (b->handoffs)
+		b->handoffs->prev = h;
+	b->handoffs = h;
+	*out = h;
+	return 0;
+}
+
+Handoff *
+handoff_find(Broker *b, const char *token)
+{
+	for (Handoff *h = b->handoffs; h; h = h->next)
+		if (strcmp(h->token, token) == 0)
+			return h;
+	return NULL;
+}
+
+static void
+handoff_unlink(Broker *b, Handoff *h)
+{
+	ev_timer_stop(b->loop, &h->timer);
+	if (h->prev)
+		h->prev->next = h->next;
+	else
+		b->handoffs = h->next;
+	if (h->next)
+		h->next->prev = h->prev;
+	free(h);
+}
+
+void
+handoff_expire(Broker *b, Handoff *h)
+{
+	Lease *l;
+
+	while ((l = h->leases.head))
+		broker_lease_drop(b, l, true);
+	while (h->subs)
+		sub_remove(b, h->subs);
+	handoff_unlink(b, h);
+}
+
+/* Encode the claimed message into the DELIVER frame being built. */
+typedef struct ClaimCtx {
+	Broker *b;
+	StoreMailbox *mb;
+	int64_t deadline_ns;
+} ClaimCtx;
+
+static int
+handoff_put_cb(void *ctx, const StoreMsg *m)
+{
+	ClaimCtx *cc = ctx;
+
+	broker_put_msg(&cc->b->w, cc->mb, m, cc->deadline_ns);
+	return 0;
+}
+
+/* Push the message of l to c as one DELIVER; 0 or negative errno. */
+static int
+handoff_push(Broker *b, Conn *c, Lease *l)
+{
+	StoreMailbox *mb = store_mailbox_by_id(b->store, l->mailbox_id);
+	ClaimCtx cc = {b, mb, l->deadline_ns};
+	int r;
+
+	if (!mb)
+		return -ENOENT;
+	proto_writer_begin(&b->w, MBOX_OP_DELIVER, MBOX_FLAG_PUSH, 0,
+			   MBOX_S_OK);
+	r = store_msg_get(b->store, mb, l->msg_id, handoff_put_cb, &cc);
+	if (r < 0)
+		return r;
+	conn_send_writer(c, &b->w);
+	return 0;
+}
+
+int
+handoff_claim(Broker *b, Handoff *h, Conn *c)
+{
+	int64_t now = broker_now_ns();
+	int count = 0;
+	Lease *l;
+	Sub *s;
+
+	for (s = h->subs; s; s = s->owner_next)
+		if (sub_find(c, s->rt))
+			return -EEXIST;
+	/* Messages first, subscriptions after: the successor handles the
+	 * parked work before anything new is pushed. */
+	while ((l = h->leases.head)) {
+		lease_move(l, &c->leases, c);
+		lease_set_deadline(&b->leases, l,
+				   now + (int64_t)l->lease_ms * 1000000);
+		if (handoff_push(b, c, l) < 0) {
+			log_write(b->log, LOG_ERR,
+				  "cannot hand message %llu over: %s; it "
+				  "goes back to its mailbox",
+				  (unsigned long long)l->msg_id,
+				  store_errmsg(b->store));
+			broker_lease_drop(b, l, true);
+			continue;
+		}
+		count++;
+	}
+	while ((s = h->subs)) {
+		h->subs = s->owner_next;
+		s->parked = NULL;
+		s->conn = c;
+		s->owner_prev = NULL;
+		s->owner_next = c->subs;
+		if (c->subs)
+			c->subs->owner_prev = s;
+		c->subs = s;
+		{
+			StoreMailbox *mb = store_mailbox_by_id(
+				b->store, s->rt->mailbox_id);
+			if (mb)
+				broker_mailbox_news(b, mb);
+		}
+	}
+	handoff_unlink(b, h);
+	return count;
+}
