@@ -1,17 +1,420 @@
-/* placeholder: being written (mailbox administration and fan-out) */
+/*
+ * ops-admin.c - mailbox administration (SET, DELETE, PURGE, KICK, PAUSE,
+ * RESUME) and fan-out (BIND, UNBIND, PUBLISH): doc/protocol.md 5.15-5.21.
+ *
+ * Same shape as the handlers of dispatch.c: every check that can refuse
+ * the request runs before the first write, so a refused request changes
+ * nothing and never fails the batch it would have joined. The writes go
+ * into the open batch transaction and the reply waits for its commit
+ * (admin_done). Expected refusals (EXISTS of a BIND, NOT_FOUND of an
+ * UNBIND) are found by looking, not by a write that fails, because a
+ * failed write would roll back every other request of the batch.
+ */
 #include "config.h"
 
-#include "broker/request.h"
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
 
-#define STUB(fn)                                                            \
-	void fn(Request *q)                                                 \
-	{                                                                   \
-		reply_error(q, MBOX_S_UNKNOWN_OP, NULL, "not written yet"); \
+#include "broker/request.h"
+#include "broker/settings.h"
+#include "client/topic.h"
+
+/*
+ * The writes of one request are done (r: the first failure, or >= 0): a
+ * failure fails the whole batch, so everything in it is answered STORE
+ * after the rollback. Then owe the reply (kind, n: see PendingOp).
+ */
+static void
+admin_done(Request *q, int64_t r, const char *name, enum pending_kind kind,
+	   uint64_t *ids, size_t n)
+{
+	if (r < 0) {
+		q->b->batch_failed = true;
+		log_write(q->b->log, LOG_ERR, "%s of mailbox %s failed: %s",
+			  proto_op_name(q->h->opcode), name,
+			  store_errmsg(q->b->store));
 	}
-STUB(op_set)
-STUB(op_delete)
-STUB(op_purge)
-STUB(op_kick)
-STUB(op_pause_resume)
-STUB(op_bind_unbind)
-STUB(op_publish)
+	request_defer(q, kind, ids, NULL, n);
+}
+
+/* FLAGS of the request (0 when absent); answers INVALID for bits outside
+ * known. */
+static int
+admin_flags(Request *q, uint64_t known, const char *names, uint64_t *out)
+{
+	uint64_t flags = proto_u64(&q->f, MBOX_TAG_FLAGS, 0);
+
+	if (flags & ~known) {
+		reply_errorf(q, MBOX_S_INVALID, NULL,
+			     "unknown FLAGS bits 0x%llx for %s; it knows %s",
+			     (unsigned long long)(flags & ~known),
+			     proto_op_name(q->h->opcode), names);
+		return -EINVAL;
+	}
+	*out = flags;
+	return 0;
+}
+
+/* The settings fields of a StoreMailbox, which SET may change. */
+static void
+admin_copy_settings(StoreMailbox *to, const StoreMailbox *from)
+{
+	to->owner_uid = from->owner_uid;
+	to->gid = from->gid;
+	to->mode = from->mode;
+	to->lease_ms = from->lease_ms;
+	to->max_deliveries = from->max_deliveries;
+	to->max_msgs = from->max_msgs;
+	to->max_bytes = from->max_bytes;
+	to->ttl_ms = from->ttl_ms;
+	to->flags = from->flags;
+}
+
+/* All or none: every SETTING is applied to a copy first, and mb changes
+ * only when all of them were good. */
+void
+op_set(Request *q)
+{
+	StoreMailbox *mb, tmpl;
+	char why[256];
+	ProtoReader r;
+	ProtoField f;
+	int k;
+
+	if (request_check(q, BIT(MBOX_TAG_MAILBOX) | BIT(MBOX_TAG_SETTING),
+			  BIT(MBOX_TAG_MAILBOX) | BIT(MBOX_TAG_SETTING)) < 0)
+		return;
+	mb = request_mailbox(q, REQUEST_OWNER);
+	if (!mb)
+		return;
+	tmpl = *mb;
+	proto_reader_init(&r, q->f.body, q->f.len);
+	while ((k = proto_reader_next(&r, &f)) > 0) {
+		if (f.tag != MBOX_TAG_SETTING)
+			continue;
+		if (settings_apply(&tmpl, &q->c->peer, (const char *)f.val,
+				   f.len, false, why, sizeof(why)) < 0) {
+			reply_errorf(q, MBOX_S_INVALID, NULL,
+				     "%s; no setting was changed", why);
+			return;
+		}
+	}
+	if (request_txn(q) < 0)
+		return;
+	admin_copy_settings(mb, &tmpl);
+	/* On failure the store puts mb's settings back itself. */
+	admin_done(q, store_mailbox_update(q->b->store, mb), mb->name,
+		   PENDING_PLAIN, NULL, 0);
+	/* A shorter lease or a lifted limit may matter to waiting RECVs. */
+	broker_mailbox_news(q->b, mb);
+}
+
+void
+op_delete(Request *q)
+{
+	char name[MBOX_NAME_MAX + 1];
+	StoreMailbox *mb;
+	uint64_t flags, held;
+
+	if (request_check(q, BIT(MBOX_TAG_MAILBOX) | BIT(MBOX_TAG_FLAGS),
+			  BIT(MBOX_TAG_MAILBOX)) < 0 ||
+	    admin_flags(q, MBOX_DELETE_FORCE, "1 = FORCE", &flags) < 0)
+		return;
+	mb = request_mailbox(q, REQUEST_OWNER);
+	if (!mb)
+		return;
+	held = mb->n_ready + mb->n_leased + mb->n_dead;
+	if (held && !(flags & MBOX_DELETE_FORCE)) {
+		reply_errorf(q, MBOX_S_NOT_EMPTY, NULL,
+			     "mailbox %s holds %llu messages (%llu ready, "
+			     "%llu leased, %llu dead); purge them first "
+			     "('mboxctl purge', 'mboxctl purge --dead'), or "
+			     "delete with FORCE ('mboxctl rm --force')",
+			     mb->name, (unsigned long long)held,
+			     (unsigned long long)mb->n_ready,
+			     (unsigned long long)mb->n_leased,
+			     (unsigned long long)mb->n_dead);
+		return;
+	}
+	if (request_txn(q) < 0)
+		return;
+	/* mb is gone after the drop: keep its name for the log. */
+	memcpy(name, mb->name, sizeof(name));
+	admin_done(q, broker_mailbox_drop(q->b, mb), name, PENDING_PLAIN, NULL,
+		   0);
+}
+
+void
+op_purge(Request *q)
+{
+	StoreMailbox *mb;
+	uint64_t flags;
+	int64_t n;
+
+	if (request_check(q, BIT(MBOX_TAG_MAILBOX) | BIT(MBOX_TAG_FLAGS),
+			  BIT(MBOX_TAG_MAILBOX)) < 0 ||
+	    admin_flags(q, MBOX_PURGE_DEAD, "1 = DEAD", &flags) < 0)
+		return;
+	mb = request_mailbox(q, REQUEST_OWNER);
+	if (!mb || request_txn(q) < 0)
+		return;
+	n = store_msg_purge(q->b->store, mb, flags & MBOX_PURGE_DEAD);
+	admin_done(q, n, mb->name, PENDING_COUNT, NULL, n > 0 ? (size_t)n : 0);
+}
+
+/* COUNT absent or 0: every dead message (libmbox's max 0 = all). */
+void
+op_kick(Request *q)
+{
+	StoreMailbox *mb;
+	int64_t n;
+
+	if (request_check(q, BIT(MBOX_TAG_MAILBOX) | BIT(MBOX_TAG_COUNT),
+			  BIT(MBOX_TAG_MAILBOX)) < 0)
+		return;
+	mb = request_mailbox(q, ACL_WRITE);
+	if (!mb || request_txn(q) < 0)
+		return;
+	n = store_msg_kick(q->b->store, mb,
+			   proto_u64(&q->f, MBOX_TAG_COUNT, 0));
+	admin_done(q, n, mb->name, PENDING_COUNT, NULL, n > 0 ? (size_t)n : 0);
+	if (n > 0)
+		broker_mailbox_news(q->b, mb);
+}
+
+/*
+ * PAUSE and RESUME. A rolled-back batch is safe: the store restores
+ * mb->flags from its transaction journal, and delivery runs only after
+ * the commit, so no RECV is served from a pause state that did not last.
+ */
+void
+op_pause_resume(Request *q)
+{
+	bool pause = q->h->opcode == MBOX_OP_PAUSE;
+	StoreMailbox *mb;
+
+	if (request_check(q, BIT(MBOX_TAG_MAILBOX), BIT(MBOX_TAG_MAILBOX)) < 0)
+		return;
+	mb = request_mailbox(q, REQUEST_OWNER);
+	if (!mb || request_txn(q) < 0)
+		return;
+	if (pause)
+		mb->flags |= STORE_MB_PAUSED;
+	else
+		mb->flags &= ~STORE_MB_PAUSED;
+	admin_done(q, store_mailbox_update(q->b->store, mb), mb->name,
+		   PENDING_PLAIN, NULL, 0);
+	if (!pause)
+		broker_mailbox_news(q->b, mb);
+}
+
+/* Copy the TOPIC field into buf (NUL-terminated) if it is a valid topic
+ * (pattern: a valid pattern); answers INVALID otherwise. */
+static int
+admin_topic(Request *q, bool pattern, char buf[MBOX_TOPIC_MAX + 1])
+{
+	ProtoSlice s = q->f.first[MBOX_TAG_TOPIC];
+	const char *p = (const char *)s.ptr;
+
+	if (pattern ? topic_pattern_valid(p, s.len) : topic_valid(p, s.len)) {
+		memcpy(buf, p, s.len);
+		buf[s.len] = '\0';
+		return 0;
+	}
+	if (!pattern && topic_pattern_valid(p, s.len))
+		reply_error(q, MBOX_S_INVALID, NULL,
+			    "a published topic names one subject: the "
+			    "wildcards * and > belong in BIND patterns");
+	else if (pattern)
+		reply_error(q, MBOX_S_INVALID, NULL,
+			    "invalid topic pattern: use 1-200 bytes of words "
+			    "of A-Z a-z 0-9 _ - separated by single dots; a "
+			    "word may also be * (one word) or, last only, > "
+			    "(one or more words)");
+	else
+		reply_error(q, MBOX_S_INVALID, NULL,
+			    "invalid topic: use 1-200 bytes of words of A-Z "
+			    "a-z 0-9 _ - separated by single dots");
+	return -EINVAL;
+}
+
+typedef struct BindingFind {
+	const StoreMailbox *mb;
+	const char *pattern;
+} BindingFind;
+
+static int
+binding_find_one(void *ctx, StoreMailbox *mb, const char *pattern)
+{
+	const BindingFind *bf = ctx;
+
+	return mb == bf->mb && strcmp(pattern, bf->pattern) == 0;
+}
+
+void
+op_bind_unbind(Request *q)
+{
+	bool bind = q->h->opcode == MBOX_OP_BIND;
+	char pattern[MBOX_TOPIC_MAX + 1];
+	StoreMailbox *mb;
+	BindingFind bf;
+	bool have;
+
+	if (request_check(q, BIT(MBOX_TAG_MAILBOX) | BIT(MBOX_TAG_TOPIC),
+			  BIT(MBOX_TAG_MAILBOX) | BIT(MBOX_TAG_TOPIC)) < 0 ||
+	    admin_topic(q, true, pattern) < 0)
+		return;
+	mb = request_mailbox(q, REQUEST_OWNER);
+	if (!mb)
+		return;
+	bf = (BindingFind){mb, pattern};
+	have = store_binding_count(q->b->store, mb) > 0 &&
+	       store_binding_foreach(q->b->store, binding_find_one, &bf) > 0;
+	if (bind && have) {
+		reply_errorf(q, MBOX_S_EXISTS, NULL,
+			     "mailbox %s is already bound to %s", mb->name,
+			     pattern);
+		return;
+	}
+	if (!bind && !have) {
+		reply_errorf(q, MBOX_S_NOT_FOUND, NULL,
+			     "mailbox %s is not bound to %s, so there is "
+			     "nothing to unbind (patterns compare as "
+			     "written)",
+			     mb->name, pattern);
+		return;
+	}
+	if (request_txn(q) < 0)
+		return;
+	admin_done(q,
+		   bind ? store_binding_add(q->b->store, mb, pattern)
+			: store_binding_remove(q->b->store, mb, pattern),
+		   mb->name, PENDING_PLAIN, NULL, 0);
+}
+
+/* The mailboxes a PUBLISH stores into, each once. */
+typedef struct Targets {
+	Request *q;
+	const char *topic;
+	size_t len;
+	StoreMailbox **mb;
+	size_t n, cap;
+} Targets;
+
+/*
+ * Bindings come ordered by mailbox name, so those of one mailbox are
+ * adjacent: comparing with the last target is enough to store one copy
+ * per mailbox however many of its patterns match.
+ */
+static int
+targets_add(void *ctx, StoreMailbox *mb, const char *pattern)
+{
+	Targets *t = ctx;
+
+	if (t->n && t->mb[t->n - 1] == mb)
+		return 0;
+	if (!topic_match(pattern, t->topic, t->len) ||
+	    !acl_may(&t->q->c->peer, mb, ACL_WRITE))
+		return 0;
+	if (t->n == t->cap) {
+		size_t cap = t->cap ? 2 * t->cap : 8;
+		StoreMailbox **a = realloc(t->mb, cap * sizeof(*a));
+
+		if (!a)
+			return -ENOMEM;
+		t->mb = a;
+		t->cap = cap;
+	}
+	t->mb[t->n++] = mb;
+	return 0;
+}
+
+/* Check the PUBLISH request; on success *item holds its one message. */
+static int
+publish_parse(Request *q, char topic[MBOX_TOPIC_MAX + 1], PostItem **item)
+{
+	size_t n;
+
+	if (request_check(q, BIT(MBOX_TAG_TOPIC) | BIT(MBOX_TAG_MSG),
+			  BIT(MBOX_TAG_TOPIC) | BIT(MBOX_TAG_MSG)) < 0)
+		return -EBADMSG;
+	if (q->f.count[MBOX_TAG_MSG] != 1) {
+		reply_error(q, MBOX_S_INVALID, NULL,
+			    "PUBLISH carries exactly one MSG; publish each "
+			    "message on its own");
+		return -EINVAL;
+	}
+	if (admin_topic(q, false, topic) < 0 || post_parse(q, item, &n) < 0)
+		return -EINVAL;
+	if ((*item)->dedup.len) {
+		reply_error(q, MBOX_S_INVALID, NULL,
+			    "DEDUP is not supported by PUBLISH; post to each "
+			    "mailbox with POST to deduplicate");
+		post_items_free(*item, n);
+		*item = NULL;
+		return -EINVAL;
+	}
+	return 0;
+}
+
+/* Store one copy of item in each target; all or none (the batch). */
+static void
+publish_store(Request *q, const Targets *t, const PostItem *item, uint64_t *ids)
+{
+	Broker *b = q->b;
+	int64_t now = broker_now_ns();
+	char key[MBOX_NAME_MAX + 1];
+
+	for (size_t i = 0; i < t->n; i++) {
+		StoreMsg m;
+		int r;
+
+		post_fill_msg(q, t->mb[i], item, now, &m, key);
+		r = store_msg_insert(b->store, t->mb[i], &m);
+		if (r < 0) {
+			/* The batch cannot commit half a PUBLISH. */
+			b->batch_failed = true;
+			log_write(b->log, LOG_ERR,
+				  "cannot store a published message in %s: %s",
+				  t->mb[i]->name, store_errmsg(b->store));
+			return;
+		}
+		ids[i] = m.id;
+		if (m.expires_ns)
+			broker_expiry_changed(b, m.expires_ns);
+		broker_mailbox_news(b, t->mb[i]);
+	}
+}
+
+void
+op_publish(Request *q)
+{
+	char topic[MBOX_TOPIC_MAX + 1];
+	PostItem *item = NULL;
+	Targets t = {.q = q, .topic = topic};
+	uint64_t *ids = NULL;
+
+	if (publish_parse(q, topic, &item) < 0)
+		return;
+	t.len = strlen(topic);
+	if (store_binding_foreach(q->b->store, targets_add, &t) < 0 ||
+	    (t.n && !(ids = calloc(t.n, sizeof(*ids))))) {
+		reply_error(q, MBOX_S_LIMIT, "memory", "out of memory");
+		goto out;
+	}
+	for (size_t i = 0; i < t.n; i++)
+		if (post_would_overflow(q, t.mb[i], item, 1))
+			goto out;
+	/* No copy: nothing to write, but the reply still goes through the
+	 * batch so that it keeps its place among this connection's. */
+	if (t.n && request_txn(q) < 0)
+		goto out;
+	publish_store(q, &t, item, ids);
+	request_defer(q, PENDING_PUBLISH, ids, NULL, t.n);
+	ids = NULL;
+out:
+	free(ids);
+	free(t.mb);
+	post_items_free(item, 1);
+}

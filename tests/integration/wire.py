@@ -10,19 +10,25 @@ import os
 import socket
 import struct
 import sys
+import time
 
 DGRAM_MAX = 65536
 MAX_MSG = 1048576
 
-OP = dict(HELLO=1, PING=2, CREATE=3, POST=5, RECV=6, ACK=7, NACK=8,
-          LIST=11, PEEK=12)
+OP = dict(HELLO=1, PING=2, CREATE=3, DELETE=4, POST=5, RECV=6, ACK=7,
+          NACK=8, TOUCH=9, REJECT=10, LIST=11, PEEK=12, SUBSCRIBE=13,
+          UNSUBSCRIBE=14, PUBLISH=15, BIND=16, UNBIND=17, HANDOFF=23,
+          CLAIM=24, DELIVER=64)
 TAG = dict(MAILBOX=1, DATA=2, ID=3, COUNT=4, WAIT_MS=5, PRIORITY=6,
-           LEASE_MS=9,
+           DELAY_MS=7, TTL_MS=8, LEASE_MS=9, DEDUP=10,
            HEADER=11, KEY=12, VALUE=13, MSG=14, DELIVERIES=16, TEXT=21,
            VERSION_MIN=22, VERSION_MAX=23, VERSION=24, MAX_MSG_SIZE=25,
-           MAX_FRAME=26, SENDER_PID=17)
+           MAX_FRAME=26, SENDER_PID=17, SETTING=27, DEAD=32, FLAGS=36,
+           DEAD_REASON=38, DEADLINE_NS=44, TOPIC=45, TOKEN=46,
+           EXPIRES_NS=47)
 S = dict(OK=0, MALFORMED=1, UNKNOWN_OP=2, VERSION=3, NOT_FOUND=4,
-         TOO_LARGE=9, INVALID=10, NOT_LEASED=11)
+         DENIED=5, EXISTS=6, TOO_LARGE=9, INVALID=10, NOT_LEASED=11,
+         NOT_EMPTY=14, BUSY=15)
 
 
 def field(tag, value):
@@ -49,6 +55,23 @@ class Client:
         self.s.settimeout(10)
         self.s.connect(path)
         self.next_id = 1
+        self.pushes = []
+
+    def pushed(self, n, timeout=5.0):
+        """Wait for n pushed messages (fewer if the time runs out)."""
+        self.s.settimeout(timeout)
+        try:
+            while len(self.pushes) < n:
+                op, flags, rid, status, body = self.read_frame()
+                check(flags == 2 and op == OP["DELIVER"] and rid == 0,
+                      "unsolicited frame is a DELIVER push")
+                self.pushes += msgs_of(fields(body))
+        except socket.timeout:
+            pass
+        finally:
+            self.s.settimeout(10)
+        got, self.pushes = self.pushes[:n], self.pushes[n:]
+        return got
 
     def send_frame(self, op, body, rid=None, flags=0, status=0):
         if rid is None:
@@ -75,6 +98,10 @@ class Client:
         while True:
             rop, flags, got, status, rbody = self.read_frame()
             if flags & 2:
+                # A push (section 5.13): keep it for pushed().
+                check(rop == OP["DELIVER"] and got == 0 and status == 0,
+                      "a push is DELIVER with id 0 and status 0")
+                self.pushes += msgs_of(fields(rbody))
                 continue
             check(got == rid and rop == OP[op] and flags == 1,
                   "reply matches request %d" % rid)
@@ -92,6 +119,26 @@ def check(cond, what):
         print("FAIL: " + what, file=sys.stderr)
         sys.exit(1)
     print("ok: " + what)
+
+
+def u64(b):
+    return struct.unpack("<Q", b)[0]
+
+
+def msgs_of(f):
+    """The MSG fields of a body as dicts tag -> value (first of each)."""
+    out = []
+    for t, v in f:
+        if t == TAG["MSG"]:
+            d = {}
+            for tag, val in fields(v):
+                d.setdefault(tag, val)
+            out.append(d)
+    return out
+
+
+def value(f, tag):
+    return [v for t, v in f if t == TAG[tag]][0]
 
 
 def text_of(f):
@@ -222,6 +269,121 @@ def main(path):
           text_of(f))
     st, f = g.call("ACK", field("ID", mid))
     check(st == 0, "the new holder acks it")
+
+    mailbox_semantics(path)
+
+
+def post(c, mailbox, data, extra=b""):
+    st, f = c.call("POST", field("MAILBOX", mailbox) +
+                   field("MSG", field("DATA", data) + extra))
+    check(st == 0, "POST to %s: %s" % (mailbox, text_of(f)))
+    return u64(value(f, "ID"))
+
+
+def mailbox_semantics(path):
+    """Sections 5.10 to 5.23, spoken from the document."""
+    c = Client(path)
+    c.hello()
+    st, f = c.call("CREATE", field("MAILBOX", "sub") +
+                   field("SETTING", "max_deliveries=2") +
+                   field("SETTING", "ttl=0"))
+    check(st == 0, "CREATE with max_deliveries and ttl: " + text_of(f))
+    ids = [post(c, "sub", "m%d" % i) for i in range(4)]
+
+    # SUBSCRIBE with a window of 2: two pushes, then nothing until an ACK.
+    s = Client(path)
+    s.hello()
+    st, f = s.call("SUBSCRIBE", field("MAILBOX", "sub") + field("COUNT", 2))
+    check(st == 0 and u64(value(f, "FLAGS")) == 0,
+          "SUBSCRIBE answers FLAGS 0 (active)")
+    got = s.pushed(2)
+    check([u64(m[TAG["ID"]]) for m in got] == ids[:2],
+          "DELIVER pushes the first two in order")
+    check(all(TAG["DEADLINE_NS"] in m for m in got),
+          "pushed messages carry DEADLINE_NS")
+    check(s.pushed(1, 0.3) == [], "the window holds back the third")
+    st, f = s.call("TOUCH", field("ID", ids[0]) + field("LEASE_MS", 60000))
+    check(st == 0 and u64(value(f, "DEADLINE_NS")) > u64(
+        got[0][TAG["DEADLINE_NS"]]), "TOUCH moves the deadline later")
+    st, f = s.call("REJECT", field("ID", ids[0]))
+    check(st == 0, "REJECT of a pushed message")
+    check([u64(m[TAG["ID"]]) for m in s.pushed(1)] == [ids[2]],
+          "REJECT opened the window: the third is pushed")
+    st, f = c.call("PEEK", field("MAILBOX", "sub") + field("FLAGS", 1))
+    dead = msgs_of(f)
+    check(len(dead) == 1 and dead[0][TAG["DEAD_REASON"]] == b"rejected",
+          "PEEK of the dead list shows it with DEAD_REASON rejected")
+    st, f = s.call("ACK", field("ID", ids[0]))
+    check(st == S["NOT_LEASED"], "ACK after REJECT is NOT_LEASED")
+
+    # HANDOFF parks ids[1] and ids[2]; CLAIM pushes them before answering.
+    st, f = s.call("HANDOFF", field("WAIT_MS", 10000))
+    token = value(f, "TOKEN").decode()
+    check(st == 0 and len(token) == 32 and u64(value(f, "COUNT")) == 2,
+          "HANDOFF answers a 32-hex TOKEN and COUNT 2")
+    st, f = s.call("ACK", field("ID", ids[1]))
+    check(st == S["NOT_LEASED"], "ACK of a parked message is NOT_LEASED")
+    t = Client(path)
+    t.hello()
+    st, f = t.call("CLAIM", field("TOKEN", "0" * 32))
+    check(st == S["NOT_FOUND"], "CLAIM of an unknown token is NOT_FOUND")
+    st, f = t.call("CLAIM", field("TOKEN", token))
+    check(st == 0 and u64(value(f, "COUNT")) == 2, "CLAIM takes over 2")
+    got = t.pushed(2)
+    check([u64(m[TAG["ID"]]) for m in got] == ids[1:3] and
+          all(u64(m[TAG["DELIVERIES"]]) == 1 for m in got),
+          "claimed messages arrive unchanged, no redelivery counted")
+    st, f = t.call("ACK", field("ID", ids[1]) + field("ID", ids[2]))
+    check(st == 0, "the successor acks them")
+    got = t.pushed(1)
+    check([u64(m[TAG["ID"]]) for m in got] == [ids[3]],
+          "the claimed subscription goes on pushing")
+    # NACK twice with max_deliveries=2: dead with reason max-deliveries.
+    st, f = t.call("NACK", field("ID", ids[3]))
+    got = t.pushed(1)
+    check(len(got) == 1 and u64(got[0][TAG["DELIVERIES"]]) == 2,
+          "a NACKed message is pushed again, deliveries 2")
+    st, f = t.call("NACK", field("ID", ids[3]))
+    check(t.pushed(1, 0.3) == [], "after max_deliveries it is not pushed")
+    st, f = c.call("PEEK", field("MAILBOX", "sub") + field("FLAGS", 1) +
+                   field("COUNT", 10))
+    check([m[TAG["DEAD_REASON"]] for m in msgs_of(f)] ==
+          [b"rejected", b"max-deliveries"], "dead reasons in id order")
+    st, f = t.call("SUBSCRIBE", field("MAILBOX", "sub"))
+    check(st == S["EXISTS"], "a second SUBSCRIBE is EXISTS")
+    st, f = t.call("UNSUBSCRIBE", field("MAILBOX", "sub"))
+    check(st == 0, "UNSUBSCRIBE")
+
+    # TTL and DEDUP on POST.
+    a = post(c, "opts", "once", field("DEDUP", "key-1"))
+    b = post(c, "opts", "twice", field("DEDUP", "key-1"))
+    check(a == b, "a repeated DEDUP key answers the first id")
+    post(c, "opts", "short", field("TTL_MS", 50))
+    time.sleep(0.2)
+    st, f = c.call("RECV", field("MAILBOX", "opts") + field("COUNT", 10) +
+                   field("WAIT_MS", 100))
+    got = [m[TAG["DATA"]] for m in msgs_of(f)]
+    check(got == [b"once"], "an expired message is never delivered; the "
+          "dedup repeat stored nothing: %r" % got)
+
+    # Fan-out.
+    for mb, pat in (("fan-a", "orders.*"), ("fan-b", "orders.>")):
+        c.call("CREATE", field("MAILBOX", mb))
+        st, f = c.call("BIND", field("MAILBOX", mb) + field("TOPIC", pat))
+        check(st == 0, "BIND %s %s: %s" % (mb, pat, text_of(f)))
+    st, f = c.call("PUBLISH", field("TOPIC", "orders.eu") +
+                   field("MSG", field("DATA", "x")))
+    check(st == 0 and u64(value(f, "COUNT")) == 2 and
+          len([1 for t, v in f if t == TAG["ID"]]) == 2,
+          "PUBLISH stores one copy per matching mailbox, with their ids")
+    st, f = c.call("BIND", field("MAILBOX", "fan-a") +
+                   field("TOPIC", "a.>.b"))
+    check(st == S["INVALID"], "'>' not last is INVALID: " + text_of(f))
+    st, f = c.call("DELETE", field("MAILBOX", "fan-a"))
+    check(st == S["NOT_EMPTY"], "DELETE of a non-empty mailbox: " +
+          text_of(f))
+    st, f = c.call("DELETE", field("MAILBOX", "fan-a") + field("FLAGS", 1))
+    check(st == 0, "DELETE with FORCE")
 
 
 if __name__ == "__main__":
