@@ -43,6 +43,12 @@ broker_now_ns(void)
 	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
+/* Nothing to do here: waking the loop runs the next flush. */
+static void
+broker_on_again(EV_P_ ev_timer *w, int revents)
+{
+}
+
 static void
 broker_on_accept_retry(EV_P_ ev_timer *w, int revents)
 {
@@ -84,6 +90,8 @@ broker_new(Broker **out, struct ev_loop *loop, const Log *log,
 	b->accept_retry.data = b;
 	ev_timer_init(&b->lease_timer, broker_on_lease_timer, 0., 0.);
 	b->lease_timer.data = b;
+	ev_timer_init(&b->again, broker_on_again, 0., 0.);
+	b->again.data = b;
 	ev_timer_init(&b->expiry_timer, broker_on_expiry_timer, 0., 0.);
 	b->expiry_timer.data = b;
 	b->expiry_dirty = true; /* messages may be stored with a ttl */
@@ -150,6 +158,7 @@ broker_free(Broker *b)
 	ev_timer_stop(b->loop, &b->lease_timer);
 	ev_timer_stop(b->loop, &b->expiry_timer);
 	ev_timer_stop(b->loop, &b->dedup_timer);
+	ev_timer_stop(b->loop, &b->again);
 	ev_prepare_stop(b->loop, &b->prepare);
 	if (b->listen_fd >= 0)
 		close(b->listen_fd);
@@ -987,6 +996,14 @@ broker_flush(Broker *b)
 	}
 	broker_arm_lease_timer(b);
 	broker_arm_expiry_timer(b);
+	/* Leases given back or windows opened during this flush (a client
+	 * that hung up while we wrote to it) must not wait for an
+	 * unrelated event; failed give-backs are retried, but not in a
+	 * busy loop. */
+	if (!ev_is_active(&b->again) && (b->news || b->n_releases)) {
+		ev_timer_set(&b->again, b->news ? 0. : 0.1, 0.);
+		ev_timer_start(b->loop, &b->again);
+	}
 }
 
 static void

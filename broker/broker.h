@@ -152,6 +152,7 @@ struct Broker {
 	int64_t next_expiry_ns; /* 0 = none known */
 	bool expiry_dirty;	/* recompute next_expiry_ns from the store */
 	ev_timer dedup_timer;	/* forget old dedup keys */
+	ev_timer again; /* work that arose during a flush: run another */
 
 	ProtoWriter w; /* scratch for replies */
 };
