@@ -608,6 +608,8 @@ broker_put_msg(ProtoWriter *w, const StoreMailbox *mb, const StoreMsg *m,
 	proto_put_str(w, MBOX_TAG_SENDER_COMM, m->comm);
 	if (deadline_ns)
 		proto_put_u64(w, MBOX_TAG_DEADLINE_NS, (uint64_t)deadline_ns);
+	if (m->expires_ns)
+		proto_put_u64(w, MBOX_TAG_EXPIRES_NS, (uint64_t)m->expires_ns);
 	if (m->dead_reason)
 		proto_put_str(w, MBOX_TAG_DEAD_REASON, m->dead_reason);
 	/* Headers are stored as their encoded HEADER fields. */

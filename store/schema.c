@@ -7,8 +7,8 @@
  *   so a crash mid-migration leaves the old version intact.
  * - PRAGMA application_id marks the file as ours from the first step on;
  *   a file with another owner is never written to.
- * - Steps are append-only: once released, a step's SQL never changes.
- *   Version 2 is one more entry in schema_steps[].
+ * - Steps are append-only: once released, a step's SQL never changes;
+ *   a new version is one more entry in schema_steps[].
  */
 #include "config.h"
 
@@ -85,8 +85,54 @@ static const char schema_v1[] =
 	"CREATE INDEX message_dedup ON message (mailbox_id, dedup)"
 	" WHERE dedup IS NOT NULL;";
 
+/*
+ * Version 2: dead lists, expiry, dedup window, topic bindings.
+ *
+ * message_queue gains expires_ns so that the lease query skips expired
+ * messages inside the index, as it skips delayed ones, without reading
+ * their rows. SQLite cannot add a column to an index: it is rebuilt
+ * under the same name (INDEXED BY clauses keep working).
+ *
+ * message_expiry holds only READY rows with a ttl: the next expiry is
+ * its first entry, and the expired ones are a prefix of it.
+ *
+ * Dedup keys live in their own table because they must outlive their
+ * messages (a key of acked work still answers a retried post for the
+ * dedup window); message.dedup stays as the message's own field, and
+ * message_dedup, which nothing reads any more, goes. Keys of messages
+ * already stored are carried over, the latest post of a key winning as
+ * INSERT OR REPLACE does at insert. dedup_time serves the prune.
+ *
+ * binding: one row per (mailbox, pattern); the store keeps a copy in
+ * memory, loaded at open.
+ */
+static const char schema_v2[] =
+	"DROP INDEX message_queue;"
+	"CREATE INDEX message_queue ON message"
+	" (mailbox_id, state, priority DESC, id, ready_ns, expires_ns);"
+	"CREATE INDEX message_expiry ON message (expires_ns, mailbox_id)"
+	" WHERE state = 0 AND expires_ns > 0;"
+	"CREATE TABLE dedup ("
+	" mailbox_id INTEGER NOT NULL REFERENCES mailbox(id),"
+	" key TEXT NOT NULL,"
+	" msg_id INTEGER NOT NULL,"
+	" time_ns INTEGER NOT NULL,"
+	" PRIMARY KEY (mailbox_id, key)"
+	") WITHOUT ROWID;"
+	"CREATE INDEX dedup_time ON dedup (time_ns);"
+	"INSERT OR REPLACE INTO dedup (mailbox_id, key, msg_id, time_ns)"
+	" SELECT mailbox_id, dedup, id, time_ns FROM message"
+	" WHERE dedup IS NOT NULL ORDER BY id;"
+	"DROP INDEX message_dedup;"
+	"CREATE TABLE binding ("
+	" mailbox_id INTEGER NOT NULL REFERENCES mailbox(id),"
+	" pattern TEXT NOT NULL,"
+	" PRIMARY KEY (mailbox_id, pattern)"
+	") WITHOUT ROWID;";
+
 static const SchemaStep schema_steps[] = {
 	{1, schema_v1},
+	{2, schema_v2},
 };
 
 /* Map a failed SQLite call to an errno and describe it in errbuf. */

@@ -83,12 +83,27 @@ typedef struct MbCounters {
 } MbCounters;
 
 typedef struct Entry {
-	StoreMailbox mb;      /* what callers see */
-	MbSettings disk;      /* settings as in the database right now */
-	MbSettings saved;     /* settings at first touch in the open txn */
-	MbCounters saved_cnt; /* counters at first touch in the open txn */
-	unsigned txn;	      /* ENTRY_* */
+	StoreMailbox mb;       /* what callers see */
+	MbSettings disk;       /* settings as in the database right now */
+	MbSettings saved;      /* settings at first touch in the open txn */
+	MbCounters saved_cnt;  /* counters at first touch in the open txn */
+	unsigned txn;	       /* ENTRY_* */
+	char **pat;	       /* bindings: n_pat patterns, strcmp order */
+	size_t n_pat, cap_pat; /* cap_pat never shrinks (see BindUndo) */
 } Entry;
+
+/*
+ * One binding change of the open transaction, undone in reverse order on
+ * rollback. A removed pattern stays allocated here until commit, so undo
+ * re-inserts the same string; since Entry.pat never shrinks and undo
+ * walks back through counts the array already held, undo never
+ * allocates and cannot fail.
+ */
+typedef struct BindUndo {
+	Entry *e;
+	char *pattern;
+	bool added; /* true: add_binding made it; false: remove took it */
+} BindUndo;
 
 #define entry_of(p) ((Entry *)((char *)(p)-offsetof(Entry, mb)))
 
@@ -115,6 +130,20 @@ enum {
 	ST_MSG_GET,
 	ST_MSG_PEEK,
 	ST_MSG_PEEK_DEAD,
+	ST_MB_DELETE_DEDUP,
+	ST_MB_DELETE_BINDINGS,
+	ST_MSG_KILL,
+	ST_MSG_KICK,
+	ST_MSG_PURGE_STAT,
+	ST_MSG_PURGE,
+	ST_EXPIRE_SCAN,
+	ST_NEXT_EXPIRY,
+	ST_DEDUP_PUT,
+	ST_DEDUP_FIND,
+	ST_DEDUP_PRUNE,
+	ST_BIND_LOAD,
+	ST_BIND_ADD,
+	ST_BIND_REMOVE,
 	ST_COUNT
 };
 
@@ -168,13 +197,16 @@ static const char *const store_sql[ST_COUNT] = {
 			  " uid, gid, comm, headers, dedup, data)"
 			  " VALUES (?1, 0, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9,"
 			  " ?10, ?11, ?12, ?13)",
+	/* ready_ns and expires_ns are in message_queue: delayed and
+	 * expired messages are skipped without reading their rows. */
 	[ST_MSG_LEASE] = "SELECT " MSG_COLS " FROM message"
 			 " WHERE mailbox_id = ?1 AND state = 0"
 			 " AND ready_ns <= ?2"
+			 " AND (expires_ns = 0 OR expires_ns > ?2)"
 			 " ORDER BY priority DESC, id LIMIT ?3",
 	[ST_MSG_SET_LEASED] = "UPDATE message SET state = 1,"
 			      " deliveries = deliveries + 1 WHERE id = ?1",
-	[ST_MSG_STAT] = "SELECT state, length(data) FROM message"
+	[ST_MSG_STAT] = "SELECT state, length(data), deliveries FROM message"
 			" WHERE id = ?1 AND mailbox_id = ?2",
 	[ST_MSG_DELETE] = "DELETE FROM message WHERE id = ?1",
 	[ST_MSG_RELEASE] = "UPDATE message SET state = 0, ready_ns = ?3"
@@ -193,6 +225,46 @@ static const char *const store_sql[ST_COUNT] = {
 			     " INDEXED BY message_queue"
 			     " WHERE mailbox_id = ?1 AND state = 2"
 			     " AND id >= ?2 ORDER BY id LIMIT ?3",
+	[ST_MB_DELETE_DEDUP] = "DELETE FROM dedup WHERE mailbox_id = ?1",
+	[ST_MB_DELETE_BINDINGS] = "DELETE FROM binding WHERE mailbox_id = ?1",
+	[ST_MSG_KILL] = "UPDATE message SET state = 2, dead_reason = ?2"
+			" WHERE id = ?1",
+	/* The dead line of the mailbox is in priority order in the index;
+	 * only its ids are sorted, never the rows. */
+	[ST_MSG_KICK] = "UPDATE message SET state = 0, deliveries = 0,"
+			" ready_ns = 0, expires_ns = 0, dead_reason = NULL"
+			" WHERE id IN (SELECT id FROM message"
+			" INDEXED BY message_queue"
+			" WHERE mailbox_id = ?1 AND state = 2"
+			" ORDER BY id LIMIT ?2)",
+	/* length(data) reads the size from the row header, never the
+	 * payload's overflow pages. */
+	[ST_MSG_PURGE_STAT] = "SELECT count(*), ifnull(sum(length(data)), 0)"
+			      " FROM message INDEXED BY message_queue"
+			      " WHERE mailbox_id = ?1 AND state = ?2",
+	[ST_MSG_PURGE] = "DELETE FROM message INDEXED BY message_queue"
+			 " WHERE mailbox_id = ?1 AND state = ?2",
+	/* A prefix of message_expiry. */
+	[ST_EXPIRE_SCAN] = "SELECT id, mailbox_id, expires_ns FROM message"
+			   " WHERE state = 0 AND expires_ns > 0"
+			   " AND expires_ns <= ?1 ORDER BY expires_ns"
+			   " LIMIT ?2",
+	/* The first entry of message_expiry. */
+	[ST_NEXT_EXPIRY] = "SELECT expires_ns FROM message"
+			   " WHERE state = 0 AND expires_ns > 0"
+			   " ORDER BY expires_ns LIMIT 1",
+	[ST_DEDUP_PUT] = "INSERT OR REPLACE INTO dedup"
+			 " (mailbox_id, key, msg_id, time_ns)"
+			 " VALUES (?1, ?2, ?3, ?4)",
+	[ST_DEDUP_FIND] = "SELECT msg_id FROM dedup"
+			  " WHERE mailbox_id = ?1 AND key = ?2"
+			  " AND time_ns >= ?3",
+	[ST_DEDUP_PRUNE] = "DELETE FROM dedup WHERE time_ns < ?1",
+	[ST_BIND_LOAD] = "SELECT mailbox_id, pattern FROM binding",
+	[ST_BIND_ADD] = "INSERT INTO binding (mailbox_id, pattern)"
+			" VALUES (?1, ?2)",
+	[ST_BIND_REMOVE] = "DELETE FROM binding"
+			   " WHERE mailbox_id = ?1 AND pattern = ?2",
 };
 
 struct Store {
@@ -213,6 +285,8 @@ struct Store {
 	size_t n_mb, cap_mb;
 	Entry **journal; /* entries touched by the open transaction */
 	size_t n_journal, cap_journal;
+	BindUndo *bundo; /* binding changes of the open transaction */
+	size_t n_bundo, cap_bundo;
 
 	char errmsg[512];
 	char txn_errmsg[512]; /* errmsg when txn_err was set */
@@ -508,6 +582,125 @@ name_valid(const char *name, size_t size)
 	return true;
 }
 
+static Entry *
+entry_free(Entry *e)
+{
+	if (!e)
+		return NULL;
+	for (size_t i = 0; i < e->n_pat; i++)
+		free(e->pat[i]);
+	free(e->pat);
+	free(e);
+	return NULL;
+}
+
+/* Position of pattern in e->pat (where it would go if absent). */
+static size_t
+pat_pos(const Entry *e, const char *pattern, bool *found)
+{
+	size_t lo = 0, hi = e->n_pat;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (strcmp(e->pat[mid], pattern) < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	*found = lo < e->n_pat && strcmp(e->pat[lo], pattern) == 0;
+	return lo;
+}
+
+static int
+pat_reserve(Store *s, Entry *e, size_t n)
+{
+	char **a;
+	size_t cap;
+
+	if (n <= e->cap_pat)
+		return 0;
+	cap = e->cap_pat ? e->cap_pat * 2 : 4;
+	while (cap < n)
+		cap *= 2;
+	a = realloc(e->pat, cap * sizeof(*a));
+	if (!a)
+		return store_error(s, -ENOMEM, "out of memory");
+	e->pat = a;
+	e->cap_pat = cap;
+	return 0;
+}
+
+/* Insert pattern (owned by e from now on) at i; room was reserved. */
+static void
+pat_insert(Entry *e, size_t i, char *pattern)
+{
+	assert(e->n_pat < e->cap_pat);
+	memmove(&e->pat[i + 1], &e->pat[i], (e->n_pat - i) * sizeof(char *));
+	e->pat[i] = pattern;
+	e->n_pat++;
+}
+
+/* Unlink the pattern at i and hand it back; the caller owns it. */
+static char *
+pat_take(Entry *e, size_t i)
+{
+	char *p = e->pat[i];
+
+	memmove(&e->pat[i], &e->pat[i + 1],
+		(e->n_pat - i - 1) * sizeof(char *));
+	e->n_pat--;
+	return p;
+}
+
+static int
+bundo_reserve(Store *s)
+{
+	BindUndo *a;
+	size_t cap;
+
+	if (s->n_bundo < s->cap_bundo)
+		return 0;
+	cap = s->cap_bundo ? s->cap_bundo * 2 : 16;
+	a = realloc(s->bundo, cap * sizeof(*a));
+	if (!a)
+		return store_error(s, -ENOMEM, "out of memory");
+	s->bundo = a;
+	s->cap_bundo = cap;
+	return 0;
+}
+
+/* The transaction committed: patterns it removed can go. */
+static void
+bundo_commit(Store *s)
+{
+	for (size_t i = 0; i < s->n_bundo; i++)
+		if (!s->bundo[i].added)
+			free(s->bundo[i].pattern);
+	s->n_bundo = 0;
+}
+
+/* The transaction was rolled back: replay its binding changes backwards.
+ * Runs before journal_undo, while the entries it created still exist. */
+static void
+bundo_undo(Store *s)
+{
+	for (size_t i = s->n_bundo; i-- > 0;) {
+		BindUndo *u = &s->bundo[i];
+		bool found;
+		size_t j = pat_pos(u->e, u->pattern, &found);
+
+		if (u->added) {
+			assert(found && u->e->pat[j] == u->pattern);
+			free(pat_take(u->e, j));
+		} else {
+			assert(!found);
+			pat_insert(u->e, j, u->pattern);
+		}
+	}
+	s->n_bundo = 0;
+}
+
 static int
 journal_reserve(Store *s, size_t more)
 {
@@ -555,7 +748,7 @@ journal_commit(Store *s)
 		Entry *e = s->journal[i];
 
 		if (e->txn & ENTRY_DELETED)
-			free(e);
+			entry_free(e);
 		else
 			e->txn = 0;
 	}
@@ -566,6 +759,7 @@ journal_commit(Store *s)
 static void
 journal_undo(Store *s)
 {
+	bundo_undo(s);
 	/* Unlink creations first, so that re-linking deletions stays within
 	 * the number of entries at BEGIN, which the arrays had room for. */
 	for (size_t i = 0; i < s->n_journal; i++) {
@@ -575,7 +769,7 @@ journal_undo(Store *s)
 			continue;
 		if (!(e->txn & ENTRY_DELETED))
 			index_remove(s, e);
-		free(e);
+		entry_free(e);
 		s->journal[i] = NULL;
 	}
 	for (size_t i = 0; i < s->n_journal; i++) {
@@ -782,6 +976,7 @@ store_commit(Store *s, bool durable)
 	if (s->txn_wrote)
 		s->unsynced = true;
 	s->txn_wrote = false;
+	bundo_commit(s);
 	journal_commit(s);
 	if (durable && s->sync == STORE_SYNC_FULL && s->unsynced)
 		return store_sync_wal(s);
@@ -987,11 +1182,22 @@ fail:
 /*
  * mb is unlinked at once (get/by_id/foreach no longer find it) but freed
  * only when the transaction commits; a rollback brings it back, same
- * pointer, user intact.
+ * pointer, user intact. Its bindings go with it the same way: they stay
+ * in the unlinked entry, out of reach of store_binding_foreach, until
+ * the commit frees them or a rollback re-links them. Its dedup keys go
+ * too: a new mailbox of the same name starts with none.
  */
 int
 store_mailbox_delete(Store *s, StoreMailbox *mb)
 {
+	static const struct {
+		int st;
+		const char *what;
+	} steps[] = {
+		{ST_MB_DELETE_MSGS, "delete the messages of a mailbox"},
+		{ST_MB_DELETE_DEDUP, "delete the dedup keys of a mailbox"},
+		{ST_MB_DELETE_BINDINGS, "delete the bindings of a mailbox"},
+	};
 	sqlite3_stmt *st;
 	Entry *e = entry_of(mb);
 	int r;
@@ -1001,11 +1207,13 @@ store_mailbox_delete(Store *s, StoreMailbox *mb)
 		r = journal_touch(s, e);
 	if (r < 0)
 		return r;
-	st = stmt_get(s, ST_MB_DELETE_MSGS);
-	sqlite3_bind_int64(st, 1, mb->id);
-	r = stmt_run(s, st, "delete the messages of a mailbox");
-	if (r < 0)
-		return r;
+	for (size_t i = 0; i < sizeof(steps) / sizeof(steps[0]); i++) {
+		st = stmt_get(s, steps[i].st);
+		sqlite3_bind_int64(st, 1, mb->id);
+		r = stmt_run(s, st, steps[i].what);
+		if (r < 0)
+			return r;
+	}
 	st = stmt_get(s, ST_MB_DELETE);
 	sqlite3_bind_int64(st, 1, mb->id);
 	r = stmt_run(s, st, "delete mailbox");
@@ -1149,9 +1357,49 @@ msg_call(Store *s, StoreMsgFn fn, void *ctx, const StoreMsg *m)
 }
 
 /*
+ * Record msg->dedup for msg, just inserted. Should that fail, the message
+ * row is taken out again, so that a failed insert leaves nothing behind
+ * (the caller may go on with the rest of its batch and commit).
+ */
+static int
+dedup_put(Store *s, StoreMailbox *mb, const StoreMsg *msg)
+{
+	sqlite3_stmt *st = stmt_get(s, ST_DEDUP_PUT);
+	int r, rc;
+
+	rc = sqlite3_bind_int64(st, 1, mb->id);
+	rc |= sqlite3_bind_text(st, 2, msg->dedup, -1, SQLITE_STATIC);
+	rc |= sqlite3_bind_int64(st, 3, (int64_t)msg->id);
+	rc |= sqlite3_bind_int64(st, 4, msg->time_ns);
+	if (rc != SQLITE_OK) {
+		stmt_done(st);
+		r = store_error(s, -EINVAL, "dedup key too large");
+	} else {
+		r = stmt_run(s, st, "record the dedup key");
+	}
+	if (r < 0 && !s->txn_err) {
+		char why[sizeof(s->errmsg)];
+
+		memcpy(why, s->errmsg, sizeof(why));
+		st = stmt_get(s, ST_MSG_DELETE);
+		sqlite3_bind_int64(st, 1, (int64_t)msg->id);
+		if (stmt_run(s, st, "take back the message") < 0 &&
+		    !s->txn_err) {
+			/* A row the counters do not know of: the transaction
+			 * must not commit. */
+			s->txn_err = r;
+			memcpy(s->txn_errmsg, why, sizeof(s->txn_errmsg));
+		}
+		memcpy(s->errmsg, why, sizeof(why));
+	}
+	return r;
+}
+
+/*
  * Binds data and headers without copying (SQLITE_STATIC): they need only
  * live for the call. deliveries, time_ns, ready_ns, expires_ns, sender
- * and dedup are stored as given; dead_reason is ignored.
+ * and dedup are stored as given; dead_reason is ignored. With dedup, the
+ * key is recorded with time_ns (see store_dedup_find).
  */
 int
 store_msg_insert(Store *s, StoreMailbox *mb, StoreMsg *msg)
@@ -1202,12 +1450,18 @@ store_msg_insert(Store *s, StoreMailbox *mb, StoreMsg *msg)
 		goto out;
 	}
 	msg->id = (uint64_t)sqlite3_last_insert_rowid(s->db);
+	stmt_done(st);
+	if (msg->dedup) {
+		r = dedup_put(s, mb, msg);
+		if (r < 0)
+			return r;
+	}
 	msg->mailbox_id = mb->id;
 	msg->state = STORE_READY;
 	mb->n_ready++;
 	mb->bytes += msg->len;
 	s->txn_wrote = true;
-	r = 0;
+	return 0;
 out:
 	stmt_done(st);
 	return r;
@@ -1272,51 +1526,91 @@ out:
 	return r;
 }
 
+/* What the counters need to know of message id of mb. */
+typedef struct MsgStat {
+	int state;
+	uint64_t len;
+	uint64_t deliveries;
+} MsgStat;
+
+/* 0 and *out, -ENOENT (message not in mb), or another error. */
+static int
+msg_stat(Store *s, StoreMailbox *mb, uint64_t id, MsgStat *out)
+{
+	sqlite3_stmt *st = stmt_get(s, ST_MSG_STAT);
+	int r = 0, rc;
+
+	sqlite3_bind_int64(st, 1, clamp_i64(id));
+	sqlite3_bind_int64(st, 2, mb->id);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW) {
+		out->state = (int)sqlite3_column_int64(st, 0);
+		out->len = (uint64_t)sqlite3_column_int64(st, 1);
+		out->deliveries = (uint64_t)sqlite3_column_int64(st, 2);
+	} else if (rc == SQLITE_DONE) {
+		r = store_error(s, -ENOENT, "no message %llu in %s",
+				(unsigned long long)id, mb->name);
+	} else {
+		r = store_sql_error(s, rc, "find message");
+	}
+	stmt_done(st);
+	return r;
+}
+
+/* Move one counted message from state `from` to the dead list. */
+static void
+counters_kill(StoreMailbox *mb, int from)
+{
+	counter_sub(from == STORE_LEASED ? &mb->n_leased : &mb->n_ready, 1);
+	mb->n_dead++;
+}
+
+/* Mark message id DEAD with reason; the caller knows it is READY or
+ * LEASED and has journaled its mailbox. */
+static int
+msg_kill(Store *s, uint64_t id, const char *reason)
+{
+	sqlite3_stmt *st = stmt_get(s, ST_MSG_KILL);
+
+	sqlite3_bind_int64(st, 1, clamp_i64(id));
+	sqlite3_bind_text(st, 2, reason, -1, SQLITE_STATIC);
+	return stmt_run(s, st, "move a message to the dead list");
+}
+
 int
 store_msg_delete(Store *s, StoreMailbox *mb, uint64_t id)
 {
-	sqlite3_stmt *st = stmt_get(s, ST_MSG_STAT);
+	sqlite3_stmt *st;
 	Entry *e = entry_of(mb);
-	int64_t state, len;
-	int r, rc;
+	MsgStat ms;
+	int r;
 
 	r = store_check_write(s, mb);
 	if (r == 0)
 		r = journal_touch(s, e);
+	if (r == 0)
+		r = msg_stat(s, mb, id, &ms);
 	if (r < 0)
 		return r;
-	sqlite3_bind_int64(st, 1, clamp_i64(id));
-	sqlite3_bind_int64(st, 2, mb->id);
-	rc = sqlite3_step(st);
-	if (rc == SQLITE_DONE) {
-		stmt_done(st);
-		return store_error(s, -ENOENT, "no message %llu in %s",
-				   (unsigned long long)id, mb->name);
-	}
-	if (rc != SQLITE_ROW) {
-		r = store_sql_error(s, rc, "find message");
-		stmt_done(st);
-		return r;
-	}
-	state = sqlite3_column_int64(st, 0);
-	len = sqlite3_column_int64(st, 1);
-	stmt_done(st);
 
 	st = stmt_get(s, ST_MSG_DELETE);
 	sqlite3_bind_int64(st, 1, (int64_t)id);
 	r = stmt_run(s, st, "delete message");
 	if (r < 0)
 		return r;
-	counters_remove(mb, (int)state, (uint64_t)len);
+	counters_remove(mb, ms.state, ms.len);
 	s->txn_wrote = true;
 	return 0;
 }
 
+/* The delivery count is read from the row, never taken from the caller:
+ * the row is the one record of it that survives a restart. */
 int
 store_msg_release(Store *s, StoreMailbox *mb, uint64_t id, int64_t ready_ns)
 {
 	sqlite3_stmt *st = stmt_get(s, ST_MSG_RELEASE);
 	Entry *e = entry_of(mb);
+	MsgStat ms;
 	int r;
 
 	r = store_check_write(s, mb);
@@ -1324,6 +1618,23 @@ store_msg_release(Store *s, StoreMailbox *mb, uint64_t id, int64_t ready_ns)
 		r = journal_touch(s, e);
 	if (r < 0)
 		return r;
+	if (mb->max_deliveries) {
+		r = msg_stat(s, mb, id, &ms);
+		if (r == 0 && ms.state != STORE_LEASED)
+			r = store_error(s, -ENOENT,
+					"no leased message %llu in %s",
+					(unsigned long long)id, mb->name);
+		if (r < 0)
+			return r;
+		if (ms.deliveries >= mb->max_deliveries) {
+			r = msg_kill(s, id, "max-deliveries");
+			if (r < 0)
+				return r;
+			counters_kill(mb, STORE_LEASED);
+			s->txn_wrote = true;
+			return 1;
+		}
+	}
 	sqlite3_bind_int64(st, 1, clamp_i64(id));
 	sqlite3_bind_int64(st, 2, mb->id);
 	sqlite3_bind_int64(st, 3, ready_ns);
@@ -1400,6 +1711,407 @@ store_msg_peek(Store *s, StoreMailbox *mb, uint64_t from_id, size_t max,
 out:
 	stmt_done(st);
 	return r;
+}
+
+/* ------------------------------------------------------------------ */
+/* Dead list, expiry */
+
+int
+store_msg_kill(Store *s, StoreMailbox *mb, uint64_t id, const char *reason)
+{
+	MsgStat ms;
+	int r;
+
+	r = store_check_write(s, mb);
+	if (r == 0 && !reason)
+		r = store_error(s, -EINVAL, "a dead message needs a reason");
+	if (r == 0)
+		r = journal_touch(s, entry_of(mb));
+	if (r == 0)
+		r = msg_stat(s, mb, id, &ms);
+	if (r == 0 && ms.state == STORE_DEAD)
+		r = store_error(s, -ENOENT,
+				"message %llu of %s is dead already",
+				(unsigned long long)id, mb->name);
+	if (r == 0)
+		r = msg_kill(s, id, reason);
+	if (r < 0)
+		return r;
+	counters_kill(mb, ms.state);
+	s->txn_wrote = true;
+	return 0;
+}
+
+/*
+ * The ttl goes too (expires_ns 0): a kicked message is a decision of the
+ * mailbox's operator, and one that died of old age would otherwise die
+ * again at the next expiry run, before anyone could take it.
+ */
+int64_t
+store_msg_kick(Store *s, StoreMailbox *mb, uint64_t max)
+{
+	sqlite3_stmt *st = stmt_get(s, ST_MSG_KICK);
+	int64_t n;
+	int r;
+
+	r = store_check_write(s, mb);
+	if (r == 0)
+		r = journal_touch(s, entry_of(mb));
+	if (r < 0)
+		return r;
+	if (mb->n_dead == 0)
+		return 0;
+	sqlite3_bind_int64(st, 1, mb->id);
+	/* A negative LIMIT is no limit. */
+	sqlite3_bind_int64(st, 2, max ? clamp_i64(max) : -1);
+	r = stmt_run(s, st, "kick dead messages");
+	if (r < 0)
+		return r;
+	n = sqlite3_changes(s->db);
+	counter_sub(&mb->n_dead, (uint64_t)n);
+	mb->n_ready += (uint64_t)n;
+	if (n)
+		s->txn_wrote = true;
+	return n;
+}
+
+int64_t
+store_msg_purge(Store *s, StoreMailbox *mb, bool dead)
+{
+	sqlite3_stmt *st = stmt_get(s, ST_MSG_PURGE_STAT);
+	int state = dead ? STORE_DEAD : STORE_READY;
+	int64_t n = 0, bytes = 0;
+	int r, rc;
+
+	r = store_check_write(s, mb);
+	if (r == 0)
+		r = journal_touch(s, entry_of(mb));
+	if (r < 0)
+		return r;
+	if ((dead ? mb->n_dead : mb->n_ready) == 0)
+		return 0;
+	sqlite3_bind_int64(st, 1, mb->id);
+	sqlite3_bind_int64(st, 2, state);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW) {
+		n = sqlite3_column_int64(st, 0);
+		bytes = sqlite3_column_int64(st, 1);
+	} else {
+		r = store_sql_error(s, rc, "count the messages to purge");
+	}
+	stmt_done(st);
+	if (r < 0)
+		return r;
+
+	st = stmt_get(s, ST_MSG_PURGE);
+	sqlite3_bind_int64(st, 1, mb->id);
+	sqlite3_bind_int64(st, 2, state);
+	r = stmt_run(s, st, "purge messages");
+	if (r < 0)
+		return r;
+	counter_sub(dead ? &mb->n_dead : &mb->n_ready, (uint64_t)n);
+	counter_sub(&mb->bytes, (uint64_t)bytes);
+	if (n)
+		s->txn_wrote = true;
+	return n;
+}
+
+/* Rows read per expiry batch: the scan is finished (reset) before any row
+ * changes, so no statement walks an index that is being rewritten. */
+#define EXPIRE_BATCH 64
+
+typedef struct ExpiredRow {
+	uint64_t id;
+	int64_t mailbox_id, expires_ns;
+} ExpiredRow;
+
+/* Read up to EXPIRE_BATCH expired rows; returns how many, or errno. */
+static int
+expire_scan(Store *s, int64_t now_ns_, ExpiredRow *rows)
+{
+	sqlite3_stmt *st = stmt_get(s, ST_EXPIRE_SCAN);
+	int n = 0, rc;
+
+	sqlite3_bind_int64(st, 1, now_ns_);
+	sqlite3_bind_int64(st, 2, EXPIRE_BATCH);
+	while (n < EXPIRE_BATCH && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+		rows[n].id = (uint64_t)sqlite3_column_int64(st, 0);
+		rows[n].mailbox_id = sqlite3_column_int64(st, 1);
+		rows[n].expires_ns = sqlite3_column_int64(st, 2);
+		n++;
+	}
+	if (n < EXPIRE_BATCH && rc != SQLITE_DONE)
+		n = store_sql_error(s, rc, "find expired messages");
+	stmt_done(st);
+	return n;
+}
+
+/*
+ * A non-zero return of fn stops the run and is returned; the messages
+ * moved so far (that one included) stay moved. On a negative errno after
+ * some moves the caller must roll back. Every batch makes progress (its
+ * rows leave message_expiry), so the loop ends.
+ */
+int64_t
+store_expire(Store *s, int64_t now_ns_, StoreMsgFn fn, void *ctx)
+{
+	ExpiredRow rows[EXPIRE_BATCH];
+	int64_t total = 0;
+	int n, r;
+
+	r = store_check_write(s, NULL);
+	if (r < 0)
+		return r;
+	do {
+		n = expire_scan(s, now_ns_, rows);
+		if (n < 0)
+			return n;
+		for (int i = 0; i < n; i++) {
+			StoreMailbox *mb =
+				store_mailbox_by_id(s, rows[i].mailbox_id);
+			StoreMsg m = {0};
+
+			/* Snapshot before the row changes. No mailbox (the
+			 * foreign key rules it out): no counters to keep. */
+			if (mb) {
+				r = journal_touch(s, entry_of(mb));
+				if (r < 0)
+					return r;
+			}
+			r = msg_kill(s, rows[i].id, "expired");
+			if (r < 0)
+				return r;
+			if (mb)
+				counters_kill(mb, STORE_READY);
+			s->txn_wrote = true;
+			total++;
+			m.id = rows[i].id;
+			m.mailbox_id = rows[i].mailbox_id;
+			m.state = STORE_DEAD;
+			m.expires_ns = rows[i].expires_ns;
+			m.dead_reason = "expired";
+			r = msg_call(s, fn, ctx, &m);
+			if (r)
+				return r;
+		}
+	} while (n == EXPIRE_BATCH);
+	return total;
+}
+
+int
+store_next_expiry(Store *s, int64_t *expires_ns)
+{
+	sqlite3_stmt *st = stmt_get(s, ST_NEXT_EXPIRY);
+	int r, rc;
+
+	r = store_check_read(s, NULL);
+	if (r < 0)
+		return r;
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW)
+		*expires_ns = sqlite3_column_int64(st, 0);
+	else if (rc == SQLITE_DONE)
+		*expires_ns = 0;
+	else
+		r = store_sql_error(s, rc, "find the next expiry");
+	stmt_done(st);
+	return r;
+}
+
+/* ------------------------------------------------------------------ */
+/* Dedup keys */
+
+/* A read: no transaction needed. Inside one, it sees the keys recorded
+ * by the transaction's own inserts. */
+int
+store_dedup_find(Store *s, StoreMailbox *mb, const char *key, int64_t since_ns,
+		 uint64_t *id)
+{
+	sqlite3_stmt *st = stmt_get(s, ST_DEDUP_FIND);
+	int r, rc;
+
+	r = store_check_read(s, mb);
+	if (r == 0 && !key)
+		r = store_error(s, -EINVAL, "no dedup key");
+	if (r < 0)
+		return r;
+	sqlite3_bind_int64(st, 1, mb->id);
+	sqlite3_bind_text(st, 2, key, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 3, since_ns);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW)
+		*id = (uint64_t)sqlite3_column_int64(st, 0);
+	else if (rc == SQLITE_DONE)
+		r = -ENOENT; /* the common case: no message, no error text */
+	else
+		r = store_sql_error(s, rc, "look up a dedup key");
+	stmt_done(st);
+	return r;
+}
+
+int64_t
+store_dedup_prune(Store *s, int64_t before_ns)
+{
+	sqlite3_stmt *st = stmt_get(s, ST_DEDUP_PRUNE);
+	int64_t n;
+	int r;
+
+	r = store_check_write(s, NULL);
+	if (r < 0)
+		return r;
+	sqlite3_bind_int64(st, 1, before_ns);
+	r = stmt_run(s, st, "prune dedup keys");
+	if (r < 0)
+		return r;
+	n = sqlite3_changes(s->db);
+	if (n)
+		s->txn_wrote = true;
+	return n;
+}
+
+/* ------------------------------------------------------------------ */
+/* Bindings */
+
+static int
+pattern_check(Store *s, const char *pattern)
+{
+	size_t n = pattern ? strnlen(pattern, MBOX_TOPIC_MAX + 1) : 0;
+
+	if (n == 0 || n > MBOX_TOPIC_MAX)
+		return store_error(s, -EINVAL, "a pattern has 1 to %u bytes",
+				   MBOX_TOPIC_MAX);
+	return 0;
+}
+
+/* Memory changes only once the row is in: a failure changes nothing. */
+int
+store_binding_add(Store *s, StoreMailbox *mb, const char *pattern)
+{
+	sqlite3_stmt *st = stmt_get(s, ST_BIND_ADD);
+	Entry *e = entry_of(mb);
+	char *p = NULL;
+	size_t i;
+	bool found;
+	int r, rc;
+
+	r = store_check_write(s, mb);
+	if (r == 0)
+		r = pattern_check(s, pattern);
+	if (r < 0)
+		return r;
+	i = pat_pos(e, pattern, &found);
+	if (found)
+		return store_error(s, -EEXIST, "%s is bound to %s already",
+				   mb->name, pattern);
+	r = pat_reserve(s, e, e->n_pat + 1);
+	if (r == 0)
+		r = bundo_reserve(s);
+	if (r < 0)
+		return r;
+	p = strdup(pattern);
+	if (!p)
+		return store_error(s, -ENOMEM, "out of memory");
+	rc = sqlite3_bind_int64(st, 1, mb->id);
+	rc |= sqlite3_bind_text(st, 2, p, -1, SQLITE_STATIC);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_step(st);
+	if (rc != SQLITE_DONE) {
+		r = rc == SQLITE_CONSTRAINT_PRIMARYKEY
+			    ? store_error(s, -EEXIST,
+					  "%s is bound to %s already", mb->name,
+					  pattern)
+			    : store_sql_error(s, rc, "add binding");
+		stmt_done(st);
+		free(p);
+		return r;
+	}
+	stmt_done(st);
+	pat_insert(e, i, p);
+	s->bundo[s->n_bundo++] = (BindUndo){e, p, true};
+	s->txn_wrote = true;
+	return 0;
+}
+
+int
+store_binding_remove(Store *s, StoreMailbox *mb, const char *pattern)
+{
+	sqlite3_stmt *st = stmt_get(s, ST_BIND_REMOVE);
+	Entry *e = entry_of(mb);
+	size_t i;
+	bool found;
+	int r;
+
+	r = store_check_write(s, mb);
+	if (r == 0 && !pattern)
+		r = store_error(s, -EINVAL, "no pattern");
+	if (r < 0)
+		return r;
+	i = pat_pos(e, pattern, &found);
+	if (!found)
+		return store_error(s, -ENOENT, "%s is not bound to %s",
+				   mb->name, pattern);
+	r = bundo_reserve(s);
+	if (r < 0)
+		return r;
+	sqlite3_bind_int64(st, 1, mb->id);
+	sqlite3_bind_text(st, 2, e->pat[i], -1, SQLITE_STATIC);
+	r = stmt_run(s, st, "remove binding");
+	if (r < 0)
+		return r;
+	s->bundo[s->n_bundo++] = (BindUndo){e, pat_take(e, i), false};
+	s->txn_wrote = true;
+	return 0;
+}
+
+/*
+ * Never reads the database. fn may call the store, post messages, even
+ * add or remove bindings and delete mailboxes: the walk goes on from the
+ * first (mailbox name, pattern) after the current one.
+ */
+int
+store_binding_foreach(Store *s, StoreBindingFn fn, void *ctx)
+{
+	char name[MBOX_NAME_MAX + 1];
+	char pattern[MBOX_TOPIC_MAX + 1];
+	size_t i = 0, j = 0;
+	bool found;
+
+	while (i < s->n_mb) {
+		Entry *e = s->by_name[i];
+		int r;
+
+		if (j >= e->n_pat) {
+			i++;
+			j = 0;
+			continue;
+		}
+		memcpy(name, e->mb.name, sizeof(name));
+		snprintf(pattern, sizeof(pattern), "%s", e->pat[j]);
+		r = fn(ctx, &e->mb, e->pat[j]);
+		if (r)
+			return r;
+		i = index_pos_name(s, name, &found);
+		if (!found) {
+			j = 0; /* i is the next mailbox already */
+			continue;
+		}
+		j = pat_pos(s->by_name[i], pattern, &found);
+		if (found)
+			j++;
+	}
+	return 0;
+}
+
+size_t
+store_binding_count(Store *s, const StoreMailbox *mb)
+{
+	const Entry *e =
+		(const Entry *)((const char *)mb - offsetof(Entry, mb));
+
+	(void)s;
+	/* A mailbox deleted by the open transaction keeps its patterns
+	 * only for a rollback. */
+	return (e->txn & ENTRY_DELETED) ? 0 : e->n_pat;
 }
 
 /* ------------------------------------------------------------------ */
@@ -1665,6 +2377,52 @@ out:
 	return r;
 }
 
+/* Load every binding into its mailbox's entry. */
+static int
+store_load_bindings(Store *s, char *errbuf, size_t errlen)
+{
+	sqlite3_stmt *st = stmt_get(s, ST_BIND_LOAD);
+	int r = 0, rc;
+
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		StoreMailbox *mb =
+			store_mailbox_by_id(s, sqlite3_column_int64(st, 0));
+		const char *pattern = (const char *)sqlite3_column_text(st, 1);
+		Entry *e;
+		size_t i;
+		bool found;
+		char *p;
+
+		if (!mb)
+			continue; /* the foreign key makes this impossible */
+		e = entry_of(mb);
+		if (pattern_check(s, pattern) < 0) {
+			r = store_error(s, -EINVAL,
+					"mailbox %s has an invalid binding",
+					mb->name);
+			break;
+		}
+		i = pat_pos(e, pattern, &found);
+		if (found)
+			continue; /* the primary key makes this impossible */
+		r = pat_reserve(s, e, e->n_pat + 1);
+		if (r < 0)
+			break;
+		p = strdup(pattern);
+		if (!p) {
+			r = store_error(s, -ENOMEM, "out of memory");
+			break;
+		}
+		pat_insert(e, i, p);
+	}
+	if (r == 0 && rc != SQLITE_DONE)
+		r = store_sql_error(s, rc, "cannot load the bindings");
+	stmt_done(st);
+	if (r < 0)
+		snprintf(errbuf, errlen, "%s", s->errmsg);
+	return r;
+}
+
 /*
  * After a restart nobody holds a lease and no connection owns a temporary
  * mailbox: every LEASED row becomes READY (same id, so same place in
@@ -1740,6 +2498,8 @@ store_open(Store **out, const char *path, StoreSync sync, char *errbuf,
 	if (r == 0)
 		r = store_load(s, errbuf, errlen);
 	if (r == 0)
+		r = store_load_bindings(s, errbuf, errlen);
+	if (r == 0)
 		r = store_recover(s, errbuf, errlen);
 	if (r < 0) {
 		store_free(s);
@@ -1757,10 +2517,11 @@ store_free(Store *s)
 	if (s->in_txn)
 		txn_abort(s);
 	for (size_t i = 0; i < s->n_mb; i++)
-		free(s->by_id[i]);
+		entry_free(s->by_id[i]);
 	free(s->by_id);
 	free(s->by_name);
 	free(s->journal);
+	free(s->bundo);
 	for (int i = 0; i < ST_COUNT; i++)
 		sqlite3_finalize(s->stmt[i]);
 	/* Last connection: SQLite checkpoints and removes the WAL. */
@@ -1769,74 +2530,4 @@ store_free(Store *s)
 		close(s->lock_fd);
 	free(s);
 	return NULL;
-}
-
-/* ---- STUBS: replaced by the real implementations (being written) ---- */
-int
-store_msg_kill(Store *s, StoreMailbox *mb, uint64_t id, const char *reason)
-{
-	(void)s, (void)mb, (void)id, (void)reason;
-	return -ENOSYS;
-}
-int64_t
-store_msg_kick(Store *s, StoreMailbox *mb, uint64_t max)
-{
-	(void)s, (void)mb, (void)max;
-	return -ENOSYS;
-}
-int64_t
-store_msg_purge(Store *s, StoreMailbox *mb, bool dead)
-{
-	(void)s, (void)mb, (void)dead;
-	return -ENOSYS;
-}
-int64_t
-store_expire(Store *s, int64_t now_ns, StoreMsgFn fn, void *ctx)
-{
-	(void)s, (void)now_ns, (void)fn, (void)ctx;
-	return 0;
-}
-int
-store_next_expiry(Store *s, int64_t *expires_ns)
-{
-	(void)s;
-	*expires_ns = 0;
-	return 0;
-}
-int
-store_dedup_find(Store *s, StoreMailbox *mb, const char *key, int64_t since_ns,
-		 uint64_t *id)
-{
-	(void)s, (void)mb, (void)key, (void)since_ns, (void)id;
-	return -ENOENT;
-}
-int64_t
-store_dedup_prune(Store *s, int64_t before_ns)
-{
-	(void)s, (void)before_ns;
-	return 0;
-}
-int
-store_binding_add(Store *s, StoreMailbox *mb, const char *pattern)
-{
-	(void)s, (void)mb, (void)pattern;
-	return -ENOSYS;
-}
-int
-store_binding_remove(Store *s, StoreMailbox *mb, const char *pattern)
-{
-	(void)s, (void)mb, (void)pattern;
-	return -ENOENT;
-}
-int
-store_binding_foreach(Store *s, StoreBindingFn fn, void *ctx)
-{
-	(void)s, (void)fn, (void)ctx;
-	return 0;
-}
-size_t
-store_binding_count(Store *s, const StoreMailbox *mb)
-{
-	(void)s, (void)mb;
-	return 0;
 }

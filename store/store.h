@@ -153,9 +153,10 @@ int store_mailbox_next_ready(Store *s, StoreMailbox *mb, int64_t now_ns,
 int store_msg_insert(Store *s, StoreMailbox *mb, StoreMsg *msg);
 /*
  * store_msg_lease - take up to max READY messages of mb with ready_ns <=
- * now_ns and not expired (expires_ns 0 or > now_ns), in order (priority descending, then id ascending), mark them
- * LEASED with deliveries + 1, and call fn for each (msg shows the new
- * state and count). Returns the number leased or negative errno.
+ * now_ns and not expired (expires_ns 0 or > now_ns), in order (priority
+ * descending, then id ascending), mark them LEASED with deliveries + 1, and
+ * call fn for each (msg shows the new state and count). Returns the number
+ * leased or negative errno.
  */
 int store_msg_lease(Store *s, StoreMailbox *mb, int64_t now_ns, size_t max,
 		    StoreMsgFn fn, void *ctx);
@@ -163,7 +164,11 @@ int store_msg_lease(Store *s, StoreMailbox *mb, int64_t now_ns, size_t max,
 int store_msg_delete(Store *s, StoreMailbox *mb, uint64_t id);
 /*
  * store_msg_release - LEASED -> READY, deliverable from ready_ns (0 = at
- * once); the message keeps its id and so its place in line.
+ * once); the message keeps its id and so its place in line. When
+ * mb->max_deliveries is not 0 and the message has been delivered that
+ * many times or more, it goes to the dead list with reason
+ * "max-deliveries" instead. Returns 0 (READY), 1 (DEAD), -ENOENT if it
+ * is not a LEASED message of mb, or another negative errno.
  */
 int store_msg_release(Store *s, StoreMailbox *mb, uint64_t id,
 		      int64_t ready_ns);
@@ -171,22 +176,18 @@ int store_msg_release(Store *s, StoreMailbox *mb, uint64_t id,
 int store_msg_get(Store *s, StoreMailbox *mb, uint64_t id, StoreMsgFn fn,
 		  void *ctx);
 /*
- * store_msg_release (above) and max_deliveries: when mb->max_deliveries
- * is not 0 and the message has been delivered that many times or more,
- * it goes to the dead list with reason "max-deliveries" instead; the
- * function then returns 1 (0 when it became READY).
- */
-/*
  * store_msg_kill - move message id of mb (READY or LEASED) to the dead
- * list with reason ("rejected", "max-deliveries", "expired"). -ENOENT if
- * it is not there or already dead.
+ * list with reason ("rejected", "max-deliveries", "expired"; not NULL,
+ * copied). Its delivery count is kept. -ENOENT if it is not there or
+ * already dead.
  */
-int store_msg_kill(Store *s, StoreMailbox *mb, uint64_t id,
-		   const char *reason);
+int store_msg_kill(Store *s, StoreMailbox *mb, uint64_t id, const char *reason);
 /*
  * store_msg_kick - move up to max (0 = all) DEAD messages of mb back to
  * READY in id order, deliverable at once, with their delivery count reset
- * to 0 and no dead reason. Returns how many moved, or negative errno.
+ * to 0, no dead reason and no expiry (expires_ns 0: an expired message
+ * would otherwise die again at once). Returns how many moved, or
+ * negative errno.
  */
 int64_t store_msg_kick(Store *s, StoreMailbox *mb, uint64_t max);
 /*
@@ -197,13 +198,17 @@ int64_t store_msg_kick(Store *s, StoreMailbox *mb, uint64_t max);
 int64_t store_msg_purge(Store *s, StoreMailbox *mb, bool dead);
 /*
  * store_expire - move every READY message (any mailbox) whose expires_ns
- * is not 0 and <= now_ns to the dead list with reason "expired", calling
- * fn (may be NULL) for each with its mailbox id in msg->mailbox_id (only
- * id, mailbox_id and expires_ns are filled). Returns the number moved.
+ * is not 0 and <= now_ns to the dead list with reason "expired", earliest
+ * expiry first, calling fn (may be NULL) for each after its move, with
+ * its mailbox id in msg->mailbox_id (only id, mailbox_id, state,
+ * expires_ns and dead_reason are filled). Returns the number moved; a
+ * non-zero return of fn stops the run and is returned instead (what was
+ * moved stays moved). LEASED messages are left to their holders.
  */
 int64_t store_expire(Store *s, int64_t now_ns, StoreMsgFn fn, void *ctx);
 /* Earliest expires_ns (not 0) among READY messages of any mailbox, or 0
- * when none will expire. One index lookup. */
+ * when none will expire; it may lie in the past (a message given back
+ * after its expiry). One index lookup; a read, no transaction needed. */
 int store_next_expiry(Store *s, int64_t *expires_ns);
 
 /*
@@ -214,7 +219,8 @@ int store_next_expiry(Store *s, int64_t *expires_ns);
  * an older record of the same key.
  *
  * store_dedup_find - the id first posted with key to mb at or after
- * since_ns: 0 and *id, or -ENOENT.
+ * since_ns: 0 and *id, or -ENOENT. A read, no transaction needed.
+ * Deleting a mailbox forgets its keys.
  */
 int store_dedup_find(Store *s, StoreMailbox *mb, const char *key,
 		     int64_t since_ns, uint64_t *id);
@@ -227,14 +233,16 @@ int64_t store_dedup_prune(Store *s, int64_t before_ns);
  * mailbox deletes its bindings. Patterns are stored as given (the caller
  * validates them).
  */
-/* -EEXIST if mb already has exactly this pattern. */
+/* -EEXIST if mb already has exactly this pattern; -EINVAL unless it has
+ * 1..MBOX_TOPIC_MAX bytes. A rollback undoes it, in memory too. */
 int store_binding_add(Store *s, StoreMailbox *mb, const char *pattern);
 /* -ENOENT if mb has no such pattern. */
 int store_binding_remove(Store *s, StoreMailbox *mb, const char *pattern);
-typedef int (*StoreBindingFn)(void *ctx, StoreMailbox *mb,
-			      const char *pattern);
+typedef int (*StoreBindingFn)(void *ctx, StoreMailbox *mb, const char *pattern);
 /* Visit every binding (all mailboxes), ordered by mailbox name then
- * pattern; a non-zero return of fn stops and is returned. */
+ * pattern (strcmp); a non-zero return of fn stops and is returned. fn
+ * may call the store, even change bindings: the walk goes on after the
+ * current (name, pattern). Never reads the database. */
 int store_binding_foreach(Store *s, StoreBindingFn fn, void *ctx);
 /* Number of bindings of mb. */
 size_t store_binding_count(Store *s, const StoreMailbox *mb);

@@ -486,13 +486,18 @@ test_store_schema_version(void **state)
 	assert_int_equal(stat(fx->path, &st), 0);
 	assert_int_equal(st.st_mode & 0777, 0600);
 	db = raw_open(fx);
-	assert_int_equal(raw_int(db, "PRAGMA user_version"), 1);
+	assert_int_equal(raw_int(db, "PRAGMA user_version"), 2);
 	assert_int_equal(raw_int(db, "PRAGMA application_id"), 0x6d626f78);
 	assert_int_equal(raw_int(db, "SELECT count(*) FROM sqlite_master"
 				     " WHERE name IN ('mailbox', 'message',"
 				     " 'message_queue', 'message_delayed',"
-				     " 'message_dedup')"),
-			 5);
+				     " 'message_expiry', 'dedup', 'dedup_time',"
+				     " 'binding')"),
+			 8);
+	/* Replaced by the dedup table in version 2. */
+	assert_int_equal(raw_int(db, "SELECT count(*) FROM sqlite_master"
+				     " WHERE name = 'message_dedup'"),
+			 0);
 	assert_int_equal(raw_int(db, "SELECT journal_mode = 'wal'"
 				     " FROM pragma_journal_mode"),
 			 1);
@@ -509,14 +514,14 @@ test_store_newer_version_refused(void **state)
 	fx_open(fx, STORE_SYNC_FULL);
 	fx->s = store_free(fx->s);
 	db = raw_open(fx);
-	raw_exec(db, "PRAGMA user_version = 2");
+	raw_exec(db, "PRAGMA user_version = 3");
 	sqlite3_close(db);
 	assert_int_equal(
 		store_open(&fx->s, fx->path, STORE_SYNC_FULL, err, sizeof(err)),
 		-ENOTSUP);
 	assert_null(fx->s);
-	assert_non_null(strstr(err, "database schema version 2 is newer than "
-				    "this mboxd supports (1); upgrade mboxd"));
+	assert_non_null(strstr(err, "database schema version 3 is newer than "
+				    "this mboxd supports (2); upgrade mboxd"));
 }
 
 static void
@@ -1345,6 +1350,14 @@ test_store_write_without_txn(void **state)
 			 -EINVAL);
 	assert_int_equal(store_msg_delete(fx->s, mb, id), -EINVAL);
 	assert_int_equal(store_msg_release(fx->s, mb, id, 0), -EINVAL);
+	assert_int_equal(store_msg_kill(fx->s, mb, id, "rejected"), -EINVAL);
+	assert_int_equal(store_msg_kick(fx->s, mb, 0), -EINVAL);
+	assert_int_equal(store_msg_purge(fx->s, mb, false), -EINVAL);
+	assert_int_equal(store_msg_purge(fx->s, mb, true), -EINVAL);
+	assert_int_equal(store_expire(fx->s, NOW, NULL, NULL), -EINVAL);
+	assert_int_equal(store_dedup_prune(fx->s, NOW), -EINVAL);
+	assert_int_equal(store_binding_add(fx->s, mb, "a.*"), -EINVAL);
+	assert_int_equal(store_binding_remove(fx->s, mb, "a.*"), -EINVAL);
 	assert_non_null(strstr(store_errmsg(fx->s), "transaction"));
 	/* Nothing happened. */
 	assert_int_equal(mb->n_ready, 1);
@@ -1652,6 +1665,786 @@ test_store_disk_full_at_insert(void **state)
 	check_after_full(fx, mb, 3);
 }
 
+/* ------------------------------------------------------------------ */
+/* Dead list, expiry, max_deliveries */
+
+/* Insert into the open transaction with everything settable. */
+static uint64_t
+put_ex(Store *s, StoreMailbox *mb, int64_t time_ns, int64_t ready_ns,
+       int64_t expires_ns, const char *dedup, const char *text)
+{
+	StoreMsg m = {0};
+
+	m.time_ns = time_ns;
+	m.ready_ns = ready_ns;
+	m.expires_ns = expires_ns;
+	m.dedup = dedup;
+	m.data = text;
+	m.len = strlen(text);
+	assert_int_equal(store_msg_insert(s, mb, &m), 0);
+	return m.id;
+}
+
+/* One message as a callback saw it, dead fields included. */
+typedef struct DeadSeen {
+	size_t n;
+	uint64_t id[200];
+	int64_t mailbox_id[200], expires_ns[200], ready_ns[200];
+	uint32_t state[200], deliveries[200];
+	char reason[200][24];
+	int stop_after; /* > 0: return 7 on that call */
+} DeadSeen;
+
+static int
+dead_cb(void *ctx, const StoreMsg *m)
+{
+	DeadSeen *d = ctx;
+
+	if (d->n < 200) {
+		d->id[d->n] = m->id;
+		d->mailbox_id[d->n] = m->mailbox_id;
+		d->expires_ns[d->n] = m->expires_ns;
+		d->ready_ns[d->n] = m->ready_ns;
+		d->state[d->n] = m->state;
+		d->deliveries[d->n] = m->deliveries;
+		snprintf(d->reason[d->n], sizeof(d->reason[0]), "%s",
+			 m->dead_reason ? m->dead_reason : "(null)");
+	}
+	d->n++;
+	if (d->stop_after > 0 && (int)d->n == d->stop_after)
+		return 7;
+	return 0;
+}
+
+/* Read message id of mb into d (reset first). */
+static void
+get_one(Store *s, StoreMailbox *mb, uint64_t id, DeadSeen *d)
+{
+	memset(d, 0, sizeof(*d));
+	assert_int_equal(store_msg_get(s, mb, id, dead_cb, d), 0);
+	assert_int_equal(d->n, 1);
+}
+
+static void
+test_store_kill_kick(void **state)
+{
+	Fx *fx = *state;
+	StoreMailbox *mb, *other;
+	uint64_t a, b, c, d, o;
+	DeadSeen ds;
+	Seen sn;
+
+	fx_open(fx, STORE_SYNC_FULL);
+	mb = mk_mailbox(fx->s, "dl");
+	other = mk_mailbox(fx->s, "other");
+	a = post(fx->s, mb, 0, "aa");
+	b = post(fx->s, mb, 0, "bbb");
+	c = post(fx->s, mb, 0, "c");
+	assert_int_equal(store_begin(fx->s), 0);
+	d = put_ex(fx->s, mb, NOW, 0, NOW + 5, NULL, "dddd");
+	o = put(fx->s, other, 0, 0, "o");
+	assert_int_equal(store_commit(fx->s, true), 0);
+	assert_int_equal(lease(fx->s, mb, NOW, 1, &sn), 1);
+	assert_int_equal(sn.id[0], a);
+	assert_int_equal(store_begin(fx->s), 0);
+	assert_int_equal(store_msg_kill(fx->s, other, o, "rejected"), 0);
+	assert_int_equal(store_commit(fx->s, true), 0);
+
+	/* A rolled-back kill changes nothing. */
+	assert_int_equal(store_begin(fx->s), 0);
+	assert_int_equal(store_msg_kill(fx->s, mb, b, "rejected"), 0);
+	assert_int_equal(mb->n_dead, 1);
+	assert_int_equal(store_rollback(fx->s), 0);
+	assert_int_equal(mb->n_dead, 0);
+	assert_int_equal(mb->n_ready, 3);
+	check_counters(fx, mb);
+
+	assert_int_equal(store_begin(fx->s), 0);
+	assert_int_equal(store_msg_kill(fx->s, mb, a, "rejected"), 0); /* L */
+	assert_int_equal(store_msg_kill(fx->s, mb, b, "expired"), 0);  /* R */
+	assert_int_equal(store_msg_kill(fx->s, mb, d, "expired"), 0);
+	assert_int_equal(store_msg_kill(fx->s, mb, a, "rejected"), -ENOENT);
+	assert_int_equal(store_msg_kill(fx->s, mb, 999999, "rejected"),
+			 -ENOENT);
+	assert_int_equal(store_msg_kill(fx->s, mb, o, "rejected"), -ENOENT);
+	assert_int_equal(store_msg_kill(fx->s, mb, c, NULL), -EINVAL);
+	assert_int_equal(store_commit(fx->s, true), 0);
+	assert_int_equal(mb->n_ready, 1);
+	assert_int_equal(mb->n_leased, 0);
+	assert_int_equal(mb->n_dead, 3);
+	assert_int_equal(mb->bytes, 10);
+	check_counters(fx, mb);
+
+	memset(&ds, 0, sizeof(ds));
+	assert_int_equal(store_msg_peek(fx->s, mb, 0, 10, true, dead_cb, &ds),
+			 3);
+	assert_int_equal(ds.id[0], a);
+	assert_string_equal(ds.reason[0], "rejected");
+	assert_int_equal(ds.deliveries[0], 1); /* kept while dead */
+	assert_int_equal(ds.id[1], b);
+	assert_string_equal(ds.reason[1], "expired");
+	assert_int_equal(ds.id[2], d);
+
+	/* Kick one: the lowest id, fresh. */
+	assert_int_equal(store_begin(fx->s), 0);
+	assert_int_equal(store_msg_kick(fx->s, mb, 1), 1);
+	assert_int_equal(store_commit(fx->s, true), 0);
+	get_one(fx->s, mb, a, &ds);
+	assert_int_equal(ds.state[0], STORE_READY);
+	assert_int_equal(ds.deliveries[0], 0);
+	assert_string_equal(ds.reason[0], "(null)");
+	assert_int_equal(ds.ready_ns[0], 0);
+	assert_int_equal(mb->n_dead, 2);
+	assert_int_equal(mb->n_ready, 2);
+	check_counters(fx, mb);
+
+	/* Kick all; a rolled-back kick first. */
+	assert_int_equal(store_begin(fx->s), 0);
+	assert_int_equal(store_msg_kick(fx->s, mb, 0), 2);
+	assert_int_equal(store_rollback(fx->s), 0);
+	assert_int_equal(mb->n_dead, 2);
+	check_counters(fx, mb);
+	assert_int_equal(store_begin(fx->s), 0);
+	assert_int_equal(store_msg_kick(fx->s, mb, 0), 2);
+	assert_int_equal(store_msg_kick(fx->s, mb, 0), 0);
+	assert_int_equal(store_commit(fx->s, true), 0);
+	assert_int_equal(mb->n_dead, 0);
+	assert_int_equal(mb->n_ready, 4);
+	check_counters(fx, mb);
+	/* The expired one lost its ttl: it can be taken again. */
+	get_one(fx->s, mb, d, &ds);
+	assert_int_equal(ds.expires_ns[0], 0);
+	/* The other mailbox's dead message stayed. */
+	assert_int_equal(other->n_dead, 1);
+	check_counters(fx, other);
+
+	/* Back in their places in line, each delivered once again. */
+	assert_int_equal(lease(fx->s, mb, NOW + 100, 10, &sn), 4);
+	assert_int_equal(sn.id[0], a);
+	assert_int_equal(sn.id[1], b);
+	assert_int_equal(sn.id[2], c);
+	assert_int_equal(sn.id[3], d);
+	for (int i = 0; i < 4; i++)
+		assert_int_equal(sn.deliveries[i], 1);
+
+	/* And it all survives a reopen. */
+	fx_reopen(fx);
+	mb = store_mailbox_get(fx->s, "dl");
+	assert_int_equal(mb->n_ready, 4);
+	assert_int_equal(mb->n_dead, 0);
+	other = store_mailbox_get(fx->s, "other");
+	assert_int_equal(other->n_dead, 1);
+}
+
+static void
+test_store_purge(void **state)
+{
+	Fx *fx = *state;
+	StoreMailbox *mb, *other;
+	uint64_t l, dd;
+	DeadSeen ds;
+	Seen sn;
+
+	fx_open(fx, STORE_SYNC_FULL);
+	mb = mk_mailbox(fx->s, "pg");
+	other = mk_mailbox(fx->s, "other");
+	l = post(fx->s, mb, 0, "333");
+	assert_int_equal(lease(fx->s, mb, NOW, 1, &sn), 1);
+	assert_int_equal(store_begin(fx->s), 0);
+	put(fx->s, mb, 0, 0, "1");
+	put(fx->s, mb, 0, NOW + 1000, "22"); /* delayed */
+	dd = put(fx->s, mb, 0, 0, "4444");
+	put(fx->s, other, 0, 0, "xyz");
+	assert_int_equal(store_msg_kill(fx->s, mb, dd, "rejected"), 0);
+	assert_int_equal(store_commit(fx->s, true), 0);
+	assert_int_equal(mb->bytes, 10);
+
+	/* Rolled back: nothing changes. */
+	assert_int_equal(store_begin(fx->s), 0);
+	assert_int_equal(store_msg_purge(fx->s, mb, false), 2);
+	assert_int_equal(store_rollback(fx->s), 0);
+	assert_int_equal(mb->n_ready, 2);
+	assert_int_equal(mb->bytes, 10);
+	check_counters(fx, mb);
+
+	/* READY ones, delayed included; never the leased one. */
+	assert_int_equal(store_begin(fx->s), 0);
+	assert_int_equal(store_msg_purge(fx->s, mb, false), 2);
+	assert_int_equal(store_msg_purge(fx->s, mb, false), 0);
+	assert_int_equal(store_commit(fx->s, true), 0);
+	assert_int_equal(mb->n_ready, 0);
+	assert_int_equal(mb->n_leased, 1);
+	assert_int_equal(mb->n_dead, 1);
+	assert_int_equal(mb->bytes, 7);
+	check_counters(fx, mb);
+	get_one(fx->s, mb, l, &ds);
+	assert_int_equal(ds.state[0], STORE_LEASED);
+
+	assert_int_equal(store_begin(fx->s), 0);
+	assert_int_equal(store_msg_purge(fx->s, mb, true), 1);
+	assert_int_equal(store_msg_purge(fx->s, mb, true), 0);
+	assert_int_equal(store_commit(fx->s, true), 0);
+	assert_int_equal(mb->n_dead, 0);
+	assert_int_equal(mb->n_leased, 1);
+	assert_int_equal(mb->bytes, 3);
+	check_counters(fx, mb);
+	/* The other mailbox is untouched. */
+	assert_int_equal(other->n_ready, 1);
+	check_counters(fx, other);
+}
+
+static void
+test_store_expire(void **state)
+{
+	Fx *fx = *state;
+	StoreMailbox *m1, *m2, *m3;
+	uint64_t x, e1, n, e2, f, g;
+	int64_t next = -1;
+	DeadSeen ds;
+	Seen sn;
+
+	fx_open(fx, STORE_SYNC_FULL);
+	m1 = mk_mailbox(fx->s, "m1");
+	m2 = mk_mailbox(fx->s, "m2");
+	m3 = mk_mailbox(fx->s, "m3");
+	assert_int_equal(store_next_expiry(fx->s, &next), 0);
+	assert_int_equal(next, 0);
+	assert_int_equal(store_begin(fx->s), 0);
+	x = put_ex(fx->s, m1, NOW, 0, NOW + 50, NULL, "x");
+	assert_int_equal(store_commit(fx->s, true), 0);
+	assert_int_equal(lease(fx->s, m1, NOW, 1, &sn), 1);
+	assert_int_equal(sn.id[0], x);
+	assert_int_equal(store_begin(fx->s), 0);
+	e1 = put_ex(fx->s, m1, NOW, 0, NOW + 100, NULL, "e1");
+	n = put_ex(fx->s, m1, NOW, 0, 0, NULL, "n");
+	e2 = put_ex(fx->s, m1, NOW, 0, NOW + 200, NULL, "e2");
+	f = put_ex(fx->s, m2, NOW, 0, NOW + 150, NULL, "f");
+	g = put_ex(fx->s, m2, NOW, NOW + 1000, NOW + 120, NULL, "g");
+	assert_int_equal(store_commit(fx->s, true), 0);
+
+	/* Leased messages do not count: x is held. */
+	assert_int_equal(store_next_expiry(fx->s, &next), 0);
+	assert_int_equal(next, NOW + 100);
+
+	/* The lease skips the expired one, even before expiry runs. */
+	memset(&sn, 0, sizeof(sn));
+	assert_int_equal(store_begin(fx->s), 0);
+	assert_int_equal(
+		store_msg_lease(fx->s, m1, NOW + 150, 10, seen_cb, &sn), 2);
+	assert_int_equal(sn.id[0], n);
+	assert_int_equal(sn.id[1], e2);
+	assert_int_equal(store_rollback(fx->s), 0);
+	/* Expiring at exactly now counts as expired. */
+	assert_int_equal(lease(fx->s, m2, NOW + 150, 10, &sn), 0);
+
+	/* A rolled-back run changes nothing. */
+	assert_int_equal(store_begin(fx->s), 0);
+	assert_int_equal(store_expire(fx->s, NOW + 150, NULL, NULL), 3);
+	assert_int_equal(store_rollback(fx->s), 0);
+	assert_int_equal(m2->n_ready, 2);
+	assert_int_equal(m2->n_dead, 0);
+	check_counters(fx, m2);
+
+	memset(&ds, 0, sizeof(ds));
+	assert_int_equal(store_begin(fx->s), 0);
+	assert_int_equal(store_expire(fx->s, NOW + 150, dead_cb, &ds), 3);
+	assert_int_equal(store_expire(fx->s, NOW + 150, dead_cb, &ds), 0);
+	assert_int_equal(store_commit(fx->s, true), 0);
+	assert_int_equal(ds.n, 3);
+	assert_int_equal(ds.id[0], e1);
+	assert_int_equal(ds.mailbox_id[0], m1->id);
+	assert_int_equal(ds.expires_ns[0], NOW + 100);
+	assert_int_equal(ds.id[1], g); /* delayed, still expires */
+	assert_int_equal(ds.mailbox_id[1], m2->id);
+	assert_int_equal(ds.id[2], f);
+	assert_int_equal(ds.mailbox_id[2], m2->id);
+	assert_int_equal(m1->n_ready, 2);
+	assert_int_equal(m1->n_leased, 1);
+	assert_int_equal(m1->n_dead, 1);
+	assert_int_equal(m2->n_ready, 0);
+	assert_int_equal(m2->n_dead, 2);
+	check_counters(fx, m1);
+	check_counters(fx, m2);
+	get_one(fx->s, m1, e1, &ds);
+	assert_int_equal(ds.state[0], STORE_DEAD);
+	assert_string_equal(ds.reason[0], "expired");
+	assert_int_equal(store_next_expiry(fx->s, &next), 0);
+	assert_int_equal(next, NOW + 200);
+
+	/* The leased one given back after its expiry: due at once. */
+	assert_int_equal(store_begin(fx->s), 0);
+	assert_int_equal(store_msg_release(fx->s, m1, x, 0), 0);
+	assert_int_equal(store_commit(fx->s, false), 0);
+	assert_int_equal(store_next_expiry(fx->s, &next), 0);
+	assert_int_equal(next, NOW + 50);
+	assert_int_equal(store_begin(fx->s), 0);
+	assert_int_equal(store_expire(fx->s, NOW + 150, NULL, NULL), 1);
+	assert_int_equal(store_commit(fx->s, true), 0);
+	assert_int_equal(m1->n_dead, 2);
+	check_counters(fx, m1);
+
+	/* More than one batch, and fn stopping the run. */
+	assert_int_equal(store_begin(fx->s), 0);
+	for (int i = 0; i < 150; i++)
+		put_ex(fx->s, m3, NOW, 0, NOW + 300 + i, NULL, "b");
+	assert_int_equal(store_commit(fx->s, true), 0);
+	memset(&ds, 0, sizeof(ds));
+	ds.stop_after = 2;
+	assert_int_equal(store_begin(fx->s), 0);
+	assert_int_equal(store_expire(fx->s, NOW + 1000, dead_cb, &ds), 7);
+	assert_int_equal(store_commit(fx->s, true), 0);
+	assert_int_equal(ds.n, 2);
+	assert_int_equal(ds.id[0], e2); /* earliest expiry first */
+	assert_int_equal(m3->n_dead, 1);
+	memset(&ds, 0, sizeof(ds));
+	assert_int_equal(store_begin(fx->s), 0);
+	assert_int_equal(store_expire(fx->s, NOW + 1000, dead_cb, &ds), 149);
+	assert_int_equal(store_commit(fx->s, true), 0);
+	assert_int_equal(ds.n, 149);
+	assert_int_equal(m3->n_ready, 0);
+	assert_int_equal(m3->n_dead, 150);
+	check_counters(fx, m1);
+	check_counters(fx, m3);
+	assert_int_equal(store_next_expiry(fx->s, &next), 0);
+	assert_int_equal(next, 0);
+
+	/* One index lookup, not a scan. */
+	{
+		sqlite3 *db = raw_open(fx);
+		sqlite3_stmt *st = NULL;
+		bool uses = false;
+
+		assert_int_equal(
+			sqlite3_prepare_v2(
+				db,
+				"EXPLAIN QUERY PLAN SELECT expires_ns"
+				" FROM message WHERE state = 0 AND"
+				" expires_ns > 0 ORDER BY expires_ns LIMIT 1",
+				-1, &st, NULL),
+			SQLITE_OK);
+		while (sqlite3_step(st) == SQLITE_ROW)
+			if (strstr((const char *)sqlite3_column_text(st, 3),
+				   "message_expiry"))
+				uses = true;
+		sqlite3_finalize(st);
+		sqlite3_close(db);
+		assert_true(uses);
+	}
+}
+
+static void
+test_store_release_max_deliveries(void **state)
+{
+	Fx *fx = *state;
+	StoreMailbox *mb, *free_mb;
+	uint64_t a, b;
+	DeadSeen ds;
+	Seen sn;
+
+	fx_open(fx, STORE_SYNC_FULL);
+	mb = mk_mailbox(fx->s, "md");
+	free_mb = mk_mailbox(fx->s, "unlimited");
+	mb->max_deliveries = 2;
+	assert_int_equal(store_begin(fx->s), 0);
+	assert_int_equal(store_mailbox_update(fx->s, mb), 0);
+	assert_int_equal(store_commit(fx->s, true), 0);
+	a = post(fx->s, mb, 0, "a");
+
+	assert_int_equal(lease(fx->s, mb, NOW, 1, &sn), 1);
+	assert_int_equal(sn.deliveries[0], 1);
+	assert_int_equal(store_begin(fx->s), 0);
+	assert_int_equal(store_msg_release(fx->s, mb, a, 0), 0);
+	assert_int_equal(store_commit(fx->s, false), 0);
+	assert_int_equal(lease(fx->s, mb, NOW, 1, &sn), 1);
+	assert_int_equal(sn.deliveries[0], 2);
+	assert_int_equal(store_begin(fx->s), 0);
+	assert_int_equal(store_msg_release(fx->s, mb, a, 0), 1);
+	assert_int_equal(store_msg_release(fx->s, mb, a, 0), -ENOENT);
+	assert_int_equal(store_msg_release(fx->s, mb, 999999, 0), -ENOENT);
+	assert_int_equal(store_commit(fx->s, true), 0);
+	assert_int_equal(mb->n_leased, 0);
+	assert_int_equal(mb->n_ready, 0);
+	assert_int_equal(mb->n_dead, 1);
+	check_counters(fx, mb);
+	get_one(fx->s, mb, a, &ds);
+	assert_int_equal(ds.state[0], STORE_DEAD);
+	assert_string_equal(ds.reason[0], "max-deliveries");
+	assert_int_equal(ds.deliveries[0], 2);
+
+	/* A kicked message starts counting again. */
+	assert_int_equal(store_begin(fx->s), 0);
+	assert_int_equal(store_msg_kick(fx->s, mb, 0), 1);
+	assert_int_equal(store_commit(fx->s, true), 0);
+	assert_int_equal(lease(fx->s, mb, NOW, 1, &sn), 1);
+	assert_int_equal(sn.deliveries[0], 1);
+	assert_int_equal(store_begin(fx->s), 0);
+	assert_int_equal(store_msg_release(fx->s, mb, a, 0), 0);
+	assert_int_equal(store_commit(fx->s, false), 0);
+	check_counters(fx, mb);
+
+	/* max_deliveries 0: given back forever. */
+	b = post(fx->s, free_mb, 0, "b");
+	for (int i = 0; i < 5; i++) {
+		assert_int_equal(lease(fx->s, free_mb, NOW, 1, &sn), 1);
+		assert_int_equal(store_begin(fx->s), 0);
+		assert_int_equal(store_msg_release(fx->s, free_mb, b, 0), 0);
+		assert_int_equal(store_commit(fx->s, false), 0);
+	}
+	assert_int_equal(free_mb->n_ready, 1);
+	check_counters(fx, free_mb);
+}
+
+/* ------------------------------------------------------------------ */
+/* Dedup keys */
+
+static void
+test_store_dedup(void **state)
+{
+	Fx *fx = *state;
+	StoreMailbox *mb, *other;
+	uint64_t id = 0, a, b, k4;
+	int64_t mb_id;
+	sqlite3 *db;
+	char sql[128];
+
+	fx_open(fx, STORE_SYNC_FULL);
+	mb = mk_mailbox(fx->s, "dd");
+	other = mk_mailbox(fx->s, "other");
+	assert_int_equal(store_dedup_find(fx->s, mb, "k1", 0, &id), -ENOENT);
+	assert_int_equal(store_begin(fx->s), 0);
+	a = put_ex(fx->s, mb, NOW, 0, 0, "k1", "a");
+	/* The open transaction sees its own keys. */
+	assert_int_equal(store_dedup_find(fx->s, mb, "k1", NOW, &id), 0);
+	assert_int_equal(id, a);
+	assert_int_equal(store_commit(fx->s, true), 0);
+
+	id = 0;
+	assert_int_equal(store_dedup_find(fx->s, mb, "k1", NOW - 1, &id), 0);
+	assert_int_equal(id, a);
+	/* Not before since_ns; per mailbox; per key. */
+	assert_int_equal(store_dedup_find(fx->s, mb, "k1", NOW + 1, &id),
+			 -ENOENT);
+	assert_int_equal(store_dedup_find(fx->s, other, "k1", 0, &id), -ENOENT);
+	assert_int_equal(store_dedup_find(fx->s, mb, "k2", 0, &id), -ENOENT);
+	assert_int_equal(store_dedup_find(fx->s, mb, NULL, 0, &id), -EINVAL);
+
+	/* A rolled-back insert leaves no key. */
+	assert_int_equal(store_begin(fx->s), 0);
+	put_ex(fx->s, mb, NOW, 0, 0, "k3", "gone");
+	assert_int_equal(store_rollback(fx->s), 0);
+	assert_int_equal(store_dedup_find(fx->s, mb, "k3", 0, &id), -ENOENT);
+
+	/* The key outlives its message (acked), and a restart. */
+	assert_int_equal(store_begin(fx->s), 0);
+	assert_int_equal(store_msg_delete(fx->s, mb, a), 0);
+	assert_int_equal(store_commit(fx->s, true), 0);
+	id = 0;
+	assert_int_equal(store_dedup_find(fx->s, mb, "k1", NOW, &id), 0);
+	assert_int_equal(id, a);
+	fx_reopen(fx);
+	mb = store_mailbox_get(fx->s, "dd");
+	other = store_mailbox_get(fx->s, "other");
+	id = 0;
+	assert_int_equal(store_dedup_find(fx->s, mb, "k1", NOW, &id), 0);
+	assert_int_equal(id, a);
+
+	/* Posted again after the window: the new post replaces the key. */
+	assert_int_equal(store_begin(fx->s), 0);
+	b = put_ex(fx->s, mb, NOW + 10, 0, 0, "k1", "b");
+	k4 = put_ex(fx->s, mb, NOW, 0, 0, "k4", "c");
+	put_ex(fx->s, other, NOW, 0, 0, "k1", "o");
+	assert_int_equal(store_commit(fx->s, true), 0);
+	assert_int_equal(store_dedup_find(fx->s, mb, "k1", NOW + 5, &id), 0);
+	assert_int_equal(id, b);
+	assert_int_equal(store_dedup_find(fx->s, mb, "k4", 0, &id), 0);
+	assert_int_equal(id, k4);
+
+	/* Prune forgets keys recorded before the cut. */
+	assert_int_equal(store_begin(fx->s), 0);
+	assert_int_equal(store_dedup_prune(fx->s, NOW + 5), 2); /* k4, o */
+	assert_int_equal(store_dedup_prune(fx->s, NOW + 5), 0);
+	assert_int_equal(store_commit(fx->s, true), 0);
+	assert_int_equal(store_dedup_find(fx->s, mb, "k4", 0, &id), -ENOENT);
+	assert_int_equal(store_dedup_find(fx->s, other, "k1", 0, &id), -ENOENT);
+	assert_int_equal(store_dedup_find(fx->s, mb, "k1", 0, &id), 0);
+	assert_int_equal(id, b);
+	/* The messages themselves stay. */
+	assert_int_equal(mb->n_ready, 2);
+
+	/* A deleted mailbox takes its keys along. */
+	mb_id = mb->id;
+	assert_int_equal(store_begin(fx->s), 0);
+	assert_int_equal(store_mailbox_delete(fx->s, mb), 0);
+	assert_int_equal(store_commit(fx->s, true), 0);
+	db = raw_open(fx);
+	snprintf(sql, sizeof(sql),
+		 "SELECT count(*) FROM dedup WHERE mailbox_id = %lld",
+		 (long long)mb_id);
+	assert_int_equal(raw_int(db, sql), 0);
+	sqlite3_close(db);
+	mb = mk_mailbox(fx->s, "dd");
+	assert_int_equal(store_dedup_find(fx->s, mb, "k1", 0, &id), -ENOENT);
+}
+
+/* ------------------------------------------------------------------ */
+/* Bindings */
+
+typedef struct BindSeen {
+	size_t n;
+	char what[16][64];
+	int stop_after;		/* > 0: return 9 on that call */
+	const char *remove_mb;	/* non-NULL: remove this binding when seen */
+	const char *remove_pat; /* (inside the caller's transaction) */
+	Store *s;
+} BindSeen;
+
+static int
+bind_cb(void *ctx, StoreMailbox *mb, const char *pattern)
+{
+	BindSeen *b = ctx;
+
+	if (b->n < 16)
+		snprintf(b->what[b->n], sizeof(b->what[0]), "%.30s %.30s",
+			 mb->name, pattern);
+	b->n++;
+	if (b->remove_mb && strcmp(mb->name, b->remove_mb) == 0 &&
+	    strcmp(pattern, b->remove_pat) == 0)
+		assert_int_equal(store_binding_remove(b->s, mb, pattern), 0);
+	if (b->stop_after > 0 && (int)b->n == b->stop_after)
+		return 9;
+	return 0;
+}
+
+/* Walk the bindings; expect exactly the n strings "mailbox pattern". */
+static void
+check_bindings(Store *s, size_t n, ...)
+{
+	BindSeen b = {0};
+	va_list ap;
+
+	assert_int_equal(store_binding_foreach(s, bind_cb, &b), 0);
+	assert_int_equal(b.n, n);
+	va_start(ap, n);
+	for (size_t i = 0; i < n; i++)
+		assert_string_equal(b.what[i], va_arg(ap, const char *));
+	va_end(ap);
+}
+
+static int64_t
+raw_bindings(const Fx *fx)
+{
+	sqlite3 *db = raw_open(fx);
+	int64_t n = raw_int(db, "SELECT count(*) FROM binding");
+
+	sqlite3_close(db);
+	return n;
+}
+
+static void
+test_store_bindings(void **state)
+{
+	Fx *fx = *state;
+	StoreMailbox *a, *b, *g = NULL, tmpl = {0};
+	char long_pat[MBOX_TOPIC_MAX + 2];
+	BindSeen bs;
+
+	fx_open(fx, STORE_SYNC_FULL);
+	b = mk_mailbox(fx->s, "beta");
+	a = mk_mailbox(fx->s, "alpha");
+	check_bindings(fx->s, 0);
+	assert_int_equal(store_begin(fx->s), 0);
+	assert_int_equal(store_binding_add(fx->s, b, "x.>"), 0);
+	assert_int_equal(store_binding_add(fx->s, a, "z.*"), 0);
+	assert_int_equal(store_binding_add(fx->s, a, "a.b"), 0);
+	assert_int_equal(store_binding_add(fx->s, a, "a.b"), -EEXIST);
+	assert_int_equal(store_binding_add(fx->s, a, ""), -EINVAL);
+	assert_int_equal(store_binding_add(fx->s, a, NULL), -EINVAL);
+	memset(long_pat, 'p', sizeof(long_pat) - 1);
+	long_pat[sizeof(long_pat) - 1] = '\0';
+	assert_int_equal(store_binding_add(fx->s, a, long_pat), -EINVAL);
+	assert_int_equal(store_commit(fx->s, true), 0);
+	assert_int_equal(store_binding_count(fx->s, a), 2);
+	assert_int_equal(store_binding_count(fx->s, b), 1);
+	check_bindings(fx->s, 3, "alpha a.b", "alpha z.*", "beta x.>");
+	assert_int_equal(raw_bindings(fx), 3);
+
+	assert_int_equal(store_begin(fx->s), 0);
+	assert_int_equal(store_binding_remove(fx->s, a, "nope"), -ENOENT);
+	assert_int_equal(store_binding_remove(fx->s, b, "a.b"), -ENOENT);
+	assert_int_equal(store_binding_remove(fx->s, a, "a.b"), 0);
+	assert_int_equal(store_binding_remove(fx->s, a, "a.b"), -ENOENT);
+	assert_int_equal(store_commit(fx->s, true), 0);
+	assert_int_equal(store_binding_count(fx->s, a), 1);
+	check_bindings(fx->s, 2, "alpha z.*", "beta x.>");
+
+	/* They survive a reopen. */
+	fx_reopen(fx);
+	a = store_mailbox_get(fx->s, "alpha");
+	b = store_mailbox_get(fx->s, "beta");
+	assert_int_equal(store_binding_count(fx->s, a), 1);
+	assert_int_equal(store_binding_count(fx->s, b), 1);
+	check_bindings(fx->s, 2, "alpha z.*", "beta x.>");
+
+	/* A rollback puts the memory copy back as the database has it. */
+	assert_int_equal(store_begin(fx->s), 0);
+	assert_int_equal(store_binding_add(fx->s, a, "new.one"), 0);
+	assert_int_equal(store_binding_remove(fx->s, b, "x.>"), 0);
+	assert_int_equal(store_binding_remove(fx->s, a, "z.*"), 0);
+	assert_int_equal(store_binding_add(fx->s, a, "z.*"), 0);
+	check_bindings(fx->s, 2, "alpha new.one", "alpha z.*");
+	assert_int_equal(store_mailbox_delete(fx->s, a), 0);
+	check_bindings(fx->s, 0);
+	snprintf(tmpl.name, sizeof(tmpl.name), "gamma");
+	tmpl.lease_ms = 1;
+	assert_int_equal(store_mailbox_create(fx->s, &tmpl, &g), 0);
+	assert_int_equal(store_binding_add(fx->s, g, "g.#"), 0);
+	check_bindings(fx->s, 1, "gamma g.#");
+	assert_int_equal(store_rollback(fx->s), 0);
+	assert_ptr_equal(store_mailbox_get(fx->s, "alpha"), a);
+	assert_null(store_mailbox_get(fx->s, "gamma"));
+	assert_int_equal(store_binding_count(fx->s, a), 1);
+	assert_int_equal(store_binding_count(fx->s, b), 1);
+	check_bindings(fx->s, 2, "alpha z.*", "beta x.>");
+	assert_int_equal(raw_bindings(fx), 2);
+
+	/* fn stops the walk; fn changes the bindings under the walk. */
+	memset(&bs, 0, sizeof(bs));
+	bs.stop_after = 1;
+	assert_int_equal(store_binding_foreach(fx->s, bind_cb, &bs), 9);
+	assert_int_equal(bs.n, 1);
+	assert_int_equal(store_begin(fx->s), 0);
+	assert_int_equal(store_binding_add(fx->s, a, "a.a"), 0);
+	assert_int_equal(store_binding_add(fx->s, a, "a.c"), 0);
+	memset(&bs, 0, sizeof(bs));
+	bs.s = fx->s;
+	bs.remove_mb = "alpha";
+	bs.remove_pat = "a.a";
+	assert_int_equal(store_binding_foreach(fx->s, bind_cb, &bs), 0);
+	assert_int_equal(bs.n, 4);
+	assert_string_equal(bs.what[0], "alpha a.a");
+	assert_string_equal(bs.what[1], "alpha a.c");
+	assert_string_equal(bs.what[2], "alpha z.*");
+	assert_string_equal(bs.what[3], "beta x.>");
+	assert_int_equal(store_commit(fx->s, true), 0);
+	check_bindings(fx->s, 3, "alpha a.c", "alpha z.*", "beta x.>");
+
+	/* Deleting a mailbox deletes its bindings, in memory and on disk. */
+	assert_int_equal(store_begin(fx->s), 0);
+	assert_int_equal(store_mailbox_delete(fx->s, a), 0);
+	assert_int_equal(store_commit(fx->s, true), 0);
+	check_bindings(fx->s, 1, "beta x.>");
+	assert_int_equal(raw_bindings(fx), 1);
+	a = mk_mailbox(fx->s, "alpha");
+	assert_int_equal(store_binding_count(fx->s, a), 0);
+	fx_reopen(fx);
+	check_bindings(fx->s, 1, "beta x.>");
+}
+
+/* ------------------------------------------------------------------ */
+/* Migration */
+
+/* Version 1's DDL, as released: the migration starts from it. */
+static const char v1_ddl[] =
+	"CREATE TABLE mailbox ("
+	" id INTEGER PRIMARY KEY AUTOINCREMENT,"
+	" name TEXT NOT NULL UNIQUE,"
+	" owner_uid INTEGER NOT NULL,"
+	" gid INTEGER NOT NULL,"
+	" mode INTEGER NOT NULL,"
+	" lease_ms INTEGER NOT NULL,"
+	" max_deliveries INTEGER NOT NULL DEFAULT 0,"
+	" max_msgs INTEGER NOT NULL DEFAULT 0,"
+	" max_bytes INTEGER NOT NULL DEFAULT 0,"
+	" ttl_ms INTEGER NOT NULL DEFAULT 0,"
+	" flags INTEGER NOT NULL DEFAULT 0,"
+	" created_ns INTEGER NOT NULL"
+	");"
+	"CREATE TABLE message ("
+	" id INTEGER PRIMARY KEY AUTOINCREMENT,"
+	" mailbox_id INTEGER NOT NULL REFERENCES mailbox(id),"
+	" state INTEGER NOT NULL CHECK (state IN (0, 1, 2)),"
+	" priority INTEGER NOT NULL CHECK (priority BETWEEN 0 AND 9),"
+	" deliveries INTEGER NOT NULL DEFAULT 0,"
+	" time_ns INTEGER NOT NULL,"
+	" ready_ns INTEGER NOT NULL DEFAULT 0,"
+	" expires_ns INTEGER NOT NULL DEFAULT 0,"
+	" pid INTEGER NOT NULL,"
+	" uid INTEGER NOT NULL,"
+	" gid INTEGER NOT NULL,"
+	" comm TEXT NOT NULL DEFAULT '',"
+	" headers BLOB,"
+	" dedup TEXT,"
+	" dead_reason TEXT,"
+	" data BLOB NOT NULL"
+	");"
+	"CREATE INDEX message_queue ON message"
+	" (mailbox_id, state, priority DESC, id, ready_ns);"
+	"CREATE INDEX message_delayed ON message (mailbox_id, ready_ns)"
+	" WHERE state = 0 AND ready_ns > 0;"
+	"CREATE INDEX message_dedup ON message (mailbox_id, dedup)"
+	" WHERE dedup IS NOT NULL;"
+	"PRAGMA user_version = 1;"
+	"PRAGMA application_id = 1835167608;" /* "mbox" */;
+
+static void
+test_store_migrate_from_v1(void **state)
+{
+	Fx *fx = *state;
+	StoreMailbox *mb;
+	uint64_t id = 0;
+	int64_t next = 0;
+	sqlite3 *db;
+	Seen sn;
+
+	db = raw_open(fx);
+	raw_exec(db, v1_ddl);
+	raw_exec(db, "INSERT INTO mailbox (id, name, owner_uid, gid, mode,"
+		     " lease_ms, created_ns) VALUES (7, 'old', 0, 0, 384,"
+		     " 1000, 1)");
+	/* 10: ready with a dedup key; 11: leased; 12: dead; 13: expiring. */
+	raw_exec(db, "INSERT INTO message (id, mailbox_id, state, priority,"
+		     " time_ns, expires_ns, pid, uid, gid, dedup, dead_reason,"
+		     " data) VALUES"
+		     " (10, 7, 0, 0, 5, 0, 1, 0, 0, 'key', NULL, 'aa'),"
+		     " (11, 7, 1, 0, 6, 0, 1, 0, 0, NULL, NULL, 'b'),"
+		     " (12, 7, 2, 0, 7, 0, 1, 0, 0, NULL, 'rejected', 'c'),"
+		     " (13, 7, 0, 0, 8, 99, 1, 0, 0, NULL, NULL, 'd')");
+	sqlite3_close(db);
+
+	fx_open(fx, STORE_SYNC_FULL);
+	db = raw_open(fx);
+	assert_int_equal(raw_int(db, "PRAGMA user_version"), 2);
+	/* message_queue was rebuilt with expires_ns. */
+	assert_int_equal(raw_int(db, "SELECT count(*) FROM"
+				     " pragma_index_info('message_queue')"),
+			 6);
+	assert_int_equal(raw_int(db, "SELECT count(*) FROM dedup"), 1);
+	sqlite3_close(db);
+	mb = store_mailbox_get(fx->s, "old");
+	assert_non_null(mb);
+	assert_int_equal(mb->n_ready, 3); /* the lease is void */
+	assert_int_equal(mb->n_dead, 1);
+	assert_int_equal(mb->bytes, 5);
+	check_counters(fx, mb);
+	/* The key of a message posted before the upgrade still counts. */
+	assert_int_equal(store_dedup_find(fx->s, mb, "key", 5, &id), 0);
+	assert_int_equal(id, 10);
+	assert_int_equal(store_binding_count(fx->s, mb), 0);
+	assert_int_equal(store_next_expiry(fx->s, &next), 0);
+	assert_int_equal(next, 99);
+	assert_int_equal(lease(fx->s, mb, 100, 10, &sn), 2);
+	assert_int_equal(sn.id[0], 10);
+	assert_int_equal(sn.id[1], 11);
+
+	/* And the new tables work in it. */
+	assert_int_equal(store_begin(fx->s), 0);
+	assert_int_equal(store_binding_add(fx->s, mb, "old.*"), 0);
+	assert_int_equal(store_commit(fx->s, true), 0);
+	fx_reopen(fx);
+	mb = store_mailbox_get(fx->s, "old");
+	assert_int_equal(store_binding_count(fx->s, mb), 1);
+}
+
 int
 main(void)
 {
@@ -1681,6 +2474,13 @@ main(void)
 		T(test_store_fsync_failure_refuses_writes),
 		T(test_store_disk_full_at_commit),
 		T(test_store_disk_full_at_insert),
+		T(test_store_kill_kick),
+		T(test_store_purge),
+		T(test_store_expire),
+		T(test_store_release_max_deliveries),
+		T(test_store_dedup),
+		T(test_store_bindings),
+		T(test_store_migrate_from_v1),
 #undef T
 	};
 
