@@ -14,8 +14,12 @@
  *   until its own caller asks for it, so several requests can be
  *   outstanding on one connection (pipelining), even though the blocking
  *   calls below only ever have one.
- * - Pushes (flags PUSH, id 0) are tolerated and dropped: nothing
- *   subscribes yet.
+ * - Pushes (flags PUSH, id 0) never answer a request. Whoever reads one
+ *   from the socket (a blocking call waiting for its reply, mbox_next,
+ *   mbox_dispatch) decodes every MSG of a DELIVER push into the push
+ *   queue (m->pushq), in arrival order, so a blocking call made while
+ *   subscribed loses nothing; mbox_next and mbox_dispatch hand them out.
+ *   Other push opcodes are dropped: a newer broker may add some.
  * - A frame goes out whole or the connection is marked broken: half a
  *   frame on the wire would desynchronise the broker's reassembly. After
  *   a failed send, a closed socket or a framing error on receive, every
@@ -34,13 +38,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "mbox.h"
 #include "client/msg.h"
 #include "client/proto.h"
+#include "client/topic.h"
 
 /* A received frame: header and reassembled body. */
 typedef struct Frame {
@@ -62,7 +69,10 @@ struct mbox {
 	size_t max_frame;    /* bytes of body, from HELLO */
 	ProtoAssembler rx;
 	ProtoWriter tx;
-	uint8_t *dgram; /* receive buffer, MBOX_PROTO_DGRAM_MAX bytes */
+	uint8_t *dgram;	  /* receive buffer, MBOX_PROTO_DGRAM_MAX bytes */
+	mbox_msg **pushq; /* pushed messages not handed out yet: a ring */
+	size_t push_head, push_n, push_cap;
+	char *reply_box; /* mbox_call's temporary mailbox, NULL until used */
 	char error[512];
 };
 
@@ -323,9 +333,14 @@ tx_frame(mbox *m, const uint8_t *frame, size_t len)
 	return 0;
 }
 
-/* Read datagrams until one whole frame is assembled. */
+/*
+ * Read datagrams until one whole frame is assembled. With nonblock, return
+ * -EAGAIN as soon as the socket has nothing more (the connection stays
+ * usable): a frame begun stays in the assembler, and the next call, of
+ * either kind, goes on with it.
+ */
 static int
-rx_frame(mbox *m, Frame **out)
+rx_frame(mbox *m, Frame **out, bool nonblock)
 {
 	Frame *f;
 	int r;
@@ -334,13 +349,17 @@ rx_frame(mbox *m, Frame **out)
 	for (;;) {
 		struct iovec iov = {m->dgram, MBOX_PROTO_DGRAM_MAX};
 		struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1};
-		ssize_t n = recvmsg(m->fd, &mh, MSG_CMSG_CLOEXEC);
+		ssize_t n = recvmsg(m->fd, &mh,
+				    MSG_CMSG_CLOEXEC |
+					    (nonblock ? MSG_DONTWAIT : 0));
 
 		if (n < 0) {
 			int e = errno;
 
 			if (e == EINTR)
 				continue;
+			if (nonblock && (e == EAGAIN || e == EWOULDBLOCK))
+				return -EAGAIN;
 			mbox_set_error(m, "receive: %s", strerror(e));
 			if (errno_is_disconnect(e))
 				return mbox_break(m, -ECONNRESET);
@@ -391,15 +410,136 @@ rx_frame(mbox *m, Frame **out)
 	}
 }
 
+/* -------------------------------------------------------------------- */
+/* Push queue */
+
+static int
+push_queue(mbox *m, mbox_msg *msg)
+{
+	if (m->push_n == m->push_cap) {
+		size_t cap = m->push_cap ? 2 * m->push_cap : 16, i;
+		mbox_msg **v = malloc(cap * sizeof(*v));
+
+		if (!v)
+			return -ENOMEM;
+		/* Unroll the ring so that it starts at 0 again. */
+		for (i = 0; i < m->push_n; i++)
+			v[i] = m->pushq[(m->push_head + i) % m->push_cap];
+		free(m->pushq);
+		m->pushq = v;
+		m->push_cap = cap;
+		m->push_head = 0;
+	}
+	m->pushq[(m->push_head + m->push_n) % m->push_cap] = msg;
+	m->push_n++;
+	return 0;
+}
+
+/* The oldest queued push, or NULL. */
+static mbox_msg *
+push_pop(mbox *m)
+{
+	mbox_msg *msg;
+
+	if (m->push_n == 0)
+		return NULL;
+	msg = m->pushq[m->push_head];
+	m->push_head = (m->push_head + 1) % m->push_cap;
+	m->push_n--;
+	return msg;
+}
+
+static void
+push_drop_all(mbox *m)
+{
+	mbox_msg *msg;
+
+	while ((msg = push_pop(m)))
+		mbox_msg_free(msg);
+}
+
+/*
+ * Queue every MSG of a DELIVER push; frees f. The broker has leased these
+ * messages to us, so one we cannot keep would stay leased to nobody who
+ * knows it: the connection is marked broken instead, and closing it gives
+ * them back.
+ */
+static int
+push_take(mbox *m, Frame *f)
+{
+	ProtoReader rd;
+	ProtoField fl;
+	mbox_msg *msg;
+	char why[128] = "";
+	int r;
+
+	if (f->hdr.opcode != MBOX_OP_DELIVER) {
+		/* A push of a later protocol revision: not for us. */
+		frame_free(f);
+		return 0;
+	}
+	if (f->too_large) {
+		frame_free(f);
+		mbox_set_error(m, "the broker pushed a frame over MAX_FRAME");
+		return mbox_break(m, -EPROTO);
+	}
+	proto_reader_init(&rd, f->body ? f->body : empty_body, f->len);
+	while ((r = proto_reader_next(&rd, &fl)) > 0) {
+		if (fl.tag != MBOX_TAG_MSG)
+			continue;
+		r = mbox__msg_decode(fl.val, fl.len, NULL, &msg, why);
+		if (r == 0) {
+			r = push_queue(m, msg);
+			if (r < 0)
+				mbox_msg_free(msg);
+		}
+		if (r < 0)
+			break;
+	}
+	frame_free(f);
+	if (r == -ENOMEM) {
+		mbox_set_error(m, "out of memory queueing a pushed message");
+		return mbox_break(m, -ENOMEM);
+	}
+	if (r < 0) {
+		mbox_set_error(m, "undecodable pushed message%s%s",
+			       why[0] ? ": " : "", why);
+		return mbox_break(m, -EPROTO);
+	}
+	return 0;
+}
+
+/*
+ * A frame nobody in particular waits for: queue a push, park a reply to
+ * a request in flight for its own caller, drop anything else. Frees or
+ * keeps f.
+ */
+static int
+rx_route(mbox *m, Frame *f)
+{
+	Frame **tail;
+
+	if (f->hdr.flags & MBOX_FLAG_PUSH)
+		return push_take(m, f);
+	if (!(f->hdr.flags & MBOX_FLAG_REPLY) || !inflight_has(m, f->hdr.id)) {
+		frame_free(f);
+		return 0;
+	}
+	for (tail = &m->parked; *tail; tail = &(*tail)->next)
+		;
+	*tail = f;
+	return 0;
+}
+
 /*
  * Wait for the reply to request id. Replies to other requests in flight
- * are parked for their own callers; pushes and replies to ids nobody
- * waits for are dropped.
+ * are parked for their own callers, pushes are queued, replies to ids
+ * nobody waits for are dropped.
  */
 static int
 reply_wait(mbox *m, uint32_t id, Frame **out)
 {
-	Frame **pp, *f, **tail;
+	Frame **pp, *f;
 	int r;
 
 	*out = NULL;
@@ -416,27 +556,18 @@ reply_wait(mbox *m, uint32_t id, Frame **out)
 	if (m->broken)
 		return m->broken;
 	for (;;) {
-		r = rx_frame(m, &f);
+		r = rx_frame(m, &f, false);
 		if (r < 0)
 			return r;
-		if ((f->hdr.flags & MBOX_FLAG_PUSH) ||
-		    !(f->hdr.flags & MBOX_FLAG_REPLY)) {
-			/* No subscriptions yet: nothing to deliver it to. */
-			frame_free(f);
-			continue;
-		}
-		if (f->hdr.id == id) {
+		if ((f->hdr.flags & MBOX_FLAG_REPLY) &&
+		    !(f->hdr.flags & MBOX_FLAG_PUSH) && f->hdr.id == id) {
 			inflight_remove(m, id);
 			*out = f;
 			return 0;
 		}
-		if (!inflight_has(m, f->hdr.id)) {
-			frame_free(f);
-			continue;
-		}
-		for (tail = &m->parked; *tail; tail = &(*tail)->next)
-			;
-		*tail = f;
+		r = rx_route(m, f);
+		if (r < 0)
+			return r;
 	}
 }
 
@@ -789,6 +920,9 @@ mbox_close(mbox *m)
 		m->parked = f->next;
 		frame_free(f);
 	}
+	push_drop_all(m);
+	free(m->pushq);
+	free(m->reply_box);
 	proto_asm_release(&m->rx);
 	proto_writer_release(&m->tx);
 	free(m->inflight);
@@ -828,8 +962,27 @@ mbox_ping(mbox *m)
 	return r;
 }
 
-int
-mbox_create(mbox *m, const char *mailbox, const char *const *settings)
+/* CREATE and SET: each setting "key=value" with a non-empty key. */
+static int
+settings_check(mbox *m, const char *const *settings)
+{
+	size_t i;
+
+	for (i = 0; settings && settings[i]; i++) {
+		if (!strchr(settings[i], '=') || settings[i][0] == '=' ||
+		    !str_valid(settings[i])) {
+			mbox_set_error(m, "setting \"%.64s\" is not key=value",
+				       settings[i]);
+			return -EINVAL;
+		}
+	}
+	return 0;
+}
+
+/* CREATE and SET: MAILBOX and the settings, empty reply. */
+static int
+settings_req(mbox *m, uint16_t op, const char *mailbox,
+	     const char *const *settings)
 {
 	ProtoFields f;
 	Frame *fr;
@@ -843,21 +996,40 @@ mbox_create(mbox *m, const char *mailbox, const char *const *settings)
 	r = check_name(m, mailbox);
 	if (r < 0)
 		return r;
-	for (i = 0; settings && settings[i]; i++) {
-		if (!strchr(settings[i], '=') || settings[i][0] == '=' ||
-		    !str_valid(settings[i])) {
-			mbox_set_error(m, "setting \"%.64s\" is not key=value",
-				       settings[i]);
-			return -EINVAL;
-		}
-	}
-	id = req_begin(m, MBOX_OP_CREATE);
+	r = settings_check(m, settings);
+	if (r < 0)
+		return r;
+	id = req_begin(m, op);
 	proto_put_str(&m->tx, MBOX_TAG_MAILBOX, mailbox);
 	for (i = 0; settings && settings[i]; i++)
 		proto_put_str(&m->tx, MBOX_TAG_SETTING, settings[i]);
-	r = req_call(m, id, MBOX_OP_CREATE, &fr, &f, 0);
+	r = req_call(m, id, op, &fr, &f, 0);
 	frame_free(fr);
 	return r;
+}
+
+int
+mbox_create(mbox *m, const char *mailbox, const char *const *settings)
+{
+	return settings_req(m, MBOX_OP_CREATE, mailbox, settings);
+}
+
+int
+mbox_set(mbox *m, const char *mailbox, const char *const *settings)
+{
+	size_t i;
+
+	if (m && (!settings || !settings[0])) {
+		mbox_set_error(m, "no setting to change given");
+		return -EINVAL;
+	}
+	for (i = 0; m && settings[i]; i++) {
+		if (strncmp(settings[i], "temp=", 5) == 0) {
+			mbox_set_error(m, "temp can only be set at creation");
+			return -EINVAL;
+		}
+	}
+	return settings_req(m, MBOX_OP_SET, mailbox, settings);
 }
 
 /* Client-side checks of one message to post: cheap, and clearer errors. */
@@ -1160,9 +1332,14 @@ ids_check(mbox *m, const uint64_t *ids, size_t n)
 	return 0;
 }
 
-/* ACK and NACK differ only in opcode and NACK's optional delay. */
+/*
+ * ACK, NACK, TOUCH and REJECT: a list of ids, at most one optional u64
+ * (NACK's DELAY_MS, TOUCH's LEASE_MS: tag 0 or value 0 = none), and for
+ * TOUCH the DEADLINE_NS of the reply (deadline_ns may be NULL).
+ */
 static int
-settle(mbox *m, uint16_t op, const uint64_t *ids, size_t n, uint64_t delay_ms)
+settle(mbox *m, uint16_t op, const uint64_t *ids, size_t n, uint16_t tag,
+       uint64_t val, int64_t *deadline_ns)
 {
 	ProtoFields f;
 	Frame *fr;
@@ -1179,9 +1356,12 @@ settle(mbox *m, uint16_t op, const uint64_t *ids, size_t n, uint64_t delay_ms)
 	id = req_begin(m, op);
 	for (i = 0; i < n; i++)
 		proto_put_u64(&m->tx, MBOX_TAG_ID, ids[i]);
-	if (delay_ms)
-		proto_put_u64(&m->tx, MBOX_TAG_DELAY_MS, delay_ms);
-	r = req_call(m, id, op, &fr, &f, 0);
+	if (tag && val)
+		proto_put_u64(&m->tx, tag, val);
+	r = req_call(m, id, op, &fr, &f,
+		     deadline_ns ? PROTO_BIT(MBOX_TAG_DEADLINE_NS) : 0);
+	if (r == 0 && deadline_ns)
+		*deadline_ns = (int64_t)proto_u64(&f, MBOX_TAG_DEADLINE_NS, 0);
 	frame_free(fr);
 	return r;
 }
@@ -1189,13 +1369,30 @@ settle(mbox *m, uint16_t op, const uint64_t *ids, size_t n, uint64_t delay_ms)
 int
 mbox_ack(mbox *m, const uint64_t *ids, size_t n)
 {
-	return settle(m, MBOX_OP_ACK, ids, n, 0);
+	return settle(m, MBOX_OP_ACK, ids, n, 0, 0, NULL);
 }
 
 int
 mbox_nack(mbox *m, const uint64_t *ids, size_t n, uint64_t delay_ms)
 {
-	return settle(m, MBOX_OP_NACK, ids, n, delay_ms);
+	return settle(m, MBOX_OP_NACK, ids, n, MBOX_TAG_DELAY_MS, delay_ms,
+		      NULL);
+}
+
+int
+mbox_touch(mbox *m, const uint64_t *ids, size_t n, uint64_t lease_ms,
+	   int64_t *deadline_ns)
+{
+	int64_t tmp;
+
+	return settle(m, MBOX_OP_TOUCH, ids, n, MBOX_TAG_LEASE_MS, lease_ms,
+		      deadline_ns ? deadline_ns : &tmp);
+}
+
+int
+mbox_reject(mbox *m, const uint64_t *ids, size_t n)
+{
+	return settle(m, MBOX_OP_REJECT, ids, n, 0, 0, NULL);
 }
 
 int
@@ -1355,4 +1552,695 @@ mbox_list_free(mbox_mailbox_info *list, size_t n)
 	for (i = 0; i < n; i++)
 		free(list[i].name);
 	free(list);
+}
+
+/* -------------------------------------------------------------------- */
+/* Mailbox administration */
+
+/*
+ * The requests that name one mailbox: MAILBOX, at most one optional u64
+ * (tag 0 or value 0 = none), and a reply that is empty or, when count is
+ * not NULL, carries COUNT.
+ */
+static int
+mailbox_req(mbox *m, uint16_t op, const char *mailbox, uint16_t tag,
+	    uint64_t val, uint64_t *count)
+{
+	ProtoFields f;
+	Frame *fr;
+	uint32_t id;
+	int r;
+
+	r = mbox_enter(m);
+	if (r < 0)
+		return r;
+	r = check_name(m, mailbox);
+	if (r < 0)
+		return r;
+	id = req_begin(m, op);
+	proto_put_str(&m->tx, MBOX_TAG_MAILBOX, mailbox);
+	if (tag && val)
+		proto_put_u64(&m->tx, tag, val);
+	r = req_call(m, id, op, &fr, &f, count ? PROTO_BIT(MBOX_TAG_COUNT) : 0);
+	if (r == 0 && count)
+		*count = proto_u64(&f, MBOX_TAG_COUNT, 0);
+	frame_free(fr);
+	return r;
+}
+
+static int
+flags_check(mbox *m, const char *what, unsigned flags, unsigned known)
+{
+	if (flags & ~known) {
+		mbox_set_error(m, "unknown %s flags 0x%x", what,
+			       flags & ~known);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+int
+mbox_delete(mbox *m, const char *mailbox, unsigned flags)
+{
+	if (m && flags_check(m, "delete", flags, MBOX_DELETE_FORCE_FLAG))
+		return -EINVAL;
+	return mailbox_req(
+		m, MBOX_OP_DELETE, mailbox, MBOX_TAG_FLAGS,
+		flags & MBOX_DELETE_FORCE_FLAG ? MBOX_DELETE_FORCE : 0, NULL);
+}
+
+int
+mbox_purge(mbox *m, const char *mailbox, unsigned flags, uint64_t *count)
+{
+	uint64_t tmp;
+
+	if (m && flags_check(m, "purge", flags, MBOX_PURGE_DEAD_ONLY))
+		return -EINVAL;
+	return mailbox_req(m, MBOX_OP_PURGE, mailbox, MBOX_TAG_FLAGS,
+			   flags & MBOX_PURGE_DEAD_ONLY ? MBOX_PURGE_DEAD : 0,
+			   count ? count : &tmp);
+}
+
+int
+mbox_kick(mbox *m, const char *mailbox, uint64_t max, uint64_t *count)
+{
+	uint64_t tmp;
+
+	return mailbox_req(m, MBOX_OP_KICK, mailbox, MBOX_TAG_COUNT, max,
+			   count ? count : &tmp);
+}
+
+int
+mbox_pause(mbox *m, const char *mailbox)
+{
+	return mailbox_req(m, MBOX_OP_PAUSE, mailbox, 0, 0, NULL);
+}
+
+int
+mbox_resume(mbox *m, const char *mailbox)
+{
+	return mailbox_req(m, MBOX_OP_RESUME, mailbox, 0, 0, NULL);
+}
+
+/* -------------------------------------------------------------------- */
+/* Fan-out */
+
+static int
+check_topic(mbox *m, const char *topic, bool pattern)
+{
+	size_t len = topic ? strlen(topic) : 0;
+
+	if (topic && (pattern ? topic_pattern_valid(topic, len)
+			      : topic_valid(topic, len)))
+		return 0;
+	mbox_set_error(m,
+		       "invalid topic%s \"%.64s\"%s: words of A-Z a-z 0-9 _ - "
+		       "separated by dots, 1-%u bytes%s",
+		       pattern ? " pattern" : "", topic ? topic : "",
+		       len > 64 ? "..." : "", MBOX_TOPIC_MAX,
+		       pattern ? "; a word may be *, the last one >" : "");
+	return -EINVAL;
+}
+
+/* BIND and UNBIND: MAILBOX, TOPIC (a pattern), empty reply. */
+static int
+binding_req(mbox *m, uint16_t op, const char *mailbox, const char *pattern)
+{
+	ProtoFields f;
+	Frame *fr;
+	uint32_t id;
+	int r;
+
+	r = mbox_enter(m);
+	if (r < 0)
+		return r;
+	r = check_name(m, mailbox);
+	if (r < 0)
+		return r;
+	r = check_topic(m, pattern, true);
+	if (r < 0)
+		return r;
+	id = req_begin(m, op);
+	proto_put_str(&m->tx, MBOX_TAG_MAILBOX, mailbox);
+	proto_put_str(&m->tx, MBOX_TAG_TOPIC, pattern);
+	r = req_call(m, id, op, &fr, &f, 0);
+	frame_free(fr);
+	return r;
+}
+
+int
+mbox_bind(mbox *m, const char *mailbox, const char *pattern)
+{
+	return binding_req(m, MBOX_OP_BIND, mailbox, pattern);
+}
+
+int
+mbox_unbind(mbox *m, const char *mailbox, const char *pattern)
+{
+	return binding_req(m, MBOX_OP_UNBIND, mailbox, pattern);
+}
+
+int
+mbox_publish(mbox *m, const char *topic, const void *data, size_t len,
+	     const mbox_post_opts *opts, size_t *copies)
+{
+	ProtoFields f;
+	Frame *fr;
+	uint32_t id;
+	int r;
+
+	if (copies)
+		*copies = 0;
+	r = mbox_enter(m);
+	if (r < 0)
+		return r;
+	r = check_topic(m, topic, false);
+	if (r < 0)
+		return r;
+	if (opts && opts->dedup) {
+		mbox_set_error(m, "a published message takes no dedup key");
+		return -EINVAL;
+	}
+	r = post_item_check(m, 0, 1, data, len, opts);
+	if (r < 0)
+		return r;
+	id = req_begin(m, MBOX_OP_PUBLISH);
+	proto_put_str(&m->tx, MBOX_TAG_TOPIC, topic);
+	post_item_put(&m->tx, data, len, opts);
+	r = req_call(m, id, MBOX_OP_PUBLISH, &fr, &f,
+		     PROTO_BIT(MBOX_TAG_COUNT));
+	if (r == 0 && copies)
+		*copies = (size_t)proto_u64(&f, MBOX_TAG_COUNT, 0);
+	frame_free(fr);
+	return r;
+}
+
+/* -------------------------------------------------------------------- */
+/* Push subscriptions */
+
+int
+mbox_subscribe(mbox *m, const char *mailbox, unsigned window, uint64_t lease_ms,
+	       unsigned flags, int *standby)
+{
+	ProtoFields f;
+	Frame *fr;
+	uint32_t id;
+	int r;
+
+	if (standby)
+		*standby = 0;
+	r = mbox_enter(m);
+	if (r < 0)
+		return r;
+	r = check_name(m, mailbox);
+	if (r < 0)
+		return r;
+	if (window == 0 || window > MBOX_WINDOW_MAX) {
+		mbox_set_error(m, "the window is 1-%u messages",
+			       MBOX_WINDOW_MAX);
+		return -EINVAL;
+	}
+	r = flags_check(m, "subscribe", flags, MBOX_SUB_EXCLUSIVE_FLAG);
+	if (r < 0)
+		return r;
+	id = req_begin(m, MBOX_OP_SUBSCRIBE);
+	proto_put_str(&m->tx, MBOX_TAG_MAILBOX, mailbox);
+	proto_put_u64(&m->tx, MBOX_TAG_COUNT, window);
+	if (lease_ms)
+		proto_put_u64(&m->tx, MBOX_TAG_LEASE_MS, lease_ms);
+	if (flags & MBOX_SUB_EXCLUSIVE_FLAG)
+		proto_put_u64(&m->tx, MBOX_TAG_FLAGS, MBOX_SUB_EXCLUSIVE);
+	r = req_call(m, id, MBOX_OP_SUBSCRIBE, &fr, &f, 0);
+	if (r == 0 && standby)
+		*standby =
+			!!(proto_u64(&f, MBOX_TAG_FLAGS, 0) & MBOX_SUB_STANDBY);
+	frame_free(fr);
+	return r;
+}
+
+int
+mbox_unsubscribe(mbox *m, const char *mailbox)
+{
+	return mailbox_req(m, MBOX_OP_UNSUBSCRIBE, mailbox, 0, 0, NULL);
+}
+
+size_t
+mbox_pending(const mbox *m)
+{
+	return m ? m->push_n : 0;
+}
+
+/* Monotonic clock in ms, for timeouts. */
+static int64_t
+now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* now + ms (ms >= 0), saturating: a huge timeout must not overflow. */
+static int64_t
+deadline_after(int64_t ms)
+{
+	int64_t now = now_ms();
+
+	return ms > INT64_MAX - now ? INT64_MAX : now + ms;
+}
+
+/*
+ * Read one frame without blocking and route it (rx_route). Returns 1 when
+ * a frame was read, 0 when the socket had no whole frame, or an error.
+ */
+static int
+rx_poll_once(mbox *m)
+{
+	Frame *f;
+	int r;
+
+	if (m->broken)
+		return m->broken;
+	r = rx_frame(m, &f, true);
+	if (r == -EAGAIN)
+		return 0;
+	if (r < 0)
+		return r;
+	r = rx_route(m, f);
+	return r < 0 ? r : 1;
+}
+
+int
+mbox_next(mbox *m, int64_t wait_ms, mbox_msg **msg)
+{
+	int64_t deadline;
+	int r;
+
+	if (msg)
+		*msg = NULL;
+	if (!m || !msg)
+		return -EINVAL;
+	m->error[0] = '\0';
+	deadline = deadline_after(wait_ms < 0 ? 0 : wait_ms);
+	for (;;) {
+		struct pollfd pfd = {.fd = m->fd, .events = POLLIN};
+		int64_t left;
+
+		/* Queued ones first, even from a connection that broke
+		 * since: they were read whole. */
+		*msg = push_pop(m);
+		if (*msg)
+			return 0;
+		r = rx_poll_once(m);
+		if (r < 0)
+			return r;
+		if (r > 0)
+			continue;
+		left = wait_ms < 0 ? -1 : deadline - now_ms();
+		if (wait_ms >= 0 && left <= 0)
+			break;
+		r = poll(&pfd, 1, left > INT_MAX ? INT_MAX : (int)left);
+		if (r < 0 && errno != EINTR) {
+			r = -errno;
+			mbox_set_error(m, "poll: %s", strerror(-r));
+			return r;
+		}
+	}
+	mbox_set_error(m, "no message pushed within %lld ms",
+		       (long long)wait_ms);
+	return -ETIMEDOUT;
+}
+
+/*
+ * Frames read per mbox_dispatch at most: the windows bound what the
+ * broker may push, this bounds the loop even against a broker that
+ * ignores them. What is left keeps the fd readable.
+ */
+#define DISPATCH_READ_MAX 4096
+
+int
+mbox_dispatch(mbox *m, mbox_deliver_fn fn, void *ctx)
+{
+	size_t budget, done = 0;
+	int r = 0, i;
+	mbox_msg *msg;
+
+	if (!m || !fn)
+		return -EINVAL;
+	m->error[0] = '\0';
+	for (i = 0; i < DISPATCH_READ_MAX; i++) {
+		r = rx_poll_once(m);
+		if (r <= 0)
+			break;
+	}
+	/*
+	 * Only what is queued now: fn's own calls (an ack that opens the
+	 * window) read more pushes, and under steady traffic handing those
+	 * out too would never return to the caller's loop. They stay
+	 * queued; mbox_pending tells the loop.
+	 */
+	budget = m->push_n;
+	while (done < budget && (msg = push_pop(m))) {
+		fn(ctx, msg);
+		done++;
+	}
+	if (done == 0 && r < 0)
+		return r;
+	return done > INT_MAX ? INT_MAX : (int)done;
+}
+
+/* -------------------------------------------------------------------- */
+/* Hand-off */
+
+static bool
+token_valid(const char *s, size_t len)
+{
+	size_t i;
+
+	if (len != MBOX_TOKEN_HEX)
+		return false;
+	for (i = 0; i < len; i++)
+		if (!((s[i] >= '0' && s[i] <= '9') ||
+		      (s[i] >= 'a' && s[i] <= 'f')))
+			return false;
+	return true;
+}
+
+int
+mbox_handoff(mbox *m, uint64_t wait_ms, char token[MBOX_TOKEN_SIZE],
+	     int64_t *deadline_ns)
+{
+	ProtoFields f;
+	ProtoSlice t;
+	Frame *fr;
+	uint32_t id;
+	int r;
+
+	if (token)
+		token[0] = '\0';
+	r = mbox_enter(m);
+	if (r < 0)
+		return r;
+	if (!token) {
+		mbox_set_error(m, "no place for the token given");
+		return -EINVAL;
+	}
+	id = req_begin(m, MBOX_OP_HANDOFF);
+	if (wait_ms)
+		proto_put_u64(&m->tx, MBOX_TAG_WAIT_MS, wait_ms);
+	r = req_call(m, id, MBOX_OP_HANDOFF, &fr, &f,
+		     PROTO_BIT(MBOX_TAG_TOKEN) |
+			     PROTO_BIT(MBOX_TAG_DEADLINE_NS));
+	if (r < 0)
+		return r;
+	/*
+	 * Every push sent before the reply has been read by now (one stream,
+	 * in order), and the broker parked those messages with the rest: they
+	 * are the successor's, not ours to hand out.
+	 */
+	push_drop_all(m);
+	t = f.first[MBOX_TAG_TOKEN];
+	if (!token_valid((const char *)t.ptr, t.len)) {
+		frame_free(fr);
+		mbox_set_error(m, "the broker sent a malformed hand-off token");
+		return -EPROTO;
+	}
+	memcpy(token, t.ptr, t.len);
+	token[t.len] = '\0';
+	if (deadline_ns)
+		*deadline_ns = (int64_t)proto_u64(&f, MBOX_TAG_DEADLINE_NS, 0);
+	frame_free(fr);
+	return 0;
+}
+
+int
+mbox_claim(mbox *m, const char *token, size_t *count)
+{
+	ProtoFields f;
+	Frame *fr;
+	uint32_t id;
+	int r;
+
+	if (count)
+		*count = 0;
+	r = mbox_enter(m);
+	if (r < 0)
+		return r;
+	if (!token || !token_valid(token, strlen(token))) {
+		mbox_set_error(m, "a hand-off token is %u lowercase hex digits",
+			       MBOX_TOKEN_HEX);
+		return -EINVAL;
+	}
+	id = req_begin(m, MBOX_OP_CLAIM);
+	proto_put_str(&m->tx, MBOX_TAG_TOKEN, token);
+	/* The broker pushes the messages before it answers: reply_wait has
+	 * queued them all by the time it returns. */
+	r = req_call(m, id, MBOX_OP_CLAIM, &fr, &f, PROTO_BIT(MBOX_TAG_COUNT));
+	if (r == 0 && count)
+		*count = (size_t)proto_u64(&f, MBOX_TAG_COUNT, 0);
+	frame_free(fr);
+	return r;
+}
+
+/* -------------------------------------------------------------------- */
+/* Request / reply */
+
+#define HDR_REPLY_TO	   "reply-to"
+#define HDR_CORRELATION_ID "correlation-id"
+
+/* n random bytes as 2n lowercase hex digits and a NUL into out. */
+static int
+random_hex(char *out, size_t n)
+{
+	static const char hex[] = "0123456789abcdef";
+	uint8_t buf[32];
+	size_t got = 0, i;
+
+	if (n > sizeof(buf))
+		return -EINVAL;
+	while (got < n) {
+		ssize_t r = getrandom(buf + got, n - got, 0);
+
+		if (r < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		got += (size_t)r;
+	}
+	for (i = 0; i < n; i++) {
+		out[2 * i] = hex[buf[i] >> 4];
+		out[2 * i + 1] = hex[buf[i] & 15];
+	}
+	out[2 * n] = '\0';
+	return 0;
+}
+
+/*
+ * A new {key, value, ..., NULL} array: headers (may be NULL) followed by
+ * the pairs k1=v1 and, if k2 is not NULL, k2=v2. Only the array is
+ * allocated; the strings stay the callers'.
+ */
+static const char **
+headers_join(const char *const *headers, const char *k1, const char *v1,
+	     const char *k2, const char *v2)
+{
+	const char **h;
+	size_t n = 0, i;
+
+	while (headers && headers[n])
+		n++;
+	h = malloc((n + 5) * sizeof(*h));
+	if (!h)
+		return NULL;
+	for (i = 0; i < n; i++)
+		h[i] = headers[i];
+	if (n % 2) {
+		/* A key without value: leave it last, for post_item_check
+		 * to name it. */
+		h[n] = NULL;
+		return h;
+	}
+	h[n++] = k1;
+	h[n++] = v1;
+	if (k2) {
+		h[n++] = k2;
+		h[n++] = v2;
+	}
+	h[n] = NULL;
+	return h;
+}
+
+/* The call's temporary reply mailbox, created on first use. */
+static int
+call_reply_box(mbox *m)
+{
+	static const char *const settings[] = {"temp=1", "mode=0622", NULL};
+	char name[64], rnd[17];
+	int r;
+
+	if (m->reply_box)
+		return 0;
+	r = random_hex(rnd, 8);
+	if (r < 0) {
+		mbox_set_error(m, "getrandom: %s", strerror(-r));
+		return r;
+	}
+	snprintf(name, sizeof(name), "reply.%ld.%s", (long)getpid(), rnd);
+	r = mbox_create(m, name, settings);
+	if (r < 0)
+		return r;
+	m->reply_box = strdup(name);
+	if (!m->reply_box) {
+		/* The mailbox stays until the connection closes; harmless. */
+		mbox_set_error(m, "out of memory");
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+/*
+ * Take what is in the reply mailbox, waiting up to wait_ms for the first
+ * one; ack all of it. The one with correlation id cid, if there, goes to
+ * *reply; earlier calls' late replies are dropped.
+ */
+static int
+call_take(mbox *m, const char *cid, uint64_t wait_ms, mbox_msg **reply)
+{
+	mbox_msg *msgs[16];
+	uint64_t ids[16];
+	size_t n = 0, i;
+	int r;
+
+	r = recv_once(m, m->reply_box, 16, wait_ms, 0, msgs, &n);
+	if (r < 0)
+		return r;
+	for (i = 0; i < n; i++) {
+		const char *c = mbox_msg_header(msgs[i], HDR_CORRELATION_ID);
+
+		ids[i] = mbox_msg_id(msgs[i]);
+		if (!*reply && c && strcmp(c, cid) == 0)
+			*reply = msgs[i];
+		else
+			mbox_msg_free(msgs[i]);
+	}
+	if (n == 0)
+		return 0;
+	r = settle(m, MBOX_OP_ACK, ids, n, 0, 0, NULL);
+	/*
+	 * With the reply in hand a failed ack costs nothing: the mailbox is
+	 * ours, and a later call drops what comes back.
+	 */
+	return *reply ? 0 : r;
+}
+
+static int
+call_check(mbox *m, const mbox_post_opts *opts)
+{
+	const char *const *h = opts ? opts->headers : NULL;
+	size_t i;
+
+	for (i = 0; h && h[i] && h[i + 1]; i += 2) {
+		if (strcmp(h[i], HDR_REPLY_TO) == 0 ||
+		    strcmp(h[i], HDR_CORRELATION_ID) == 0) {
+			mbox_set_error(m, "header \"%s\" is set by the call",
+				       h[i]);
+			return -EINVAL;
+		}
+	}
+	return 0;
+}
+
+int
+mbox_call(mbox *m, const char *mailbox, const void *data, size_t len,
+	  const mbox_post_opts *opts, int64_t timeout_ms, mbox_msg **reply)
+{
+	mbox_post_opts o = {0};
+	const char **headers;
+	char cid[2 * 16 + 1];
+	int64_t deadline;
+	int r;
+
+	if (reply)
+		*reply = NULL;
+	r = mbox_enter(m);
+	if (r < 0)
+		return r;
+	if (!reply) {
+		mbox_set_error(m, "no place for the reply given");
+		return -EINVAL;
+	}
+	r = check_name(m, mailbox);
+	if (r < 0)
+		return r;
+	r = call_check(m, opts);
+	if (r < 0)
+		return r;
+	deadline = deadline_after(timeout_ms < 0 ? 0 : timeout_ms);
+	r = random_hex(cid, 16);
+	if (r < 0) {
+		mbox_set_error(m, "getrandom: %s", strerror(-r));
+		return r;
+	}
+	r = call_reply_box(m);
+	if (r < 0)
+		return r;
+	if (opts)
+		o = *opts;
+	headers = headers_join(o.headers, HDR_REPLY_TO, m->reply_box,
+			       HDR_CORRELATION_ID, cid);
+	if (!headers) {
+		mbox_set_error(m, "out of memory");
+		return -ENOMEM;
+	}
+	o.headers = headers;
+	r = mbox_post(m, mailbox, data, len, &o, NULL);
+	free(headers);
+	if (r < 0)
+		return r;
+	for (;;) {
+		int64_t left = deadline - now_ms();
+		uint64_t w = timeout_ms < 0 ? RECV_FOREVER_SLICE_MS
+			     : left > 0	    ? (uint64_t)left
+					    : 0;
+
+		r = call_take(m, cid, w, reply);
+		if (r < 0 || *reply)
+			return r;
+		if (timeout_ms >= 0 && deadline - now_ms() <= 0)
+			break;
+	}
+	mbox_set_error(m, "no reply from %.64s within %lld ms", mailbox,
+		       (long long)timeout_ms);
+	return -ETIMEDOUT;
+}
+
+int
+mbox_reply(mbox *m, const mbox_msg *request, const void *data, size_t len,
+	   const char *const *headers)
+{
+	mbox_post_opts o = {0};
+	const char *to, *cid;
+	const char **h;
+	int r;
+
+	r = mbox_enter(m);
+	if (r < 0)
+		return r;
+	to = request ? mbox_msg_header(request, HDR_REPLY_TO) : NULL;
+	if (!to) {
+		mbox_set_error(m, "the request has no reply-to header");
+		return -EINVAL;
+	}
+	cid = mbox_msg_header(request, HDR_CORRELATION_ID);
+	h = cid ? headers_join(headers, HDR_CORRELATION_ID, cid, NULL, NULL)
+		: NULL;
+	if (cid && !h) {
+		mbox_set_error(m, "out of memory");
+		return -ENOMEM;
+	}
+	o.headers = h ? h : headers;
+	r = mbox_post(m, to, data, len, &o, NULL);
+	free(h);
+	return r;
 }

@@ -1,5 +1,6 @@
 /*
- * msg.c - the message object handed out by mbox_recv and mbox_peek.
+ * msg.c - the message object handed out by mbox_recv, mbox_peek, and
+ * for pushes by mbox_next and mbox_dispatch.
  *
  * One malloc per message: the struct, then the header pointer array, then
  * the payload (followed by a NUL that is not part of it), then every string
@@ -21,7 +22,8 @@
 struct mbox_msg {
 	uint64_t id;
 	int64_t time_ns;      /* enqueue time, ns since the epoch */
-	uint64_t deadline_ns; /* lease deadline (RECV only), 0 if none */
+	uint64_t deadline_ns; /* lease deadline (RECV, DELIVER), 0 if none */
+	uint64_t expires_ns;  /* ttl runs out, ns since the epoch; 0 = never */
 	uint32_t deliveries;  /* this delivery included */
 	unsigned priority;    /* 0..9 */
 	pid_t pid;
@@ -146,6 +148,7 @@ mbox__msg_decode(const uint8_t *p, size_t len, const char *dflt_mailbox,
 	msg->id = proto_u64(&f, MBOX_TAG_ID, 0);
 	msg->time_ns = (int64_t)proto_u64(&f, MBOX_TAG_TIME_NS, 0);
 	msg->deadline_ns = proto_u64(&f, MBOX_TAG_DEADLINE_NS, 0);
+	msg->expires_ns = proto_u64(&f, MBOX_TAG_EXPIRES_NS, 0);
 	msg->deliveries = (uint32_t)proto_u64(&f, MBOX_TAG_DELIVERIES, 0);
 	msg->priority = (unsigned)proto_u64(&f, MBOX_TAG_PRIORITY, 0);
 	msg->pid = (pid_t)proto_u64(&f, MBOX_TAG_SENDER_PID, 0);
@@ -273,6 +276,18 @@ mbox_msg_header_at(const mbox_msg *msg, size_t i, const char **key,
 	if (value)
 		*value = msg->headers[2 * i + 1];
 	return 0;
+}
+
+int64_t
+mbox_msg_expires_ns(const mbox_msg *msg)
+{
+	return (int64_t)msg->expires_ns;
+}
+
+int64_t
+mbox_msg_deadline_ns(const mbox_msg *msg)
+{
+	return (int64_t)msg->deadline_ns;
 }
 
 const char *

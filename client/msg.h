@@ -2,10 +2,10 @@
  * msg.h - libmbox's message object (struct mbox_msg), private to the
  * library.
  *
- * A message is decoded from one MSG field of a RECV or PEEK reply into a
- * single allocation that owns copies of everything: the payload and every
- * string. It never points into the frame it came from, so the frame can be
- * freed as soon as decoding is done.
+ * A message is decoded from one MSG field of a RECV or PEEK reply, or of
+ * a DELIVER push, into a single allocation that owns copies of everything:
+ * the payload and every string. It never points into the frame it came
+ * from, so the frame can be freed as soon as decoding is done.
  */
 #ifndef MBOX_CLIENT_MSG_H
 #define MBOX_CLIENT_MSG_H

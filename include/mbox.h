@@ -202,6 +202,8 @@ size_t mbox_pending(const mbox *m);
  * fn for every pushed message (fn owns msg and must free it). fn may call
  * any mbox function on m (ack, post...). Returns how many messages were
  * dispatched, or a negative error (-ECONNRESET: the broker went away).
+ * fn may call any mbox function on m except mbox_close. Messages that
+ * arrive while fn runs stay queued: check mbox_pending again afterwards.
  */
 typedef void (*mbox_deliver_fn)(void *ctx, mbox_msg *msg);
 int mbox_dispatch(mbox *m, mbox_deliver_fn fn, void *ctx);
