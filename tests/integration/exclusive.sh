@@ -1,2 +1,170 @@
-#!/bin/sh
-echo "not written yet"; exit 1
+#!/bin/bash
+# exclusive.sh - exclusive consumer with a hot standby (SPEC 3.5 point 3,
+# doc/protocol.md 5.12, 5.22): the standby gets nothing while the active
+# subscriber lives; when that one is killed, or hands off and nobody claims
+# in time, the standby takes over with the pending work first, so the
+# acked ids stay strictly increasing across the switch, with no gap.
+. "${TOP_SRCDIR:-$(dirname "$0")/../..}/tests/integration/lib.sh"
+
+SUB=$(driver subscriber-driver)
+
+# post_n MAILBOX N: post payloads MAILBOX-1..MAILBOX-N, ids to T_DIR/MAILBOX.ids.
+post_n()
+{
+	seq 1 "$2" | sed "s/^/$1-/" | mbctl post "$1" --lines >"$T_DIR/$1.ids" ||
+		fail "posting $2 messages to $1 failed"
+	assert_eq "$2" "$(wc -l <"$T_DIR/$1.ids")" "ids printed by post --lines to $1"
+}
+
+# expected MAILBOX FIRST LAST DELIVERIES: the "ID PAYLOAD DELIVERIES" lines
+# of messages FIRST..LAST (1-based post order) of MAILBOX.
+expected()
+{
+	local i
+	for ((i = $2; i <= $3; i++)); do
+		echo "$(sed -n "${i}p" "$T_DIR/$1.ids") $1-$i $4"
+	done
+}
+
+# start_sub NAME ARGS...: subscriber-driver in the background, its stdout
+# in T_DIR/NAME.out, stderr in T_DIR/NAME.err; its pid in SUB_PID.
+start_sub()
+{
+	local name=$1
+	shift
+	"$SUB" -S "$SOCK" "$@" >"$T_DIR/$name.out" 2>"$T_DIR/$name.err" &
+	SUB_PID=$!
+	SUB_PIDS[$name]=$SUB_PID
+	track_pid "$SUB_PID"
+}
+
+# wait_grep FILE REGEX TENTHS
+wait_grep()
+{
+	local i
+	for ((i = 0; i < $3; i++)); do
+		grep -qE "$2" "$1" 2>/dev/null && return 0
+		sleep 0.1
+	done
+	return 1
+}
+
+# wait_out NAME REGEX: the driver NAME (pid SUB_PIDS[NAME]) printed a line
+# matching REGEX; fails at once if it died first, or after 10 s.
+declare -A SUB_PIDS
+wait_out()
+{
+	local i
+	for ((i = 0; i < 100; i++)); do
+		grep -qE "$2" "$T_DIR/$1.out" 2>/dev/null && return 0
+		alive "${SUB_PIDS[$1]}" || break
+		sleep 0.1
+	done
+	grep -qE "$2" "$T_DIR/$1.out" 2>/dev/null ||
+		fail "$1 did not print '$2': $(cat "$T_DIR/$1.err")"
+}
+
+# wait_subscribed NAME: the driver NAME has subscribed.
+wait_subscribed()
+{
+	wait_out "$1" '^subscribed '
+}
+
+# finish PID NAME: wait (at most 15 s) for a driver to exit 0.
+finish()
+{
+	local rc=0
+	wait_dead "$1" 150 || fail "$2 still running after 15 s: $(cat "$T_DIR/$2.err")"
+	wait "$1" || rc=$?
+	untrack_pid "$1"
+	[ "$rc" -eq 0 ] || fail "$2 exited $rc: $(cat "$T_DIR/$2.err")"
+}
+
+# stop PID: SIGTERM a driver left running and reap it.
+stop()
+{
+	kill -TERM "$1" 2>/dev/null || true
+	wait_dead "$1" 50 || kill -KILL "$1" 2>/dev/null || true
+	wait "$1" 2>/dev/null || true
+	untrack_pid "$1"
+}
+
+# strictly_increasing FILE...: the first columns, concatenated, increase.
+strictly_increasing()
+{
+	cat "$@" | awk 'NR > 1 && $1 <= prev { exit 1 } { prev = $1 }'
+}
+
+start_broker
+
+# --- kill -9 of the active subscriber ---
+mbctl create x
+start_sub xA sub x --exclusive --window 4 --ack-delay-ms 5 --no-ack-after 20 \
+	--log "$T_DIR/xA.log"
+xA=$SUB_PID
+wait_subscribed xA
+assert_eq "subscribed standby=0" "$(head -n 1 "$T_DIR/xA.out")" "first exclusive subscriber"
+start_sub xB sub x --exclusive --window 4 --ack-delay-ms 5 --count 40 \
+	--log "$T_DIR/xB.log"
+xB=$SUB_PID
+wait_subscribed xB
+assert_eq "subscribed standby=1" "$(head -n 1 "$T_DIR/xB.out")" "second exclusive subscriber"
+# Exclusive and shared subscriptions do not mix on one mailbox.
+expect_rc 1 "shared subscription of an exclusive mailbox" \
+	"$SUB" -S "$SOCK" sub x --window 1 --count 1 --timeout-s 2
+# EBUSY (16): doc/protocol.md 5.12.
+grep -q '^subscriber-driver: subscribe: .*\[err=-16\]' "$T_DIR/rc.err" ||
+	fail "a shared subscription of an exclusive mailbox was not refused: $(cat "$T_DIR/rc.err")"
+post_n x 60
+wait_lines "$T_DIR/xA.log" 20 100 || fail "the active subscriber acked fewer than 20"
+for ((i = 0; i < 50; i++)); do
+	[ "$(grep -c '^hold ' "$T_DIR/xA.out")" -ge 4 ] && break
+	sleep 0.1
+done
+cmp -s <(expected x 21 24 1 | sed 's/^/hold /') <(grep '^hold ' "$T_DIR/xA.out") ||
+	fail "the active subscriber should hold 21-24: $(grep '^hold ' "$T_DIR/xA.out" | words)"
+sleep 0.2
+[ ! -s "$T_DIR/xB.log" ] || fail "the standby got messages: $(words <"$T_DIR/xB.log")"
+kill9_pid "$xA"
+finish "$xB" xB
+strictly_increasing "$T_DIR/xA.log" "$T_DIR/xB.log" || {
+	cat "$T_DIR/xA.log" "$T_DIR/xB.log" | cut -d' ' -f1 | words >&2
+	fail "acked ids are not strictly increasing across the kill"
+}
+cmp -s <(expected x 1 20 1; expected x 21 24 2; expected x 25 60 1) \
+	<(cat "$T_DIR/xA.log" "$T_DIR/xB.log") || {
+	diff <(expected x 1 20 1; expected x 21 24 2; expected x 25 60 1) \
+		<(cat "$T_DIR/xA.log" "$T_DIR/xB.log") | head -n 10 >&2
+	fail "the standby did not take over with the killed one's 4 messages first, then the rest"
+}
+expect_rc 3 "recv after the standby" mbctl recv x --wait 0.2
+note "kill -9 of the active subscriber: the standby took over, strict order, nothing lost"
+
+# --- an unclaimed hand-off of the active subscriber ---
+mbctl create y
+start_sub yA sub y --exclusive --window 4 --handoff-after 10 \
+	--handoff-wait-ms 1500 --timeout-s 15 --log "$T_DIR/yA.log"
+yA=$SUB_PID
+wait_subscribed yA
+start_sub yB sub y --exclusive --window 4 --count 30 --log "$T_DIR/yB.log"
+yB=$SUB_PID
+wait_subscribed yB
+assert_eq "subscribed standby=1" "$(head -n 1 "$T_DIR/yB.out")" "standby of y"
+post_n y 40
+wait_out yA '^handoff '
+# The hand-off record keeps the active position until its deadline.
+sleep 0.7
+[ ! -s "$T_DIR/yB.log" ] ||
+	fail "the standby got messages before the hand-off's deadline: $(words <"$T_DIR/yB.log")"
+finish "$yB" yB
+cmp -s <(expected y 1 10 1) "$T_DIR/yA.log" || fail "the active one acked the wrong messages"
+cmp -s <(expected y 11 14 2; expected y 15 40 1) "$T_DIR/yB.log" || {
+	diff <(expected y 11 14 2; expected y 15 40 1) "$T_DIR/yB.log" | head -n 10 >&2
+	fail "the standby did not take over after the unclaimed hand-off, in order"
+}
+! grep -q '^late ' "$T_DIR/yA.out" ||
+	fail "pushes to the handed-off subscriber: $(grep '^late ' "$T_DIR/yA.out" | words)"
+stop "$yA"
+note "unclaimed hand-off: the standby took over after the deadline, in order"
+
+stop_broker

@@ -1,2 +1,202 @@
-#!/bin/sh
-echo "not written yet"; exit 1
+#!/bin/bash
+# handoff.sh - graceful hand-off to a successor (SPEC 3.5, doc/protocol.md
+# 5.22-5.23): a worker re-execs itself mid-stream and its successor claims
+# the leases and the subscription, with nothing lost, duplicated or counted
+# as a redelivery; an unclaimed hand-off gives the messages back after its
+# deadline; wrong, used and foreign tokens are refused.
+. "${TOP_SRCDIR:-$(dirname "$0")/../..}/tests/integration/lib.sh"
+
+SUB=$(driver subscriber-driver)
+
+# post_n MAILBOX N: post payloads MAILBOX-1..MAILBOX-N, ids to T_DIR/MAILBOX.ids.
+post_n()
+{
+	seq 1 "$2" | sed "s/^/$1-/" | mbctl post "$1" --lines >"$T_DIR/$1.ids" ||
+		fail "posting $2 messages to $1 failed"
+	assert_eq "$2" "$(wc -l <"$T_DIR/$1.ids")" "ids printed by post --lines to $1"
+}
+
+# expected MAILBOX FIRST LAST DELIVERIES: the "ID PAYLOAD DELIVERIES" lines
+# of messages FIRST..LAST (1-based post order) of MAILBOX.
+expected()
+{
+	local i
+	for ((i = $2; i <= $3; i++)); do
+		echo "$(sed -n "${i}p" "$T_DIR/$1.ids") $1-$i $4"
+	done
+}
+
+# start_sub NAME ARGS...: subscriber-driver in the background, its stdout
+# in T_DIR/NAME.out, stderr in T_DIR/NAME.err; its pid in SUB_PID.
+start_sub()
+{
+	local name=$1
+	shift
+	"$SUB" -S "$SOCK" "$@" >"$T_DIR/$name.out" 2>"$T_DIR/$name.err" &
+	SUB_PID=$!
+	SUB_PIDS[$name]=$SUB_PID
+	track_pid "$SUB_PID"
+}
+
+# wait_grep FILE REGEX TENTHS
+wait_grep()
+{
+	local i
+	for ((i = 0; i < $3; i++)); do
+		grep -qE "$2" "$1" 2>/dev/null && return 0
+		sleep 0.1
+	done
+	return 1
+}
+
+# wait_out NAME REGEX: the driver NAME (pid SUB_PIDS[NAME]) printed a line
+# matching REGEX; fails at once if it died first, or after 10 s.
+declare -A SUB_PIDS
+wait_out()
+{
+	local i
+	for ((i = 0; i < 100; i++)); do
+		grep -qE "$2" "$T_DIR/$1.out" 2>/dev/null && return 0
+		alive "${SUB_PIDS[$1]}" || break
+		sleep 0.1
+	done
+	grep -qE "$2" "$T_DIR/$1.out" 2>/dev/null ||
+		fail "$1 did not print '$2': $(cat "$T_DIR/$1.err")"
+}
+
+# wait_subscribed NAME: the driver NAME has subscribed.
+wait_subscribed()
+{
+	wait_out "$1" '^subscribed '
+}
+
+# finish PID NAME: wait (at most 15 s) for a driver to exit 0.
+finish()
+{
+	local rc=0
+	wait_dead "$1" 150 || fail "$2 still running after 15 s: $(cat "$T_DIR/$2.err")"
+	wait "$1" || rc=$?
+	untrack_pid "$1"
+	[ "$rc" -eq 0 ] || fail "$2 exited $rc: $(cat "$T_DIR/$2.err")"
+}
+
+# stop PID: SIGTERM a driver left running and reap it.
+stop()
+{
+	kill -TERM "$1" 2>/dev/null || true
+	wait_dead "$1" 50 || kill -KILL "$1" 2>/dev/null || true
+	wait "$1" 2>/dev/null || true
+	untrack_pid "$1"
+}
+
+# token_of NAME: the token the driver NAME printed.
+token_of()
+{
+	sed -n 's/^handoff \([0-9a-f]*\)$/\1/p' "$T_DIR/$1.out" | head -n 1
+}
+
+start_broker
+
+# --- (a) re-exec mid-stream: the successor claims and goes on ---
+mbctl create h
+post_n h 300
+start_sub h sub h --window 16 --count 300 --handoff-after 100 --exec \
+	--log "$T_DIR/h.log"
+h_pid=$SUB_PID
+finish "$h_pid" h
+grep -qE '^handoff [0-9a-f]{32}$' "$T_DIR/h.out" ||
+	fail "(a) no 32-hex-digit token printed: $(words <"$T_DIR/h.out")"
+claimed=$(sed -n 's/^claimed //p' "$T_DIR/h.out")
+[ -n "$claimed" ] || fail "(a) the successor did not claim: $(words <"$T_DIR/h.out")"
+if [ "$claimed" -lt 1 ] || [ "$claimed" -gt 16 ]; then
+	fail "(a) the successor claimed $claimed messages, expected 1-16 (the window)"
+fi
+assert_eq "done 300" "$(tail -n 1 "$T_DIR/h.out")" "(a) last line of the successor"
+# Every message acked exactly once, in order, none counted twice.
+cmp -s <(expected h 1 300 1) "$T_DIR/h.log" || {
+	diff <(expected h 1 300 1) "$T_DIR/h.log" | head -n 10 >&2
+	fail "(a) the two generations did not ack the 300 messages once each, in order, on their first delivery"
+}
+expect_rc 3 "(a) recv after the successor" mbctl recv h --wait 0.2
+note "(a) re-exec after 100 of 300: $claimed claimed, nothing lost or duplicated"
+
+# --- (b) an unclaimed hand-off: the messages go back after the deadline ---
+mbctl create u
+post_n u 20
+start_sub uW sub u --window 8 --handoff-after 5 --handoff-wait-ms 1500 \
+	--timeout-s 15 --log "$T_DIR/uW.log"
+uW=$SUB_PID
+wait_out uW '^handoff '
+start_sub uC sub u --window 8 --count 15 --log "$T_DIR/uC.log"
+uC=$SUB_PID
+wait_subscribed uC
+# Before the deadline only the messages nobody held come.
+sleep 0.7
+cmp -s <(expected u 14 20 1) "$T_DIR/uC.log" || {
+	diff <(expected u 14 20 1) "$T_DIR/uC.log" >&2
+	fail "(b) before the hand-off's deadline the other consumer should have exactly messages 14-20"
+}
+finish "$uC" uC
+cmp -s <(expected u 14 20 1; expected u 6 13 2) "$T_DIR/uC.log" || {
+	diff <(expected u 14 20 1; expected u 6 13 2) "$T_DIR/uC.log" >&2
+	fail "(b) after the deadline the 8 parked messages did not come back in order, delivered twice"
+}
+cmp -s <(expected u 1 5 1) "$T_DIR/uW.log" || fail "(b) the worker acked the wrong messages"
+alive "$uW" || fail "(b) the worker's connection did not stay usable after its hand-off"
+! grep -q '^late ' "$T_DIR/uW.out" ||
+	fail "(b) pushes after the hand-off: $(grep '^late ' "$T_DIR/uW.out" | words)"
+stop "$uW"
+note "(b) an unclaimed hand-off gave its 8 messages to another consumer after the deadline"
+
+# --- (c) unknown, malformed and used tokens ---
+expect_rc 5 "(c) claim of an unknown token" \
+	"$SUB" -S "$SOCK" claim 0123456789abcdef0123456789abcdef
+rc=0
+"$SUB" -S "$SOCK" claim not-a-token >/dev/null 2>&1 || rc=$?
+[ "$rc" -eq 5 ] || [ "$rc" -eq 1 ] || fail "(c) claim of a malformed token exited $rc"
+mbctl create t
+post_n t 3
+start_sub tW sub t --window 4 --handoff-after 1 --handoff-wait-ms 10000 \
+	--timeout-s 15 --log "$T_DIR/tW.log"
+tW=$SUB_PID
+wait_out tW '^handoff '
+token=$(token_of tW)
+expect_rc 0 "(c) first claim of the token" "$SUB" -S "$SOCK" claim "$token"
+assert_eq "claimed 2" "$(sed -n 1p "$T_DIR/rc.out")" "(c) messages claimed"
+assert_eq "$(expected t 2 3 1 | sed 's/^/msg /' | words)" \
+	"$(sed -n '2,$p' "$T_DIR/rc.out" | words)" \
+	"(c) claimed messages (unchanged: no delivery counted)"
+expect_rc 5 "(c) second claim of a used token" "$SUB" -S "$SOCK" claim "$token"
+# The first claimer closed its connection: its messages are ready again.
+mbctl recv t -n 5 --wait 2 >"$T_DIR/t.rest"
+assert_eq "t-2 t-3" "$(words <"$T_DIR/t.rest")" "(c) messages after the claimer closed"
+stop "$tW"
+note "(c) unknown and used tokens are refused"
+
+# --- (d) a claim by another uid is denied ---
+if [ "$(id -u)" -ne 0 ] || ! command -v setpriv >/dev/null 2>&1 ||
+	! getent passwd nobody >/dev/null || ! getent group nogroup >/dev/null; then
+	note "(d) SKIPPED: needs root, setpriv, user nobody and group nogroup"
+else
+	chmod 0755 "$T_DIR"
+	mbctl create n
+	post_n n 3
+	start_sub nW sub n --window 4 --handoff-after 1 --handoff-wait-ms 10000 \
+		--timeout-s 15 --log "$T_DIR/nW.log"
+	nW=$SUB_PID
+	wait_out nW '^handoff '
+	token=$(token_of nW)
+	# The same driver may reach the broker as nobody (exit 6 would not).
+	expect_rc 0 "(d) ping as nobody" setpriv --reuid=nobody --regid=nogroup \
+		--clear-groups "$MBOXCTL" -S "$SOCK" ping
+	expect_rc 4 "(d) claim by another uid" setpriv --reuid=nobody \
+		--regid=nogroup --clear-groups "$SUB" -S "$SOCK" claim "$token"
+	# The denied claim did not use the token up.
+	expect_rc 0 "(d) claim by the same uid after the denial" \
+		"$SUB" -S "$SOCK" claim "$token"
+	assert_eq "claimed 2" "$(sed -n 1p "$T_DIR/rc.out")" "(d) messages claimed after the denial"
+	stop "$nW"
+	note "(d) a claim by another uid is denied"
+fi
+
+stop_broker

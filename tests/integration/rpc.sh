@@ -1,2 +1,191 @@
-#!/bin/sh
-echo "not written yet"; exit 1
+#!/bin/bash
+# rpc.sh - request/reply (SPEC 3.7, doc/protocol.md 5.24) and temporary
+# mailboxes: mbox_call / mbox_reply round trips, a call with no server
+# times out in time, a server killed with SIGKILL mid-request is replaced
+# and the call still gets its answer, and a temp mailbox lives exactly as
+# long as its connection (kill -9 included).
+. "${TOP_SRCDIR:-$(dirname "$0")/../..}/tests/integration/lib.sh"
+
+SUB=$(driver subscriber-driver)
+
+# post_n MAILBOX N: post payloads MAILBOX-1..MAILBOX-N, ids to T_DIR/MAILBOX.ids.
+post_n()
+{
+	seq 1 "$2" | sed "s/^/$1-/" | mbctl post "$1" --lines >"$T_DIR/$1.ids" ||
+		fail "posting $2 messages to $1 failed"
+	assert_eq "$2" "$(wc -l <"$T_DIR/$1.ids")" "ids printed by post --lines to $1"
+}
+
+# expected MAILBOX FIRST LAST DELIVERIES: the "ID PAYLOAD DELIVERIES" lines
+# of messages FIRST..LAST (1-based post order) of MAILBOX.
+expected()
+{
+	local i
+	for ((i = $2; i <= $3; i++)); do
+		echo "$(sed -n "${i}p" "$T_DIR/$1.ids") $1-$i $4"
+	done
+}
+
+# start_sub NAME ARGS...: subscriber-driver in the background, its stdout
+# in T_DIR/NAME.out, stderr in T_DIR/NAME.err; its pid in SUB_PID.
+start_sub()
+{
+	local name=$1
+	shift
+	"$SUB" -S "$SOCK" "$@" >"$T_DIR/$name.out" 2>"$T_DIR/$name.err" &
+	SUB_PID=$!
+	SUB_PIDS[$name]=$SUB_PID
+	track_pid "$SUB_PID"
+}
+
+# wait_grep FILE REGEX TENTHS
+wait_grep()
+{
+	local i
+	for ((i = 0; i < $3; i++)); do
+		grep -qE "$2" "$1" 2>/dev/null && return 0
+		sleep 0.1
+	done
+	return 1
+}
+
+# wait_out NAME REGEX: the driver NAME (pid SUB_PIDS[NAME]) printed a line
+# matching REGEX; fails at once if it died first, or after 10 s.
+declare -A SUB_PIDS
+wait_out()
+{
+	local i
+	for ((i = 0; i < 100; i++)); do
+		grep -qE "$2" "$T_DIR/$1.out" 2>/dev/null && return 0
+		alive "${SUB_PIDS[$1]}" || break
+		sleep 0.1
+	done
+	grep -qE "$2" "$T_DIR/$1.out" 2>/dev/null ||
+		fail "$1 did not print '$2': $(cat "$T_DIR/$1.err")"
+}
+
+# wait_subscribed NAME: the driver NAME has subscribed.
+wait_subscribed()
+{
+	wait_out "$1" '^subscribed '
+}
+
+# finish PID NAME: wait (at most 15 s) for a driver to exit 0.
+finish()
+{
+	local rc=0
+	wait_dead "$1" 150 || fail "$2 still running after 15 s: $(cat "$T_DIR/$2.err")"
+	wait "$1" || rc=$?
+	untrack_pid "$1"
+	[ "$rc" -eq 0 ] || fail "$2 exited $rc: $(cat "$T_DIR/$2.err")"
+}
+
+# stop PID: SIGTERM a driver left running and reap it.
+stop()
+{
+	kill -TERM "$1" 2>/dev/null || true
+	wait_dead "$1" 50 || kill -KILL "$1" 2>/dev/null || true
+	wait "$1" 2>/dev/null || true
+	untrack_pid "$1"
+}
+
+# mailboxes: the names mboxctl ls lists, sorted, on one line.
+mailboxes()
+{
+	mbctl ls --json | sed -n 's/^.*"name":"\([^"]*\)".*$/\1/p' | sort | words
+}
+
+# wait_mailboxes WANT WHAT: poll ls (at most 5 s) until it lists WANT.
+wait_mailboxes()
+{
+	local i
+	for ((i = 0; i < 50; i++)); do
+		[ "$(mailboxes)" = "$1" ] && return 0
+		sleep 0.1
+	done
+	assert_eq "$1" "$(mailboxes)" "$2"
+}
+
+now_ms()
+{
+	echo $(($(date +%s%N) / 1000000))
+}
+
+start_broker
+
+# --- round trips ---
+mbctl create r
+start_sub s1 serve r
+s1=$SUB_PID
+wait_out s1 '^serving$'
+for i in $(seq 1 10); do
+	expect_rc 0 "call $i" "$SUB" -S "$SOCK" call r "hello-$i" --timeout-ms 5000
+	assert_eq "re:hello-$i" "$(cat "$T_DIR/rc.out")" "reply to call $i"
+done
+assert_eq 10 "$(grep -c '^replied ' "$T_DIR/s1.out")" "requests the server answered"
+# Each caller's reply mailbox went with its connection.
+wait_mailboxes "r" "mailboxes after 10 calls"
+stop "$s1"
+expect_rc 3 "recv of requests after the server" mbctl recv r --wait 0.2
+note "10 calls answered, payloads echoed"
+
+# --- no server: the call times out in time ---
+mbctl create idle
+t0=$(now_ms)
+expect_rc 3 "call with no server" "$SUB" -S "$SOCK" call idle ping --timeout-ms 700
+dt=$(($(now_ms) - t0))
+if [ "$dt" -lt 650 ] || [ "$dt" -gt 3000 ]; then
+	fail "a call with a 700 ms timeout returned after $dt ms"
+fi
+note "a call with no server timed out after $dt ms (timeout 700 ms)"
+
+# --- the server is killed mid-request; a new one answers ---
+start_sub s2 serve r --delay-ms 5000
+s2=$SUB_PID
+wait_out s2 '^serving$'
+"$SUB" -S "$SOCK" call r mid --timeout-ms 15000 >"$T_DIR/mid.out" 2>"$T_DIR/mid.err" &
+mid=$!
+track_pid "$mid"
+wait_out s2 '^req [0-9]+ mid 1$'
+kill9_pid "$s2"
+start_sub s3 serve r
+s3=$SUB_PID
+wait_dead "$mid" 100 || fail "the call was not answered 10 s after the new server started"
+rc=0
+wait "$mid" || rc=$?
+untrack_pid "$mid"
+[ "$rc" -eq 0 ] || fail "the call across the server's kill exited $rc: $(cat "$T_DIR/mid.err")"
+assert_eq "re:mid" "$(cat "$T_DIR/mid.out")" "reply across the server's kill"
+grep -qE '^req [0-9]+ mid 2$' "$T_DIR/s3.out" ||
+	fail "the new server did not get the request on its 2nd delivery: $(words <"$T_DIR/s3.out")"
+expect_rc 0 "call after the new server" "$SUB" -S "$SOCK" call r after --timeout-ms 5000
+assert_eq "re:after" "$(cat "$T_DIR/rc.out")" "reply from the new server"
+stop "$s3"
+note "a request held by a killed server was answered by the next one"
+
+# --- temporary mailboxes live as long as their connection ---
+mkfifo "$T_DIR/fifo"
+for how in eof kill9; do
+	"$SUB" -S "$SOCK" temp "tmp-$how" <"$T_DIR/fifo" >"$T_DIR/tmp.out" \
+		2>"$T_DIR/tmp.err" &
+	tp=$!
+	track_pid "$tp"
+	SUB_PIDS[tmp]=$tp
+	# Keep the driver's stdin open until we close it.
+	exec 3>"$T_DIR/fifo"
+	wait_out tmp '^ready$'
+	assert_eq "idle r tmp-$how" "$(mailboxes)" "mailboxes while tmp-$how lives"
+	if [ "$how" = eof ]; then
+		exec 3>&-
+		wait_dead "$tp" 50 || fail "temp driver did not exit on EOF"
+		wait "$tp" || fail "temp driver failed: $(cat "$T_DIR/tmp.err")"
+		untrack_pid "$tp"
+	else
+		kill9_pid "$tp"
+		exec 3>&-
+	fi
+	wait_mailboxes "idle r" "mailboxes after the temp driver's end ($how)"
+done
+note "temp mailboxes went with their connection, on close and on kill -9"
+
+stop_broker

@@ -1,2 +1,245 @@
-#!/bin/sh
-echo "not written yet"; exit 1
+#!/bin/bash
+# subscribe.sh - push subscriptions (SPEC 3.3, doc/protocol.md 5.12-5.14):
+# messages are pushed to waiting subscribers without any recv, at most
+# WINDOW unacked at a time; competing subscribers share fairly; a killed
+# subscriber's messages go to another one in order; after a kill -9 of the
+# broker every unacked message comes again and no acked one does.
+. "${TOP_SRCDIR:-$(dirname "$0")/../..}/tests/integration/lib.sh"
+
+SUB=$(driver subscriber-driver)
+SUB_LIBEV=$TOP_BUILDDIR/contrib/examples/sub-libev
+
+# post_n MAILBOX N: post payloads MAILBOX-1..MAILBOX-N, ids to T_DIR/MAILBOX.ids.
+post_n()
+{
+	seq 1 "$2" | sed "s/^/$1-/" | mbctl post "$1" --lines >"$T_DIR/$1.ids" ||
+		fail "posting $2 messages to $1 failed"
+	assert_eq "$2" "$(wc -l <"$T_DIR/$1.ids")" "ids printed by post --lines to $1"
+}
+
+# expected MAILBOX FIRST LAST DELIVERIES: the "ID PAYLOAD DELIVERIES" lines
+# of messages FIRST..LAST (1-based post order) of MAILBOX.
+expected()
+{
+	local i
+	for ((i = $2; i <= $3; i++)); do
+		echo "$(sed -n "${i}p" "$T_DIR/$1.ids") $1-$i $4"
+	done
+}
+
+# start_sub NAME ARGS...: subscriber-driver in the background, its stdout
+# in T_DIR/NAME.out, stderr in T_DIR/NAME.err; its pid in SUB_PID.
+start_sub()
+{
+	local name=$1
+	shift
+	"$SUB" -S "$SOCK" "$@" >"$T_DIR/$name.out" 2>"$T_DIR/$name.err" &
+	SUB_PID=$!
+	SUB_PIDS[$name]=$SUB_PID
+	track_pid "$SUB_PID"
+}
+
+# wait_grep FILE REGEX TENTHS
+wait_grep()
+{
+	local i
+	for ((i = 0; i < $3; i++)); do
+		grep -qE "$2" "$1" 2>/dev/null && return 0
+		sleep 0.1
+	done
+	return 1
+}
+
+# wait_out NAME REGEX: the driver NAME (pid SUB_PIDS[NAME]) printed a line
+# matching REGEX; fails at once if it died first, or after 10 s.
+declare -A SUB_PIDS
+wait_out()
+{
+	local i
+	for ((i = 0; i < 100; i++)); do
+		grep -qE "$2" "$T_DIR/$1.out" 2>/dev/null && return 0
+		alive "${SUB_PIDS[$1]}" || break
+		sleep 0.1
+	done
+	grep -qE "$2" "$T_DIR/$1.out" 2>/dev/null ||
+		fail "$1 did not print '$2': $(cat "$T_DIR/$1.err")"
+}
+
+# wait_subscribed NAME: the driver NAME has subscribed.
+wait_subscribed()
+{
+	wait_out "$1" '^subscribed '
+}
+
+# finish PID NAME: wait (at most 15 s) for a driver to exit 0.
+finish()
+{
+	local rc=0
+	wait_dead "$1" 150 || fail "$2 still running after 15 s: $(cat "$T_DIR/$2.err")"
+	wait "$1" || rc=$?
+	untrack_pid "$1"
+	[ "$rc" -eq 0 ] || fail "$2 exited $rc: $(cat "$T_DIR/$2.err")"
+}
+
+# stop PID: SIGTERM a driver left running and reap it.
+stop()
+{
+	kill -TERM "$1" 2>/dev/null || true
+	wait_dead "$1" 50 || kill -KILL "$1" 2>/dev/null || true
+	wait "$1" 2>/dev/null || true
+	untrack_pid "$1"
+}
+
+start_broker
+
+# --- (a) posts to a waiting subscriber are pushed, in order, once each ---
+mbctl create a
+start_sub a sub a --window 8 --count 200 --log "$T_DIR/a.log"
+a_pid=$SUB_PID
+wait_subscribed a
+post_n a 200
+finish "$a_pid" a
+cmp -s <(expected a 1 200 1) "$T_DIR/a.log" || {
+	diff <(expected a 1 200 1) "$T_DIR/a.log" | head -n 10 >&2
+	fail "(a) the subscriber did not get the 200 posts in order, once each"
+}
+note "(a) 200 posts pushed to a waiting subscriber, in order, once each"
+
+# --- (b) the window bounds the unacked messages ---
+mbctl create b
+post_n b 50
+for w in 3 1; do
+	timeout 20 "$SUB" -S "$SOCK" window b "$w" >"$T_DIR/b.out" 2>"$T_DIR/b.err" ||
+		fail "(b) window $w driver failed: $(cat "$T_DIR/b.err")"
+	assert_eq "window $w" "$(sed -n 1p "$T_DIR/b.out")" \
+		"(b) messages pushed unacked with window $w and 50 ready"
+	assert_eq "more 1" "$(sed -n 2p "$T_DIR/b.out")" \
+		"(b) messages pushed after one ack with window $w"
+done
+note "(b) windows 3 and 1 hold exactly 3 and 1 unacked; one ack lets one more in"
+
+# --- (c) competing subscribers share fairly ---
+for k in 2 4; do
+	mb=c$k
+	mbctl create "$mb"
+	pids=()
+	for ((j = 1; j <= k; j++)); do
+		start_sub "$mb.$j" sub "$mb" --window 4 --ack-delay-ms 1 \
+			--log "$T_DIR/$mb.$j.log"
+		pids+=("$SUB_PID")
+	done
+	for ((j = 1; j <= k; j++)); do
+		wait_subscribed "$mb.$j"
+	done
+	post_n "$mb" 400
+	for ((i = 0; i < 200; i++)); do
+		[ "$(cat "$T_DIR/$mb".*.log 2>/dev/null | wc -l)" -ge 400 ] && break
+		sleep 0.1
+	done
+	# A moment more, to catch any duplicate pushed late.
+	sleep 0.3
+	for p in "${pids[@]}"; do
+		stop "$p"
+	done
+	cat "$T_DIR/$mb".*.log | cut -d' ' -f1 | sort -n >"$T_DIR/$mb.got"
+	cmp -s <(sort -n "$T_DIR/$mb.ids") "$T_DIR/$mb.got" || {
+		note "got $(wc -l <"$T_DIR/$mb.got") ids, $(sort -u "$T_DIR/$mb.got" | wc -l) distinct"
+		fail "(c) $k subscribers: the union of what they acked is not the 400 posts once each"
+	}
+	shares=
+	for ((j = 1; j <= k; j++)); do
+		n=$(wc -l <"$T_DIR/$mb.$j.log")
+		shares="$shares $n"
+		if [ "$k" -eq 2 ]; then
+			if [ "$n" -lt 120 ] || [ "$n" -gt 280 ]; then
+				fail "(c) 2 subscribers: subscriber $j got $n of 400 (want 30%-70%)"
+			fi
+		else
+			[ "$n" -ge 40 ] ||
+				fail "(c) 4 subscribers: subscriber $j got $n of 400 (want >= 10%)"
+		fi
+		# Within one subscriber the pushes come in id order.
+		cut -d' ' -f1 "$T_DIR/$mb.$j.log" | sort -nc 2>/dev/null ||
+			fail "(c) subscriber $j of $k got its messages out of order"
+	done
+	note "(c) $k subscribers shared 400 messages:$shares"
+done
+
+# --- (d) a subscriber killed holding messages: they go to another one ---
+mbctl create d
+post_n d 18
+start_sub dA sub d --window 8 --no-ack-after 10 --log "$T_DIR/dA.log"
+dA=$SUB_PID
+wait_lines "$T_DIR/dA.log" 10 100 || fail "(d) subscriber A acked fewer than 10"
+wait_grep "$T_DIR/dA.out" '^hold .* 1$' 100 || fail "(d) subscriber A holds nothing"
+for ((i = 0; i < 50; i++)); do
+	[ "$(grep -c '^hold ' "$T_DIR/dA.out")" -ge 8 ] && break
+	sleep 0.1
+done
+cmp -s <(expected d 11 18 1 | sed 's/^/hold /') <(grep '^hold ' "$T_DIR/dA.out") ||
+	fail "(d) subscriber A should hold messages 11-18, holds: $(grep '^hold ' "$T_DIR/dA.out" | words)"
+cmp -s <(expected d 1 10 1) "$T_DIR/dA.log" || fail "(d) subscriber A acked the wrong messages"
+start_sub dB sub d --window 8 --count 8 --log "$T_DIR/dB.log"
+dB=$SUB_PID
+wait_subscribed dB
+sleep 0.3
+[ ! -s "$T_DIR/dB.log" ] || fail "(d) subscriber B got messages A holds: $(words <"$T_DIR/dB.log")"
+kill9_pid "$dA"
+finish "$dB" dB
+cmp -s <(expected d 11 18 2) "$T_DIR/dB.log" || {
+	diff <(expected d 11 18 2) "$T_DIR/dB.log" >&2
+	fail "(d) subscriber B did not get A's 8 messages, in order, on their 2nd delivery"
+}
+expect_rc 3 "(d) recv after B" mbctl recv d --wait 0.2
+note "(d) a killed subscriber's 8 unacked messages were pushed to another, in order"
+
+# --- (e) the libev example subscriber ---
+if [ -x "$SUB_LIBEV" ]; then
+	mbctl create e
+	timeout 20 "$SUB_LIBEV" -S "$SOCK" e 20 >"$T_DIR/e.out" 2>"$T_DIR/e.err" &
+	e_pid=$!
+	track_pid "$e_pid"
+	sleep 0.3
+	post_n e 20
+	wait_dead "$e_pid" 150 || fail "(e) sub-libev still running 15 s after 20 posts"
+	rc=0
+	wait "$e_pid" || rc=$?
+	untrack_pid "$e_pid"
+	[ "$rc" -eq 0 ] || fail "(e) sub-libev exited $rc: $(head -c 500 "$T_DIR/e.err")"
+	assert_eq "$(seq 1 20 | sed 's/^/e-/' | words)" "$(words <"$T_DIR/e.out")" \
+		"(e) payloads printed by sub-libev"
+	expect_rc 3 "(e) recv after sub-libev" mbctl recv e --wait 0.2
+	note "(e) contrib/examples/sub-libev received the 20 posts"
+else
+	note "(e) SKIPPED: $SUB_LIBEV is not built"
+fi
+
+# --- (f) kill -9 of the broker while a subscriber holds messages ---
+mbctl create f
+post_n f 50
+start_sub fA sub f --window 8 --no-ack-after 20 --log "$T_DIR/fA.log"
+fA=$SUB_PID
+wait_lines "$T_DIR/fA.log" 20 100 || fail "(f) subscriber acked fewer than 20"
+for ((i = 0; i < 50; i++)); do
+	[ "$(grep -c '^hold ' "$T_DIR/fA.out")" -ge 8 ] && break
+	sleep 0.1
+done
+assert_eq 8 "$(grep -c '^hold ' "$T_DIR/fA.out")" "(f) messages the subscriber holds"
+kill9_broker
+wait_dead "$fA" 100 || fail "(f) the subscriber did not notice the broker's death in 10 s"
+rc=0
+wait "$fA" || rc=$?
+untrack_pid "$fA"
+[ "$rc" -ne 0 ] || fail "(f) the subscriber exited 0 although the broker died"
+start_broker
+start_sub fB sub f --window 8 --count 30 --log "$T_DIR/fB.log"
+fB=$SUB_PID
+finish "$fB" fB
+cmp -s <(expected f 21 28 2; expected f 29 50 1) "$T_DIR/fB.log" || {
+	diff <(expected f 21 28 2; expected f 29 50 1) "$T_DIR/fB.log" | head -n 10 >&2
+	fail "(f) after the broker's restart: not exactly the 30 unacked messages, in order, counts kept"
+}
+expect_rc 3 "(f) recv after the restart" mbctl recv f --wait 0.2
+note "(f) broker kill -9: the 30 unacked came again, none of the 20 acked"
+
+stop_broker
