@@ -277,3 +277,86 @@ EOF
 		done <"$1"
 	fi
 }
+
+# ---- Helpers of the tests that drive subscriber-driver ($SUB) ----
+
+# post_n MAILBOX N: post payloads MAILBOX-1..MAILBOX-N, ids to T_DIR/MAILBOX.ids.
+post_n()
+{
+	seq 1 "$2" | sed "s/^/$1-/" | mbctl post "$1" --lines >"$T_DIR/$1.ids" ||
+		fail "posting $2 messages to $1 failed"
+	assert_eq "$2" "$(wc -l <"$T_DIR/$1.ids")" "ids printed by post --lines to $1"
+}
+
+# expected MAILBOX FIRST LAST DELIVERIES: the "ID PAYLOAD DELIVERIES" lines
+# of messages FIRST..LAST (1-based post order) of MAILBOX.
+expected()
+{
+	local i
+	for ((i = $2; i <= $3; i++)); do
+		echo "$(sed -n "${i}p" "$T_DIR/$1.ids") $1-$i $4"
+	done
+}
+
+# start_sub NAME ARGS...: subscriber-driver in the background, its stdout
+# in T_DIR/NAME.out, stderr in T_DIR/NAME.err; its pid in SUB_PID.
+start_sub()
+{
+	local name=$1
+	shift
+	"$SUB" -S "$SOCK" "$@" >"$T_DIR/$name.out" 2>"$T_DIR/$name.err" &
+	SUB_PID=$!
+	SUB_PIDS[$name]=$SUB_PID
+	track_pid "$SUB_PID"
+}
+
+# wait_grep FILE REGEX TENTHS
+wait_grep()
+{
+	local i
+	for ((i = 0; i < $3; i++)); do
+		grep -qE "$2" "$1" 2>/dev/null && return 0
+		sleep 0.1
+	done
+	return 1
+}
+
+# wait_out NAME REGEX: the driver NAME (pid SUB_PIDS[NAME]) printed a line
+# matching REGEX; fails at once if it died first, or after 10 s.
+declare -A SUB_PIDS
+wait_out()
+{
+	local i
+	for ((i = 0; i < 100; i++)); do
+		grep -qE "$2" "$T_DIR/$1.out" 2>/dev/null && return 0
+		alive "${SUB_PIDS[$1]}" || break
+		sleep 0.1
+	done
+	grep -qE "$2" "$T_DIR/$1.out" 2>/dev/null ||
+		fail "$1 did not print '$2': $(cat "$T_DIR/$1.err")"
+}
+
+# wait_subscribed NAME: the driver NAME has subscribed.
+wait_subscribed()
+{
+	wait_out "$1" '^subscribed '
+}
+
+# finish PID NAME: wait (at most 15 s) for a driver to exit 0.
+finish()
+{
+	local rc=0
+	wait_dead "$1" 150 || fail "$2 still running after 15 s: $(cat "$T_DIR/$2.err")"
+	wait "$1" || rc=$?
+	untrack_pid "$1"
+	[ "$rc" -eq 0 ] || fail "$2 exited $rc: $(cat "$T_DIR/$2.err")"
+}
+
+# stop PID: SIGTERM a driver left running and reap it.
+stop()
+{
+	kill -TERM "$1" 2>/dev/null || true
+	wait_dead "$1" 50 || kill -KILL "$1" 2>/dev/null || true
+	wait "$1" 2>/dev/null || true
+	untrack_pid "$1"
+}
