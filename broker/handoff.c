@@ -31,6 +31,25 @@ handoff_on_timer(EV_P_ ev_timer *t, int revents)
 	handoff_expire(h->broker, h);
 }
 
+/* Move every subscription of the list *from to *to, now owned by conn
+ * (NULL while parked) or parked in h. */
+static void
+handoff_move_subs(Sub **from, Sub **to, Conn *conn, Handoff *h)
+{
+	Sub *s;
+
+	while ((s = *from)) {
+		*from = s->owner_next;
+		s->conn = conn;
+		s->parked = h;
+		s->owner_prev = NULL;
+		s->owner_next = *to;
+		if (*to)
+			(*to)->owner_prev = s;
+		*to = s;
+	}
+}
+
 static int
 handoff_token(char out[MBOX_TOKEN_HEX + 1])
 {
@@ -56,7 +75,6 @@ handoff_park(Broker *b, Conn *c, uint64_t wait_ms, Handoff **out)
 {
 	Handoff *h = calloc(1, sizeof(*h));
 	Lease *l;
-	Sub *s;
 
 	if (!h)
 		return -ENOMEM;
@@ -71,16 +89,7 @@ handoff_park(Broker *b, Conn *c, uint64_t wait_ms, Handoff **out)
 		lease_move(l, &h->leases, NULL);
 		lease_set_deadline(&b->leases, l, h->deadline_ns);
 	}
-	while ((s = c->subs)) {
-		c->subs = s->owner_next;
-		s->conn = NULL;
-		s->parked = h;
-		s->owner_prev = NULL;
-		s->owner_next = h->subs;
-		if (h->subs)
-			h->subs->owner_prev = s;
-		h->subs = s;
-	}
+	handoff_move_subs(&c->subs, &h->subs, NULL, h);
 	ev_timer_init(&h->timer, handoff_on_timer, (double)wait_ms / 1e3, 0.);
 	h->timer.data = h;
 	ev_timer_start(b->loop, &h->timer);
@@ -189,21 +198,12 @@ handoff_claim(Broker *b, Handoff *h, Conn *c)
 		}
 		count++;
 	}
-	while ((s = h->subs)) {
-		h->subs = s->owner_next;
-		s->parked = NULL;
-		s->conn = c;
-		s->owner_prev = NULL;
-		s->owner_next = c->subs;
-		if (c->subs)
-			c->subs->owner_prev = s;
-		c->subs = s;
-		{
-			StoreMailbox *mb = store_mailbox_by_id(
-				b->store, s->rt->mailbox_id);
-			if (mb)
-				broker_mailbox_news(b, mb);
-		}
+	handoff_move_subs(&h->subs, &c->subs, c, NULL);
+	for (s = c->subs; s; s = s->owner_next) {
+		StoreMailbox *mb =
+			store_mailbox_by_id(b->store, s->rt->mailbox_id);
+		if (mb)
+			broker_mailbox_news(b, mb);
 	}
 	handoff_unlink(b, h);
 	return count;
