@@ -51,6 +51,24 @@ msg_put_str(char **pos, const void *p, size_t len)
 	return s;
 }
 
+int
+msg_parse_fields(ProtoFields *f, const uint8_t *p, size_t len, uint64_t allowed,
+		 uint64_t required, char why[128])
+{
+	static const uint8_t empty[1];
+	const char *reason = NULL;
+	int r;
+
+	r = proto_fields_parse(f, p ? p : empty, len, why, &reason);
+	if (r < 0) {
+		/* The codec may name a static reason instead of filling why. */
+		if (reason && reason != why)
+			snprintf(why, 128, "%s", reason);
+		return r;
+	}
+	return proto_fields_check(f, allowed, required, why);
+}
+
 /*
  * Parse the HEADER at value (vp, vn) into key and value slices. The codec
  * only checked that a nested field is well framed; the KEY/VALUE types are
@@ -60,19 +78,11 @@ static int
 msg_header_parse(const uint8_t *vp, size_t vn, ProtoSlice *key,
 		 ProtoSlice *value, char why[128])
 {
+	const uint64_t kv = PROTO_BIT(MBOX_TAG_KEY) | PROTO_BIT(MBOX_TAG_VALUE);
 	ProtoFields hf;
-	const char *reason = NULL;
 	int r;
 
-	r = proto_fields_parse(&hf, vp, vn, why, &reason);
-	if (r < 0) {
-		if (reason && reason != why)
-			snprintf(why, 128, "%s", reason);
-		return r;
-	}
-	r = proto_fields_check(
-		&hf, PROTO_BIT(MBOX_TAG_KEY) | PROTO_BIT(MBOX_TAG_VALUE),
-		PROTO_BIT(MBOX_TAG_KEY) | PROTO_BIT(MBOX_TAG_VALUE), why);
+	r = msg_parse_fields(&hf, vp, vn, kv, kv, why);
 	if (r < 0)
 		return r;
 	*key = hf.first[MBOX_TAG_KEY];
@@ -81,28 +91,23 @@ msg_header_parse(const uint8_t *vp, size_t vn, ProtoSlice *key,
 }
 
 int
-mbox__msg_decode(const uint8_t *p, size_t len, const char *dflt_mailbox,
-		 mbox_msg **out, char why[128])
+msg_decode(const uint8_t *p, size_t len, const char *dflt_mailbox,
+	   mbox_msg **out, char why[128])
 {
 	static const uint8_t empty[1];
 	ProtoFields f;
 	ProtoReader rd;
 	ProtoField fl;
-	ProtoSlice mailbox, comm, reason, data, key, value;
-	const char *preason = NULL;
+	ProtoSlice mailbox, comm, reason, data;
+	ProtoSlice key = {0}, value = {0}; /* set by msg_header_parse */
 	size_t n_headers, size, i;
 	mbox_msg *msg;
 	char *pos;
 	int r;
 
 	*out = NULL;
-	r = proto_fields_parse(&f, p ? p : empty, len, why, &preason);
-	if (r < 0) {
-		if (preason && preason != why)
-			snprintf(why, 128, "%s", preason);
-		return r;
-	}
-	r = proto_fields_check(&f, ~UINT64_C(0), PROTO_BIT(MBOX_TAG_ID), why);
+	r = msg_parse_fields(&f, p, len, ~UINT64_C(0), PROTO_BIT(MBOX_TAG_ID),
+			     why);
 	if (r < 0)
 		return r;
 

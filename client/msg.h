@@ -1,6 +1,7 @@
 /*
  * msg.h - libmbox's message object (struct mbox_msg), private to the
- * library.
+ * library. Nothing here starts with mbox_: libmbox exports exactly the
+ * symbols matching '^mbox_'.
  *
  * A message is decoded from one MSG field of a RECV or PEEK reply, or of
  * a DELIVER push, into a single allocation that owns copies of everything:
@@ -14,19 +15,27 @@
 #include <stdint.h>
 
 #include "mbox.h"
+#include "client/proto.h"
 
 /*
- * mbox__msg_decode - decode the value of one MSG field (p, len: a field
+ * msg_parse_fields - parse the field sequence (p, len) of a nested field
+ * (MSG, HEADER, INFO) or a reply body into *f, which points into p, and
+ * check it with proto_fields_check(allowed, required). p may be NULL when
+ * len is 0. Returns 0, or -EBADMSG with the reason in why (128 bytes).
+ */
+int msg_parse_fields(ProtoFields *f, const uint8_t *p, size_t len,
+		     uint64_t allowed, uint64_t required, char why[128]);
+
+/*
+ * msg_decode - decode the value of one MSG field (p, len: a field
  * sequence) into a new message. dflt_mailbox (may be NULL) is used when
  * the MSG carries no MAILBOX field. Requires an ID field; every other
  * field is optional and defaults to 0 / "".
  *
  * Returns 0 and *out (free with mbox_msg_free), -ENOMEM, or -EBADMSG
- * with a reason written into why (128 bytes). Hidden: the export regex
- * '^mbox_' of libmbox would otherwise publish it.
+ * with a reason written into why (128 bytes).
  */
-__attribute__((visibility("hidden"))) int
-mbox__msg_decode(const uint8_t *p, size_t len, const char *dflt_mailbox,
-		 mbox_msg **out, char why[128]);
+int msg_decode(const uint8_t *p, size_t len, const char *dflt_mailbox,
+	       mbox_msg **out, char why[128]);
 
 #endif

@@ -1,0 +1,313 @@
+/*
+ * admin.c - mailbox administration: CREATE, SET, DELETE, PURGE, KICK,
+ * PAUSE, RESUME, the fan-out bindings BIND and UNBIND, and LIST.
+ *
+ * Each call checks its arguments before sending anything and answers with
+ * the broker's verdict; none keeps state in the handle.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "client/libmbox-int.h"
+#include "client/msg.h"
+#include "client/proto.h"
+
+/* -------------------------------------------------------------------- */
+/* CREATE and SET */
+
+/* CREATE and SET: each setting "key=value" with a non-empty key. */
+static int
+settings_check(mbox *m, const char *const *settings)
+{
+	size_t i;
+
+	for (i = 0; settings && settings[i]; i++) {
+		if (!strchr(settings[i], '=') || settings[i][0] == '=' ||
+		    !check_utf8(settings[i])) {
+			error_set(m, "setting \"%.64s\" is not key=value",
+				  settings[i]);
+			return -EINVAL;
+		}
+	}
+	return 0;
+}
+
+/*
+ * CREATE, SET, BIND and UNBIND: MAILBOX, then each string of vals (NULL
+ * or NULL-terminated) as a field tag; empty reply. The caller entered
+ * and checked its arguments.
+ */
+static int
+mailbox_strings_req(mbox *m, uint16_t op, const char *mailbox, uint16_t tag,
+		    const char *const *vals)
+{
+	ProtoFields f;
+	Frame *fr;
+	uint32_t id;
+	size_t i;
+	int r;
+
+	id = core_begin(m, op);
+	proto_put_str(&m->tx, MBOX_TAG_MAILBOX, mailbox);
+	for (i = 0; vals && vals[i]; i++)
+		proto_put_str(&m->tx, tag, vals[i]);
+	r = core_call(m, id, op, &fr, &f, 0);
+	core_frame_free(fr);
+	return r;
+}
+
+static int
+settings_req(mbox *m, uint16_t op, const char *mailbox,
+	     const char *const *settings)
+{
+	int r;
+
+	r = core_enter_mailbox(m, mailbox);
+	if (r < 0)
+		return r;
+	r = settings_check(m, settings);
+	if (r < 0)
+		return r;
+	return mailbox_strings_req(m, op, mailbox, MBOX_TAG_SETTING, settings);
+}
+
+int
+mbox_create(mbox *m, const char *mailbox, const char *const *settings)
+{
+	return settings_req(m, MBOX_OP_CREATE, mailbox, settings);
+}
+
+int
+mbox_set(mbox *m, const char *mailbox, const char *const *settings)
+{
+	size_t i;
+
+	if (m && (!settings || !settings[0])) {
+		error_set(m, "no setting to change given");
+		return -EINVAL;
+	}
+	for (i = 0; m && settings[i]; i++) {
+		if (strncmp(settings[i], "temp=", 5) == 0) {
+			error_set(m, "temp can only be set at creation");
+			return -EINVAL;
+		}
+	}
+	return settings_req(m, MBOX_OP_SET, mailbox, settings);
+}
+
+/* -------------------------------------------------------------------- */
+/* LIST */
+
+static int
+info_decode(const ProtoField *fl, mbox_mailbox_info *info, char why[128])
+{
+	ProtoFields f;
+	ProtoSlice name;
+	int r;
+
+	r = msg_parse_fields(&f, fl->val, fl->len, ~UINT64_C(0),
+			     PROTO_BIT(MBOX_TAG_MAILBOX), why);
+	if (r < 0)
+		return r;
+	name = f.first[MBOX_TAG_MAILBOX];
+	info->name = strndup((const char *)name.ptr, name.len);
+	if (!info->name)
+		return -ENOMEM;
+	info->ready = proto_u64(&f, MBOX_TAG_READY, 0);
+	info->leased = proto_u64(&f, MBOX_TAG_LEASED, 0);
+	info->delayed = proto_u64(&f, MBOX_TAG_DELAYED, 0);
+	info->dead = proto_u64(&f, MBOX_TAG_DEAD, 0);
+	info->bytes = proto_u64(&f, MBOX_TAG_BYTES, 0);
+	info->oldest_ns = (int64_t)proto_u64(&f, MBOX_TAG_OLDEST_NS, 0);
+	info->consumers = proto_u64(&f, MBOX_TAG_CONSUMERS, 0);
+	info->owner_uid = (uint32_t)proto_u64(&f, MBOX_TAG_OWNER_UID, 0);
+	info->gid = (uint32_t)proto_u64(&f, MBOX_TAG_GROUP_GID, 0);
+	info->mode = (uint32_t)proto_u64(&f, MBOX_TAG_MODE, 0);
+	return 0;
+}
+
+int
+mbox_list(mbox *m, mbox_mailbox_info **list, size_t *n)
+{
+	ProtoFields f;
+	ProtoReader rd;
+	ProtoField fl;
+	Frame *fr = NULL;
+	mbox_mailbox_info *infos = NULL;
+	char why[128] = "";
+	size_t count, got = 0;
+	uint32_t id;
+	int r;
+
+	if (list)
+		*list = NULL;
+	if (n)
+		*n = 0;
+	r = core_enter(m);
+	if (r < 0)
+		return r;
+	if (!list || !n) {
+		error_set(m, "no place for the list given");
+		return -EINVAL;
+	}
+	id = core_begin(m, MBOX_OP_LIST);
+	r = core_call(m, id, MBOX_OP_LIST, &fr, &f, 0);
+	if (r < 0)
+		return r;
+	count = f.count[MBOX_TAG_INFO];
+	if (count) {
+		infos = calloc(count, sizeof(*infos));
+		if (!infos) {
+			error_set(m, "out of memory");
+			r = -ENOMEM;
+			goto fail;
+		}
+	}
+	core_frame_reader(&rd, fr);
+	while (got < count && (r = proto_reader_next(&rd, &fl)) > 0) {
+		if (fl.tag != MBOX_TAG_INFO)
+			continue;
+		r = info_decode(&fl, &infos[got], why);
+		if (r == -ENOMEM) {
+			error_set(m, "out of memory");
+			goto fail;
+		}
+		if (r < 0) {
+			error_set(m, "undecodable mailbox summary: %s", why);
+			r = -EPROTO;
+			goto fail;
+		}
+		got++;
+	}
+	if (got != count) {
+		error_set(m, "undecodable reply to LIST");
+		r = -EPROTO;
+		goto fail;
+	}
+	core_frame_free(fr);
+	*list = infos;
+	*n = count;
+	return 0;
+
+fail:
+	mbox_list_free(infos, got);
+	core_frame_free(fr);
+	return r;
+}
+
+void
+mbox_list_free(mbox_mailbox_info *list, size_t n)
+{
+	size_t i;
+
+	if (!list)
+		return;
+	for (i = 0; i < n; i++)
+		free(list[i].name);
+	free(list);
+}
+
+/* -------------------------------------------------------------------- */
+/* Requests on one mailbox */
+
+/* Also serves UNSUBSCRIBE: the same shape. */
+int
+admin_mailbox_req(mbox *m, uint16_t op, const char *mailbox, uint16_t tag,
+		  uint64_t val, uint64_t *count)
+{
+	ProtoFields f;
+	Frame *fr;
+	uint32_t id;
+	int r;
+
+	r = core_enter_mailbox(m, mailbox);
+	if (r < 0)
+		return r;
+	id = core_begin(m, op);
+	proto_put_str(&m->tx, MBOX_TAG_MAILBOX, mailbox);
+	if (tag && val)
+		proto_put_u64(&m->tx, tag, val);
+	r = core_call(m, id, op, &fr, &f,
+		      count ? PROTO_BIT(MBOX_TAG_COUNT) : 0);
+	if (r == 0 && count)
+		*count = proto_u64(&f, MBOX_TAG_COUNT, 0);
+	core_frame_free(fr);
+	return r;
+}
+
+int
+mbox_delete(mbox *m, const char *mailbox, unsigned flags)
+{
+	if (m && check_flags(m, "delete", flags, MBOX_DELETE_FORCE_FLAG))
+		return -EINVAL;
+	return admin_mailbox_req(
+		m, MBOX_OP_DELETE, mailbox, MBOX_TAG_FLAGS,
+		flags & MBOX_DELETE_FORCE_FLAG ? MBOX_DELETE_FORCE : 0, NULL);
+}
+
+int
+mbox_purge(mbox *m, const char *mailbox, unsigned flags, uint64_t *count)
+{
+	uint64_t tmp;
+
+	if (m && check_flags(m, "purge", flags, MBOX_PURGE_DEAD_ONLY))
+		return -EINVAL;
+	return admin_mailbox_req(m, MBOX_OP_PURGE, mailbox, MBOX_TAG_FLAGS,
+				 flags & MBOX_PURGE_DEAD_ONLY ? MBOX_PURGE_DEAD
+							      : 0,
+				 count ? count : &tmp);
+}
+
+int
+mbox_kick(mbox *m, const char *mailbox, uint64_t max, uint64_t *count)
+{
+	uint64_t tmp;
+
+	return admin_mailbox_req(m, MBOX_OP_KICK, mailbox, MBOX_TAG_COUNT, max,
+				 count ? count : &tmp);
+}
+
+int
+mbox_pause(mbox *m, const char *mailbox)
+{
+	return admin_mailbox_req(m, MBOX_OP_PAUSE, mailbox, 0, 0, NULL);
+}
+
+int
+mbox_resume(mbox *m, const char *mailbox)
+{
+	return admin_mailbox_req(m, MBOX_OP_RESUME, mailbox, 0, 0, NULL);
+}
+
+/* -------------------------------------------------------------------- */
+/* Fan-out bindings */
+
+static int
+binding_req(mbox *m, uint16_t op, const char *mailbox, const char *pattern)
+{
+	const char *const vals[] = {pattern, NULL};
+	int r;
+
+	r = core_enter_mailbox(m, mailbox);
+	if (r < 0)
+		return r;
+	r = check_topic(m, pattern, true);
+	if (r < 0)
+		return r;
+	return mailbox_strings_req(m, op, mailbox, MBOX_TAG_TOPIC, vals);
+}
+
+int
+mbox_bind(mbox *m, const char *mailbox, const char *pattern)
+{
+	return binding_req(m, MBOX_OP_BIND, mailbox, pattern);
+}
+
+int
+mbox_unbind(mbox *m, const char *mailbox, const char *pattern)
+{
+	return binding_req(m, MBOX_OP_UNBIND, mailbox, pattern);
+}
