@@ -130,7 +130,7 @@ op_delete(Request *q)
 			     "mailbox %s holds %llu messages (%llu ready, "
 			     "%llu leased, %llu dead); purge them first "
 			     "('mboxctl purge', 'mboxctl purge --dead'), or "
-			     "delete with FORCE ('mboxctl rm --force')",
+			     "delete with FORCE ('mboxctl rm MAILBOX --force')",
 			     mb->name, (unsigned long long)held,
 			     (unsigned long long)mb->n_ready,
 			     (unsigned long long)mb->n_leased,

@@ -1,6 +1,6 @@
 /*
- * admin.h - mboxctl verbs: ping and create, talking to the broker and making
- * mailboxes.
+ * admin.h - mboxctl verbs: ping, create and set: talking to the broker,
+ * making mailboxes and changing their settings.
  *
  * Each verb gets argv[0] = its name and the rest of the command line,
  * parses it with getopt_long (unknown options are usage errors), and
@@ -13,5 +13,6 @@
 
 int cmd_ping(Ctl *c, int argc, char **argv);
 int cmd_create(Ctl *c, int argc, char **argv);
+int cmd_set(Ctl *c, int argc, char **argv);
 
 #endif

@@ -94,22 +94,28 @@ json_msg(FILE *f, const mbox_msg *msg)
 		(unsigned long)mbox_msg_sender_gid(msg));
 	json_cstring(f, mbox_msg_sender_name(msg));
 	fprintf(f, "},\"time\":%" PRId64, mbox_msg_time_ns(msg));
+	if (mbox_msg_expires_ns(msg))
+		fprintf(f, ",\"expires_ns\":%" PRId64,
+			mbox_msg_expires_ns(msg));
+	if (mbox_msg_deadline_ns(msg))
+		fprintf(f, ",\"deadline_ns\":%" PRId64,
+			mbox_msg_deadline_ns(msg));
 
+	/* Always there, so that scripts can index it without a test. */
+	fputs(",\"headers\":{", f);
 	nh = mbox_msg_header_count(msg);
-	if (nh) {
-		fputs(",\"headers\":{", f);
-		for (i = 0; i < nh; i++) {
-			const char *k, *v;
+	for (i = 0; i < nh; i++) {
+		const char *k, *v;
 
-			mbox_msg_header_at(msg, i, &k, &v);
-			if (i)
-				putc(',', f);
-			json_cstring(f, k);
-			putc(':', f);
-			json_cstring(f, v);
-		}
-		putc('}', f);
+		if (mbox_msg_header_at(msg, i, &k, &v) < 0)
+			break;
+		if (i)
+			putc(',', f);
+		json_cstring(f, k);
+		putc(':', f);
+		json_cstring(f, v);
 	}
+	putc('}', f);
 
 	data = mbox_msg_data(msg, &len);
 	if (ctl_utf8_valid(data, len)) {

@@ -26,8 +26,12 @@ void json_base64(FILE *f, const uint8_t *p, size_t n);
  * json_msg - one message as one compact JSON object and a newline:
  * {"id":..,"mailbox":"..","priority":..,"deliveries":..,
  *  ["dead_reason":"..",]"sender":{"pid":..,"uid":..,"gid":..,"comm":".."},
- *  "time":<ns>,["headers":{..},]"data":".." | "data_base64":".."}
- * "data" when the payload is UTF-8 without NUL, else "data_base64".
+ *  "time":<ns>,["expires_ns":<ns>,]["deadline_ns":<ns>,]
+ *  "headers":{"k":"v",..},"data":".." | "data_base64":".."}
+ * "time" is the enqueue time; expires_ns only when the message has a ttl,
+ * deadline_ns only for leased (received or pushed) messages, both ns
+ * since the epoch. "data" when the payload is UTF-8 without NUL, else
+ * "data_base64".
  */
 void json_msg(FILE *f, const mbox_msg *msg);
 

@@ -15,6 +15,7 @@
 
 #include "client/mboxctl/admin.h"
 #include "client/mboxctl/inspect.h"
+#include "client/mboxctl/manage.h"
 #include "client/mboxctl/post.h"
 #include "client/mboxctl/recv.h"
 #include "client/mboxctl/util.h"
@@ -29,13 +30,29 @@ typedef struct Verb {
 static const Verb verbs[] = {
 	{"ping", cmd_ping, "ping", "check that the broker answers"},
 	{"create", cmd_create, "create MAILBOX [OPTIONS]", "create a mailbox"},
-	{"post", cmd_post, "post MAILBOX [DATA]",
+	{"set", cmd_set, "set MAILBOX KEY=VALUE...",
+	 "change a mailbox's settings"},
+	{"rm", cmd_rm, "rm MAILBOX [--force]", "delete a mailbox"},
+	{"post", cmd_post, "post MAILBOX [DATA] [OPTIONS]",
 	 "post a message (DATA, else stdin)"},
+	{"publish", cmd_publish, "publish TOPIC [DATA] [OPTIONS]",
+	 "post to every mailbox bound to TOPIC"},
 	{"recv", cmd_recv, "recv MAILBOX [-n N] [--wait SECS]",
 	 "receive, print and acknowledge messages"},
+	{"subscribe", cmd_subscribe, "subscribe MAILBOX [OPTIONS]",
+	 "print and acknowledge pushed messages"},
 	{"peek", cmd_peek, "peek MAILBOX [-n N] [--dead]",
 	 "show messages without taking them"},
 	{"ls", cmd_ls, "ls [--json]", "list mailboxes and their counters"},
+	{"kick", cmd_kick, "kick MAILBOX [N]",
+	 "put dead messages back in line"},
+	{"purge", cmd_purge, "purge MAILBOX [--dead]",
+	 "delete the ready (or dead) messages"},
+	{"pause", cmd_pause, "pause MAILBOX", "stop deliveries"},
+	{"resume", cmd_resume, "resume MAILBOX", "restart deliveries"},
+	{"bind", cmd_bind, "bind MAILBOX PATTERN",
+	 "get what is published to PATTERN"},
+	{"unbind", cmd_unbind, "unbind MAILBOX PATTERN", "remove a binding"},
 };
 
 #define N_VERBS (sizeof(verbs) / sizeof(verbs[0]))
@@ -55,7 +72,7 @@ usage(FILE *f)
 	      "Verbs:\n",
 	      f);
 	for (i = 0; i < N_VERBS; i++)
-		fprintf(f, "  %-36s %s\n", verbs[i].synopsis, verbs[i].summary);
+		fprintf(f, "  %-33s %s\n", verbs[i].synopsis, verbs[i].summary);
 	fprintf(f,
 		"\n"
 		"'mboxctl VERB --help' (or 'mboxctl help VERB') describes "
@@ -74,7 +91,8 @@ usage(FILE *f)
 		"  0  success\n"
 		"  1  error\n"
 		"  2  usage error\n"
-		"  3  nothing received before the wait ran out (recv)\n"
+		"  3  nothing received before the wait ran out (recv, "
+		"subscribe)\n"
 		"  4  permission denied\n"
 		"  5  no such mailbox\n"
 		"  6  broker unreachable (could not connect)\n",

@@ -1,5 +1,9 @@
 /*
- * post.c - `mboxctl post MAILBOX [DATA]`.
+ * post.c - `mboxctl post MAILBOX [DATA]` and `mboxctl publish TOPIC [DATA]`.
+ *
+ * Both take the same message options (-p, --delay, --ttl, -H), checked
+ * here (msgopts_*) so that a mistake is a usage error naming the option,
+ * not a broker error about a field the user never saw.
  *
  * Three sources of messages: DATA from the command line, all of standard
  * input as one binary-safe message, or (--lines) one message per input
@@ -32,6 +36,21 @@
 #define POST_MSG_OVERHEAD 96u
 #define READ_CHUNK	  65536u
 
+/* clang-format off */
+#define MSG_OPTIONS_HELP \
+	"  -p, --priority N      0-9, higher is delivered first; 9 is urgent\n" \
+	"                        (default 0)\n" \
+	"      --delay SECS      not deliverable before SECS from now\n" \
+	"      --ttl SECS        goes dead as expired if not done within SECS\n" \
+	"                        (default: the mailbox's ttl)\n" \
+	"  -H, --header K=V      set header K to V (repeatable; K 1-200 bytes,\n" \
+	"                        each K once)\n"
+#define MSG_OPTIONS_NOTE \
+	"SECS is a decimal number with an optional unit: ms, s, m, h " \
+	"(default s).\n" \
+	"Put -- before DATA that starts with '-'.\n"
+/* clang-format on */
+
 static const char post_help[] =
 	"Usage: mboxctl post MAILBOX [DATA] [OPTIONS]\n"
 	"\n"
@@ -45,19 +64,25 @@ static const char post_help[] =
 	"                        newline), posted in batches; prints one id "
 	"per\n"
 	"                        line, in input order, as batches are "
-	"stored\n"
-	"  -p, --priority N      0-9, higher is delivered first; 9 is urgent\n"
-	"                        (default 0)\n"
-	"      --delay SECS      not deliverable before SECS from now\n"
-	"      --ttl SECS        goes dead as expired if not done within "
-	"SECS\n"
-	"  -H, --header K=V      set header K to V (repeatable)\n"
+	"stored\n" MSG_OPTIONS_HELP
 	"      --dedup KEY       if KEY was posted to MAILBOX recently, store\n"
 	"                        nothing and print the first message's id\n"
 	"                        (not with --lines)\n" CTL_COMMON_HELP "\n"
-	"SECS is a decimal number with an optional unit: ms, s, m, h "
-	"(default s).\n"
-	"Put -- before DATA that starts with '-'.\n";
+	"The options apply to every message (with --lines "
+	"too).\n" MSG_OPTIONS_NOTE;
+
+static const char publish_help[] =
+	"Usage: mboxctl publish TOPIC [DATA] [OPTIONS]\n"
+	"\n"
+	"Store one copy of a message in every mailbox bound to a pattern that\n"
+	"matches TOPIC (see mboxctl bind) and that you may post to, and print\n"
+	"how many copies were stored (0 when nothing matched). The message is\n"
+	"DATA, or all of standard input (binary-safe) when DATA is absent.\n"
+	"TOPIC is words of A-Z a-z 0-9 _ - separated by dots: jobs.eu.created\n"
+	"\n"
+	"Options:\n" MSG_OPTIONS_HELP
+	"  -j, --json            print {\"copies\":N}\n" CTL_COMMON_HELP
+	"\n" MSG_OPTIONS_NOTE;
 
 enum {
 	OPT_LINES = 256,
@@ -65,6 +90,30 @@ enum {
 	OPT_TTL,
 	OPT_DEDUP,
 };
+
+/* The getopt_long entries of the message options, and their letters. */
+/* clang-format off */
+#define MSG_OPTIONS \
+	{"priority", required_argument, NULL, 'p'}, \
+	{"delay", required_argument, NULL, OPT_DELAY}, \
+	{"ttl", required_argument, NULL, OPT_TTL}, \
+	{"header", required_argument, NULL, 'H'}
+/* clang-format on */
+#define MSG_OPTSTRING "p:H:"
+
+/* Limits of a message's options the broker enforces (protocol.md 5.4);
+ * checked here too so that the error names the option. */
+#define MSG_HEADERS_COUNT_MAX 64u
+#define MSG_KEY_MAX	      200u
+#define MSG_DURATION_MAX_MS   (365ull * 24 * 3600 * 1000)
+
+/* Message options as parsed; opts.headers points into headers. */
+typedef struct MsgOpts {
+	mbox_post_opts opts;
+	const char **headers; /* {key, value, ..., NULL}, owned */
+	size_t n_headers;
+	size_t header_bytes; /* keys + values */
+} MsgOpts;
 
 /* The pending batch of --lines mode: offsets into the input buffer. */
 typedef struct LineBatch {
@@ -76,8 +125,8 @@ typedef struct LineBatch {
 
 typedef struct PostRun {
 	Ctl *c;
-	mbox_post_opts opts;
-	size_t opts_bytes; /* header bytes each message carries */
+	const MsgOpts *mo;
+	size_t opts_bytes; /* option bytes each message carries, estimated */
 	size_t budget;	   /* batch bytes, at most POST_BATCH_BYTES */
 	uint8_t *in;	   /* input not yet posted */
 	size_t in_len, in_cap;
@@ -140,7 +189,7 @@ batch_flush(PostRun *p)
 	for (i = 0; i < b->n; i++) {
 		items[i].data = p->in + b->off[i];
 		items[i].len = b->len[i];
-		items[i].opts = &p->opts;
+		items[i].opts = &p->mo->opts;
 	}
 	r = mbox_post_batch(p->c->m, p->c->target, items, b->n, ids);
 	if (r < 0) {
@@ -274,75 +323,189 @@ post_lines(PostRun *p)
 	return CTL_EXIT_OK;
 }
 
+static int
+msgopts_init(MsgOpts *mo, int argc)
+{
+	*mo = (MsgOpts){0};
+	/* Each --header adds two entries; argc bounds how many there are. */
+	mo->headers = calloc((size_t)argc * 2 + 1, sizeof(*mo->headers));
+	return mo->headers ? 0 : -ENOMEM;
+}
+
+static void
+msgopts_free(MsgOpts *mo)
+{
+	free(mo->headers);
+	mo->headers = NULL;
+}
+
+/* --delay or --ttl: a duration of at most a year; a ttl of at least 1 ms
+ * (0 would silently mean "the mailbox's ttl"). */
+static int
+msgopts_duration(Ctl *c, const char *name, const char *arg, bool nonzero,
+		 uint64_t *ms)
+{
+	if (ctl_parse_duration_ms(arg, ms) < 0)
+		return ctl_usage(c, "bad duration '%s' for --%s", arg, name);
+	if (*ms > MSG_DURATION_MAX_MS)
+		return ctl_usage(c, "--%s %s is more than a year", name, arg);
+	if (nonzero && *ms == 0)
+		return ctl_usage(c, "--%s must be at least 1ms", name);
+	return 0;
+}
+
+/* -H K=V: split in place (argv strings are ours to edit) and check it. */
+/*
+ * -H K=V: split in place (argv strings are ours to edit) and check it.
+ * A malformed or repeated header is a usage error (2); one beyond the
+ * broker's limits is refused like a too large payload (1).
+ */
+static int
+msgopts_header(Ctl *c, MsgOpts *mo, char *arg)
+{
+	char *eq = strchr(arg, '=');
+	size_t klen, vlen, i;
+
+	if (!eq || eq == arg)
+		return ctl_usage(c, "bad header '%s' (K=V, K not empty)", arg);
+	klen = (size_t)(eq - arg);
+	vlen = strlen(eq + 1);
+	if (!ctl_utf8_valid((const uint8_t *)arg, klen + 1 + vlen))
+		return ctl_usage(c, "header '%s' is not valid UTF-8", arg);
+	for (i = 0; i < mo->n_headers; i++)
+		if (strlen(mo->headers[2 * i]) == klen &&
+		    memcmp(mo->headers[2 * i], arg, klen) == 0)
+			return ctl_usage(c, "header '%.*s' given twice",
+					 (int)klen, arg);
+	if (klen > MSG_KEY_MAX)
+		return ctl_error(c,
+				 "header key too long: %zu bytes, the broker "
+				 "takes at most %u",
+				 klen, MSG_KEY_MAX);
+	if (mo->n_headers == MSG_HEADERS_COUNT_MAX)
+		return ctl_error(c, "too many headers: at most %u",
+				 MSG_HEADERS_COUNT_MAX);
+	if (mo->header_bytes + klen + vlen > MBOX_HEADERS_MAX)
+		return ctl_error(c,
+				 "headers too large: %zu bytes of keys and "
+				 "values, the broker takes at most %u",
+				 mo->header_bytes + klen + vlen,
+				 MBOX_HEADERS_MAX);
+	*eq = '\0';
+	mo->headers[2 * mo->n_headers] = arg;
+	mo->headers[2 * mo->n_headers + 1] = eq + 1;
+	mo->n_headers++;
+	mo->header_bytes += klen + vlen;
+	mo->opts.headers = mo->headers;
+	return 0;
+}
+
+/*
+ * msgopts_parse - handle one of the MSG_OPTIONS. Returns 0, or the exit
+ * code of an error it has reported; -1 if opt is not one of them.
+ */
+static int
+msgopts_parse(Ctl *c, MsgOpts *mo, int opt, char *arg)
+{
+	uint64_t v;
+
+	switch (opt) {
+	case 'p':
+		if (ctl_parse_u64(arg, &v) < 0 || v > MBOX_PRIORITY_MAX)
+			return ctl_usage(c, "bad priority '%s' (0-9)", arg);
+		mo->opts.priority = (unsigned)v;
+		return 0;
+	case OPT_DELAY:
+		return msgopts_duration(c, "delay", arg, false,
+					&mo->opts.delay_ms);
+	case OPT_TTL:
+		return msgopts_duration(c, "ttl", arg, true, &mo->opts.ttl_ms);
+	case 'H':
+		return msgopts_header(c, mo, arg);
+	default:
+		return -1;
+	}
+}
+
+/*
+ * Get the one message: DATA from the command line (borrowed, *owned
+ * false) or all of standard input (*owned true: free it).
+ */
+static int
+msg_payload(Ctl *c, const char *arg, uint8_t **data, size_t *len, bool *owned)
+{
+	int r;
+
+	*owned = false;
+	if (arg) {
+		*data = (uint8_t *)arg;
+		*len = strlen(arg);
+		return 0;
+	}
+	r = read_all(data, len, mbox_max_msg_size(c->m));
+	if (r == -EMSGSIZE)
+		return ctl_error(c,
+				 "message too large: standard input holds "
+				 "more than the broker's limit of %zu bytes",
+				 mbox_max_msg_size(c->m));
+	if (r < 0)
+		return ctl_error(c, "cannot read standard input: %s",
+				 strerror(-r));
+	*owned = true;
+	return 0;
+}
+
+static int
+flush_stdout(Ctl *c)
+{
+	if (fflush(stdout) != 0)
+		return ctl_error(c, "cannot write to standard output: %s",
+				 strerror(errno));
+	return CTL_EXIT_OK;
+}
+
 int
 cmd_post(Ctl *c, int argc, char **argv)
 {
 	static const struct option opts[] = {
 		{"lines", no_argument, NULL, OPT_LINES},
-		{"priority", required_argument, NULL, 'p'},
-		{"delay", required_argument, NULL, OPT_DELAY},
-		{"ttl", required_argument, NULL, OPT_TTL},
-		{"header", required_argument, NULL, 'H'},
+		MSG_OPTIONS,
 		{"dedup", required_argument, NULL, OPT_DEDUP},
 		CTL_COMMON_OPTIONS,
 		{0},
 	};
 	PostRun p = {.c = c};
-	const char **headers = NULL;
-	size_t nh = 0;
-	bool lines = false;
+	MsgOpts mo;
+	bool lines = false, owned = false;
 	uint8_t *data = NULL;
 	size_t len = 0;
-	uint64_t v, id;
+	uint64_t id;
 	int opt, r;
 
-	/* Each --header adds two entries; argc bounds how many there are. */
-	headers = calloc((size_t)argc * 2 + 1, sizeof(*headers));
-	if (!headers)
+	if (msgopts_init(&mo, argc) < 0)
 		return ctl_error(c, "out of memory");
-	while ((opt = getopt_long(argc, argv, ":S:hp:H:", opts, NULL)) != -1) {
+	while ((opt = getopt_long(argc, argv, ":S:h" MSG_OPTSTRING, opts,
+				  NULL)) != -1) {
+		r = msgopts_parse(c, &mo, opt, optarg);
+		if (r > 0)
+			goto out;
+		if (r == 0)
+			continue;
 		switch (opt) {
 		case OPT_LINES:
 			lines = true;
 			break;
-		case 'p':
-			if (ctl_parse_u64(optarg, &v) < 0 ||
-			    v > MBOX_PRIORITY_MAX) {
-				r = ctl_usage(c, "bad priority '%s' (0-9)",
-					      optarg);
-				goto out;
-			}
-			p.opts.priority = (unsigned)v;
-			break;
-		case OPT_DELAY:
-		case OPT_TTL:
-			if (ctl_parse_duration_ms(optarg, &v) < 0) {
-				r = ctl_usage(c, "bad duration '%s'", optarg);
-				goto out;
-			}
-			if (opt == OPT_DELAY)
-				p.opts.delay_ms = v;
-			else
-				p.opts.ttl_ms = v;
-			break;
-		case 'H': {
-			char *eq = strchr(optarg, '=');
-
-			if (!eq || eq == optarg) {
-				r = ctl_usage(c, "bad header '%s' (K=V)",
-					      optarg);
-				goto out;
-			}
-			/* Split in place: argv strings are ours to edit. */
-			*eq = '\0';
-			headers[2 * nh] = optarg;
-			headers[2 * nh + 1] = eq + 1;
-			nh++;
-			p.opts_bytes += strlen(optarg) + strlen(eq + 1) + 24;
-			break;
-		}
 		case OPT_DEDUP:
-			p.opts.dedup = optarg;
+			if (!*optarg || strlen(optarg) > MSG_KEY_MAX ||
+			    !ctl_utf8_valid((const uint8_t *)optarg,
+					    strlen(optarg))) {
+				r = ctl_usage(c,
+					      "bad dedup key '%s' (1-%u bytes "
+					      "of UTF-8)",
+					      optarg, MSG_KEY_MAX);
+				goto out;
+			}
+			mo.opts.dedup = optarg;
 			break;
 		case 'S':
 			c->socket = optarg;
@@ -373,18 +536,19 @@ cmd_post(Ctl *c, int argc, char **argv)
 		r = ctl_usage(c, "--lines reads standard input: give no DATA");
 		goto out;
 	}
-	if (lines && p.opts.dedup) {
+	if (lines && mo.opts.dedup) {
 		r = ctl_usage(c, "--dedup takes one message: not with --lines");
 		goto out;
 	}
-	if (nh)
-		p.opts.headers = headers;
 
 	r = ctl_connect(c);
 	if (r)
 		goto out;
 
 	if (lines) {
+		p.mo = &mo;
+		/* Keys, values and their field headers, per message. */
+		p.opts_bytes = mo.header_bytes + 24 * mo.n_headers;
 		p.budget = POST_BATCH_BYTES;
 		if (mbox_max_msg_size(c->m) < p.budget)
 			p.budget = mbox_max_msg_size(c->m);
@@ -392,38 +556,100 @@ cmd_post(Ctl *c, int argc, char **argv)
 		goto out;
 	}
 
-	if (optind < argc) {
-		data = (uint8_t *)argv[optind];
-		len = strlen(argv[optind]);
-	} else {
-		r = read_all(&data, &len, mbox_max_msg_size(c->m));
-		if (r == -EMSGSIZE) {
-			r = ctl_error(c,
-				      "message too large: standard input "
-				      "holds more than the broker's limit of "
-				      "%zu bytes",
-				      mbox_max_msg_size(c->m));
-			goto out;
-		}
-		if (r < 0) {
-			r = ctl_error(c, "cannot read standard input: %s",
-				      strerror(-r));
-			goto out;
-		}
-	}
-	r = mbox_post(c->m, c->target, data, len, &p.opts, &id);
-	if (optind >= argc)
-		free(data);
+	r = msg_payload(c, optind < argc ? argv[optind] : NULL, &data, &len,
+			&owned);
+	if (r)
+		goto out;
+	r = mbox_post(c->m, c->target, data, len, &mo.opts, &id);
 	if (r < 0) {
 		r = ctl_fail(c, r, "not posted");
 		goto out;
 	}
 	printf("%" PRIu64 "\n", id);
-	r = fflush(stdout) ? ctl_error(c, "cannot write to standard output: %s",
-				       strerror(errno))
-			   : CTL_EXIT_OK;
+	r = flush_stdout(c);
 out:
+	if (owned)
+		free(data);
 	free(p.in);
-	free(headers);
+	msgopts_free(&mo);
+	return r;
+}
+
+int
+cmd_publish(Ctl *c, int argc, char **argv)
+{
+	static const struct option opts[] = {
+		MSG_OPTIONS,
+		{"json", no_argument, NULL, 'j'},
+		CTL_COMMON_OPTIONS,
+		{0},
+	};
+	MsgOpts mo;
+	bool json = false, owned = false;
+	uint8_t *data = NULL;
+	size_t len = 0, copies = 0;
+	int opt, r;
+
+	if (msgopts_init(&mo, argc) < 0)
+		return ctl_error(c, "out of memory");
+	while ((opt = getopt_long(argc, argv, ":S:hj" MSG_OPTSTRING, opts,
+				  NULL)) != -1) {
+		r = msgopts_parse(c, &mo, opt, optarg);
+		if (r > 0)
+			goto out;
+		if (r == 0)
+			continue;
+		switch (opt) {
+		case 'j':
+			json = true;
+			break;
+		case 'S':
+			c->socket = optarg;
+			break;
+		case 'h':
+			fputs(publish_help, stdout);
+			r = CTL_EXIT_OK;
+			goto out;
+		default:
+			r = ctl_bad_option(c, opt, argv);
+			goto out;
+		}
+	}
+	if (optind >= argc) {
+		r = ctl_usage(c, "which topic? (mboxctl publish TOPIC [DATA])");
+		goto out;
+	}
+	c->target = argv[optind++];
+	if (argc - optind > 1) {
+		r = ctl_usage(c,
+			      "unexpected argument '%s' (quote DATA that "
+			      "has spaces)",
+			      argv[optind + 1]);
+		goto out;
+	}
+	/* A topic names no mailbox: no "create it" hint. */
+	c->enoent = "not found";
+
+	r = ctl_connect(c);
+	if (r)
+		goto out;
+	r = msg_payload(c, optind < argc ? argv[optind] : NULL, &data, &len,
+			&owned);
+	if (r)
+		goto out;
+	r = mbox_publish(c->m, c->target, data, len, &mo.opts, &copies);
+	if (r < 0) {
+		r = ctl_fail(c, r, "not published");
+		goto out;
+	}
+	if (json)
+		printf("{\"copies\":%zu}\n", copies);
+	else
+		printf("%zu\n", copies);
+	r = flush_stdout(c);
+out:
+	if (owned)
+		free(data);
+	msgopts_free(&mo);
 	return r;
 }

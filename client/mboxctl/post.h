@@ -1,5 +1,6 @@
 /*
- * post.h - mboxctl verbs: post, putting messages into a mailbox.
+ * post.h - mboxctl verbs: post and publish, putting messages into
+ * mailboxes.
  *
  * Each verb gets argv[0] = its name and the rest of the command line,
  * parses it with getopt_long (unknown options are usage errors), and
@@ -11,5 +12,6 @@
 #include "client/mboxctl/util.h"
 
 int cmd_post(Ctl *c, int argc, char **argv);
+int cmd_publish(Ctl *c, int argc, char **argv);
 
 #endif

@@ -1,5 +1,7 @@
 /*
- * recv.c - `mboxctl recv MAILBOX [-n N] [--wait SECS]`.
+ * recv.c - `mboxctl recv MAILBOX [-n N] [--wait SECS]` and
+ * `mboxctl subscribe MAILBOX`: taking messages out, pulled or pushed,
+ * printed the same way (recv_print).
  *
  * Returns as soon as N messages came or SECS passed, whichever is first:
  * it loops on mbox_recv with the remaining count (at most MBOX_RECV_MAX a
@@ -10,14 +12,25 @@
  * acked after; if writing fails nothing is acked, and closing the
  * connection hands the messages back to the broker. --no-ack never acks,
  * so the messages stay leased until mboxctl exits.
+ *
+ * subscribe prints, flushes and acks one message at a time, so at most
+ * the window's worth goes back to the broker (redelivered) if it dies.
+ * SIGINT and SIGTERM are blocked and read from a signalfd polled beside
+ * the connection: a signal ends the run between two messages, never in
+ * the middle of one, and the exit code is 0.
  */
 #include "config.h"
 
 #include <errno.h>
 #include <getopt.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
 
 #include "mbox-proto.h"
 
@@ -46,9 +59,10 @@ static const char recv_help[] =
 	"again\n"
 	"  -j, --json            one JSON object per line per message, with "
 	"its\n"
-	"                        id, sender, time, headers and data (or "
-	"data_base64\n"
-	"                        when not UTF-8)\n"
+	"                        id, priority, deliveries, sender, time,\n"
+	"                        expires_ns (ttl), lease deadline_ns, "
+	"headers\n"
+	"                        and data (data_base64 when not UTF-8)\n"
 	"      --raw             write exactly one message's payload, nothing\n"
 	"                        added (implies -n 1)\n" CTL_COMMON_HELP "\n"
 	"Without --json or --raw each payload is printed followed by a "
@@ -56,10 +70,47 @@ static const char recv_help[] =
 	"SECS is a decimal number with an optional unit: ms, s, m, h "
 	"(default s).\n";
 
+static const char subscribe_help[] =
+	"Usage: mboxctl subscribe MAILBOX [OPTIONS]\n"
+	"\n"
+	"Have the broker push the messages of MAILBOX as they arrive; print "
+	"each\n"
+	"one as recv does and acknowledge it once printed. Runs until N "
+	"messages\n"
+	"came (-n), or until SIGINT or SIGTERM, which end it after the "
+	"current\n"
+	"message with exit code 0. Several subscribers of a mailbox share "
+	"its\n"
+	"messages, each message going to one of them.\n"
+	"\n"
+	"Options:\n"
+	"  -n, --count N         stop after N messages (default: run until "
+	"a\n"
+	"                        signal)\n"
+	"  -w, --wait SECS       stop after SECS; exit code 3 if nothing came\n"
+	"      --window W        at most W messages pushed and not acked yet\n"
+	"                        (1-1024, default 1)\n"
+	"      --exclusive       only one exclusive subscriber of MAILBOX "
+	"gets\n"
+	"                        messages; later ones wait as standbys, in "
+	"order,\n"
+	"                        and take over when it goes (says 'standby' "
+	"on\n"
+	"                        standard error while waiting)\n"
+	"      --lease SECS      lease length (default: the mailbox's)\n"
+	"  -j, --json            one JSON object per line per message, as "
+	"recv\n"
+	"      --raw             write exactly one message's payload, nothing\n"
+	"                        added (implies -n 1)\n" CTL_COMMON_HELP "\n"
+	"SECS is a decimal number with an optional unit: ms, s, m, h "
+	"(default s).\n";
+
 enum {
 	OPT_LEASE = 256,
 	OPT_NO_ACK,
 	OPT_RAW,
+	OPT_WINDOW,
+	OPT_EXCLUSIVE,
 };
 
 enum recv_format {
@@ -91,6 +142,42 @@ recv_print(const mbox_msg *msg, enum recv_format format)
 	return ferror(stdout) ? -EIO : 0;
 }
 
+/* -w SECS: "forever", "inf" or -1 are -1 (no limit). */
+static int
+recv_parse_wait(const char *s, int64_t *wait_ms)
+{
+	uint64_t v;
+
+	if (strcmp(s, "forever") == 0 || strcmp(s, "inf") == 0 ||
+	    strcmp(s, "-1") == 0) {
+		*wait_ms = -1;
+		return 0;
+	}
+	if (ctl_parse_duration_ms(s, &v) < 0 || v > INT64_MAX / 1000000)
+		return -EINVAL;
+	*wait_ms = (int64_t)v;
+	return 0;
+}
+
+/* --json / --raw into a format; --raw means exactly one message. */
+static int
+recv_pick_format(Ctl *c, bool json, bool raw, bool count_given, uint64_t *count,
+		 enum recv_format *format)
+{
+	*format = FORMAT_LINES;
+	if (raw && json)
+		return ctl_usage(c, "--raw and --json exclude each other");
+	if (raw && count_given && *count != 1)
+		return ctl_usage(c, "--raw writes exactly one message (-n 1)");
+	if (raw) {
+		*format = FORMAT_RAW;
+		*count = 1;
+	} else if (json) {
+		*format = FORMAT_JSON;
+	}
+	return 0;
+}
+
 int
 cmd_recv(Ctl *c, int argc, char **argv)
 {
@@ -107,7 +194,7 @@ cmd_recv(Ctl *c, int argc, char **argv)
 	enum recv_format format = FORMAT_LINES;
 	mbox_msg *msgs[MBOX_RECV_MAX];
 	uint64_t ids[MBOX_RECV_MAX];
-	uint64_t count = 1, got = 0, lease_ms = 0, v;
+	uint64_t count = 1, got = 0, lease_ms = 0;
 	int64_t wait_ms = 0, deadline = 0;
 	bool count_given = false, no_ack = false, json = false, raw = false;
 	size_t n, i;
@@ -121,17 +208,9 @@ cmd_recv(Ctl *c, int argc, char **argv)
 			count_given = true;
 			break;
 		case 'w':
-			if (strcmp(optarg, "forever") == 0 ||
-			    strcmp(optarg, "inf") == 0 ||
-			    strcmp(optarg, "-1") == 0) {
-				wait_ms = -1;
-				break;
-			}
-			if (ctl_parse_duration_ms(optarg, &v) < 0 ||
-			    v > INT64_MAX / 1000000)
+			if (recv_parse_wait(optarg, &wait_ms) < 0)
 				return ctl_usage(c, "bad duration '%s'",
 						 optarg);
-			wait_ms = (int64_t)v;
 			break;
 		case OPT_LEASE:
 			if (ctl_parse_duration_ms(optarg, &lease_ms) < 0 ||
@@ -163,16 +242,9 @@ cmd_recv(Ctl *c, int argc, char **argv)
 		return ctl_usage(c, "unexpected argument '%s'",
 				 argv[optind + 1]);
 	c->target = argv[optind];
-	if (raw && json)
-		return ctl_usage(c, "--raw and --json exclude each other");
-	if (raw && count_given && count != 1)
-		return ctl_usage(c, "--raw writes exactly one message (-n 1)");
-	if (raw) {
-		format = FORMAT_RAW;
-		count = 1;
-	} else if (json) {
-		format = FORMAT_JSON;
-	}
+	r = recv_pick_format(c, json, raw, count_given, &count, &format);
+	if (r)
+		return r;
 
 	r = ctl_connect(c);
 	if (r)
@@ -224,4 +296,231 @@ cmd_recv(Ctl *c, int argc, char **argv)
 		}
 	}
 	return got ? CTL_EXIT_OK : CTL_EXIT_EMPTY;
+}
+
+/* One subscribe run: what to print, how many, until when. */
+typedef struct SubRun {
+	Ctl *c;
+	enum recv_format format;
+	uint64_t count;	  /* stop after this many; 0 = until a signal */
+	uint64_t got;	  /* printed and acked so far */
+	int64_t deadline; /* CLOCK_MONOTONIC ns to stop at; 0 = none */
+	int sigfd;	  /* SIGINT, SIGTERM; -1 until sub_signals */
+} SubRun;
+
+/* Block SIGINT and SIGTERM and read them from a signalfd instead, so
+ * that they are seen between messages only. */
+static int
+sub_signals(SubRun *s)
+{
+	sigset_t set;
+
+	sigemptyset(&set);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGTERM);
+	if (sigprocmask(SIG_BLOCK, &set, NULL) < 0)
+		return -errno;
+	s->sigfd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
+	return s->sigfd < 0 ? -errno : 0;
+}
+
+/*
+ * Wait until a pushed message can be read. Returns 1 when one can, 0
+ * when a signal came or the wait ran out (*signalled says which).
+ */
+static int
+sub_wait(SubRun *s, bool *signalled)
+{
+	struct pollfd pfd[2] = {
+		{.fd = mbox_fd(s->c->m), .events = POLLIN},
+		{.fd = s->sigfd, .events = POLLIN},
+	};
+	int timeout = -1, n;
+
+	*signalled = false;
+	/* The library may hold pushes it read while waiting for a reply. */
+	if (mbox_pending(s->c->m))
+		return 1;
+	if (s->deadline) {
+		int64_t rem = s->deadline - ctl_monotonic_ns();
+
+		if (rem <= 0)
+			return 0;
+		/* Round up: never wake early and spin. */
+		rem = (rem + 999999) / 1000000;
+		timeout = rem > 86400000 ? 86400000 : (int)rem;
+	}
+	n = poll(pfd, 2, timeout);
+	if (n < 0)
+		return errno == EINTR ? 1 : -errno;
+	if (pfd[1].revents) {
+		*signalled = true;
+		return 0;
+	}
+	/* A timeout ends the run only once the deadline has passed. */
+	return n > 0 || !s->deadline || ctl_monotonic_ns() < s->deadline;
+}
+
+/* Print, flush, then ack one pushed message; frees it. */
+static int
+sub_handle(SubRun *s, mbox_msg *msg)
+{
+	uint64_t id = mbox_msg_id(msg);
+	int r;
+
+	/* Before the last one is acked, which would open the window: what
+	 * the broker pushed then would go back redelivered, counted. */
+	if (s->count && s->got + 1 == s->count)
+		(void)mbox_unsubscribe(s->c->m, s->c->target); /* best effort */
+	r = recv_print(msg, s->format);
+	mbox_msg_free(msg);
+	if (r == 0 && fflush(stdout) != 0)
+		r = -EIO;
+	if (r < 0)
+		return ctl_error(s->c,
+				 "cannot write to standard output: %s "
+				 "(message %" PRIu64 " not acked)",
+				 strerror(errno), id);
+	s->got++;
+	r = mbox_ack(s->c->m, &id, 1);
+	if (r < 0)
+		return ctl_fail(s->c, r,
+				"printed but not acked (it will be delivered "
+				"again)");
+	return 0;
+}
+
+static int
+sub_loop(SubRun *s)
+{
+	bool signalled = false;
+	mbox_msg *msg;
+	int r;
+
+	while (!s->count || s->got < s->count) {
+		r = sub_wait(s, &signalled);
+		if (r < 0)
+			return ctl_error(s->c, "poll: %s", strerror(-r));
+		if (r == 0)
+			break;
+		r = mbox_next(s->c->m, 0, &msg);
+		if (r == -ETIMEDOUT)
+			continue; /* woken, but no whole message yet */
+		if (r < 0)
+			return ctl_fail(s->c, r, "subscription ended");
+		r = sub_handle(s, msg);
+		if (r)
+			return r;
+	}
+	if (signalled || s->got || !s->deadline)
+		return CTL_EXIT_OK;
+	return CTL_EXIT_EMPTY;
+}
+
+int
+cmd_subscribe(Ctl *c, int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{"count", required_argument, NULL, 'n'},
+		{"wait", required_argument, NULL, 'w'},
+		{"window", required_argument, NULL, OPT_WINDOW},
+		{"exclusive", no_argument, NULL, OPT_EXCLUSIVE},
+		{"lease", required_argument, NULL, OPT_LEASE},
+		{"json", no_argument, NULL, 'j'},
+		{"raw", no_argument, NULL, OPT_RAW},
+		CTL_COMMON_OPTIONS,
+		{0},
+	};
+	SubRun s = {.c = c, .sigfd = -1};
+	uint64_t lease_ms = 0, window = 1;
+	int64_t wait_ms = -1;
+	unsigned flags = 0;
+	bool count_given = false, json = false, raw = false;
+	int standby = 0, opt, r;
+
+	while ((opt = getopt_long(argc, argv, ":S:hn:w:j", opts, NULL)) != -1) {
+		switch (opt) {
+		case 'n':
+			if (ctl_parse_u64(optarg, &s.count) < 0 || s.count == 0)
+				return ctl_usage(c, "bad count '%s'", optarg);
+			count_given = true;
+			break;
+		case 'w':
+			if (recv_parse_wait(optarg, &wait_ms) < 0)
+				return ctl_usage(c, "bad duration '%s'",
+						 optarg);
+			break;
+		case OPT_WINDOW:
+			if (ctl_parse_u64(optarg, &window) < 0 || window == 0 ||
+			    window > MBOX_WINDOW_MAX)
+				return ctl_usage(c, "bad window '%s' (1-%u)",
+						 optarg, MBOX_WINDOW_MAX);
+			break;
+		case OPT_EXCLUSIVE:
+			flags |= MBOX_SUB_EXCLUSIVE_FLAG;
+			break;
+		case OPT_LEASE:
+			if (ctl_parse_duration_ms(optarg, &lease_ms) < 0 ||
+			    lease_ms == 0)
+				return ctl_usage(c, "bad lease '%s'", optarg);
+			break;
+		case 'j':
+			json = true;
+			break;
+		case OPT_RAW:
+			raw = true;
+			break;
+		case 'S':
+			c->socket = optarg;
+			break;
+		case 'h':
+			fputs(subscribe_help, stdout);
+			return CTL_EXIT_OK;
+		default:
+			return ctl_bad_option(c, opt, argv);
+		}
+	}
+	if (optind >= argc)
+		return ctl_usage(c,
+				 "which mailbox? (mboxctl subscribe MAILBOX)");
+	if (argc - optind > 1)
+		return ctl_usage(c, "unexpected argument '%s'",
+				 argv[optind + 1]);
+	c->target = argv[optind];
+	r = recv_pick_format(c, json, raw, count_given, &s.count, &s.format);
+	if (r)
+		return r;
+
+	r = sub_signals(&s);
+	if (r < 0) {
+		r = ctl_error(c, "cannot set up signal handling: %s",
+			      strerror(-r));
+		goto out;
+	}
+	r = ctl_connect(c);
+	if (r)
+		goto out;
+	/* More than N in flight would only come back redelivered. */
+	if (s.count && window > s.count)
+		window = s.count;
+	r = mbox_subscribe(c->m, c->target, (unsigned)window, lease_ms, flags,
+			   &standby);
+	if (r < 0) {
+		r = ctl_fail(c, r, "cannot subscribe");
+		goto out;
+	}
+	if (standby)
+		fprintf(stderr,
+			"mboxctl: subscribe %s: standby: waiting to become "
+			"active\n",
+			c->target);
+	/* The wait counts from the subscription: connecting is not part of
+	 * the time the user gives the broker to deliver. */
+	if (wait_ms >= 0)
+		s.deadline = ctl_monotonic_ns() + wait_ms * 1000000;
+	r = sub_loop(&s);
+out:
+	if (s.sigfd >= 0)
+		close(s.sigfd);
+	return r;
 }

@@ -85,24 +85,30 @@ ctl_exit_code(int err)
 
 /* What went wrong, in the words of a mailbox user. */
 static const char *
-ctl_errtext(int err)
+ctl_errtext(const Ctl *c, int err)
 {
 	if (err == -ENOENT)
-		return "no such mailbox";
+		return c->enoent ? c->enoent : "no such mailbox";
+	/* The library's words fit a full request queue; the broker also
+	 * answers BUSY to a subscription that conflicts. */
+	if (err == -EBUSY)
+		return "busy";
 	return mbox_strerror(err);
 }
 
 int
 ctl_fail(Ctl *c, int err, const char *what)
 {
-	const char *desc = ctl_errtext(err);
+	const char *desc = ctl_errtext(c, err);
 	const char *text = mbox_last_error(c->m);
 
 	ctl_prefix(c);
 	if (what)
 		fprintf(stderr, "%s: ", what);
-	/* Skip the broker's text when it only repeats ours. */
-	if (text[0] && strncmp(text, desc, strlen(desc)) == 0)
+	/* Skip our words when the broker's text repeats them, or says
+	 * more exactly what ENOENT meant for this verb. */
+	if (text[0] && (strncmp(text, desc, strlen(desc)) == 0 ||
+			(err == -ENOENT && c->enoent)))
 		fprintf(stderr, "%s\n", text);
 	else if (text[0])
 		fprintf(stderr, "%s: %s\n", desc, text);
@@ -112,7 +118,7 @@ ctl_fail(Ctl *c, int err, const char *what)
 	switch (-err) {
 	case ENOENT:
 		/* mboxd's own text may carry this hint already. */
-		if (c->target && !strstr(text, "mboxctl create"))
+		if (c->target && !c->enoent && !strstr(text, "mboxctl create"))
 			fprintf(stderr,
 				"mboxctl: create it with: mboxctl create %s\n",
 				c->target);
@@ -126,6 +132,25 @@ ctl_fail(Ctl *c, int err, const char *what)
 	case ESHUTDOWN:
 		fprintf(stderr, "mboxctl: the broker is stopping; try again "
 				"once it is back\n");
+		break;
+	case ENOTEMPTY: {
+		/* Only DELETE answers it. */
+		const char *t = c->target ? c->target : "MAILBOX";
+
+		if (strstr(text, "mboxctl rm"))
+			break;
+		fprintf(stderr,
+			"mboxctl: delete it with its messages: mboxctl rm %s "
+			"--force; or empty it first: mboxctl purge %s, "
+			"mboxctl purge %s --dead\n",
+			t, t, t);
+		break;
+	}
+	case EOPNOTSUPP:
+		fprintf(stderr,
+			"mboxctl: the broker at %s does not know this "
+			"operation; is it older than this mboxctl?\n",
+			c->path);
 		break;
 	default:
 		break;

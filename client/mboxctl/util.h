@@ -31,6 +31,10 @@ typedef struct Ctl {
 	char path[sizeof(((struct sockaddr_un *)0)->sun_path) + 64];
 	/* ^ the socket path actually tried, for messages */
 	mbox *m; /* NULL until ctl_connect */
+	/* What ENOENT means to this verb when it is not "no such mailbox"
+	 * (unbind: the binding may be what is missing); NULL: the mailbox,
+	 * and the hint to create it. */
+	const char *enoent;
 } Ctl;
 
 /* The getopt_long entries every verb accepts (-S, -h). */

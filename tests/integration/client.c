@@ -53,27 +53,14 @@
 #include <unistd.h>
 
 #include "mbox.h"
+#include "driver-util.h"
 
 /* How long any receive of the driver waits for a message, ms. */
 #define RECV_WAIT_MS 10000
-/* The most one RECV may ask for (doc/protocol.md, RECV). */
-#define RECV_MAX 1024u
 /* Margin past a lease deadline before acting on the expiry, ms. */
 #define EXPIRY_MARGIN_MS 300
 
 static const char prog[] = "client-driver";
-
-static void
-say(const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	vprintf(fmt, ap);
-	va_end(ap);
-	putchar('\n');
-	fflush(stdout);
-}
 
 /* Bad arguments: explained on stderr, exit status 2. */
 static int
@@ -103,15 +90,6 @@ fail_call(mbox *m, const char *what, int r)
 	return fail("%s: %s (%s)", what, mbox_strerror(r), mbox_last_error(m));
 }
 
-static int64_t
-mono_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* Wall clock, the clock of DEADLINE_NS. */
 static int64_t
 real_ns(void)
@@ -120,19 +98,6 @@ real_ns(void)
 
 	clock_gettime(CLOCK_REALTIME, &ts);
 	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-static void
-sleep_ms(int64_t ms)
-{
-	struct timespec ts;
-
-	if (ms <= 0)
-		return;
-	ts.tv_sec = ms / 1000;
-	ts.tv_nsec = (ms % 1000) * 1000000;
-	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
-		;
 }
 
 static int
@@ -197,7 +162,7 @@ expect_stale(mbox *m, const char *op, int r)
 	if (!*mbox_last_error(m))
 		return fail("late %s refused without a reason from the broker",
 			    op);
-	say("refused %s: %s", op, mbox_last_error(m));
+	driver_say("refused %s: %s", op, mbox_last_error(m));
 	return 0;
 }
 
@@ -237,12 +202,12 @@ static int
 touch_rounds(mbox *m, mbox *other, const char *mailbox, uint64_t id,
 	     uint64_t lease_ms)
 {
-	int64_t start = mono_ms(), deadline;
+	int64_t start = driver_now_ms(), deadline;
 	unsigned rounds = 0;
 	int r;
 
-	while (mono_ms() - start < 3 * (int64_t)lease_ms) {
-		sleep_ms((int64_t)lease_ms / 3);
+	while (driver_now_ms() - start < 3 * (int64_t)lease_ms) {
+		driver_sleep_ms((int64_t)lease_ms / 3);
 		r = mbox_touch(m, &id, 1, 0, &deadline);
 		if (r < 0)
 			return fail_call(m, "touch", r);
@@ -263,8 +228,8 @@ touch_rounds(mbox *m, mbox *other, const char *mailbox, uint64_t id,
 		return fail("touch for %" PRIu64 " ms set a deadline %" PRId64
 			    " ms ahead",
 			    20 * lease_ms, (deadline - real_ns()) / 1000000);
-	say("touched %u times over %" PRId64 " ms", rounds + 1,
-	    mono_ms() - start);
+	driver_say("touched %u times over %" PRId64 " ms", rounds + 1,
+		   driver_now_ms() - start);
 	return 0;
 }
 
@@ -279,9 +244,8 @@ do_touch(mbox *m, const char *sock, char **argv)
 	/* Shorter leases leave no room for the touch rounds. */
 	if (parse_u64(argv[1], &lease_ms) || lease_ms < 30)
 		return bad_args("LEASE_MS (at least 30)", argv[1]);
-	r = mbox_connect(&other, sock);
-	if (r < 0)
-		return fail("second connect: %s", mbox_strerror(r));
+	if (driver_connect(&other, prog, sock) < 0)
+		return 1;
 	r = recv_one(m, argv[0], lease_ms, &msg);
 	if (r)
 		goto out;
@@ -294,7 +258,7 @@ do_touch(mbox *m, const char *sock, char **argv)
 		r = fail_call(m, "ack after touches", r);
 		goto out;
 	}
-	say("acked %" PRIu64, id);
+	driver_say("acked %" PRIu64, id);
 out:
 	mbox_msg_free(msg);
 	mbox_close(other);
@@ -318,15 +282,16 @@ do_late_ack(mbox *m, char **argv)
 	id = mbox_msg_id(msg);
 	left_ms = (mbox_msg_deadline_ns(msg) - real_ns() + 500000) / 1000000;
 	mbox_msg_free(msg);
-	say("received %" PRIu64 " lease_ms %" PRId64, id, left_ms);
+	driver_say("received %" PRIu64 " lease_ms %" PRId64, id, left_ms);
 	if (left_ms > 60000)
 		return fail("lease of %" PRId64 " ms is too long to wait for",
 			    left_ms);
-	sleep_ms(left_ms + EXPIRY_MARGIN_MS);
+	driver_sleep_ms(left_ms + EXPIRY_MARGIN_MS);
 	r = counters(m, argv[0], &info);
 	if (r)
 		return r;
-	say("after ready=%" PRIu64 " leased=%" PRIu64, info.ready, info.leased);
+	driver_say("after ready=%" PRIu64 " leased=%" PRIu64, info.ready,
+		   info.leased);
 	r = expect_stale(m, "touch", mbox_touch(m, &id, 1, 0, NULL));
 	if (!r)
 		r = expect_stale(m, "nack", mbox_nack(m, &id, 1, 0));
@@ -355,14 +320,14 @@ do_nack_delay(mbox *m, char **argv)
 	id = mbox_msg_id(msg);
 	mbox_msg_free(msg);
 	msg = NULL;
-	t0 = mono_ms();
+	t0 = driver_now_ms();
 	r = mbox_nack(m, &id, 1, delay_ms);
 	if (r < 0)
 		return fail_call(m, "nack", r);
 	r = mbox_recv(m, argv[0], 1, 0, 0, &msg, &n);
 	if (r < 0)
 		return fail_call(m, "immediate recv", r);
-	say("early %zu", n);
+	driver_say("early %zu", n);
 	if (n) {
 		mbox_msg_free(msg);
 		return 0;
@@ -370,13 +335,15 @@ do_nack_delay(mbox *m, char **argv)
 	r = counters(m, argv[0], &info);
 	if (r)
 		return r;
-	say("during ready=%" PRIu64 " delayed=%" PRIu64, info.ready,
-	    info.delayed);
+	driver_say("during ready=%" PRIu64 " delayed=%" PRIu64, info.ready,
+		   info.delayed);
 	r = recv_one(m, argv[0], 0, &msg);
 	if (r)
 		return r;
-	say("redelivered %" PRIu64 " after %" PRId64 " ms deliveries %" PRIu32,
-	    mbox_msg_id(msg), mono_ms() - t0, mbox_msg_deliveries(msg));
+	driver_say("redelivered %" PRIu64 " after %" PRId64
+		   " ms deliveries %" PRIu32,
+		   mbox_msg_id(msg), driver_now_ms() - t0,
+		   mbox_msg_deliveries(msg));
 	id = mbox_msg_id(msg);
 	mbox_msg_free(msg);
 	r = mbox_ack(m, &id, 1);
@@ -398,7 +365,7 @@ do_reject(mbox *m, char **argv)
 	r = mbox_reject(m, &id, 1);
 	if (r < 0)
 		return fail_call(m, "reject", r);
-	say("rejected %" PRIu64, id);
+	driver_say("rejected %" PRIu64, id);
 	return 0;
 }
 
@@ -416,7 +383,8 @@ do_recv_nack(mbox *m, char **argv)
 		if (r)
 			return r;
 		id = mbox_msg_id(msg);
-		say("%" PRIu64 " %" PRIu32, id, mbox_msg_deliveries(msg));
+		driver_say("%" PRIu64 " %" PRIu32, id,
+			   mbox_msg_deliveries(msg));
 		mbox_msg_free(msg);
 		r = mbox_nack(m, &id, 1, 0);
 		if (r < 0)
@@ -434,7 +402,7 @@ wait_file(const char *path)
 	for (i = 0; i < 600; i++) {
 		if (access(path, F_OK) == 0)
 			return 0;
-		sleep_ms(100);
+		driver_sleep_ms(100);
 	}
 	return fail("%s did not appear within 60 s", path);
 }
@@ -442,32 +410,18 @@ wait_file(const char *path)
 static int
 do_hold(mbox *m, int argc, char **argv)
 {
-	mbox_msg *msgs[RECV_MAX];
-	uint64_t ids[RECV_MAX], want, lease_ms;
-	int64_t until = mono_ms() + RECV_WAIT_MS;
-	size_t got = 0, n, i;
+	uint64_t ids[DRIVER_RECV_MAX], want, lease_ms;
+	size_t got;
 	int r;
 
-	if (parse_u64(argv[1], &want) || want < 1 || want > RECV_MAX)
+	if (parse_u64(argv[1], &want) || want < 1 || want > DRIVER_RECV_MAX)
 		return bad_args("N", argv[1]);
 	if (parse_u64(argv[2], &lease_ms))
 		return bad_args("LEASE_MS", argv[2]);
-	while (got < want) {
-		int64_t left = until - mono_ms();
-
-		/* A wait < 0 would be forever. */
-		if (left <= 0)
-			break;
-		r = mbox_recv(m, argv[0], want - got, left, lease_ms, msgs, &n);
-		if (r < 0)
-			return fail_call(m, "recv", r);
-		for (i = 0; i < n; i++) {
-			ids[got + i] = mbox_msg_id(msgs[i]);
-			say("%" PRIu64, ids[got + i]);
-			mbox_msg_free(msgs[i]);
-		}
-		got += n;
-	}
+	r = driver_recv_ids(m, argv[0], want, RECV_WAIT_MS, lease_ms, ids,
+			    &got);
+	if (r < 0)
+		return fail_call(m, "recv", r);
 	if (got < want)
 		return fail("only %zu of %" PRIu64 " messages came", got, want);
 	if (argc < 4) {
@@ -480,7 +434,7 @@ do_hold(mbox *m, int argc, char **argv)
 	r = mbox_ack(m, ids, got);
 	if (r < 0)
 		return fail_call(m, "ack of the held messages", r);
-	say("acked %zu", got);
+	driver_say("acked %zu", got);
 	return 0;
 }
 
@@ -496,7 +450,7 @@ do_temp(mbox *m, char **argv)
 	r = mbox_bind(m, argv[0], argv[1]);
 	if (r < 0)
 		return fail_call(m, "bind", r);
-	say("ready");
+	driver_say("ready");
 	for (;;)
 		pause();
 }
@@ -563,9 +517,8 @@ main(int argc, char **argv)
 		return usage();
 	alarm(120);
 
-	r = mbox_connect(&m, argv[1]);
-	if (r < 0)
-		return fail("connect %s: %s", argv[1], mbox_strerror(r));
+	if (driver_connect(&m, prog, argv[1]) < 0)
+		return 1;
 	r = run(m, argv[1], argv[2], nargs, argv + 3);
 	mbox_close(m);
 	return r;

@@ -8,12 +8,6 @@
 
 CLIENT=$(driver client-driver)
 
-# ls_num MAILBOX FIELD: a counter of MAILBOX from ls --json.
-ls_num()
-{
-	mbctl ls --json | grep -F "\"name\":\"$1\"" | json_num "$2"
-}
-
 # counts MAILBOX: "ready=R leased=L delayed=D dead=X" from ls --json.
 counts()
 {
@@ -22,43 +16,6 @@ counts()
 	printf 'ready=%s leased=%s delayed=%s dead=%s\n' \
 		"$(json_num ready <<<"$line")" "$(json_num leased <<<"$line")" \
 		"$(json_num delayed <<<"$line")" "$(json_num dead <<<"$line")"
-}
-
-# wait_num MAILBOX FIELD VALUE TENTHS: wait until the counter has VALUE.
-wait_num()
-{
-	local i
-	for ((i = 0; i < $4; i++)); do
-		[ "$(ls_num "$1" "$2")" = "$3" ] && return 0
-		sleep 0.1
-	done
-	return 1
-}
-
-# client MODE ARGS...: run the driver to its end, output in
-# T_DIR/client.out; it must exit 0.
-client()
-{
-	local rc=0
-	timeout 60 "$CLIENT" "$SOCK" "$@" >"$T_DIR/client.out" \
-		2>"$T_DIR/client.err" || rc=$?
-	if [ "$rc" -ne 0 ]; then
-		echo "# client-driver $* printed:" >&2
-		cat "$T_DIR/client.out" >&2
-		fail "client-driver $* exited $rc: $(cat "$T_DIR/client.err")"
-	fi
-}
-
-# hold MAILBOX N LEASE_MS [GOFILE]: start a driver holding N messages in
-# the background; sets $holder, its ids go to T_DIR/held.
-hold()
-{
-	: >"$T_DIR/held"
-	"$CLIENT" "$SOCK" hold "$@" >"$T_DIR/held" 2>"$T_DIR/holder.err" &
-	holder=$!
-	track_pid "$holder"
-	wait_lines "$T_DIR/held" "$2" 100 ||
-		fail "holder did not get $2 messages: $(cat "$T_DIR/holder.err")"
 }
 
 # dead_reasons MAILBOX: "ID:REASON ..." of its dead list, in id order.

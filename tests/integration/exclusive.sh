@@ -36,10 +36,7 @@ grep -q '^subscriber-driver: subscribe: .*\[err=-16\]' "$T_DIR/rc.err" ||
 	fail "a shared subscription of an exclusive mailbox was not refused: $(cat "$T_DIR/rc.err")"
 post_n x 60
 wait_lines "$T_DIR/xA.log" 20 100 || fail "the active subscriber acked fewer than 20"
-for ((i = 0; i < 50; i++)); do
-	[ "$(grep -c '^hold ' "$T_DIR/xA.out")" -ge 4 ] && break
-	sleep 0.1
-done
+wait_holds xA 4
 cmp -s <(expected x 21 24 1 | sed 's/^/hold /') <(grep '^hold ' "$T_DIR/xA.out") ||
 	fail "the active subscriber should hold 21-24: $(grep '^hold ' "$T_DIR/xA.out" | words)"
 sleep 0.2

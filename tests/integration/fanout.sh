@@ -7,12 +7,6 @@
 
 CLIENT=$(driver client-driver)
 
-# ls_num MAILBOX FIELD: a counter of MAILBOX from ls --json.
-ls_num()
-{
-	mbctl ls --json | grep -F "\"name\":\"$1\"" | json_num "$2"
-}
-
 # readies MAILBOX...: their ready counts, space-separated.
 readies()
 {

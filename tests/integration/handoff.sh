@@ -14,6 +14,19 @@ token_of()
 	sed -n 's/^handoff \([0-9a-f]*\)$/\1/p' "$T_DIR/$1.out" | head -n 1
 }
 
+# handed_off MAILBOX: create MAILBOX with 3 messages and start the driver
+# MAILBOX"W" on it, which acks the first and hands the other two off (the
+# token valid 10 s); sets SUB_PID and token once the token is printed.
+handed_off()
+{
+	mbctl create "$1"
+	post_n "$1" 3
+	start_sub "$1W" sub "$1" --window 4 --handoff-after 1 \
+		--handoff-wait-ms 10000 --timeout-s 15 --log "$T_DIR/$1W.log"
+	wait_out "$1W" '^handoff '
+	token=$(token_of "$1W")
+}
+
 start_broker
 
 # --- (a) re-exec mid-stream: the successor claims and goes on ---
@@ -73,13 +86,8 @@ expect_rc 5 "(c) claim of an unknown token" \
 rc=0
 "$SUB" -S "$SOCK" claim not-a-token >/dev/null 2>&1 || rc=$?
 [ "$rc" -eq 5 ] || [ "$rc" -eq 1 ] || fail "(c) claim of a malformed token exited $rc"
-mbctl create t
-post_n t 3
-start_sub tW sub t --window 4 --handoff-after 1 --handoff-wait-ms 10000 \
-	--timeout-s 15 --log "$T_DIR/tW.log"
+handed_off t
 tW=$SUB_PID
-wait_out tW '^handoff '
-token=$(token_of tW)
 expect_rc 0 "(c) first claim of the token" "$SUB" -S "$SOCK" claim "$token"
 assert_eq "claimed 2" "$(sed -n 1p "$T_DIR/rc.out")" "(c) messages claimed"
 assert_eq "$(expected t 2 3 1 | sed 's/^/msg /' | words)" \
@@ -98,13 +106,8 @@ if [ "$(id -u)" -ne 0 ] || ! command -v setpriv >/dev/null 2>&1 ||
 	note "(d) SKIPPED: needs root, setpriv, user nobody and group nogroup"
 else
 	chmod 0755 "$T_DIR"
-	mbctl create n
-	post_n n 3
-	start_sub nW sub n --window 4 --handoff-after 1 --handoff-wait-ms 10000 \
-		--timeout-s 15 --log "$T_DIR/nW.log"
+	handed_off n
 	nW=$SUB_PID
-	wait_out nW '^handoff '
-	token=$(token_of nW)
 	# The same driver may reach the broker as nobody (exit 6 would not).
 	expect_rc 0 "(d) ping as nobody" setpriv --reuid=nobody --regid=nogroup \
 		--clear-groups "$MBOXCTL" -S "$SOCK" ping

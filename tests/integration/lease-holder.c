@@ -12,34 +12,19 @@
  * It never outlives a forgotten test: alarm() ends it after 300 s.
  * Exit status: 1 when fewer than N messages came, 2 on bad usage.
  */
-#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "mbox.h"
-
-/* The most one RECV may ask for (doc/protocol.md, RECV). */
-#define HOLD_MAX 1024u
-
-static int64_t
-now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
+#include "driver-util.h"
 
 int
 main(int argc, char **argv)
 {
 	mbox *m = NULL;
-	mbox_msg *msgs[HOLD_MAX];
-	size_t want, got = 0, n, i;
-	int64_t deadline;
+	size_t want, got;
+	int64_t wait_ms;
 	int r;
 
 	if (argc < 4 || argc > 5) {
@@ -48,38 +33,22 @@ main(int argc, char **argv)
 		return 2;
 	}
 	want = strtoul(argv[3], NULL, 10);
-	if (want < 1 || want > HOLD_MAX) {
-		fprintf(stderr, "%s: N must be 1..%u\n", argv[0], HOLD_MAX);
+	if (want < 1 || want > DRIVER_RECV_MAX) {
+		fprintf(stderr, "%s: N must be 1..%u\n", argv[0],
+			DRIVER_RECV_MAX);
 		return 2;
 	}
-	deadline = now_ms() + 1000 * (argc == 5 ? atoi(argv[4]) : 10);
+	wait_ms = 1000 * (int64_t)(argc == 5 ? atoi(argv[4]) : 10);
 	alarm(300);
 
-	r = mbox_connect(&m, argv[1]);
-	if (r < 0) {
-		fprintf(stderr, "%s: connect %s: %s\n", argv[0], argv[1],
-			mbox_strerror(r));
+	if (driver_connect(&m, argv[0], argv[1]) < 0)
 		return 1;
-	}
-	while (got < want) {
-		int64_t left = deadline - now_ms();
-
-		if (left <= 0)
-			break;
-		r = mbox_recv(m, argv[2], want - got, left, 0, msgs, &n);
-		if (r < 0) {
-			fprintf(stderr, "%s: recv: %s (%s)\n", argv[0],
-				mbox_strerror(r), mbox_last_error(m));
-			mbox_close(m);
-			return 1;
-		}
-		for (i = 0; i < n; i++) {
-			printf("%" PRIu64 "\n", mbox_msg_id(msgs[i]));
-			/* Freeing the message object does not ack it. */
-			mbox_msg_free(msgs[i]);
-		}
-		fflush(stdout);
-		got += n;
+	r = driver_recv_ids(m, argv[2], want, wait_ms, 0, NULL, &got);
+	if (r < 0) {
+		fprintf(stderr, "%s: recv: %s (%s)\n", argv[0],
+			mbox_strerror(r), mbox_last_error(m));
+		mbox_close(m);
+		return 1;
 	}
 	if (got < want) {
 		fprintf(stderr, "%s: only %zu of %zu messages came\n", argv[0],

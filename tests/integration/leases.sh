@@ -8,26 +8,6 @@
 
 CLIENT=$(driver client-driver)
 
-# ls_num MAILBOX FIELD: a counter of MAILBOX from ls --json.
-ls_num()
-{
-	mbctl ls --json | grep -F "\"name\":\"$1\"" | json_num "$2"
-}
-
-# client MODE ARGS...: run the driver, output in T_DIR/client.out; it must
-# exit 0.
-client()
-{
-	local rc=0
-	timeout 60 "$CLIENT" "$SOCK" "$@" >"$T_DIR/client.out" \
-		2>"$T_DIR/client.err" || rc=$?
-	if [ "$rc" -ne 0 ]; then
-		echo "# client-driver $* printed:" >&2
-		cat "$T_DIR/client.out" >&2
-		fail "client-driver $* exited $rc: $(cat "$T_DIR/client.err")"
-	fi
-}
-
 # line_field PREFIX N: word N of the driver's line starting with PREFIX.
 line_field()
 {

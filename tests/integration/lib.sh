@@ -278,6 +278,72 @@ EOF
 	fi
 }
 
+# ---- Mailbox counters, times, and the tests that hold or drive messages ----
+
+# ls_num MAILBOX FIELD: a counter of MAILBOX (ready, leased, delayed, dead)
+# from ls --json.
+ls_num()
+{
+	mbctl ls --json | grep -F "\"name\":\"$1\"" | json_num "$2"
+}
+
+# wait_num MAILBOX FIELD VALUE TENTHS: wait until the counter has VALUE;
+# returns 1 after TENTHS/10 s without it.
+wait_num()
+{
+	local i
+	for ((i = 0; i < $4; i++)); do
+		[ "$(ls_num "$1" "$2")" = "$3" ] && return 0
+		sleep 0.1
+	done
+	return 1
+}
+
+# now_ms: the wall clock in milliseconds, to time what a test waits for.
+now_ms()
+{
+	echo $(($(date +%s%N) / 1000000))
+}
+
+# start_holder N CMD...: run CMD, a driver that prints the id of each message
+# it takes and then holds them, in the background: ids in T_DIR/held,
+# stderr in T_DIR/holder.err, pid in $holder (tracked). Fails unless N ids
+# come within 10 s.
+start_holder()
+{
+	local n=$1
+	shift
+	# Emptied first, so no earlier holder's ids are counted.
+	: >"$T_DIR/held"
+	"$@" >"$T_DIR/held" 2>"$T_DIR/holder.err" &
+	holder=$!
+	track_pid "$holder"
+	wait_lines "$T_DIR/held" "$n" 100 ||
+		fail "holder did not get $n messages: $(cat "$T_DIR/holder.err")"
+}
+
+# client MODE ARGS...: run client-driver ($CLIENT, which the test sets with
+# driver) to its end, output in T_DIR/client.out; it must exit 0.
+client()
+{
+	local rc=0
+	timeout 60 "$CLIENT" "$SOCK" "$@" >"$T_DIR/client.out" \
+		2>"$T_DIR/client.err" || rc=$?
+	if [ "$rc" -ne 0 ]; then
+		echo "# client-driver $* printed:" >&2
+		cat "$T_DIR/client.out" >&2
+		fail "client-driver $* exited $rc: $(cat "$T_DIR/client.err")"
+	fi
+}
+
+# hold MAILBOX N LEASE_MS [GOFILE]: client-driver ($CLIENT) holding N
+# messages of MAILBOX in the background, through start_holder; with GOFILE
+# it acks them once that file exists.
+hold()
+{
+	start_holder "$2" "$CLIENT" "$SOCK" hold "$@"
+}
+
 # ---- Helpers of the tests that drive subscriber-driver ($SUB) ----
 
 # post_n MAILBOX N: post payloads MAILBOX-1..MAILBOX-N, ids to T_DIR/MAILBOX.ids.
@@ -334,6 +400,18 @@ wait_out()
 	done
 	grep -qE "$2" "$T_DIR/$1.out" 2>/dev/null ||
 		fail "$1 did not print '$2': $(cat "$T_DIR/$1.err")"
+}
+
+# wait_holds NAME N: wait (at most 5 s) until the driver NAME printed N
+# "hold" lines. It never fails: the caller checks what is held.
+wait_holds()
+{
+	local i
+	for ((i = 0; i < 50; i++)); do
+		[ "$(grep -c '^hold ' "$T_DIR/$1.out")" -ge "$2" ] && return 0
+		sleep 0.1
+	done
+	return 0
 }
 
 # wait_subscribed NAME: the driver NAME has subscribed.

@@ -4,28 +4,6 @@
 # dedup and pause/resume, against a real broker through mboxctl.
 . "${TOP_SRCDIR:-$(dirname "$0")/../..}/tests/integration/lib.sh"
 
-# ls_num MAILBOX FIELD: a counter of MAILBOX from ls --json.
-ls_num()
-{
-	mbctl ls --json | grep -F "\"name\":\"$1\"" | json_num "$2"
-}
-
-# wait_num MAILBOX FIELD VALUE TENTHS: wait until the counter has VALUE.
-wait_num()
-{
-	local i
-	for ((i = 0; i < $4; i++)); do
-		[ "$(ls_num "$1" "$2")" = "$3" ] && return 0
-		sleep 0.1
-	done
-	return 1
-}
-
-now_ms()
-{
-	echo $(($(date +%s%N) / 1000000))
-}
-
 start_broker
 
 # --- priority: higher first, FIFO within a priority ---

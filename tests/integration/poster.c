@@ -33,6 +33,7 @@
 #include <unistd.h>
 
 #include "mbox.h"
+#include "driver-util.h"
 
 /* The most one PEEK may ask for (doc/protocol.md, PEEK). */
 #define PEEK_MAX 1024u
@@ -109,12 +110,8 @@ do_post(const char *sock, const char *mailbox, uint64_t seed, uint64_t count)
 	uint64_t seq, id;
 	int r;
 
-	r = mbox_connect(&m, sock);
-	if (r < 0) {
-		fprintf(stderr, "poster: connect %s: %s\n", sock,
-			mbox_strerror(r));
+	if (driver_connect(&m, "poster", sock) < 0)
 		return 1;
-	}
 	for (seq = 1; seq <= count; seq++) {
 		unsigned char *p;
 		size_t len = payload_make(seed, seq, &p);
@@ -155,12 +152,8 @@ do_size(const char *sock, const char *mailbox, size_t len)
 	uint64_t id;
 	int r, rc = 0;
 
-	r = mbox_connect(&m, sock);
-	if (r < 0) {
-		fprintf(stderr, "poster: connect %s: %s\n", sock,
-			mbox_strerror(r));
+	if (driver_connect(&m, "poster", sock) < 0)
 		return 1;
-	}
 	p = malloc(len ? len : 1);
 	if (!p) {
 		perror("malloc");
@@ -257,12 +250,8 @@ do_verify(const char *sock, const char *mailbox)
 	size_t len;
 	int r;
 
-	r = mbox_connect(&m, sock);
-	if (r < 0) {
-		fprintf(stderr, "poster: connect %s: %s\n", sock,
-			mbox_strerror(r));
+	if (driver_connect(&m, "poster", sock) < 0)
 		return 1;
-	}
 	if (load_all(m, mailbox, &all, &n_all) < 0) {
 		mbox_close(m);
 		return 1;

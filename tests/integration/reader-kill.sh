@@ -13,11 +13,7 @@ mbctl create work --lease 600
 printf 'job-%d\n' 1 2 3 4 5 | mbctl post work --lines >"$T_DIR/ids"
 assert_eq 5 "$(wc -l <"$T_DIR/ids")" "ids printed by post --lines"
 
-"$HOLDER" "$SOCK" work 3 >"$T_DIR/held" 2>"$T_DIR/holder.err" &
-holder=$!
-track_pid "$holder"
-wait_lines "$T_DIR/held" 3 100 ||
-	fail "lease holder did not get 3 messages: $(cat "$T_DIR/holder.err")"
+start_holder 3 "$HOLDER" "$SOCK" work 3
 alive "$holder" || fail "lease holder exited early: $(cat "$T_DIR/holder.err")"
 cmp -s <(head -n 3 "$T_DIR/ids") "$T_DIR/held" ||
 	fail "holder took ids $(words <"$T_DIR/held"), expected the first three"
@@ -51,13 +47,8 @@ expect_rc 3 "recv after the next reader acked" mbctl recv work --wait 0.2
 # Three readers in a row die holding the same message: each delivery
 # raised the count, none was lost.
 printf 'again\n' | mbctl post work --lines >/dev/null
-for round in 1 2 3; do
-	: >"$T_DIR/held"
-	"$HOLDER" "$SOCK" work 1 >"$T_DIR/held" 2>"$T_DIR/holder.err" &
-	holder=$!
-	track_pid "$holder"
-	wait_lines "$T_DIR/held" 1 100 ||
-		fail "round $round: holder got nothing: $(cat "$T_DIR/holder.err")"
+for _ in 1 2 3; do
+	start_holder 1 "$HOLDER" "$SOCK" work 1
 	kill9_pid "$holder"
 done
 mbctl recv work --wait 5 --json >"$T_DIR/last"

@@ -7,22 +7,6 @@
 
 HOLDER=$(driver lease-holder-driver)
 
-# hold MAILBOX N: start a lease holder taking N messages; sets $holder.
-hold()
-{
-	: >"$T_DIR/held"
-	"$HOLDER" "$SOCK" "$1" "$2" >"$T_DIR/held" 2>"$T_DIR/holder.err" &
-	holder=$!
-	track_pid "$holder"
-	wait_lines "$T_DIR/held" "$2" 100 ||
-		fail "lease holder did not get $2 messages: $(cat "$T_DIR/holder.err")"
-}
-
-unhold()
-{
-	kill9_pid "$holder"
-}
-
 # deliveries_of FILE: the deliveries field of each JSON line, space-separated.
 deliveries_of()
 {
@@ -44,11 +28,11 @@ printf 'm%d\n' 1 2 3 4 | mbctl post r --lines >"$T_DIR/ids"
 # m1 is acked: it must never come back.
 assert_eq m1 "$(mbctl recv r)" "first message"
 # m2 and m3 are leased (long lease) when the broker stops.
-hold r 2
+start_holder 2 "$HOLDER" "$SOCK" r 2
 assert_eq "$(sed -n 2,3p "$T_DIR/ids")" "$(cat "$T_DIR/held")" "ids held"
 
 stop_broker
-unhold
+kill9_pid "$holder"
 start_broker
 
 mbctl peek r -n 10 --json >"$T_DIR/peek1"
@@ -62,9 +46,9 @@ assert_eq "m2 m3 m4" "$(data_of "$T_DIR/recv1")" "recv after a clean restart"
 assert_eq "2 2 1" "$(deliveries_of "$T_DIR/recv1")" "deliveries after a clean restart (recv)"
 
 # Now the same after a crash: hold m2 and m3 again, kill -9 the broker.
-hold r 2
+start_holder 2 "$HOLDER" "$SOCK" r 2
 kill9_broker
-unhold
+kill9_pid "$holder"
 start_broker
 
 mbctl peek r -n 10 --json >"$T_DIR/peek2"

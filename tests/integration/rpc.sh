@@ -25,11 +25,6 @@ wait_mailboxes()
 	assert_eq "$1" "$(mailboxes)" "$2"
 }
 
-now_ms()
-{
-	echo $(($(date +%s%N) / 1000000))
-}
-
 start_broker
 
 # --- round trips ---

@@ -91,10 +91,7 @@ start_sub dA sub d --window 8 --no-ack-after 10 --log "$T_DIR/dA.log"
 dA=$SUB_PID
 wait_lines "$T_DIR/dA.log" 10 100 || fail "(d) subscriber A acked fewer than 10"
 wait_grep "$T_DIR/dA.out" '^hold .* 1$' 100 || fail "(d) subscriber A holds nothing"
-for ((i = 0; i < 50; i++)); do
-	[ "$(grep -c '^hold ' "$T_DIR/dA.out")" -ge 8 ] && break
-	sleep 0.1
-done
+wait_holds dA 8
 cmp -s <(expected d 11 18 1 | sed 's/^/hold /') <(grep '^hold ' "$T_DIR/dA.out") ||
 	fail "(d) subscriber A should hold messages 11-18, holds: $(grep '^hold ' "$T_DIR/dA.out" | words)"
 cmp -s <(expected d 1 10 1) "$T_DIR/dA.log" || fail "(d) subscriber A acked the wrong messages"
@@ -139,10 +136,7 @@ post_n f 50
 start_sub fA sub f --window 8 --no-ack-after 20 --log "$T_DIR/fA.log"
 fA=$SUB_PID
 wait_lines "$T_DIR/fA.log" 20 100 || fail "(f) subscriber acked fewer than 20"
-for ((i = 0; i < 50; i++)); do
-	[ "$(grep -c '^hold ' "$T_DIR/fA.out")" -ge 8 ] && break
-	sleep 0.1
-done
+wait_holds fA 8
 assert_eq 8 "$(grep -c '^hold ' "$T_DIR/fA.out")" "(f) messages the subscriber holds"
 kill9_broker
 wait_dead "$fA" 100 || fail "(f) the subscriber did not notice the broker's death in 10 s"

@@ -51,18 +51,19 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "mbox.h"
+#include "driver-util.h"
 
 #define WINDOW_MAX    1024u
 #define PAYLOAD_SHOWN 200u
 #define LINE_MAX_LEN  512u
+
+static const char prog[] = "subscriber-driver";
 
 typedef struct Opts {
 	const char *sock;
@@ -93,42 +94,11 @@ typedef struct Sub {
 	int64_t deadline;
 } Sub;
 
-static int64_t
-now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void
-sleep_ms(long ms)
-{
-	struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-
-	while (ms > 0 && nanosleep(&ts, &ts) < 0 && errno == EINTR)
-		;
-}
-
-/* A status line on stdout, flushed at once so a test can react to it. */
-static void
-say(const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	vprintf(fmt, ap);
-	va_end(ap);
-	putchar('\n');
-	fflush(stdout);
-}
-
 static int
 complain(const char *what, mbox *m, int r)
 {
 	/* The errno number too, so a test can tell EBUSY from a timeout. */
-	fprintf(stderr, "subscriber-driver: %s: %s [err=%d] (%s)\n", what,
+	fprintf(stderr, "%s: %s: %s [err=%d] (%s)\n", prog, what,
 		mbox_strerror(r), r, m ? mbox_last_error(m) : "");
 	return r == -ETIMEDOUT ? 3 : r == -EACCES ? 4 : r == -ENOENT ? 5 : 1;
 }
@@ -160,19 +130,6 @@ msg_line(const mbox_msg *msg, char *buf, size_t size)
 	payload_word(msg, word, sizeof(word));
 	snprintf(buf, size, "%" PRIu64 " %s %" PRIu32, mbox_msg_id(msg), word,
 		 mbox_msg_deliveries(msg));
-}
-
-static int
-connect_or_die(mbox **m, const Opts *o)
-{
-	int r = mbox_connect(m, o->sock);
-
-	if (r < 0) {
-		fprintf(stderr, "subscriber-driver: connect %s: %s\n",
-			o->sock ? o->sock : "(default)", mbox_strerror(r));
-		return -1;
-	}
-	return 0;
 }
 
 static int
@@ -307,14 +264,14 @@ idle_after_handoff(Sub *s)
 	int64_t left;
 	int r;
 
-	while ((left = s->deadline - now_ms()) > 0) {
+	while ((left = s->deadline - driver_now_ms()) > 0) {
 		r = mbox_next(s->m, left, &msg);
 		if (r == -ETIMEDOUT)
 			continue;
 		if (r < 0)
 			return complain("next after handoff", s->m, r);
 		msg_line(msg, line, sizeof(line));
-		say("late %s", line);
+		driver_say("late %s", line);
 		mbox_msg_free(msg);
 	}
 	return 0;
@@ -329,7 +286,7 @@ do_handoff(Sub *s, char **argv, int argc)
 
 	if (r < 0)
 		return complain("handoff", s->m, r);
-	say("handoff %s", token);
+	driver_say("handoff %s", token);
 	if (s->o->exec)
 		reexec(s, argv, argc, token);
 	return idle_after_handoff(s);
@@ -349,7 +306,7 @@ sub_start(Sub *s)
 		r = mbox_claim(s->m, token, &claimed);
 		if (r < 0)
 			return complain("claim", s->m, r);
-		say("claimed %zu", claimed);
+		driver_say("claimed %zu", claimed);
 		return 0;
 	}
 	r = mbox_subscribe(s->m, o->arg1, o->window, o->lease_ms,
@@ -357,7 +314,7 @@ sub_start(Sub *s)
 			   &standby);
 	if (r < 0)
 		return complain("subscribe", s->m, r);
-	say("subscribed standby=%d", standby);
+	driver_say("subscribed standby=%d", standby);
 	return 0;
 }
 
@@ -372,11 +329,11 @@ sub_take(Sub *s, mbox_msg *msg)
 
 	if (o->no_ack_after >= 0 && s->acked >= o->no_ack_after) {
 		msg_line(msg, line, sizeof(line));
-		say("hold %s", line);
+		driver_say("hold %s", line);
 		return 0;
 	}
 	if (o->ack_delay_ms > 0)
-		sleep_ms(o->ack_delay_ms);
+		driver_sleep_ms(o->ack_delay_ms);
 	r = mbox_ack(s->m, &id, 1);
 	if (r < 0)
 		return complain("ack", s->m, r);
@@ -393,7 +350,7 @@ mode_sub(const Opts *o, int argc, char **argv)
 	int64_t left;
 	int r;
 
-	s.deadline = now_ms() + 1000LL * o->timeout_s;
+	s.deadline = driver_now_ms() + 1000LL * o->timeout_s;
 	if (o->log) {
 		s.log_fd = open(o->log, O_WRONLY | O_CREAT | O_APPEND, 0644);
 		if (s.log_fd < 0) {
@@ -401,7 +358,7 @@ mode_sub(const Opts *o, int argc, char **argv)
 			return 1;
 		}
 	}
-	if (connect_or_die(&s.m, o) < 0)
+	if (driver_connect(&s.m, prog, o->sock) < 0)
 		return 6;
 	if ((r = sub_start(&s)) != 0)
 		return r;
@@ -409,7 +366,7 @@ mode_sub(const Opts *o, int argc, char **argv)
 		if (o->handoff_after >= 0 && !o->successor &&
 		    s.acked == o->handoff_after)
 			return do_handoff(&s, argv, argc);
-		left = s.deadline - now_ms();
+		left = s.deadline - driver_now_ms();
 		if (left <= 0)
 			break;
 		r = mbox_next(s.m, left, &msg);
@@ -426,11 +383,11 @@ mode_sub(const Opts *o, int argc, char **argv)
 		/* Holding on purpose until killed is not a failure. */
 		if (o->no_ack_after >= 0)
 			return 0;
-		fprintf(stderr, "subscriber-driver: only %ld of %ld acked\n",
-			s.acked, o->count);
+		fprintf(stderr, "%s: only %ld of %ld acked\n", prog, s.acked,
+			o->count);
 		return 1;
 	}
-	say("done %ld", s.acked);
+	driver_say("done %ld", s.acked);
 	mbox_close(s.m);
 	return 0;
 }
@@ -439,11 +396,11 @@ mode_sub(const Opts *o, int argc, char **argv)
 static int
 collect(mbox *m, int64_t ms, mbox_msg **msgs, size_t *n, size_t max)
 {
-	int64_t end = now_ms() + ms, left;
+	int64_t end = driver_now_ms() + ms, left;
 	size_t got = 0;
 	int r;
 
-	while (got < max && (left = end - now_ms()) > 0) {
+	while (got < max && (left = end - driver_now_ms()) > 0) {
 		r = mbox_next(m, left, &msgs[*n + got]);
 		if (r == -ETIMEDOUT)
 			break;
@@ -467,7 +424,7 @@ mode_window(const Opts *o)
 
 	if (!o->arg2 || parse_long(o->arg2, &w) < 0 || w < 1 || w > WINDOW_MAX)
 		return 2;
-	if (connect_or_die(&m, o) < 0)
+	if (driver_connect(&m, prog, o->sock) < 0)
 		return 6;
 	r = mbox_subscribe(m, o->arg1, (unsigned)w, o->lease_ms, 0, NULL);
 	if (r < 0)
@@ -475,7 +432,7 @@ mode_window(const Opts *o)
 	r = collect(m, 1000, msgs, &n, WINDOW_MAX + 1);
 	if (r < 0)
 		return complain("next", m, r);
-	say("window %zu", n);
+	driver_say("window %zu", n);
 	if (n > 0) {
 		id = mbox_msg_id(msgs[0]);
 		r = mbox_ack(m, &id, 1);
@@ -484,7 +441,7 @@ mode_window(const Opts *o)
 		more = collect(m, 1000, msgs, &n, WINDOW_MAX + 1);
 		if (more < 0)
 			return complain("next", m, more);
-		say("more %d", more);
+		driver_say("more %d", more);
 	}
 	for (i = 0; i < n; i++)
 		mbox_msg_free(msgs[i]);
@@ -502,9 +459,9 @@ serve_one(mbox *m, const Opts *o, mbox_msg *req)
 	int r;
 
 	msg_line(req, line, sizeof(line));
-	say("req %s", line);
+	driver_say("req %s", line);
 	if (o->delay_ms > 0)
-		sleep_ms(o->delay_ms);
+		driver_sleep_ms(o->delay_ms);
 	reply = malloc(len + 3);
 	if (!reply)
 		return 1;
@@ -517,25 +474,25 @@ serve_one(mbox *m, const Opts *o, mbox_msg *req)
 	r = mbox_ack(m, &id, 1);
 	if (r < 0)
 		return complain("ack", m, r);
-	say("replied %" PRIu64, id);
+	driver_say("replied %" PRIu64, id);
 	return 0;
 }
 
 static int
 mode_serve(const Opts *o)
 {
-	int64_t deadline = now_ms() + 1000LL * o->timeout_s, left;
+	int64_t deadline = driver_now_ms() + 1000LL * o->timeout_s, left;
 	mbox_msg *req;
 	long served = 0;
 	size_t n;
 	mbox *m;
 	int r;
 
-	if (connect_or_die(&m, o) < 0)
+	if (driver_connect(&m, prog, o->sock) < 0)
 		return 6;
-	say("serving");
+	driver_say("serving");
 	while ((o->count == 0 || served < o->count) &&
-	       (left = deadline - now_ms()) > 0) {
+	       (left = deadline - driver_now_ms()) > 0) {
 		r = mbox_recv(m, o->arg1, 1, left < 500 ? left : 500, 0, &req,
 			      &n);
 		if (r < 0)
@@ -562,14 +519,14 @@ mode_call(const Opts *o)
 
 	if (!o->arg2)
 		return 2;
-	if (connect_or_die(&m, o) < 0)
+	if (driver_connect(&m, prog, o->sock) < 0)
 		return 6;
 	r = mbox_call(m, o->arg1, o->arg2, strlen(o->arg2), NULL, o->timeout_ms,
 		      &reply);
 	if (r < 0)
 		return complain("call", m, r);
 	payload_word(reply, word, sizeof(word));
-	say("%s", word);
+	driver_say("%s", word);
 	mbox_msg_free(reply);
 	mbox_close(m);
 	return 0;
@@ -584,19 +541,19 @@ mode_claim(const Opts *o)
 	mbox *m;
 	int r;
 
-	if (connect_or_die(&m, o) < 0)
+	if (driver_connect(&m, prog, o->sock) < 0)
 		return 6;
 	r = mbox_claim(m, o->arg1, &count);
 	if (r < 0)
 		return complain("claim", m, r);
-	say("claimed %zu", count);
+	driver_say("claimed %zu", count);
 	/* The claimed messages were pushed before the claim's reply. */
 	for (i = 0; i < count; i++) {
 		r = mbox_next(m, 0, &msg);
 		if (r < 0)
 			return complain("next after claim", m, r);
 		msg_line(msg, line, sizeof(line));
-		say("msg %s", line);
+		driver_say("msg %s", line);
 		mbox_msg_free(msg);
 	}
 	mbox_close(m);
@@ -611,12 +568,12 @@ mode_temp(const Opts *o)
 	mbox *m;
 	int r;
 
-	if (connect_or_die(&m, o) < 0)
+	if (driver_connect(&m, prog, o->sock) < 0)
 		return 6;
 	r = mbox_create(m, o->arg1, settings);
 	if (r < 0)
 		return complain("create temp", m, r);
-	say("ready");
+	driver_say("ready");
 	while ((r = (int)read(STDIN_FILENO, buf, sizeof(buf))) != 0)
 		if (r < 0 && errno != EINTR)
 			break;
