@@ -146,7 +146,7 @@ broker_free(Broker *b)
 		PendingOp *p = b->pending_head;
 		b->pending_head = p->next;
 		free(p->ids);
-		free(p->mailbox_ids);
+		free(p->leases);
 		free(p);
 	}
 	if (b->store) {
@@ -247,13 +247,13 @@ broker_txn(Broker *b)
 
 int
 broker_defer(Broker *b, enum pending_kind kind, Conn *c, uint16_t op,
-	     uint32_t req_id, uint64_t *ids, int64_t *mailbox_ids, size_t n)
+	     uint32_t req_id, uint64_t *ids, PendingLease *leases, size_t n)
 {
 	PendingOp *p = calloc(1, sizeof(*p));
 
 	if (!p) {
 		free(ids);
-		free(mailbox_ids);
+		free(leases);
 		return -ENOMEM;
 	}
 	p->kind = kind;
@@ -261,7 +261,7 @@ broker_defer(Broker *b, enum pending_kind kind, Conn *c, uint16_t op,
 	p->op = op;
 	p->req_id = req_id;
 	p->ids = ids;
-	p->mailbox_ids = mailbox_ids;
+	p->leases = leases;
 	p->n = n;
 	if (b->pending_tail)
 		b->pending_tail->next = p;
@@ -478,11 +478,12 @@ broker_arm_lease_timer(Broker *b)
 	ev_timer_start(b->loop, &b->lease_timer);
 }
 
-/* Write the queued give-backs into the (delivery) transaction. */
+/* Write the give-backs queued from index from on into the (delivery)
+ * transaction. */
 static void
-broker_apply_releases(Broker *b)
+broker_apply_releases(Broker *b, size_t from)
 {
-	for (size_t i = 0; i < b->n_releases; i++) {
+	for (size_t i = from; i < b->n_releases; i++) {
 		StoreMailbox *mb = store_mailbox_by_id(
 			b->store, b->releases[i].mailbox_id);
 		int r;
@@ -506,6 +507,29 @@ broker_apply_releases(Broker *b)
 	}
 }
 
+/* A settled lease whose batch failed: c holds the message again, with a
+ * fresh deadline of its length, in its subscription's window. */
+static void
+broker_restore_lease(Broker *b, Conn *c, uint64_t id, const PendingLease *pl)
+{
+	StoreMailbox *mb = store_mailbox_by_id(b->store, pl->mailbox_id);
+	Lease *l;
+
+	if (lease_add(&b->leases, &c->leases, id, pl->mailbox_id, c,
+		      broker_now_ns() + (int64_t)pl->lease_ms * 1000000,
+		      &l) < 0)
+		return;
+	l->lease_ms = pl->lease_ms;
+	/* Looked up again: the subscription may have ended meanwhile. */
+	if (pl->sub && mb && mb->user) {
+		Sub *s = sub_find(c, mb->user);
+		if (s) {
+			l->sub = s;
+			s->unacked++;
+		}
+	}
+}
+
 /* Answer one PendingOp after the commit (r = its outcome). */
 static void
 broker_answer(Broker *b, PendingOp *p, int r)
@@ -516,16 +540,8 @@ broker_answer(Broker *b, PendingOp *p, int r)
 	if (r < 0 && (p->kind == PENDING_ACK || p->kind == PENDING_NACK ||
 		      p->kind == PENDING_REJECT)) {
 		/* Nothing was done: the caller still holds the messages. */
-		for (size_t i = 0; i < p->n; i++) {
-			Lease *l;
-			if (lease_add(&b->leases, &c->leases, p->ids[i],
-				      p->mailbox_ids[i], c,
-				      broker_now_ns() +
-					      (int64_t)MBOX_DEFAULT_LEASE_MS *
-						      1000000,
-				      &l) == 0)
-				l->lease_ms = MBOX_DEFAULT_LEASE_MS;
-		}
+		for (size_t i = 0; i < p->n; i++)
+			broker_restore_lease(b, c, p->ids[i], &p->leases[i]);
 		if (c->closing)
 			broker_release_conn(b, c);
 	}
@@ -574,7 +590,7 @@ broker_commit_batch(Broker *b)
 		b->pending_head = p->next;
 		broker_answer(b, p, r);
 		free(p->ids);
-		free(p->mailbox_ids);
+		free(p->leases);
 		free(p);
 	}
 	b->pending_tail = NULL;
@@ -787,27 +803,40 @@ broker_deliver(Broker *b)
 	int64_t now = broker_now_ns();
 	Outgoing *out = NULL, *o;
 	MailboxRt *rt;
+	size_t applied = 0;
 	int r = 0;
 
-	if (b->n_releases && broker_txn(b) == 0) {
-		broker_apply_releases(b);
-		/* A message given back may have passed its ttl meanwhile. */
-		b->expiry_dirty = true;
-	}
-	while ((rt = b->news)) {
+	/* Give-backs first, at their places in line, before anything is
+	 * delivered; delivering may queue more (a client that hung up),
+	 * which are applied before the next mailbox is served. */
+	for (;;) {
+		if (applied < b->n_releases && broker_txn(b) == 0) {
+			broker_apply_releases(b, applied);
+			applied = b->n_releases;
+			/* One may have passed its ttl meanwhile. */
+			b->expiry_dirty = true;
+		}
+		if (!(rt = b->news))
+			break;
 		b->news = rt->news_next;
 		rt->news = false;
 		broker_deliver_mailbox(b, rt, now, &out);
 	}
 	if (store_in_txn(b->store)) {
 		r = store_commit(b->store, false);
-		if (r < 0)
+		b->deliver_failed = r < 0;
+		if (r < 0) {
 			log_write(b->log, LOG_ERR,
 				  "store: cannot commit leases, answering "
 				  "the waiting RECVs with nothing: %s",
 				  store_errmsg(b->store));
-		else
-			b->n_releases = 0;
+		} else {
+			/* Those queued since (while sending) stay queued. */
+			b->n_releases -= applied;
+			if (applied && b->n_releases)
+				memmove(b->releases, b->releases + applied,
+					b->n_releases * sizeof(*b->releases));
+		}
 	}
 	/* Built newest first: send in the order they were made, so that a
 	 * subscriber sees its pushes in delivery order. */
@@ -856,22 +885,34 @@ static bool
 broker_drop_temps(Broker *b)
 {
 	bool wrote = false;
+	Conn *c = b->dead;
 
-	for (Conn *c = b->dead; c; c = c->next) {
+	while (c) {
+		bool dropped = false;
 		for (size_t i = 0; i < c->n_temps; i++) {
 			StoreMailbox *mb =
-				store_mailbox_by_id(b->store, c->temps[i]);
+				store_mailbox_by_id(b->store, c->temps[i].id);
+			/* Ids of a rolled-back creation can be given again:
+			 * the creation time tells the mailboxes apart. */
 			if (!mb || !(mb->flags & STORE_MB_TEMP) ||
+			    mb->created_ns != c->temps[i].created_ns ||
 			    broker_txn(b) < 0)
 				continue;
-			if (broker_mailbox_drop(b, mb) < 0)
+			if (broker_mailbox_drop(b, mb) < 0) {
+				/* Left for the next start (store_open drops
+				 * temporary mailboxes). */
+				b->batch_failed = true;
 				log_write(b->log, LOG_ERR,
 					  "cannot delete a temporary mailbox: "
 					  "%s",
 					  store_errmsg(b->store));
-			wrote = true;
+			}
+			wrote = dropped = true;
 		}
 		c->n_temps = 0;
+		/* Dropping may close connections (their replies fail): they
+		 * join the head of the list, so look again from there. */
+		c = dropped ? b->dead : c->next;
 	}
 	return wrote;
 }
@@ -953,13 +994,15 @@ broker_mailbox_drop(Broker *b, StoreMailbox *mb)
 	MailboxRt *rt = mb->user;
 	Waiter *w;
 
-	/* Leases of its messages are void: the rows go with the mailbox. */
+	/* Leases of its messages are void. Their give-backs find no
+	 * mailbox once the deletion is committed; if it is rolled back,
+	 * they make the rows ready again. */
 	for (size_t i = 0; i < b->leases.n_buckets; i++) {
 		Lease *l = b->leases.buckets[i];
 		while (l) {
 			Lease *next = l->hash_next;
 			if (l->mailbox_id == mb->id)
-				broker_lease_drop(b, l, false);
+				broker_lease_drop(b, l, true);
 			l = next;
 		}
 	}
@@ -1003,7 +1046,8 @@ broker_flush(Broker *b)
 	 * unrelated event; failed give-backs are retried, but not in a
 	 * busy loop. */
 	if (!ev_is_active(&b->again) && (b->news || b->n_releases)) {
-		ev_timer_set(&b->again, b->news ? 0. : 0.1, 0.);
+		ev_timer_set(&b->again,
+			     b->news || !b->deliver_failed ? 0. : 0.1, 0.);
 		ev_timer_start(b->loop, &b->again);
 	}
 }

@@ -101,6 +101,13 @@ enum pending_kind {
 	PENDING_COUNT,	 /* COUNT = n, no ids */
 };
 
+/* What a settled lease was, to restore it if the batch fails. */
+typedef struct PendingLease {
+	int64_t mailbox_id;
+	uint64_t lease_ms;
+	bool sub; /* it counted against c's subscription of the mailbox */
+} PendingLease;
+
 /* A reply owed after the next commit. */
 typedef struct PendingOp {
 	enum pending_kind kind;
@@ -109,7 +116,7 @@ typedef struct PendingOp {
 	uint32_t req_id;
 	size_t n;
 	uint64_t *ids;	      /* POST: new ids; ACK/NACK: message ids */
-	int64_t *mailbox_ids; /* ACK/NACK: to restore leases on failure */
+	PendingLease *leases; /* ACK/NACK/REJECT: restored on failure */
 	struct PendingOp *next;
 } PendingOp;
 
@@ -151,6 +158,7 @@ struct Broker {
 	ev_timer expiry_timer;	/* the first message ttl runs out */
 	int64_t next_expiry_ns; /* 0 = none known */
 	bool expiry_dirty;	/* recompute next_expiry_ns from the store */
+	bool deliver_failed;	/* the last delivery commit failed */
 	ev_timer dedup_timer;	/* forget old dedup keys */
 	ev_timer again; /* work that arose during a flush: run another */
 
@@ -168,7 +176,7 @@ int64_t broker_now_ns(void);
 /* Used by dispatch: */
 int broker_txn(Broker *b);
 int broker_defer(Broker *b, enum pending_kind kind, Conn *c, uint16_t op,
-		 uint32_t req_id, uint64_t *ids, int64_t *mailbox_ids,
+		 uint32_t req_id, uint64_t *ids, PendingLease *leases,
 		 size_t n);
 MailboxRt *broker_mailbox_rt(Broker *b, StoreMailbox *mb);
 void broker_mailbox_news(Broker *b, StoreMailbox *mb);

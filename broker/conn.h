@@ -50,7 +50,9 @@ struct Conn {
 	LeaseList leases;
 	Waiter *waiters;  /* RECVs waiting, linked by conn_next */
 	struct Sub *subs; /* subscriptions, linked by owner_next */
-	int64_t *temps;	  /* temporary mailboxes it created (ids) */
+	struct {
+		int64_t id, created_ns;
+	} * temps; /* temporary mailboxes it created */
 	size_t n_temps;
 	Conn *prev, *next;
 };

@@ -68,10 +68,10 @@ request_txn(Request *q)
 
 void
 request_defer(Request *q, enum pending_kind kind, uint64_t *ids,
-	      int64_t *mailbox_ids, size_t n)
+	      PendingLease *leases, size_t n)
 {
-	if (broker_defer(q->b, kind, q->c, q->h->opcode, q->h->id, ids,
-			 mailbox_ids, n) < 0)
+	if (broker_defer(q->b, kind, q->c, q->h->opcode, q->h->id, ids, leases,
+			 n) < 0)
 		conn_close(q->c, "out of memory");
 }
 
@@ -242,13 +242,15 @@ op_create(Request *q)
 			  name, store_errmsg(q->b->store));
 	} else if (mb->flags & STORE_MB_TEMP) {
 		/* Deleted when this connection closes. */
-		int64_t *t =
-			realloc(q->c->temps, (q->c->n_temps + 1) * sizeof(*t));
+		void *t = realloc(q->c->temps,
+				  (q->c->n_temps + 1) * sizeof(*q->c->temps));
 		if (!t) {
 			q->b->batch_failed = true;
 		} else {
 			q->c->temps = t;
-			t[q->c->n_temps++] = mb->id;
+			q->c->temps[q->c->n_temps].id = mb->id;
+			q->c->temps[q->c->n_temps++].created_ns =
+				mb->created_ns;
 		}
 	}
 	request_defer(q, PENDING_PLAIN, NULL, NULL, 0);
@@ -615,11 +617,11 @@ op_recv(Request *q)
  */
 static int
 settle_ids(Request *q, const char *verb, uint64_t **ids_out,
-	   int64_t **mbids_out, size_t *n_out)
+	   PendingLease **mbids_out, size_t *n_out)
 {
 	size_t n = q->f.count[MBOX_TAG_ID], i = 0;
 	uint64_t *ids = calloc(n, sizeof(*ids));
-	int64_t *mbids = calloc(n, sizeof(*mbids));
+	PendingLease *mbids = calloc(n, sizeof(*mbids));
 	ProtoReader r;
 	ProtoField f;
 
@@ -644,7 +646,9 @@ settle_ids(Request *q, const char *verb, uint64_t **ids_out,
 				     (unsigned long long)ids[i], verb);
 			goto fail;
 		}
-		mbids[i++] = l->mailbox_id;
+		mbids[i].mailbox_id = l->mailbox_id;
+		mbids[i].lease_ms = l->lease_ms;
+		mbids[i++].sub = l->sub != NULL;
 	}
 	*ids_out = ids;
 	*mbids_out = mbids;
@@ -673,7 +677,8 @@ op_settle(Request *q)
 	uint16_t op = q->h->opcode;
 	size_t n, k = 0;
 	uint64_t *ids, delay_ms = 0;
-	int64_t *mbids, ready_ns = 0;
+	PendingLease *mbids;
+	int64_t ready_ns = 0;
 
 	while (kinds[k].op != op)
 		k++;
@@ -696,7 +701,8 @@ op_settle(Request *q)
 		return;
 	for (size_t i = 0; i < n; i++) {
 		Lease *l = lease_find(&b->leases, ids[i]);
-		StoreMailbox *mb = store_mailbox_by_id(b->store, mbids[i]);
+		StoreMailbox *mb =
+			store_mailbox_by_id(b->store, mbids[i].mailbox_id);
 		int r = 0;
 
 		if (!l)
@@ -733,7 +739,8 @@ op_touch(Request *q)
 {
 	Broker *b = q->b;
 	uint64_t *ids, lease_ms;
-	int64_t *mbids, now = broker_now_ns(), deadline = 0;
+	PendingLease *mbids;
+	int64_t now = broker_now_ns(), deadline = 0;
 	ProtoWriter *w;
 	size_t n;
 
@@ -852,6 +859,15 @@ op_unsubscribe(Request *q)
 			     "this connection does not subscribe to %s", name);
 		return;
 	}
+	/* The active exclusive subscriber's messages go back to their
+	 * places at once, so the next one takes over in strict order. */
+	if (s->exclusive && sub_is_active(s)) {
+		for (Lease *l = q->c->leases.head, *next; l; l = next) {
+			next = l->next;
+			if (l->sub == s)
+				broker_lease_drop(q->b, l, true);
+		}
+	}
 	sub_remove(q->b, s);
 	reply_empty(q);
 }
@@ -953,6 +969,12 @@ op_claim(Request *q)
 			    "of the hand-off; unsubscribe first");
 		return;
 	}
+	if (n < 0) {
+		reply_error(q, MBOX_S_LIMIT, "memory", "out of memory");
+		return;
+	}
+	if (q->c->closing)
+		return;
 	{
 		ProtoWriter *w = reply_begin(q);
 		proto_put_u64(w, MBOX_TAG_COUNT, (uint64_t)n);

@@ -174,19 +174,36 @@ int
 handoff_claim(Broker *b, Handoff *h, Conn *c)
 {
 	int64_t now = broker_now_ns();
+	size_t n = h->leases.count, i = 0;
+	uint64_t *ids = calloc(n ? n : 1, sizeof(*ids));
 	int count = 0;
 	Lease *l;
 	Sub *s;
 
+	if (!ids)
+		return -ENOMEM;
 	for (s = h->subs; s; s = s->owner_next)
-		if (sub_find(c, s->rt))
+		if (sub_find(c, s->rt)) {
+			free(ids);
 			return -EEXIST;
-	/* Messages first, subscriptions after: the successor handles the
-	 * parked work before anything new is pushed. */
+		}
+	/* Everything becomes c's before anything is sent: a send that
+	 * fails closes c, and closing gives back whatever c holds then. */
 	while ((l = h->leases.head)) {
+		ids[i++] = l->msg_id;
 		lease_move(l, &c->leases, c);
 		lease_set_deadline(&b->leases, l,
 				   now + (int64_t)l->lease_ms * 1000000);
+	}
+	handoff_move_subs(&h->subs, &c->subs, c, NULL);
+	handoff_unlink(b, h);
+	/* Messages first, then the subscriptions go on: the successor
+	 * handles the parked work before anything new is pushed (pushes
+	 * leave after this in the delivery phase). */
+	for (i = 0; i < n && !c->closing; i++) {
+		l = lease_find(&b->leases, ids[i]);
+		if (!l || l->holder != c)
+			continue;
 		if (handoff_push(b, c, l) < 0) {
 			log_write(b->log, LOG_ERR,
 				  "cannot hand message %llu over: %s; it "
@@ -198,13 +215,12 @@ handoff_claim(Broker *b, Handoff *h, Conn *c)
 		}
 		count++;
 	}
-	handoff_move_subs(&h->subs, &c->subs, c, NULL);
-	for (s = c->subs; s; s = s->owner_next) {
+	free(ids);
+	for (s = c->closing ? NULL : c->subs; s; s = s->owner_next) {
 		StoreMailbox *mb =
 			store_mailbox_by_id(b->store, s->rt->mailbox_id);
 		if (mb)
 			broker_mailbox_news(b, mb);
 	}
-	handoff_unlink(b, h);
 	return count;
 }

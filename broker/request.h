@@ -57,7 +57,7 @@ int request_txn(Request *q);
 /* Owe a reply after the commit (see broker_defer); closes the connection
  * when memory runs out. ids/mailbox_ids are taken over. */
 void request_defer(Request *q, enum pending_kind kind, uint64_t *ids,
-		   int64_t *mailbox_ids, size_t n);
+		   PendingLease *leases, size_t n);
 
 /* A new mailbox's settings before any SETTING: owner = the caller. */
 void mailbox_defaults(StoreMailbox *mb, const Conn *c, const char *name);

@@ -94,12 +94,15 @@ typedef struct Sub {
 	int64_t deadline;
 } Sub;
 
+/* Report a failed call and close the connection: every caller returns
+ * its exit code at once. */
 static int
 complain(const char *what, mbox *m, int r)
 {
 	/* The errno number too, so a test can tell EBUSY from a timeout. */
 	fprintf(stderr, "%s: %s: %s [err=%d] (%s)\n", prog, what,
 		mbox_strerror(r), r, m ? mbox_last_error(m) : "");
+	mbox_close(m);
 	return r == -ETIMEDOUT ? 3 : r == -EACCES ? 4 : r == -ENOENT ? 5 : 1;
 }
 
@@ -385,6 +388,7 @@ mode_sub(const Opts *o, int argc, char **argv)
 			return 0;
 		fprintf(stderr, "%s: only %ld of %ld acked\n", prog, s.acked,
 			o->count);
+		mbox_close(s.m);
 		return 1;
 	}
 	driver_say("done %ld", s.acked);
