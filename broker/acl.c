@@ -15,7 +15,7 @@ acl_is_admin(const AclPeer *p)
 	return p->uid == 0 || p->uid == p->broker_uid;
 }
 
-static bool
+bool
 acl_in_group(const AclPeer *p, gid_t gid)
 {
 	if (p->gid == gid)

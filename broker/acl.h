@@ -28,9 +28,12 @@ enum acl_want {
 };
 
 bool acl_is_admin(const AclPeer *p);
+/* Is gid p's primary group or one of its supplementary groups? */
+bool acl_in_group(const AclPeer *p, gid_t gid);
 /* May p do want (ACL_READ and/or ACL_WRITE) on mb? */
 bool acl_may(const AclPeer *p, const StoreMailbox *mb, unsigned want);
-/* Owner-only operations: chmod, chown, purge, delete, bind. */
+/* Owner-only operations: chmod, chown, purge, delete, bind. Giving a
+ * mailbox to another owner is the admin's alone (acl_is_admin). */
 bool acl_may_own(const AclPeer *p, const StoreMailbox *mb);
 
 #endif

@@ -1,6 +1,7 @@
 /*
  * ops-admin.c - mailbox administration (SET, DELETE, PURGE, KICK, PAUSE,
- * RESUME) and fan-out (BIND, UNBIND, PUBLISH): doc/protocol.md 5.15-5.21.
+ * RESUME, CHMOD, CHOWN) and fan-out (BIND, UNBIND, PUBLISH):
+ * doc/protocol.md 5.15-5.21, 5.25 and 5.26.
  *
  * Same shape as the handlers of dispatch.c: every check that can refuse
  * the request runs before the first write, so a refused request changes
@@ -417,4 +418,107 @@ out:
 	free(ids);
 	free(t.mb);
 	post_items_free(item, 1);
+}
+
+/* CHMOD: like chmod(2), the mode is the owner's (or an admin's) to set. */
+void
+op_chmod(Request *q)
+{
+	StoreMailbox *mb;
+	uint64_t mode;
+
+	if (request_check(q, BIT(MBOX_TAG_MAILBOX) | BIT(MBOX_TAG_MODE),
+			  BIT(MBOX_TAG_MAILBOX) | BIT(MBOX_TAG_MODE)) < 0)
+		return;
+	mode = proto_u64(&q->f, MBOX_TAG_MODE, 0);
+	if (mode > 0777) {
+		reply_errorf(q, MBOX_S_INVALID, NULL,
+			     "mode %llo is not in 0 to 0777 (octal)",
+			     (unsigned long long)mode);
+		return;
+	}
+	mb = request_mailbox(q, REQUEST_OWNER);
+	if (!mb || request_txn(q) < 0)
+		return;
+	mb->mode = (uint32_t)mode;
+	/* On failure the store puts mb's settings back itself. */
+	admin_done(q, store_mailbox_update(q->b->store, mb), mb->name,
+		   PENDING_PLAIN, NULL, 0);
+}
+
+/* A uid or gid on the wire: (uid_t)-1 means "unchanged" to chown(2), so
+ * it is refused as a value, like anything wider than 32 bits. */
+static int
+chown_id(Request *q, unsigned tag, const char *what, uint64_t *out)
+{
+	uint64_t v = proto_u64(&q->f, tag, 0);
+
+	if (v > UINT32_MAX - 1) {
+		reply_errorf(q, MBOX_S_INVALID, NULL,
+			     "%s %llu is out of range (0 to %lu)", what,
+			     (unsigned long long)v,
+			     (unsigned long)(UINT32_MAX - 1));
+		return -EINVAL;
+	}
+	*out = v;
+	return 0;
+}
+
+/*
+ * The rules of chown(2): only an admin gives a mailbox away; the owner
+ * may move it to any group it is in. Naming the current owner or group
+ * again is no change and so needs nothing more than ownership.
+ */
+static bool
+chown_allowed(const AclPeer *p, const StoreMailbox *mb, bool set_owner,
+	      uint64_t owner, bool set_group, uint64_t group)
+{
+	if (acl_is_admin(p))
+		return true;
+	if (set_owner && owner != mb->owner_uid)
+		return false;
+	if (set_group && group != mb->gid && !acl_in_group(p, (gid_t)group))
+		return false;
+	return true;
+}
+
+void
+op_chown(Request *q)
+{
+	bool set_owner, set_group;
+	uint64_t owner = 0, group = 0;
+	StoreMailbox *mb;
+
+	if (request_check(q,
+			  BIT(MBOX_TAG_MAILBOX) | BIT(MBOX_TAG_OWNER_UID) |
+				  BIT(MBOX_TAG_GROUP_GID),
+			  BIT(MBOX_TAG_MAILBOX)) < 0)
+		return;
+	set_owner = proto_has(&q->f, MBOX_TAG_OWNER_UID);
+	set_group = proto_has(&q->f, MBOX_TAG_GROUP_GID);
+	if (!set_owner && !set_group) {
+		reply_error(q, MBOX_S_MALFORMED, NULL,
+			    "CHOWN needs OWNER_UID, GROUP_GID or both");
+		return;
+	}
+	if ((set_owner && chown_id(q, MBOX_TAG_OWNER_UID, "uid", &owner) < 0) ||
+	    (set_group && chown_id(q, MBOX_TAG_GROUP_GID, "gid", &group) < 0))
+		return;
+	mb = request_mailbox(q, REQUEST_OWNER);
+	if (!mb)
+		return;
+	if (!chown_allowed(&q->c->peer, mb, set_owner, owner, set_group,
+			   group)) {
+		log_denial(q, mb->name);
+		reply_error(q, MBOX_S_DENIED, NULL, "permission denied");
+		return;
+	}
+	if (request_txn(q) < 0)
+		return;
+	if (set_owner)
+		mb->owner_uid = (uint32_t)owner;
+	if (set_group)
+		mb->gid = (uint32_t)group;
+	admin_done(q, store_mailbox_update(q->b->store, mb), mb->name,
+		   PENDING_PLAIN, NULL, 0);
 }

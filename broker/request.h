@@ -98,5 +98,7 @@ void op_kick(Request *q);
 void op_pause_resume(Request *q); /* PAUSE and RESUME */
 void op_bind_unbind(Request *q);  /* BIND and UNBIND */
 void op_publish(Request *q);
+void op_chmod(Request *q);
+void op_chown(Request *q);
 
 #endif

@@ -120,16 +120,12 @@ settings_apply(StoreMailbox *mb, const AclPeer *peer, const char *kv,
 		}
 		mb->mode = (uint32_t)v;
 	} else if (strcmp(key, "group") == 0) {
-		bool member = false;
 		if (settings_uint(val, 10, &v) < 0 || v > UINT32_MAX) {
 			snprintf(why, whylen,
 				 "group must be a numeric gid, not '%s'", val);
 			return -EINVAL;
 		}
-		member = v == peer->gid;
-		for (size_t i = 0; i < peer->n_groups && !member; i++)
-			member = v == peer->groups[i];
-		if (!member && !acl_is_admin(peer)) {
+		if (!acl_in_group(peer, (gid_t)v) && !acl_is_admin(peer)) {
 			snprintf(why, whylen,
 				 "you may only give a mailbox to a group you "
 				 "are in (gid %s)",

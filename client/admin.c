@@ -1,6 +1,7 @@
 /*
  * admin.c - mailbox administration: CREATE, SET, DELETE, PURGE, KICK,
- * PAUSE, RESUME, the fan-out bindings BIND and UNBIND, and LIST.
+ * PAUSE, RESUME, CHMOD, CHOWN, the fan-out bindings BIND and UNBIND, and
+ * LIST.
  *
  * Each call checks its arguments before sending anything and answers with
  * the broker's verdict; none keeps state in the handle.
@@ -310,4 +311,60 @@ int
 mbox_unbind(mbox *m, const char *mailbox, const char *pattern)
 {
 	return binding_req(m, MBOX_OP_UNBIND, mailbox, pattern);
+}
+
+/* -------------------------------------------------------------------- */
+/* Permissions */
+
+/*
+ * CHMOD and CHOWN: MAILBOX and up to two u64 fields (tag 0: left out).
+ * Unlike admin_mailbox_req, a value of 0 is sent: mode 0, uid 0 (root)
+ * and gid 0 are real values here.
+ */
+static int
+chown_chmod_req(mbox *m, uint16_t op, const char *mailbox, uint16_t tag1,
+		uint64_t val1, uint16_t tag2, uint64_t val2)
+{
+	ProtoFields f;
+	Frame *fr;
+	uint32_t id;
+	int r;
+
+	r = core_enter_mailbox(m, mailbox);
+	if (r < 0)
+		return r;
+	id = core_begin(m, op);
+	proto_put_str(&m->tx, MBOX_TAG_MAILBOX, mailbox);
+	if (tag1)
+		proto_put_u64(&m->tx, tag1, val1);
+	if (tag2)
+		proto_put_u64(&m->tx, tag2, val2);
+	r = core_call(m, id, op, &fr, &f, 0);
+	core_frame_free(fr);
+	return r;
+}
+
+int
+mbox_chmod(mbox *m, const char *mailbox, unsigned mode)
+{
+	if (m && mode > 0777) {
+		error_set(m, "mode %o is not in 0 to 0777", mode);
+		return -EINVAL;
+	}
+	return chown_chmod_req(m, MBOX_OP_CHMOD, mailbox, MBOX_TAG_MODE, mode,
+			       0, 0);
+}
+
+int
+mbox_chown(mbox *m, const char *mailbox, uid_t owner, gid_t group)
+{
+	bool set_owner = owner != (uid_t)-1, set_group = group != (gid_t)-1;
+
+	if (m && !set_owner && !set_group) {
+		error_set(m, "chown: give an owner, a group or both");
+		return -EINVAL;
+	}
+	return chown_chmod_req(m, MBOX_OP_CHOWN, mailbox,
+			       set_owner ? MBOX_TAG_OWNER_UID : 0, owner,
+			       set_group ? MBOX_TAG_GROUP_GID : 0, group);
 }

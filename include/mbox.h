@@ -156,6 +156,15 @@ int mbox_kick(mbox *m, const char *mailbox, uint64_t max, uint64_t *count);
 int mbox_pause(mbox *m, const char *mailbox);
 int mbox_resume(mbox *m, const char *mailbox);
 
+/* Change the permission bits (0..0777) of a mailbox. Owner or admin. */
+int mbox_chmod(mbox *m, const char *mailbox, unsigned mode);
+/*
+ * mbox_chown - change owner and/or group; (uid_t)-1 / (gid_t)-1 leaves
+ * one as it is. A new owner needs an admin; the owner may pick any group
+ * it belongs to.
+ */
+int mbox_chown(mbox *m, const char *mailbox, uid_t owner, gid_t group);
+
 /* ---- Fan-out ---- */
 
 /* Bind mailbox to a topic pattern: words separated by '.', '*' matches

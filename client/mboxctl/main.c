@@ -53,6 +53,10 @@ static const Verb verbs[] = {
 	{"bind", cmd_bind, "bind MAILBOX PATTERN",
 	 "get what is published to PATTERN"},
 	{"unbind", cmd_unbind, "unbind MAILBOX PATTERN", "remove a binding"},
+	{"chmod", cmd_chmod, "chmod MAILBOX MODE",
+	 "set the permission bits (octal)"},
+	{"chown", cmd_chown, "chown MAILBOX OWNER[:GROUP]",
+	 "change the owner and/or group"},
 };
 
 #define N_VERBS (sizeof(verbs) / sizeof(verbs[0]))

@@ -1,6 +1,6 @@
 /*
- * manage.c - `mboxctl kick`, `purge`, `pause`, `resume`, `rm`, `bind` and
- * `unbind`: acting on a mailbox as a whole.
+ * manage.c - `mboxctl kick`, `purge`, `pause`, `resume`, `rm`, `bind`,
+ * `unbind`, `chmod` and `chown`: acting on a mailbox as a whole.
  *
  * These verbs share one shape: MAILBOX, maybe one more word, a flag or
  * two, one library call. manage_args parses that shape once; each verb
@@ -11,8 +11,11 @@
 
 #include <errno.h>
 #include <getopt.h>
+#include <grp.h>
 #include <inttypes.h>
+#include <pwd.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "client/mboxctl/manage.h"
@@ -334,4 +337,169 @@ cmd_unbind(Ctl *c, int argc, char **argv)
 		return r;
 	r = mbox_unbind(c->m, a.mailbox, a.word);
 	return r < 0 ? ctl_fail(c, r, NULL) : CTL_EXIT_OK;
+}
+
+static const char chmod_help[] =
+	"Usage: mboxctl chmod MAILBOX MODE [OPTIONS]\n"
+	"\n"
+	"Set the permission bits of MAILBOX to MODE, octal as for chmod(1):\n"
+	"r (4) lets a class recv, peek and subscribe, w (2) post, publish "
+	"into\n"
+	"and kick; the digits are owner, group, other (0640: the owner reads "
+	"and\n"
+	"writes, the group reads, others nothing). Owner or admin only.\n"
+	"\n"
+	"Options:\n" CTL_COMMON_HELP;
+
+/* MODE of chmod: octal digits only, at most 0777, as create --mode. */
+static int
+parse_mode(const char *s, unsigned *mode)
+{
+	unsigned long v;
+	char *end;
+
+	if (*s < '0' || *s > '7')
+		return -EINVAL;
+	errno = 0;
+	v = strtoul(s, &end, 8);
+	if (errno || *end || v > 0777)
+		return -EINVAL;
+	*mode = (unsigned)v;
+	return 0;
+}
+
+int
+cmd_chmod(Ctl *c, int argc, char **argv)
+{
+	static const ManageVerb v = {chmod_help, "MAILBOX MODE", plain_opts,
+				     ":S:h",	 true,		 true};
+	ManageArgs a = {0};
+	unsigned mode;
+	bool done;
+	int r;
+
+	r = manage_args(c, &v, argc, argv, &a, &done);
+	if (r || done)
+		return r;
+	if (parse_mode(a.word, &mode) < 0)
+		return ctl_usage(c,
+				 "bad mode '%s' (octal, 0 to 0777, e.g. 0640)",
+				 a.word);
+	r = ctl_connect(c);
+	if (r)
+		return r;
+	r = mbox_chmod(c->m, a.mailbox, mode);
+	return r < 0 ? ctl_fail(c, r, "mode not changed") : CTL_EXIT_OK;
+}
+
+static const char chown_help[] =
+	"Usage: mboxctl chown MAILBOX OWNER[:GROUP] [OPTIONS]\n"
+	"       mboxctl chown MAILBOX :GROUP [OPTIONS]\n"
+	"\n"
+	"Give MAILBOX a new owner and/or group, as chown(1) does for files.\n"
+	"OWNER and GROUP are user and group names or numeric ids (a number "
+	"is\n"
+	"taken as an id). 'OWNER:' also sets the group to OWNER's login "
+	"group.\n"
+	"Only an admin (root or the broker's own user) may change the owner;\n"
+	"the owner may change the group to any group it belongs to.\n"
+	"\n"
+	"Options:\n" CTL_COMMON_HELP;
+
+/* A uid or gid that can go on the wire: (uid_t)-1 means "unchanged". */
+static bool
+id_number(const char *s, uint64_t *v)
+{
+	return ctl_parse_u64(s, v) == 0 && *v < UINT32_MAX;
+}
+
+/*
+ * parse_owner - "OWNER", "OWNER:GROUP", "OWNER:" or ":GROUP" into *uid and
+ * *gid ((uid_t)-1 / (gid_t)-1 for the part not given). Names are looked
+ * up in the local user and group databases. Returns 0 or an exit code.
+ */
+static int
+parse_owner(Ctl *c, const char *spec, uid_t *uid, gid_t *gid)
+{
+	const char *colon = strchr(spec, ':');
+	const char *group = colon ? colon + 1 : NULL;
+	size_t ulen = colon ? (size_t)(colon - spec) : strlen(spec);
+	struct passwd *pw = NULL;
+	struct group *gr;
+	char user[256];
+	uint64_t v;
+
+	*uid = (uid_t)-1;
+	*gid = (gid_t)-1;
+	if (ulen >= sizeof(user))
+		return ctl_usage(c, "user name too long");
+	memcpy(user, spec, ulen);
+	user[ulen] = '\0';
+	if (!user[0] && (!group || !group[0]))
+		return ctl_usage(c, "give an owner, a group or both "
+				    "(OWNER, OWNER:GROUP or :GROUP)");
+	if (user[0]) {
+		if (id_number(user, &v)) {
+			*uid = (uid_t)v;
+		} else if ((pw = getpwnam(user))) {
+			*uid = pw->pw_uid;
+		} else {
+			ctl_error(c,
+				  "no such user '%s' (give a user name or "
+				  "a numeric uid)",
+				  user);
+			return CTL_EXIT_USAGE;
+		}
+	}
+	if (group && group[0]) {
+		if (id_number(group, &v)) {
+			*gid = (gid_t)v;
+		} else if ((gr = getgrnam(group))) {
+			*gid = gr->gr_gid;
+		} else {
+			ctl_error(c,
+				  "no such group '%s' (give a group name "
+				  "or a numeric gid)",
+				  group);
+			return CTL_EXIT_USAGE;
+		}
+	} else if (group) {
+		/* "OWNER:": chown(1)'s login group of OWNER. */
+		if (!pw)
+			pw = getpwuid(*uid);
+		if (!pw) {
+			ctl_error(c,
+				  "uid %lu has no login group to take: "
+				  "name the group (OWNER:GROUP)",
+				  (unsigned long)*uid);
+			return CTL_EXIT_USAGE;
+		}
+		*gid = pw->pw_gid;
+	}
+	return 0;
+}
+
+int
+cmd_chown(Ctl *c, int argc, char **argv)
+{
+	static const ManageVerb v = {chown_help, "MAILBOX OWNER[:GROUP]",
+				     plain_opts, ":S:h",
+				     true,	 true};
+	ManageArgs a = {0};
+	uid_t uid;
+	gid_t gid;
+	bool done;
+	int r;
+
+	r = manage_args(c, &v, argc, argv, &a, &done);
+	if (r || done)
+		return r;
+	r = parse_owner(c, a.word, &uid, &gid);
+	if (r)
+		return r;
+	r = ctl_connect(c);
+	if (r)
+		return r;
+	r = mbox_chown(c->m, a.mailbox, uid, gid);
+	return r < 0 ? ctl_fail(c, r, "owner not changed") : CTL_EXIT_OK;
 }

@@ -1,6 +1,6 @@
 /*
- * manage.h - mboxctl verbs: kick, purge, pause, resume, rm, bind and
- * unbind, acting on a mailbox as a whole.
+ * manage.h - mboxctl verbs: kick, purge, pause, resume, rm, bind,
+ * unbind, chmod and chown, acting on a mailbox as a whole.
  *
  * Each verb gets argv[0] = its name and the rest of the command line,
  * parses it with getopt_long (unknown options are usage errors), and
@@ -18,5 +18,7 @@ int cmd_resume(Ctl *c, int argc, char **argv);
 int cmd_rm(Ctl *c, int argc, char **argv);
 int cmd_bind(Ctl *c, int argc, char **argv);
 int cmd_unbind(Ctl *c, int argc, char **argv);
+int cmd_chmod(Ctl *c, int argc, char **argv);
+int cmd_chown(Ctl *c, int argc, char **argv);
 
 #endif
