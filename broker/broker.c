@@ -83,6 +83,18 @@ broker_new(Broker **out, struct ev_loop *loop, const Log *log,
 		broker_free(b);
 		return r;
 	}
+	r = store_set_max_bytes(b->store, cfg->max_store_bytes);
+	if (r < 0) {
+		log_write(log, LOG_ERR,
+			  "cannot cap the store %s at %llu bytes (--max-store-"
+			  "size): %s; raise the cap, or give 0 for none",
+			  cfg->db_path,
+			  (unsigned long long)cfg->max_store_bytes,
+			  r == -EINVAL ? "the database is already larger"
+				       : strerror(-r));
+		broker_free(b);
+		return r;
+	}
 	ev_io_init(&b->listen_io, broker_on_accept, listen_fd, EV_READ);
 	b->listen_io.data = b;
 	ev_io_start(loop, &b->listen_io);
@@ -166,9 +178,144 @@ broker_free(Broker *b)
 		unlink(b->cfg.socket_path);
 	lease_table_release(&b->leases);
 	free(b->releases);
+	free(b->uid_counts);
 	proto_writer_release(&b->w);
 	free(b);
 	return NULL;
+}
+
+/*
+ * Connections over max_connections or max_connections_per_uid are kept
+ * just long enough to answer their first request (HELLO) with LIMIT, so
+ * the client learns why; at most BROKER_REFUSED_MAX of them at a time,
+ * each for at most BROKER_REFUSE_S seconds. Beyond that margin a
+ * connection is closed at accept without a word: a flood of them costs
+ * nothing but the accept.
+ */
+#define BROKER_REFUSED_MAX 64
+#define BROKER_REFUSE_S	   2.0
+
+/* Admins (uid 0, the broker's uid) are not counted per uid. */
+static bool
+broker_uid_limited(const Broker *b, uid_t uid)
+{
+	return uid != 0 && uid != b->self_uid;
+}
+
+static struct UidCount *
+broker_uid_find(Broker *b, uid_t uid)
+{
+	for (size_t i = 0; i < b->n_uid_counts; i++)
+		if (b->uid_counts[i].uid == uid)
+			return &b->uid_counts[i];
+	return NULL;
+}
+
+static int
+broker_uid_add(Broker *b, uid_t uid)
+{
+	struct UidCount *u = broker_uid_find(b, uid);
+
+	if (u) {
+		u->n++;
+		return 0;
+	}
+	if (b->n_uid_counts == b->cap_uid_counts) {
+		size_t cap = b->cap_uid_counts ? 2 * b->cap_uid_counts : 16;
+		void *n = realloc(b->uid_counts, cap * sizeof(*b->uid_counts));
+		if (!n)
+			return -ENOMEM;
+		b->uid_counts = n;
+		b->cap_uid_counts = cap;
+	}
+	b->uid_counts[b->n_uid_counts++] = (struct UidCount){uid, 1};
+	return 0;
+}
+
+static void
+broker_uid_del(Broker *b, uid_t uid)
+{
+	struct UidCount *u = broker_uid_find(b, uid);
+
+	if (u && --u->n == 0)
+		*u = b->uid_counts[--b->n_uid_counts];
+}
+
+/* The connection limit c is over, or NULL. */
+static const char *
+broker_conn_limit(Broker *b, const Conn *c)
+{
+	struct UidCount *u;
+
+	if (b->n_conns >= b->cfg.max_connections)
+		return "max_connections";
+	if (broker_uid_limited(b, c->uid) && (u = broker_uid_find(b, c->uid)) &&
+	    u->n >= b->cfg.max_connections_per_uid)
+		return "max_connections_per_uid";
+	return NULL;
+}
+
+static void
+broker_on_refuse_timeout(EV_P_ ev_timer *t, int revents)
+{
+	conn_close(t->data, "over a connection limit, sent no request");
+}
+
+/* A flood of connections must not flood the log: one line a second. */
+static void
+broker_log_refusal(Broker *b, const Conn *c, const char *limit)
+{
+	int64_t now = broker_now_ns();
+
+	if (now - b->refuse_log_ns < 1000000000) {
+		b->refuse_quiet++;
+		return;
+	}
+	log_write(b->log, LOG_WARNING,
+		  "refusing client %llu (pid %d uid %u %s): %s reached "
+		  "(%zu more refused since the last such message)",
+		  (unsigned long long)c->serial, (int)c->pid, (unsigned)c->uid,
+		  c->comm, limit, b->refuse_quiet);
+	b->refuse_log_ns = now;
+	b->refuse_quiet = 0;
+}
+
+/* Count a new connection in, or mark it refused. */
+static void
+broker_admit(Broker *b, Conn *c)
+{
+	const char *limit = broker_conn_limit(b, c);
+
+	c->next = b->conns;
+	if (b->conns)
+		b->conns->prev = c;
+	b->conns = c;
+	if (!limit) {
+		b->n_conns++;
+		if (broker_uid_limited(b, c->uid)) {
+			if (broker_uid_add(b, c->uid) < 0) {
+				conn_close(c, "out of memory");
+				return;
+			}
+			c->uid_counted = true;
+		}
+		log_write(b->log, LOG_DEBUG,
+			  "client %llu connected: pid %d uid %u gid %u %s",
+			  (unsigned long long)c->serial, (int)c->pid,
+			  (unsigned)c->uid, (unsigned)c->gid, c->comm);
+		return;
+	}
+	c->refuse_limit = limit;
+	b->n_refused++;
+	broker_log_refusal(b, c, limit);
+	if (b->n_refused > BROKER_REFUSED_MAX) {
+		conn_close(c, "too many refused connections at once");
+		return;
+	}
+	ev_timer_init(&c->refuse_timer, broker_on_refuse_timeout,
+		      BROKER_REFUSE_S, 0.);
+	c->refuse_timer.data = c;
+	ev_timer_start(b->loop, &c->refuse_timer);
 }
 
 static void
@@ -197,25 +344,16 @@ broker_on_accept(EV_P_ ev_io *w, int revents)
 			}
 			return;
 		}
-		if (b->n_conns >= b->cfg.max_connections) {
-			log_write(b->log, LOG_WARNING,
-				  "refusing a connection: max_connections "
-				  "(%zu) reached",
-				  b->cfg.max_connections);
+		if (b->n_conns >= b->cfg.max_connections &&
+		    b->n_refused >= BROKER_REFUSED_MAX) {
+			/* Past the hard margin: not even an answer. */
+			b->refuse_quiet++;
 			close(fd);
 			continue;
 		}
 		if (conn_new(&c, b, fd) < 0)
 			continue;
-		c->next = b->conns;
-		if (b->conns)
-			b->conns->prev = c;
-		b->conns = c;
-		b->n_conns++;
-		log_write(b->log, LOG_DEBUG,
-			  "client %llu connected: pid %d uid %u gid %u %s",
-			  (unsigned long long)c->serial, (int)c->pid,
-			  (unsigned)c->uid, (unsigned)c->gid, c->comm);
+		broker_admit(b, c);
 	}
 }
 
@@ -228,7 +366,13 @@ broker_reap(Broker *b, Conn *c)
 		b->conns = c->next;
 	if (c->next)
 		c->next->prev = c->prev;
-	b->n_conns--;
+	if (c->refuse_limit)
+		b->n_refused--;
+	else
+		b->n_conns--;
+	if (c->uid_counted)
+		broker_uid_del(b, c->uid);
+	c->uid_counted = false;
 	c->prev = NULL;
 	c->next = b->dead;
 	b->dead = c;
@@ -243,6 +387,14 @@ broker_txn(Broker *b)
 		log_write(b->log, LOG_ERR, "store: cannot begin: %s",
 			  store_errmsg(b->store));
 	return r;
+}
+
+void
+broker_batch_fail(Broker *b, int err)
+{
+	b->batch_failed = true;
+	if (!b->batch_err)
+		b->batch_err = err < 0 ? err : -EIO;
 }
 
 int
@@ -290,17 +442,52 @@ broker_mailbox_rt(Broker *b, StoreMailbox *mb)
 	return rt;
 }
 
-void
-broker_mailbox_news(Broker *b, StoreMailbox *mb)
+static void
+broker_rt_news(Broker *b, MailboxRt *rt)
 {
-	MailboxRt *rt = mb->user;
-
 	/* No runtime state means nobody waits: nothing to deliver. */
 	if (!rt || rt->news || (!rt->wait_head && !rt->sub_head))
 		return;
 	rt->news = true;
 	rt->news_next = b->news;
 	b->news = rt;
+}
+
+void
+broker_mailbox_news(Broker *b, StoreMailbox *mb)
+{
+	broker_rt_news(b, mb->user);
+}
+
+bool
+broker_conn_output_full(const Broker *b, Conn *c, size_t len)
+{
+	if (!conn_congested(c) &&
+	    c->out_bytes + c->deliver_bytes + len < b->cfg.max_out_bytes)
+		return false;
+	c->held_back = true;
+	return true;
+}
+
+size_t
+broker_conn_room(const Broker *b, Conn *c)
+{
+	if (c->closing || c->leases.count >= b->cfg.max_unacked ||
+	    broker_conn_output_full(b, c, 0))
+		return 0;
+	return b->cfg.max_unacked - c->leases.count;
+}
+
+void
+broker_conn_wake(Broker *b, Conn *c)
+{
+	c->held_back = false;
+	if (c->closing)
+		return;
+	for (Waiter *w = c->waiters; w; w = w->conn_next)
+		broker_rt_news(b, w->rt);
+	for (Sub *s = c->subs; s; s = s->owner_next)
+		broker_rt_news(b, s->rt);
 }
 
 static void
@@ -409,6 +596,9 @@ void
 broker_lease_drop(Broker *b, Lease *l, bool give_back)
 {
 	Sub *s = l->sub;
+	Conn *holder = l->holder;
+	/* At max_unacked it was held back from RECVs and pushes. */
+	bool was_full = holder && holder->leases.count == b->cfg.max_unacked;
 
 	if (give_back)
 		broker_queue_release(b, l->msg_id, l->mailbox_id);
@@ -423,6 +613,8 @@ broker_lease_drop(Broker *b, Lease *l, bool give_back)
 		}
 	}
 	lease_remove(&b->leases, l);
+	if (was_full)
+		broker_conn_wake(b, holder);
 }
 
 void
@@ -549,10 +741,13 @@ broker_answer(Broker *b, PendingOp *p, int r)
 		return;
 	c->in_flight--;
 	if (r < 0) {
-		conn_reply_error(c, p->op, p->req_id, MBOX_S_STORE, NULL,
-				 "the store failed, nothing was changed: %s",
-				 r == -ENOSPC ? "disk or database full"
-					      : store_errmsg(b->store));
+		conn_reply_error(
+			c, p->op, p->req_id, MBOX_S_STORE, NULL,
+			"the store failed, nothing was changed: %s",
+			r == -ENOSPC ? "disk or database full (free disk "
+				       "space, consume or purge messages, or "
+				       "raise mboxd --max-store-size)"
+				     : store_errmsg(b->store));
 		return;
 	}
 	proto_writer_begin(w, p->op, MBOX_FLAG_REPLY, p->req_id, MBOX_S_OK);
@@ -574,7 +769,7 @@ broker_commit_batch(Broker *b)
 	if (store_in_txn(b->store)) {
 		if (b->batch_failed) {
 			store_rollback(b->store);
-			r = -EIO;
+			r = b->batch_err < 0 ? b->batch_err : -EIO;
 		} else {
 			r = store_commit(b->store, b->batch_durable);
 		}
@@ -586,6 +781,7 @@ broker_commit_batch(Broker *b)
 	}
 	b->batch_durable = false;
 	b->batch_failed = false;
+	b->batch_err = 0;
 	while ((p = b->pending_head)) {
 		b->pending_head = p->next;
 		broker_answer(b, p, r);
@@ -710,7 +906,7 @@ static void
 broker_deliver_mailbox(Broker *b, MailboxRt *rt, int64_t now, Outgoing **out)
 {
 	StoreMailbox *mb = store_mailbox_by_id(b->store, rt->mailbox_id);
-	Waiter *w;
+	Waiter *w, *next;
 
 	if (!mb || mb->user != rt) {
 		/* The mailbox was deleted, or its creation rolled back. */
@@ -724,15 +920,23 @@ broker_deliver_mailbox(Broker *b, MailboxRt *rt, int64_t now, Outgoing **out)
 		free(rt);
 		return;
 	}
-	while ((w = rt->wait_head) && mb->n_ready > 0 &&
-	       !(mb->flags & STORE_MB_PAUSED)) {
+	for (w = rt->wait_head;
+	     w && mb->n_ready > 0 && !(mb->flags & STORE_MB_PAUSED); w = next) {
 		uint64_t lease_ms = w->lease_ms ? w->lease_ms : mb->lease_ms;
 		Delivery d = {b, w->conn, mb, 0, lease_ms, NULL, 0, 0};
+		size_t count = broker_conn_room(b, w->conn);
 		Outgoing *o;
 		int r;
 
+		/* A connection at max_unacked, or congested, is skipped: its
+		 * RECV waits for broker_conn_wake(), the next one is served. */
+		next = w->mb_next;
+		if (count == 0)
+			continue;
+		if (count > w->count)
+			count = w->count;
 		d.deadline_ns = now + (int64_t)lease_ms * 1000000;
-		d.ids = calloc(w->count, sizeof(*d.ids));
+		d.ids = calloc(count, sizeof(*d.ids));
 		o = calloc(1, sizeof(*o));
 		if (!d.ids || !o || broker_txn(b) < 0) {
 			free(d.ids);
@@ -741,8 +945,8 @@ broker_deliver_mailbox(Broker *b, MailboxRt *rt, int64_t now, Outgoing **out)
 		}
 		proto_writer_begin(&b->w, MBOX_OP_RECV, MBOX_FLAG_REPLY,
 				   w->req_id, MBOX_S_OK);
-		r = store_msg_lease(b->store, mb, now, w->count,
-				    broker_deliver_cb, &d);
+		r = store_msg_lease(b->store, mb, now, count, broker_deliver_cb,
+				    &d);
 		if (r < 0 || d.err < 0 || b->w.err) {
 			log_write(b->log, LOG_ERR,
 				  "cannot lease messages of %s: %s", mb->name,
@@ -767,6 +971,7 @@ broker_deliver_mailbox(Broker *b, MailboxRt *rt, int64_t now, Outgoing **out)
 			proto_writer_finish(&b->w, &frame, &o->len);
 			o->frame = proto_writer_steal(&b->w, &o->len);
 		}
+		w->conn->deliver_bytes += o->len;
 		o->next = *out;
 		*out = o;
 		broker_waiter_free(w);
@@ -873,6 +1078,12 @@ broker_deliver(Broker *b)
 				conn_close(o->conn, "out of memory");
 			}
 		}
+		o->conn->deliver_bytes -= o->len;
+		/* Its last frame of the phase is out: if more was held back
+		 * for the bytes and it is not congested, serve it again. */
+		if (o->conn->held_back && !o->conn->deliver_bytes &&
+		    !conn_congested(o->conn))
+			broker_conn_wake(b, o->conn);
 		free(o->frame);
 		free(o->ids);
 		free(o);
@@ -889,6 +1100,8 @@ broker_drop_temps(Broker *b)
 
 	while (c) {
 		bool dropped = false;
+		int r;
+
 		for (size_t i = 0; i < c->n_temps; i++) {
 			StoreMailbox *mb =
 				store_mailbox_by_id(b->store, c->temps[i].id);
@@ -898,10 +1111,11 @@ broker_drop_temps(Broker *b)
 			    mb->created_ns != c->temps[i].created_ns ||
 			    broker_txn(b) < 0)
 				continue;
-			if (broker_mailbox_drop(b, mb) < 0) {
+			r = broker_mailbox_drop(b, mb);
+			if (r < 0) {
 				/* Left for the next start (store_open drops
 				 * temporary mailboxes). */
-				b->batch_failed = true;
+				broker_batch_fail(b, r);
 				log_write(b->log, LOG_ERR,
 					  "cannot delete a temporary mailbox: "
 					  "%s",
@@ -929,7 +1143,7 @@ broker_on_expiry_timer(EV_P_ ev_timer *w, int revents)
 	if (n < 0) {
 		log_write(b->log, LOG_ERR, "cannot expire messages: %s",
 			  store_errmsg(b->store));
-		b->batch_failed = true;
+		broker_batch_fail(b, (int)n);
 	} else if (n > 0) {
 		log_write(b->log, LOG_INFO,
 			  "%lld message(s) expired: moved to the dead list",

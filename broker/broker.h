@@ -31,6 +31,14 @@ typedef struct BrokerConfig {
 	size_t max_in_flight;	  /* requests per connection */
 	size_t max_out_bytes;	  /* queued output before reading pauses */
 	uint64_t dedup_window_ms; /* a DEDUP key is remembered this long */
+	/* Limits (doc/protocol.md 8.3). */
+	size_t max_header_bytes;	/* header keys + values of a message */
+	size_t max_mailboxes;		/* mailboxes in all */
+	uint64_t max_mailbox_msgs;	/* messages of one mailbox, any state */
+	uint64_t max_mailbox_bytes;	/* payload bytes of one mailbox */
+	size_t max_connections_per_uid; /* admins are not counted */
+	size_t max_unacked;		/* leases one connection may hold */
+	uint64_t max_store_bytes;	/* database size cap, 0 = none */
 } BrokerConfig;
 
 /* A RECV waiting for messages. */
@@ -136,7 +144,16 @@ struct Broker {
 	ev_timer lease_timer;  /* the first lease deadline */
 
 	Conn *conns;
-	size_t n_conns;
+	size_t n_conns;	  /* accepted within the limits */
+	size_t n_refused; /* over a limit, waiting for their LIMIT answer */
+	/* Connections per non-admin uid (max_connections_per_uid). */
+	struct UidCount {
+		uid_t uid;
+		size_t n;
+	} * uid_counts;
+	size_t n_uid_counts, cap_uid_counts;
+	int64_t refuse_log_ns; /* last refusal logged: at most one a second */
+	size_t refuse_quiet;   /* refusals not logged since */
 	uint64_t next_serial;
 	Conn *dead; /* closed, reaped after the iteration */
 
@@ -144,6 +161,7 @@ struct Broker {
 	PendingOp *pending_head, *pending_tail;
 	bool batch_durable; /* the open transaction needs a durable commit */
 	bool batch_failed;  /* a write failed: roll the batch back */
+	int batch_err;	    /* its error (-ENOSPC: disk or database full) */
 	MailboxRt *news;    /* mailboxes whose queue may have changed */
 	/* Leases of closed connections, given back after the batch commit
 	 * so that a rolled-back batch cannot strand them as LEASED. */
@@ -175,6 +193,10 @@ int64_t broker_now_ns(void);
 
 /* Used by dispatch: */
 int broker_txn(Broker *b);
+/* A write of the batch failed with err (a store error, -ENOMEM): it is
+ * rolled back and every request in it answered STORE, naming a full disk
+ * or database (-ENOSPC, e.g. --max-store-size) as such. */
+void broker_batch_fail(Broker *b, int err);
 int broker_defer(Broker *b, enum pending_kind kind, Conn *c, uint16_t op,
 		 uint32_t req_id, uint64_t *ids, PendingLease *leases,
 		 size_t n);
@@ -199,6 +221,22 @@ void broker_expiry_changed(Broker *b, int64_t expires_ns);
 int broker_mailbox_drop(Broker *b, StoreMailbox *mb);
 /* Return every lease of c (connection closing), end its subscriptions. */
 void broker_release_conn(Broker *b, Conn *c);
+/*
+ * broker_conn_wake - c may take deliveries again (its output drained, or
+ * it settled a lease at max_unacked): the mailboxes it waits on or
+ * subscribes to get a delivery turn.
+ */
+void broker_conn_wake(Broker *b, Conn *c);
+/*
+ * broker_conn_room - how many more messages c may lease now: none while it
+ * holds max_unacked, nor while its output (queued and being built) has
+ * reached max_out_bytes — then it is marked held_back and woken once that
+ * drains.
+ */
+size_t broker_conn_room(const Broker *b, Conn *c);
+/* Would a frame of len more bytes for c pass max_out_bytes? Marks it
+ * held_back if so. */
+bool broker_conn_output_full(const Broker *b, Conn *c, size_t len);
 /*
  * broker_lease_drop - forget lease l (settled, expired, voided): opens
  * its subscription's window again. With give_back, the message is queued

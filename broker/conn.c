@@ -5,7 +5,13 @@
  * back (the protocol forbids interleaving); out_bytes counts what is
  * queued; when it passes max_out_bytes we stop reading the peer until the
  * queue drains, so a client that does not read cannot make us buffer
- * without bound by sending more requests.
+ * without bound by sending more requests. While paused (congested) it is
+ * also sent nothing new that it did not ask for on the same iteration:
+ * the delivery phase skips it (RECV answers wait, pushes stop) until the
+ * queue drains to half, when broker_conn_wake() serves it again. So what
+ * one connection costs us is bounded by max_out_bytes plus one reply or
+ * one delivery frame, and a send never blocks: the socket is
+ * non-blocking and what it does not take waits for EV_WRITE.
  */
 #include "config.h"
 
@@ -182,6 +188,7 @@ conn_close(Conn *c, const char *why)
 		  c->comm, why);
 	ev_io_stop(b->loop, &c->read_io);
 	ev_io_stop(b->loop, &c->write_io);
+	ev_timer_stop(b->loop, &c->refuse_timer);
 	while (c->waiters)
 		broker_waiter_free(c->waiters);
 	broker_release_conn(b, c);
@@ -205,6 +212,12 @@ conn_update_backpressure(Conn *c)
 	} else if (c->read_paused && c->out_bytes <= b->cfg.max_out_bytes / 2) {
 		c->read_paused = false;
 		ev_io_start(b->loop, &c->read_io);
+		/* Deliveries held back while it was congested. */
+		broker_conn_wake(b, c);
+	} else if (c->held_back && !c->read_paused &&
+		   c->out_bytes <= b->cfg.max_out_bytes / 2) {
+		/* Held back near the limit without passing it. */
+		broker_conn_wake(b, c);
 	}
 }
 
@@ -264,9 +277,12 @@ conn_send(Conn *c, const uint8_t *frame, size_t len)
 		c->out_head = f;
 	c->out_tail = f;
 	c->out_bytes += len;
-	/* Only try now if nothing older waits for EV_WRITE. */
-	if (c->out_head != f)
+	/* Only try now if nothing older waits for EV_WRITE; either way the
+	 * queue grew, so reading may have to pause. */
+	if (c->out_head != f) {
+		conn_update_backpressure(c);
 		return 0;
+	}
 	r = conn_flush(c);
 	if (r < 0)
 		conn_close(c, strerror(-r));

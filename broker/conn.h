@@ -46,6 +46,18 @@ struct Conn {
 	bool closing;	    /* closed; waiting to be reaped */
 	bool read_paused;   /* backpressure: peer is not reading */
 	unsigned in_flight; /* requests not yet answered */
+	/*
+	 * Over a connection limit at accept: the first request is answered
+	 * LIMIT naming this limit, then the connection is closed; so is one
+	 * that sends nothing before refuse_timer fires.
+	 */
+	const char *refuse_limit;
+	/* Bytes of deliveries built for it in this delivery phase, not yet
+	 * queued: with out_bytes they are held under max_out_bytes. */
+	size_t deliver_bytes;
+	bool held_back; /* a delivery was held back for that: wake it */
+	ev_timer refuse_timer;
+	bool uid_counted; /* counts against max_connections_per_uid */
 
 	LeaseList leases;
 	Waiter *waiters;  /* RECVs waiting, linked by conn_next */
@@ -74,5 +86,15 @@ void conn_reply_error(Conn *c, uint16_t op, uint32_t id, unsigned status,
 	__attribute__((format(printf, 6, 7)));
 /* Send the frame in the broker's scratch writer. */
 void conn_send_writer(Conn *c, ProtoWriter *w);
+/*
+ * conn_congested - c has so much output queued (max_out_bytes) that it is
+ * not read from, and nothing more is delivered to it (RECV answers, pushes)
+ * until it drains; then broker_conn_wake() serves it again.
+ */
+static inline bool
+conn_congested(const Conn *c)
+{
+	return c->read_paused;
+}
 
 #endif

@@ -201,6 +201,22 @@ mailbox_defaults(StoreMailbox *mb, const Conn *c, const char *name)
 	mb->lease_ms = MBOX_DEFAULT_LEASE_MS;
 }
 
+/* Answer LIMIT if creating mailbox name would pass max_mailboxes. */
+static bool
+mailbox_limit_hit(Request *q, const char *name)
+{
+	size_t n = store_mailbox_count(q->b->store);
+
+	if (n < q->b->cfg.max_mailboxes)
+		return false;
+	reply_errorf(q, MBOX_S_LIMIT, "max_mailboxes",
+		     "cannot create mailbox %s: the broker holds %zu "
+		     "mailboxes (max_mailboxes is %zu); delete unused ones "
+		     "('mboxctl rm') or raise mboxd --max-mailboxes",
+		     name, n, q->b->cfg.max_mailboxes);
+	return true;
+}
+
 static void
 op_create(Request *q)
 {
@@ -219,6 +235,8 @@ op_create(Request *q)
 				 NULL, "mailbox %s already exists", name);
 		return;
 	}
+	if (mailbox_limit_hit(q, name))
+		return;
 	mailbox_defaults(&tmpl, q->c, name);
 	proto_reader_init(&r, q->f.body, q->f.len);
 	while ((k = proto_reader_next(&r, &f)) > 0) {
@@ -237,7 +255,7 @@ op_create(Request *q)
 	}
 	k = store_mailbox_create(q->b->store, &tmpl, &mb);
 	if (k < 0) {
-		q->b->batch_failed = true;
+		broker_batch_fail(q->b, k);
 		log_write(q->b->log, LOG_ERR, "cannot create mailbox %s: %s",
 			  name, store_errmsg(q->b->store));
 	} else if (mb->flags & STORE_MB_TEMP) {
@@ -245,7 +263,7 @@ op_create(Request *q)
 		void *t = realloc(q->c->temps,
 				  (q->c->n_temps + 1) * sizeof(*q->c->temps));
 		if (!t) {
-			q->b->batch_failed = true;
+			broker_batch_fail(q->b, -ENOMEM);
 		} else {
 			q->c->temps = t;
 			q->c->temps[q->c->n_temps].id = mb->id;
@@ -269,7 +287,8 @@ post_items_free(PostItem *items, size_t n)
  * Returns 0, or an mbox_status with the reason in why.
  */
 static unsigned
-post_headers(const ProtoFields *m, PostItem *it, char *why, size_t whylen)
+post_headers(const ProtoFields *m, PostItem *it, size_t max_bytes, char *why,
+	     size_t whylen)
 {
 	ProtoReader r;
 	ProtoField f;
@@ -308,11 +327,13 @@ post_headers(const ProtoFields *m, PostItem *it, char *why, size_t whylen)
 			return MBOX_S_INVALID;
 		}
 		total += key.len + val.len;
-		if (total > MBOX_HEADERS_MAX) {
+		if (total > max_bytes) {
 			snprintf(why, whylen,
-				 "headers of one message are limited to %u "
-				 "bytes of keys and values",
-				 MBOX_HEADERS_MAX);
+				 "headers of one message are limited to %zu "
+				 "bytes of keys and values (max_header_bytes); "
+				 "send less in headers, or raise mboxd "
+				 "--max-header-bytes (at most %u)",
+				 max_bytes, MBOX_HEADERS_MAX);
 			return MBOX_S_TOO_LARGE;
 		}
 		for (size_t i = 0; i < n; i++)
@@ -343,7 +364,8 @@ post_parse(Request *q, PostItem **out, size_t *n_out)
 	PostItem *items;
 	ProtoReader r;
 	ProtoField f;
-	char why[256];
+	char why[384];
+	const char *limit = NULL;
 	unsigned st = 0;
 	int k;
 
@@ -385,9 +407,11 @@ post_parse(Request *q, PostItem **out, size_t *n_out)
 		if (it->data.len > q->b->cfg.max_msg_size) {
 			snprintf(why, sizeof(why),
 				 "message %zu is %zu bytes, over max_msg_size "
-				 "(%zu bytes)",
+				 "(%zu bytes); send it in smaller parts, or "
+				 "raise mboxd --max-msg-size",
 				 i, it->data.len, q->b->cfg.max_msg_size);
 			st = MBOX_S_TOO_LARGE;
+			limit = "max_msg_size";
 		} else if (proto_u64(&m, MBOX_TAG_PRIORITY, 0) >
 			   MBOX_PRIORITY_MAX) {
 			snprintf(why, sizeof(why), "priority must be 0 to %u",
@@ -410,11 +434,14 @@ post_parse(Request *q, PostItem **out, size_t *n_out)
 				 "DEDUP keys must be 1-200 bytes without NUL");
 			st = MBOX_S_INVALID;
 		} else {
-			st = post_headers(&m, it, why, sizeof(why));
+			st = post_headers(&m, it, q->b->cfg.max_header_bytes,
+					  why, sizeof(why));
+			if (st == MBOX_S_TOO_LARGE)
+				limit = "max_header_bytes";
 		}
 	}
 	if (st) {
-		reply_error(q, st, NULL, why);
+		reply_error(q, st, limit, why);
 		post_items_free(items, n);
 		return -EINVAL;
 	}
@@ -423,30 +450,62 @@ post_parse(Request *q, PostItem **out, size_t *n_out)
 	return 0;
 }
 
+/*
+ * The lower of a mailbox's own limit and the broker's applies; lim gets
+ * the value and name gets the limit's name for the reply.
+ */
+static void
+post_limit(uint64_t own, const char *own_name, uint64_t broker,
+	   const char *broker_name, uint64_t *lim, const char **name)
+{
+	if (own && (!broker || own <= broker)) {
+		*lim = own;
+		*name = own_name;
+	} else {
+		*lim = broker;
+		*name = broker_name;
+	}
+}
+
 /* A full mailbox refuses posts; it never drops what it holds. */
 bool
 post_would_overflow(Request *q, const StoreMailbox *mb, const PostItem *items,
 		    size_t n)
 {
-	uint64_t msgs = mb->n_ready + mb->n_leased + mb->n_dead + n;
-	uint64_t bytes = mb->bytes;
+	const BrokerConfig *cfg = &q->b->cfg;
+	uint64_t held = mb->n_ready + mb->n_leased + mb->n_dead;
+	uint64_t bytes = mb->bytes, lim;
+	const char *name;
 
 	for (size_t i = 0; i < n; i++)
 		bytes += items[i].data.len;
-	if (mb->max_msgs && msgs > mb->max_msgs) {
-		conn_reply_error(q->c, q->h->opcode, q->h->id, MBOX_S_FULL,
-				 "max_msgs",
-				 "mailbox %s is full: max_msgs is %llu; "
-				 "consume or purge messages, or raise it",
-				 mb->name, (unsigned long long)mb->max_msgs);
+	post_limit(mb->max_msgs, "max_msgs", cfg->max_mailbox_msgs,
+		   "max_mailbox_msgs", &lim, &name);
+	if (lim && held + n > lim) {
+		reply_errorf(q, MBOX_S_FULL, name,
+			     "mailbox %s is full: it holds %llu messages "
+			     "(dead ones included) and %s is %llu; consume, "
+			     "purge or kick messages, or raise %s",
+			     mb->name, (unsigned long long)held, name,
+			     (unsigned long long)lim,
+			     strcmp(name, "max_msgs") == 0
+				     ? "it with 'mboxctl set'"
+				     : "mboxd --max-mailbox-msgs");
 		return true;
 	}
-	if (mb->max_bytes && bytes > mb->max_bytes) {
-		conn_reply_error(q->c, q->h->opcode, q->h->id, MBOX_S_FULL,
-				 "max_bytes",
-				 "mailbox %s is full: max_bytes is %llu; "
-				 "consume or purge messages, or raise it",
-				 mb->name, (unsigned long long)mb->max_bytes);
+	post_limit(mb->max_bytes, "max_bytes", cfg->max_mailbox_bytes,
+		   "max_mailbox_bytes", &lim, &name);
+	if (lim && bytes > lim) {
+		reply_errorf(q, MBOX_S_FULL, name,
+			     "mailbox %s is full: it holds %llu payload bytes "
+			     "and this post needs %llu more, over %s (%llu); "
+			     "consume or purge messages, or raise %s",
+			     mb->name, (unsigned long long)mb->bytes,
+			     (unsigned long long)(bytes - mb->bytes), name,
+			     (unsigned long long)lim,
+			     strcmp(name, "max_bytes") == 0
+				     ? "it with 'mboxctl set'"
+				     : "mboxd --max-mailbox-bytes");
 		return true;
 	}
 	return false;
@@ -513,7 +572,8 @@ op_post(Request *q)
 	}
 	if (post_parse(q, &items, &n) < 0)
 		return;
-	if (mb && post_would_overflow(q, mb, items, n))
+	if (mb ? post_would_overflow(q, mb, items, n)
+	       : mailbox_limit_hit(q, name))
 		goto out;
 	ids = calloc(n, sizeof(*ids));
 	if (!ids) {
@@ -546,7 +606,7 @@ op_post(Request *q)
 	}
 	if (r < 0) {
 		/* The batch cannot commit with a half-done POST in it. */
-		b->batch_failed = true;
+		broker_batch_fail(b, r);
 		log_write(b->log, LOG_ERR, "cannot store a message in %s: %s",
 			  name, store_errmsg(b->store));
 	} else if (stored) {
@@ -594,6 +654,15 @@ op_recv(Request *q)
 	mb = request_mailbox(q, ACL_READ);
 	if (!mb)
 		return;
+	if (q->c->leases.count >= q->b->cfg.max_unacked) {
+		reply_errorf(q, MBOX_S_LIMIT, "max_unacked",
+			     "this connection holds %zu unacked messages "
+			     "(max_unacked is %zu); ack, nack or reject some "
+			     "before receiving more, or raise mboxd "
+			     "--max-unacked",
+			     q->c->leases.count, q->b->cfg.max_unacked);
+		return;
+	}
 	w = calloc(1, sizeof(*w));
 	if (!w || !broker_mailbox_rt(q->b, mb)) {
 		free(w);
@@ -717,7 +786,7 @@ op_settle(Request *q)
 				r = store_msg_kill(b->store, mb, ids[i],
 						   "rejected");
 			if (r < 0 && r != -ENOENT) {
-				b->batch_failed = true;
+				broker_batch_fail(b, r);
 				log_write(b->log, LOG_ERR,
 					  "cannot %s message %llu: %s",
 					  proto_op_name(op),
@@ -1102,6 +1171,21 @@ broker_dispatch(Conn *c, const ProtoHeader *h, const uint8_t *body, size_t len)
 		conn_close(c, "a request must have flags 0 and status 0");
 		return;
 	}
+	if (c->refuse_limit) {
+		bool per_uid =
+			strcmp(c->refuse_limit, "max_connections_per_uid") == 0;
+		conn_reply_error(
+			c, h->opcode, h->id, MBOX_S_LIMIT, c->refuse_limit,
+			"too many connections%s: %s is %zu; close some, or "
+			"raise mboxd --%s",
+			per_uid ? " of this uid" : "", c->refuse_limit,
+			per_uid ? c->broker->cfg.max_connections_per_uid
+				: c->broker->cfg.max_connections,
+			per_uid ? "max-connections-per-uid"
+				: "max-connections");
+		conn_close(c, c->refuse_limit);
+		return;
+	}
 	if (!c->hello_done && h->opcode != MBOX_OP_HELLO) {
 		conn_reply_error(c, h->opcode, h->id, MBOX_S_VERSION, NULL,
 				 "HELLO must be the first request");
@@ -1113,7 +1197,8 @@ broker_dispatch(Conn *c, const ProtoHeader *h, const uint8_t *body, size_t len)
 				 "max_in_flight",
 				 "too many requests in flight on this "
 				 "connection (max_in_flight is %zu); wait for "
-				 "replies before sending more",
+				 "replies before sending more, or raise mboxd "
+				 "--max-in-flight",
 				 c->broker->cfg.max_in_flight);
 		return;
 	}
@@ -1191,6 +1276,12 @@ broker_dispatch(Conn *c, const ProtoHeader *h, const uint8_t *body, size_t len)
 		break;
 	case MBOX_OP_PUBLISH:
 		op_publish(&q);
+		break;
+	case MBOX_OP_CHMOD:
+		op_chmod(&q);
+		break;
+	case MBOX_OP_CHOWN:
+		op_chown(&q);
 		break;
 	default:
 		conn_reply_error(c, h->opcode, h->id, MBOX_S_UNKNOWN_OP, NULL,

@@ -13,6 +13,8 @@
 #include <getopt.h>
 #include <limits.h>
 #include <signal.h>
+#include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,7 +37,107 @@ typedef struct Options {
 	size_t max_msg_size;
 	bool autocreate;
 	uint64_t dedup_window_ms;
+	/* Limits of doc/protocol.md 8.3. */
+	uint64_t max_header_bytes;
+	uint64_t max_mailboxes;
+	uint64_t max_mailbox_msgs;
+	uint64_t max_mailbox_bytes;
+	uint64_t max_connections;
+	uint64_t max_connections_per_uid;
+	uint64_t max_unacked;
+	uint64_t max_in_flight;
+	uint64_t max_store_bytes;
 } Options;
+
+/*
+ * The numeric limit options: name, bounds, whether a K/M/G/T suffix
+ * (powers of 1024) is taken, and where the value goes.
+ */
+typedef struct LimitOpt {
+	const char *name;
+	uint64_t min, max;
+	bool bytes;
+	bool zero_ok;  /* 0 (none) is allowed besides min..max */
+	size_t offset; /* of the uint64_t in Options */
+} LimitOpt;
+
+#define LIMIT_OPT(n, lo, hi, by, field)                                        \
+	{                                                                      \
+		n, lo, hi, by, false, offsetof(Options, field)                 \
+	}
+static const LimitOpt limit_opts[] = {
+	LIMIT_OPT("max-header-bytes", 0, MBOX_HEADERS_MAX, true,
+		  max_header_bytes),
+	LIMIT_OPT("max-mailboxes", 1, UINT32_MAX, false, max_mailboxes),
+	LIMIT_OPT("max-mailbox-msgs", 1, INT64_MAX, false, max_mailbox_msgs),
+	LIMIT_OPT("max-mailbox-bytes", 1, INT64_MAX, true, max_mailbox_bytes),
+	LIMIT_OPT("max-connections", 1, 1u << 20, false, max_connections),
+	LIMIT_OPT("max-connections-per-uid", 1, 1u << 20, false,
+		  max_connections_per_uid),
+	LIMIT_OPT("max-unacked", 1, UINT32_MAX, false, max_unacked),
+	LIMIT_OPT("max-in-flight", 1, 1u << 20, false, max_in_flight),
+	/* 0 = none; below one page nothing could be stored at all. */
+	{"max-store-size", 4096, INT64_MAX, true, true,
+	 offsetof(Options, max_store_bytes)},
+};
+#define N_LIMIT_OPTS (sizeof(limit_opts) / sizeof(limit_opts[0]))
+/* getopt_long values of the limit options: OPT_LIMIT0 + index. */
+#define OPT_LIMIT0 512
+
+/* A whole number, with K, M, G or T (times 1024^n) when bytes is set. */
+static int
+parse_limit(const LimitOpt *lo, const char *arg, uint64_t *out)
+{
+	unsigned long long v;
+	unsigned shift = 0;
+	char *end;
+
+	if (!*arg || *arg == '-' || *arg == '+')
+		return -EINVAL;
+	errno = 0;
+	v = strtoull(arg, &end, 10);
+	if (errno || end == arg)
+		return -EINVAL;
+	if (lo->bytes && *end) {
+		const char *units = "KMGT", *u = strchr(units, end[0] & ~0x20);
+		if (!u || !end[0])
+			return -EINVAL;
+		shift = 10 * (unsigned)(u - units + 1);
+		end++;
+		/* 4K, 4KB, 4KiB are the same */
+		if (strcmp(end, "iB") == 0 || strcmp(end, "B") == 0)
+			end += strlen(end);
+	}
+	if (*end || (shift && v > (UINT64_MAX >> shift)))
+		return -EINVAL;
+	v <<= shift;
+	if ((v < lo->min && !(v == 0 && lo->zero_ok)) || v > lo->max)
+		return -ERANGE;
+	*out = v;
+	return 0;
+}
+
+static int
+parse_limit_opt(Options *o, int ch, const char *arg)
+{
+	const LimitOpt *lo = &limit_opts[ch - OPT_LIMIT0];
+	uint64_t v;
+
+	if (parse_limit(lo, arg, &v) < 0) {
+		fprintf(stderr, "mboxd: --%s must be a whole number", lo->name);
+		if (lo->bytes)
+			fprintf(stderr, " of bytes (K, M, G or T multiply by "
+					"1024^n)");
+		fprintf(stderr, "%s from %llu to %llu",
+			lo->zero_ok ? ", 0 (none) or" : "",
+			(unsigned long long)lo->min,
+			(unsigned long long)lo->max);
+		fprintf(stderr, ", not '%s'\n", arg);
+		return -EINVAL;
+	}
+	memcpy((char *)o + lo->offset, &v, sizeof(v));
+	return 0;
+}
 
 static void
 usage(FILE *f)
@@ -78,6 +180,39 @@ usage(FILE *f)
 		"(default 120s;\n"
 		"                       a number of seconds, or with ms, s, "
 		"m or h)\n"
+		"\n"
+		"Limits (a request over one is refused and told which; "
+		"sizes take K, M,\n"
+		"G or T, powers of 1024):\n"
+		"      --max-header-bytes N     header keys and values of "
+		"one message\n"
+		"                               (default 4096, at most "
+		"4096)\n"
+		"      --max-mailboxes N        mailboxes in all (default "
+		"65536)\n"
+		"      --max-mailbox-msgs N     messages one mailbox holds, "
+		"dead ones\n"
+		"                               included (default "
+		"10000000)\n"
+		"      --max-mailbox-bytes N    payload bytes one mailbox "
+		"holds\n"
+		"                               (default 16G)\n"
+		"      --max-connections N      client connections (default "
+		"4096)\n"
+		"      --max-connections-per-uid N\n"
+		"                               connections of one uid; "
+		"root and mboxd's\n"
+		"                               own uid are not counted "
+		"(default 1024)\n"
+		"      --max-unacked N          messages one connection "
+		"holds leased\n"
+		"                               (default 65536)\n"
+		"      --max-in-flight N        requests of one connection "
+		"not yet\n"
+		"                               answered (default 1024)\n"
+		"      --max-store-size N       database file size, 0 = no "
+		"cap (default 0)\n"
+		"\n"
 		"  -h, --help           show this help\n"
 		"  -V, --version        show the version\n");
 }
@@ -171,6 +306,16 @@ parse_options(Options *o, int argc, char **argv)
 		{"max-msg-size", required_argument, NULL, OPT_MAX_MSG_SIZE},
 		{"no-autocreate", no_argument, NULL, OPT_NO_AUTOCREATE},
 		{"dedup-window", required_argument, NULL, OPT_DEDUP_WINDOW},
+		{"max-header-bytes", required_argument, NULL, OPT_LIMIT0 + 0},
+		{"max-mailboxes", required_argument, NULL, OPT_LIMIT0 + 1},
+		{"max-mailbox-msgs", required_argument, NULL, OPT_LIMIT0 + 2},
+		{"max-mailbox-bytes", required_argument, NULL, OPT_LIMIT0 + 3},
+		{"max-connections", required_argument, NULL, OPT_LIMIT0 + 4},
+		{"max-connections-per-uid", required_argument, NULL,
+		 OPT_LIMIT0 + 5},
+		{"max-unacked", required_argument, NULL, OPT_LIMIT0 + 6},
+		{"max-in-flight", required_argument, NULL, OPT_LIMIT0 + 7},
+		{"max-store-size", required_argument, NULL, OPT_LIMIT0 + 8},
 		{"help", no_argument, NULL, 'h'},
 		{"version", no_argument, NULL, 'V'},
 		{NULL, 0, NULL, 0},
@@ -266,6 +411,12 @@ parse_options(Options *o, int argc, char **argv)
 			printf("mboxd %s\n", PACKAGE_VERSION);
 			exit(0);
 		default:
+			if (ch >= OPT_LIMIT0 &&
+			    ch < OPT_LIMIT0 + (int)N_LIMIT_OPTS) {
+				if (parse_limit_opt(o, ch, optarg) < 0)
+					return -EINVAL;
+				break;
+			}
 			usage(stderr);
 			return -EINVAL;
 		}
@@ -366,6 +517,15 @@ main(int argc, char **argv)
 		.max_msg_size = MBOX_DEFAULT_MSG_SIZE,
 		.autocreate = true,
 		.dedup_window_ms = MBOX_DEFAULT_DEDUP_MS,
+		.max_header_bytes = MBOX_HEADERS_MAX,
+		.max_mailboxes = 65536,
+		.max_mailbox_msgs = 10000000,
+		.max_mailbox_bytes = UINT64_C(16) << 30,
+		.max_connections = 4096,
+		.max_connections_per_uid = 1024,
+		.max_unacked = 65536,
+		.max_in_flight = 1024,
+		.max_store_bytes = 0,
 	};
 	Log log = {.level = LOG_INFO};
 	BrokerConfig cfg;
@@ -398,10 +558,17 @@ main(int argc, char **argv)
 		.socket_mode = o.socket_mode,
 		.max_msg_size = o.max_msg_size,
 		.autocreate = o.autocreate,
-		.max_connections = 4096,
-		.max_in_flight = 1024,
+		.max_connections = (size_t)o.max_connections,
+		.max_in_flight = (size_t)o.max_in_flight,
 		.max_out_bytes = 8u * 1024 * 1024,
 		.dedup_window_ms = o.dedup_window_ms,
+		.max_header_bytes = (size_t)o.max_header_bytes,
+		.max_mailboxes = (size_t)o.max_mailboxes,
+		.max_mailbox_msgs = o.max_mailbox_msgs,
+		.max_mailbox_bytes = o.max_mailbox_bytes,
+		.max_connections_per_uid = (size_t)o.max_connections_per_uid,
+		.max_unacked = (size_t)o.max_unacked,
+		.max_store_bytes = o.max_store_bytes,
 	};
 	fd = listen_socket(&log, o.socket_path, o.socket_mode);
 	if (fd < 0)

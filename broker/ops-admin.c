@@ -31,7 +31,7 @@ admin_done(Request *q, int64_t r, const char *name, enum pending_kind kind,
 	   uint64_t *ids, size_t n)
 {
 	if (r < 0) {
-		q->b->batch_failed = true;
+		broker_batch_fail(q->b, (int)r);
 		log_write(q->b->log, LOG_ERR, "%s of mailbox %s failed: %s",
 			  proto_op_name(q->h->opcode), name,
 			  store_errmsg(q->b->store));
@@ -375,7 +375,7 @@ publish_store(Request *q, const Targets *t, const PostItem *item, uint64_t *ids)
 		r = store_msg_insert(b->store, t->mb[i], &m);
 		if (r < 0) {
 			/* The batch cannot commit half a PUBLISH. */
-			b->batch_failed = true;
+			broker_batch_fail(b, r);
 			log_write(b->log, LOG_ERR,
 				  "cannot store a published message in %s: %s",
 				  t->mb[i]->name, store_errmsg(b->store));

@@ -106,11 +106,27 @@ sub_is_active(const Sub *s)
 	return !s->exclusive || s->rt->sub_head == s;
 }
 
+/*
+ * Room in the window, and in its connection: none while that holds
+ * max_unacked leases or is congested (not reading its pushes); settling
+ * or draining wakes the mailbox again (broker_conn_wake).
+ */
+static size_t
+sub_room(const Sub *s)
+{
+	size_t room, conn_room;
+
+	if (!s->conn || s->unacked >= s->window || !sub_is_active(s))
+		return 0;
+	room = s->window - s->unacked;
+	conn_room = broker_conn_room(s->conn->broker, s->conn);
+	return room < conn_room ? room : conn_room;
+}
+
 static bool
 sub_has_room(const Sub *s)
 {
-	return s->conn && !s->conn->closing && s->unacked < s->window &&
-	       sub_is_active(s);
+	return sub_room(s) > 0;
 }
 
 bool
@@ -130,6 +146,7 @@ typedef struct PushSlot {
 	size_t n, cap;
 	uint64_t lease_ms;
 	bool started;
+	bool full; /* its connection's output reached max_out_bytes */
 } PushSlot;
 
 typedef struct PushCtx {
@@ -141,6 +158,7 @@ typedef struct PushCtx {
 	Outgoing **out;
 	int err;
 	uint64_t orphan; /* leased by the store, no lease of ours: give back */
+	bool stopped;	 /* every subscriber's connection is full */
 } PushCtx;
 
 /* Queue the slot's frame (if it holds anything) and start afresh. */
@@ -168,6 +186,7 @@ push_flush_slot(PushCtx *pc, PushSlot *ps)
 	}
 	o->frame = proto_writer_steal(&ps->w, &o->len);
 	o->conn = ps->sub->conn;
+	o->conn->deliver_bytes += o->len;
 	o->ids = ps->ids;
 	o->n = ps->n;
 	o->push = true;
@@ -178,14 +197,16 @@ reset:
 	ps->n = ps->cap = 0;
 }
 
-/* The next subscriber in turn with room, or NULL. */
+/* The next subscriber in turn with room, or NULL; with advance, its turn
+ * is taken. */
 static PushSlot *
-push_next_slot(PushCtx *pc, MailboxRt *rt)
+push_next_slot(PushCtx *pc, MailboxRt *rt, bool advance)
 {
 	for (size_t k = 0; k < pc->n_slots; k++) {
 		PushSlot *ps = &pc->slots[(rt->rr + k) % pc->n_slots];
-		if (sub_has_room(ps->sub)) {
-			rt->rr += k + 1;
+		if (!ps->full && sub_has_room(ps->sub)) {
+			if (advance)
+				rt->rr += k + 1;
 			return ps;
 		}
 	}
@@ -198,7 +219,7 @@ push_one_cb(void *ctx, const StoreMsg *m)
 	PushCtx *pc = ctx;
 	Broker *b = pc->b;
 	MailboxRt *rt = pc->mb->user;
-	PushSlot *ps = push_next_slot(pc, rt);
+	PushSlot *ps = push_next_slot(pc, rt, true);
 	int64_t deadline;
 	Lease *l;
 	int r;
@@ -238,10 +259,16 @@ push_one_cb(void *ctx, const StoreMsg *m)
 		ps->started = true;
 	}
 	broker_put_msg(&ps->w, pc->mb, m, deadline);
+	/* A subscriber that does not read gets no more than max_out_bytes
+	 * queued (conn.c), whatever its window. */
+	if (broker_conn_output_full(b, ps->sub->conn, ps->w.len))
+		ps->full = true;
 	/* Keep each frame under MAX_FRAME, as a RECV reply. */
-	if (ps->w.len >= b->cfg.max_msg_size)
+	if (ps->w.len >= b->cfg.max_msg_size || ps->full)
 		push_flush_slot(pc, ps);
-	return 0;
+	/* Stop leasing once nobody can take more. */
+	pc->stopped = !push_next_slot(pc, rt, false);
+	return pc->stopped;
 }
 
 void
@@ -256,7 +283,7 @@ sub_push_mailbox(Broker *b, MailboxRt *rt, StoreMailbox *mb, int64_t now,
 		return;
 	for (Sub *s = rt->sub_head; s; s = s->mb_next)
 		if (sub_has_room(s)) {
-			room += s->window - s->unacked;
+			room += sub_room(s);
 			pc.n_slots++;
 		}
 	if (!room)
@@ -275,7 +302,7 @@ sub_push_mailbox(Broker *b, MailboxRt *rt, StoreMailbox *mb, int64_t now,
 		}
 	/* Lease as many as there is room for, in as few store calls as
 	 * possible; each message goes to the next subscriber in turn. */
-	while (room > 0 && pc.err == 0) {
+	while (room > 0 && pc.err == 0 && !pc.stopped) {
 		size_t want = room < MBOX_RECV_MAX ? room : MBOX_RECV_MAX;
 		r = store_msg_lease(b->store, mb, now, want, push_one_cb, &pc);
 		if (r < 0) {

@@ -63,8 +63,18 @@
 /* Checkpoint when the WAL reaches this many pages (SQLite's default,
  * about 4 MiB), and cut the WAL file back to this size afterwards so a
  * burst of large payloads does not pin disk space forever. */
-#define STORE_WAL_AUTOCHECKPOINT "1000"
-#define STORE_JOURNAL_SIZE_LIMIT "67108864"
+#define STORE_WAL_AUTOCHECKPOINT 1000
+#define STORE_JOURNAL_SIZE_LIMIT 67108864
+/* Under a small cap: never checkpoint more often than every this many
+ * pages, each checkpoint costing fsyncs. */
+#define STORE_WAL_AUTOCHECKPOINT_MIN 16
+/* Under a size cap, the part kept for draining: 1/16, at least 8 pages
+ * (see store_set_max_bytes). */
+#define STORE_CAP_RESERVE_DIV 16
+#define STORE_CAP_RESERVE_MIN 8
+
+#define STR_(x) #x
+#define STR(x)	STR_(x)
 
 /* Entry.txn bits: what the open transaction did to the mailbox. */
 #define ENTRY_TOUCHED 0x1u /* in the journal, snapshot taken */
@@ -278,6 +288,12 @@ struct Store {
 	bool unsynced;	/* committed frames not yet fsync'd (FULL mode) */
 	int txn_err;	/* < 0: SQLite rolled the open transaction back */
 	int failed;	/* < 0: a WAL fsync failed, writes are refused */
+	int64_t max_pages_default; /* SQLite's max_page_count: no cap */
+	/* Under a cap (store_set_max_bytes): PRAGMA max_page_count for the
+	 * writes that add data [CAP_ADD] and for the rest [CAP_ALL]; cap_in
+	 * is the one in force, -1 when none was set yet. */
+	sqlite3_stmt *cap_stmt[2];
+	int cap_in;
 	unsigned in_callback; /* depth of StoreMsgFn calls */
 
 	Entry **by_name; /* n_mb entries, strcmp order */
@@ -829,8 +845,27 @@ store_check_read(Store *s, const StoreMailbox *mb)
 	return 0;
 }
 
+/* Which size limit a write runs under (see store_set_max_bytes). */
+enum { CAP_ADD, CAP_ALL };
+
 static int
-store_check_write(Store *s, const StoreMailbox *mb)
+store_cap_use(Store *s, int which)
+{
+	sqlite3_stmt *st = s->cap_stmt[which];
+	int rc;
+
+	if (!st || s->cap_in == which)
+		return 0;
+	rc = sqlite3_step(st);
+	sqlite3_reset(st);
+	if (rc != SQLITE_ROW)
+		return store_sql_error(s, rc, "set the size cap");
+	s->cap_in = which;
+	return 0;
+}
+
+static int
+store_check_write_cap(Store *s, const StoreMailbox *mb, int cap)
 {
 	int r = store_check_read(s, mb);
 
@@ -846,7 +881,21 @@ store_check_write(Store *s, const StoreMailbox *mb)
 			    s->txn_errmsg);
 		return s->txn_err;
 	}
-	return 0;
+	return store_cap_use(s, cap);
+}
+
+/* A write that drains or rearranges: it may use the cap's reserve. */
+static int
+store_check_write(Store *s, const StoreMailbox *mb)
+{
+	return store_check_write_cap(s, mb, CAP_ALL);
+}
+
+/* A write that adds data: it must leave the cap's reserve free. */
+static int
+store_check_add(Store *s, const StoreMailbox *mb)
+{
+	return store_check_write_cap(s, mb, CAP_ADD);
 }
 
 /*
@@ -1093,7 +1142,7 @@ store_mailbox_create(Store *s, const StoreMailbox *tmpl, StoreMailbox **out)
 	bool found;
 	int r, rc;
 
-	r = store_check_write(s, NULL);
+	r = store_check_add(s, NULL);
 	if (r < 0)
 		return r;
 	if (!name_valid(tmpl->name, sizeof(tmpl->name)))
@@ -1408,7 +1457,7 @@ store_msg_insert(Store *s, StoreMailbox *mb, StoreMsg *msg)
 	Entry *e = entry_of(mb);
 	int r, rc;
 
-	r = store_check_write(s, mb);
+	r = store_check_add(s, mb);
 	if (r < 0)
 		return r;
 	if (msg->priority > MBOX_PRIORITY_MAX)
@@ -1994,7 +2043,7 @@ store_binding_add(Store *s, StoreMailbox *mb, const char *pattern)
 	bool found;
 	int r, rc;
 
-	r = store_check_write(s, mb);
+	r = store_check_add(s, mb);
 	if (r == 0)
 		r = pattern_check(s, pattern);
 	if (r < 0)
@@ -2169,6 +2218,24 @@ open_exec(Store *s, const char *sql, char *errbuf, size_t errlen)
 	return r;
 }
 
+/* Run a PRAGMA that yields one integer. */
+static int
+pragma_int(Store *s, const char *sql, int64_t *out)
+{
+	sqlite3_stmt *st = NULL;
+	int rc, r = 0;
+
+	rc = sqlite3_prepare_v2(s->db, sql, -1, &st, NULL);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW)
+		*out = sqlite3_column_int64(st, 0);
+	else
+		r = store_sql_error(s, rc, sql);
+	sqlite3_finalize(st);
+	return r;
+}
+
 static int
 open_wal(Store *s, const char *path, char *errbuf, size_t errlen)
 {
@@ -2245,15 +2312,22 @@ store_open_db(Store *s, const char *path, char *errbuf, size_t errlen)
 		r = open_exec(s, "PRAGMA cache_size = " STORE_CACHE_SIZE,
 			      errbuf, errlen);
 	if (r == 0)
-		r = open_exec(
-			s,
-			"PRAGMA wal_autocheckpoint = " STORE_WAL_AUTOCHECKPOINT,
-			errbuf, errlen);
+		r = open_exec(s,
+			      "PRAGMA wal_autocheckpoint = " STR(
+				      STORE_WAL_AUTOCHECKPOINT),
+			      errbuf, errlen);
 	if (r == 0)
-		r = open_exec(
-			s,
-			"PRAGMA journal_size_limit = " STORE_JOURNAL_SIZE_LIMIT,
-			errbuf, errlen);
+		r = open_exec(s,
+			      "PRAGMA journal_size_limit = " STR(
+				      STORE_JOURNAL_SIZE_LIMIT),
+			      errbuf, errlen);
+	/* What "no cap" is to this SQLite (store_set_max_bytes(s, 0)). */
+	if (r == 0) {
+		r = pragma_int(s, "PRAGMA max_page_count",
+			       &s->max_pages_default);
+		if (r < 0)
+			snprintf(errbuf, errlen, "%s", s->errmsg);
+	}
 	if (r < 0)
 		return r;
 	r = schema_migrate(s->db, &version, errbuf, errlen);
@@ -2490,6 +2564,7 @@ store_open(Store **out, const char *path, StoreSync sync, char *errbuf,
 	}
 	s->lock_fd = -1;
 	s->sync = sync;
+	s->cap_in = -1;
 	r = store_lock(s, path, errbuf, errlen);
 	if (r == 0)
 		r = store_open_db(s, path, errbuf, errlen);
@@ -2524,10 +2599,156 @@ store_free(Store *s)
 	free(s->bundo);
 	for (int i = 0; i < ST_COUNT; i++)
 		sqlite3_finalize(s->stmt[i]);
+	sqlite3_finalize(s->cap_stmt[CAP_ADD]);
+	sqlite3_finalize(s->cap_stmt[CAP_ALL]);
 	/* Last connection: SQLite checkpoints and removes the WAL. */
 	sqlite3_close(s->db);
 	if (s->lock_fd >= 0)
 		close(s->lock_fd);
 	free(s);
 	return NULL;
+}
+
+/* Prepare "PRAGMA max_page_count = pages" into *out (replacing it). */
+static int
+cap_prepare(Store *s, int64_t pages, sqlite3_stmt **out)
+{
+	char sql[64];
+	int rc;
+
+	sqlite3_finalize(*out);
+	*out = NULL;
+	snprintf(sql, sizeof(sql), "PRAGMA max_page_count = %lld",
+		 (long long)pages);
+	rc = sqlite3_prepare_v3(s->db, sql, -1, SQLITE_PREPARE_PERSISTENT, out,
+				NULL);
+	return rc == SQLITE_OK ? 0 : store_sql_error(s, rc, sql);
+}
+
+/* Under a small cap, checkpoint often enough that the WAL stays a
+ * fraction of the database, and cut it back to the cap after one. */
+static int
+cap_wal(Store *s, int64_t cap_pages, int64_t page_size)
+{
+	int64_t ckpt = cap_pages ? cap_pages / 4 : STORE_WAL_AUTOCHECKPOINT;
+	int64_t limit = STORE_JOURNAL_SIZE_LIMIT, v;
+	char sql[96];
+	int r;
+
+	if (ckpt < STORE_WAL_AUTOCHECKPOINT_MIN)
+		ckpt = STORE_WAL_AUTOCHECKPOINT_MIN;
+	if (ckpt > STORE_WAL_AUTOCHECKPOINT)
+		ckpt = STORE_WAL_AUTOCHECKPOINT;
+	if (cap_pages && cap_pages * page_size < limit)
+		limit = cap_pages * page_size;
+	snprintf(sql, sizeof(sql), "PRAGMA wal_autocheckpoint = %lld",
+		 (long long)ckpt);
+	r = pragma_int(s, sql, &v);
+	if (r < 0)
+		return r;
+	snprintf(sql, sizeof(sql), "PRAGMA journal_size_limit = %lld",
+		 (long long)limit);
+	return pragma_int(s, sql, &v);
+}
+
+/* No cap: SQLite's own limit, and no switching before writes. */
+static int
+cap_drop(Store *s, int64_t page_size)
+{
+	char sql[64];
+	int64_t v;
+	int r;
+
+	for (int i = CAP_ADD; i <= CAP_ALL; i++) {
+		sqlite3_finalize(s->cap_stmt[i]);
+		s->cap_stmt[i] = NULL;
+	}
+	s->cap_in = -1;
+	snprintf(sql, sizeof(sql), "PRAGMA max_page_count = %lld",
+		 (long long)s->max_pages_default);
+	r = pragma_int(s, sql, &v);
+	if (r == 0)
+		r = cap_wal(s, 0, page_size);
+	return r;
+}
+
+/* The two limits of a cap of all pages: writes that add data stop the
+ * reserve short of it. */
+static int64_t
+cap_add_pages(int64_t all)
+{
+	int64_t reserve = all / STORE_CAP_RESERVE_DIV;
+
+	if (reserve < STORE_CAP_RESERVE_MIN)
+		reserve = STORE_CAP_RESERVE_MIN;
+	/* SQLite raises a value below the current size to that size. */
+	return all > reserve ? all - reserve : 1;
+}
+
+/*
+ * What the cap bounds. max_page_count limits the pages of the database
+ * image: in WAL mode the database as the open transaction sees it, frames
+ * in the WAL included, which is what the file holds after a checkpoint.
+ * SQLite checks it whenever a write needs a page past the end, so the
+ * statement fails with SQLITE_FULL before anything reaches a file (and
+ * SQLite rolls back the whole transaction). The WAL file is outside it:
+ * it holds the frames since the last checkpoint, so under a cap
+ * checkpoints come every quarter of the cap's pages (at most 1000, at
+ * least 16) and the file is cut back to the cap's size after one.
+ *
+ * Draining needs room too: leasing a message moves its index entry,
+ * which can split a page. So writes that add data (posts, mailboxes,
+ * bindings) stop STORE_CAP_RESERVE_DIV-th of the cap (at least
+ * STORE_CAP_RESERVE_MIN pages) short of it, and every other write (lease,
+ * ack, release, kill, purge, delete) may use that reserve: a store full
+ * of posts can still be consumed, and its freed pages are reused (no
+ * auto-vacuum), so acks make room for posts again.
+ */
+int
+store_set_max_bytes(Store *s, uint64_t bytes)
+{
+	int64_t page_size = 0, pages = 0, all;
+	uint64_t n;
+	int r;
+
+	if (s->in_callback)
+		return store_error(
+			s, -EBUSY,
+			"the store was called from its own callback");
+	r = pragma_int(s, "PRAGMA page_size", &page_size);
+	if (r == 0)
+		r = pragma_int(s, "PRAGMA page_count", &pages);
+	if (r < 0)
+		return r;
+	if (page_size <= 0)
+		return store_error(s, -EIO, "the page size is %lld",
+				   (long long)page_size);
+	if (bytes == 0)
+		return cap_drop(s, page_size);
+	n = bytes / (uint64_t)page_size;
+	all = n > (uint64_t)s->max_pages_default ? s->max_pages_default
+						 : (int64_t)n;
+	if (all < pages)
+		return store_error(s, -EINVAL,
+				   "the database holds %lld bytes already, "
+				   "more than the cap of %llu",
+				   (long long)(pages * page_size),
+				   (unsigned long long)bytes);
+	r = cap_prepare(s, cap_add_pages(all), &s->cap_stmt[CAP_ADD]);
+	if (r == 0)
+		r = cap_prepare(s, all, &s->cap_stmt[CAP_ALL]);
+	/* In force from the next write on; the general limit until then. */
+	s->cap_in = -1;
+	if (r == 0)
+		r = store_cap_use(s, CAP_ALL);
+	if (r == 0)
+		r = cap_wal(s, all, page_size);
+	if (r < 0) {
+		char why[sizeof(s->errmsg)];
+
+		memcpy(why, s->errmsg, sizeof(why));
+		cap_drop(s, page_size);
+		memcpy(s->errmsg, why, sizeof(why));
+	}
+	return r;
 }

@@ -104,6 +104,29 @@ int store_open(Store **out, const char *path, StoreSync sync, char *errbuf,
 	       size_t errlen);
 /* Close; rolls back an open transaction. store_free(NULL) is fine. */
 Store *store_free(Store *s);
+/*
+ * store_set_max_bytes - cap the database at bytes (rounded down to whole
+ * pages; 0 = no cap beyond the disk). A write that would grow it further
+ * fails with -ENOSPC like a full disk: the transaction must then be rolled
+ * back (SQLite has usually done so already), and what was committed
+ * before stays intact.
+ *
+ * Writes that add data (store_msg_insert, store_mailbox_create,
+ * store_binding_add) stop 1/16 of the cap (at least 8 pages) short of it:
+ * the rest is kept for the writes that drain the store (lease, release,
+ * kill, delete ...), which may need a page or two to move index entries,
+ * so a store full of posts can still be consumed. Pages freed by deletes
+ * are reused, so acks make room for posts again.
+ *
+ * The cap bounds the database file (and what it holds after a
+ * checkpoint), not the WAL beside it: under a cap the WAL is checkpointed
+ * every quarter of the cap's pages (16 to 1000 pages), so on disk the
+ * files take up to about 1.25 times the cap plus the largest transaction,
+ * and more while another connection holds a read snapshot open. The cap
+ * is per connection: set it again after every store_open.
+ * Returns 0, or -EINVAL if the database is already larger.
+ */
+int store_set_max_bytes(Store *s, uint64_t bytes);
 /* Last SQLite error text, for logs. */
 const char *store_errmsg(const Store *s);
 

@@ -44,6 +44,14 @@ ctl_connect(Ctl *c)
 		fprintf(stderr, "cannot talk to the broker at %s: %s\n",
 			c->path, mbox_strerror(r));
 		break;
+	case EDQUOT:
+		fprintf(stderr,
+			"the broker at %s refused the connection: too many "
+			"connections (max_connections or "
+			"max_connections_per_uid); close some, or raise the "
+			"limit\n",
+			c->path);
+		break;
 	default:
 		fprintf(stderr, "cannot connect to the broker at %s: %s\n",
 			c->path, strerror(-r));

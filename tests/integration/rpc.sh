@@ -80,19 +80,21 @@ note "a request held by a killed server was answered by the next one"
 # --- temporary mailboxes live as long as their connection ---
 mkfifo "$T_DIR/fifo"
 for how in eof kill9; do
-	"$SUB" -S "$SOCK" temp "tmp-$how" <"$T_DIR/fifo" >"$T_DIR/tmp.out" \
-		2>"$T_DIR/tmp.err" &
+	# One output file per round: the shell truncates it only once the
+	# driver has started, so a shared one could still say "ready".
+	"$SUB" -S "$SOCK" temp "tmp-$how" <"$T_DIR/fifo" \
+		>"$T_DIR/tmp-$how.out" 2>"$T_DIR/tmp-$how.err" &
 	tp=$!
 	track_pid "$tp"
-	SUB_PIDS[tmp]=$tp
+	SUB_PIDS[tmp-$how]=$tp
 	# Keep the driver's stdin open until we close it.
 	exec 3>"$T_DIR/fifo"
-	wait_out tmp '^ready$'
+	wait_out "tmp-$how" '^ready$'
 	assert_eq "idle r tmp-$how" "$(mailboxes)" "mailboxes while tmp-$how lives"
 	if [ "$how" = eof ]; then
 		exec 3>&-
 		wait_dead "$tp" 50 || fail "temp driver did not exit on EOF"
-		wait "$tp" || fail "temp driver failed: $(cat "$T_DIR/tmp.err")"
+		wait "$tp" || fail "temp driver failed: $(cat "$T_DIR/tmp-$how.err")"
 		untrack_pid "$tp"
 	else
 		kill9_pid "$tp"

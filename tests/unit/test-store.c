@@ -1666,6 +1666,418 @@ test_store_disk_full_at_insert(void **state)
 }
 
 /* ------------------------------------------------------------------ */
+/* A size cap (store_set_max_bytes) */
+
+#define CAP_BYTES    (256u * 1024) /* 64 pages of 4 KiB */
+#define CAP_MSG	     1000	   /* payload bytes of each message */
+#define CAP_MAX_MSGS 2000 /* far more than fit: the fill loop's bound */
+
+/* Which message was committed under which id: payload k is a pattern
+ * seeded by k, so every byte read back can be checked. */
+typedef struct CapLog {
+	size_t n;
+	uint64_t id[CAP_MAX_MSGS];
+	uint32_t seed[CAP_MAX_MSGS];
+	bool gone[CAP_MAX_MSGS]; /* deleted (acked) on purpose */
+	uint32_t next_seed;
+	off_t max_wal; /* the largest WAL file seen */
+} CapLog;
+
+static void
+cap_payload(uint32_t seed, unsigned char *buf)
+{
+	uint32_t x = seed * 2654435761u + 1;
+
+	for (size_t i = 0; i < CAP_MSG; i++) {
+		x = x * 1103515245u + 12345u;
+		buf[i] = (unsigned char)(x >> 16);
+	}
+}
+
+static void
+cap_note_wal(Fx *fx, CapLog *lg)
+{
+	char wal[PATH_MAX + 8];
+	off_t n;
+
+	snprintf(wal, sizeof(wal), "%s-wal", fx->path);
+	n = file_size(wal);
+	if (n > lg->max_wal)
+		lg->max_wal = n;
+}
+
+/* Post one message in a transaction of its own. Returns 0 (committed and
+ * logged) or -ENOSPC (nothing stored, the transaction is over). */
+static int
+cap_post(Fx *fx, StoreMailbox *mb, CapLog *lg)
+{
+	unsigned char buf[CAP_MSG];
+	uint64_t before = mb->n_ready, bytes = mb->bytes;
+	StoreMsg m = {0};
+	int r;
+
+	cap_payload(lg->next_seed, buf);
+	m.time_ns = NOW;
+	m.data = buf;
+	m.len = sizeof(buf);
+	assert_int_equal(store_begin(fx->s), 0);
+	r = store_msg_insert(fx->s, mb, &m);
+	if (r == 0) {
+		r = store_commit(fx->s, true);
+	} else {
+		assert_int_equal(r, -ENOSPC);
+		assert_non_null(strstr(store_errmsg(fx->s), "full"));
+		/* SQLite rolled back the transaction or only the
+		 * statement: either way nothing of the insert is left. */
+		r = store_commit(fx->s, true);
+		assert_true(r == 0 || r == -ENOSPC);
+		r = -ENOSPC;
+	}
+	assert_false(store_in_txn(fx->s));
+	cap_note_wal(fx, lg);
+	if (r < 0) {
+		assert_int_equal(r, -ENOSPC);
+		assert_int_equal(mb->n_ready, before);
+		assert_int_equal(mb->bytes, bytes);
+		return r;
+	}
+	assert_true(lg->n < CAP_MAX_MSGS);
+	lg->id[lg->n] = m.id;
+	lg->seed[lg->n] = lg->next_seed++;
+	lg->n++;
+	return 0;
+}
+
+/* Post until the cap refuses; returns how many went in. */
+static size_t
+cap_fill(Fx *fx, StoreMailbox *mb, CapLog *lg)
+{
+	size_t n = 0;
+
+	while (cap_post(fx, mb, lg) == 0) {
+		n++;
+		if (n >= CAP_MAX_MSGS)
+			fail_msg("the cap of %u bytes never refused a post",
+				 CAP_BYTES);
+	}
+	return n;
+}
+
+typedef struct CapCheck {
+	const CapLog *lg;
+	size_t seen;
+} CapCheck;
+
+static int
+cap_check_cb(void *ctx, const StoreMsg *m)
+{
+	CapCheck *cc = ctx;
+	unsigned char want[CAP_MSG];
+
+	for (size_t i = 0; i < cc->lg->n; i++) {
+		if (cc->lg->id[i] != m->id)
+			continue;
+		if (cc->lg->gone[i])
+			fail_msg("message %llu was deleted, yet it is there",
+				 (unsigned long long)m->id);
+		cap_payload(cc->lg->seed[i], want);
+		assert_int_equal(m->len, CAP_MSG);
+		assert_memory_equal(m->data, want, CAP_MSG);
+		cc->seen++;
+		return 0;
+	}
+	fail_msg("message %llu was never committed", (unsigned long long)m->id);
+	return 1;
+}
+
+/* Every committed message not deleted is there, byte for byte, and
+ * nothing else is; the counters equal the database. */
+static void
+cap_check_all(Fx *fx, StoreMailbox *mb, const CapLog *lg)
+{
+	CapCheck cc = {lg, 0};
+	size_t live = 0;
+	int n;
+
+	for (size_t i = 0; i < lg->n; i++)
+		live += !lg->gone[i];
+	n = store_msg_peek(fx->s, mb, 0, CAP_MAX_MSGS, false, cap_check_cb,
+			   &cc);
+	assert_int_equal(n, (int)live);
+	assert_int_equal(cc.seen, live);
+	assert_int_equal(mb->n_ready, live);
+	assert_int_equal(mb->bytes, (uint64_t)live * CAP_MSG);
+	check_counters(fx, mb);
+}
+
+/* Pages of the database image as another connection sees it. */
+static int64_t
+raw_pages(const Fx *fx)
+{
+	sqlite3 *db = raw_open(fx);
+	int64_t n = raw_int(db, "PRAGMA page_count");
+
+	sqlite3_close(db);
+	return n;
+}
+
+static void
+cap_delete(Fx *fx, StoreMailbox *mb, CapLog *lg, size_t from, size_t to)
+{
+	assert_int_equal(store_begin(fx->s), 0);
+	for (size_t i = from; i < to && i < lg->n; i++) {
+		if (lg->gone[i])
+			continue;
+		assert_int_equal(store_msg_delete(fx->s, mb, lg->id[i]), 0);
+		lg->gone[i] = true;
+	}
+	assert_int_equal(store_commit(fx->s, true), 0);
+}
+
+typedef struct CapIds {
+	size_t n;
+	uint64_t id[CAP_MAX_MSGS];
+} CapIds;
+
+static int
+cap_ids_cb(void *ctx, const StoreMsg *m)
+{
+	CapIds *ci = ctx;
+
+	assert_true(ci->n < CAP_MAX_MSGS);
+	ci->id[ci->n++] = m->id;
+	return 0;
+}
+
+/* Lease every message of a full store, give them all back, lease them
+ * again: all of it must fit in the reserve the cap keeps for draining. */
+static void
+cap_drain_check(Fx *fx, StoreMailbox *mb, const CapLog *lg)
+{
+	CapIds *ci = calloc(1, sizeof(*ci));
+	uint64_t live = mb->n_ready;
+	int n;
+
+	assert_non_null(ci);
+	for (int pass = 0; pass < 2; pass++) {
+		ci->n = 0;
+		do {
+			assert_int_equal(store_begin(fx->s), 0);
+			n = store_msg_lease(fx->s, mb, NOW, 50, cap_ids_cb, ci);
+			if (n < 0)
+				fail_msg("lease at full: %d %s", n,
+					 store_errmsg(fx->s));
+			assert_int_equal(store_commit(fx->s, false), 0);
+		} while (n > 0);
+		assert_int_equal(ci->n, live);
+		assert_int_equal(mb->n_leased, live);
+		assert_int_equal(store_begin(fx->s), 0);
+		for (size_t i = 0; i < ci->n; i++)
+			assert_int_equal(
+				store_msg_release(fx->s, mb, ci->id[i], 0), 0);
+		assert_int_equal(store_commit(fx->s, true), 0);
+	}
+	assert_true(raw_pages(fx) <= CAP_BYTES / 4096);
+	cap_check_all(fx, mb, lg);
+	free(ci);
+}
+
+static void
+test_store_cap_refuses(void **state)
+{
+	Fx *fx = *state;
+	StoreMailbox *mb;
+	CapLog *lg = calloc(1, sizeof(*lg));
+	int64_t pages;
+	int i;
+
+	assert_non_null(lg);
+	fx_open(fx, STORE_SYNC_FULL);
+	mb = mk_mailbox(fx->s, "full");
+	pages = raw_pages(fx);
+	/* Smaller than what is there already; 1 byte is less than a page. */
+	assert_int_equal(
+		store_set_max_bytes(fx->s, (uint64_t)(pages - 1) * 4096),
+		-EINVAL);
+	assert_non_null(strstr(store_errmsg(fx->s), "holds"));
+	assert_int_equal(store_set_max_bytes(fx->s, 1), -EINVAL);
+	/* Exactly what is there: allowed, and full at the next page (a
+	 * message or two may still fit in the room left in the last). */
+	assert_int_equal(
+		store_set_max_bytes(fx->s, (uint64_t)pages * 4096 + 4095), 0);
+	for (i = 0; i < 8 && cap_post(fx, mb, lg) == 0; i++)
+		;
+	assert_true(i < 8);
+	assert_int_equal(raw_pages(fx), pages);
+	/* 0 lifts the cap. */
+	assert_int_equal(store_set_max_bytes(fx->s, 0), 0);
+	for (i = 0; i < 10; i++)
+		assert_int_equal(cap_post(fx, mb, lg), 0);
+	assert_true(raw_pages(fx) > pages);
+	cap_check_all(fx, mb, lg);
+	free(lg);
+}
+
+/*
+ * Fill under the cap until it refuses, delete the oldest half, fill
+ * again: freed pages are reused (WAL, autocheckpoint and all), the cap
+ * holds, and every committed message reads back intact, also after a
+ * reopen.
+ */
+static void
+test_store_cap_fill_ack_reopen(void **state)
+{
+	Fx *fx = *state;
+	StoreMailbox *mb;
+	CapLog *lg = calloc(1, sizeof(*lg));
+	size_t first, again;
+	int i;
+
+	assert_non_null(lg);
+	fx_open(fx, STORE_SYNC_FULL);
+	mb = mk_mailbox(fx->s, "full");
+	assert_int_equal(store_set_max_bytes(fx->s, CAP_BYTES), 0);
+	first = cap_fill(fx, mb, lg);
+	/* 1000-byte rows: three a page. Posts leave the reserve (1/16 of
+	 * the cap, at least 8 pages) free. */
+	assert_true(first > 100);
+	assert_true(raw_pages(fx) <= CAP_BYTES / 4096 - 8);
+	cap_check_all(fx, mb, lg);
+	cap_drain_check(fx, mb, lg);
+
+	for (int round = 0; round < 5; round++) {
+		size_t live = 0, start = 0;
+
+		for (size_t k = 0; k < lg->n; k++)
+			live += !lg->gone[k];
+		while (lg->gone[start])
+			start++;
+		cap_delete(fx, mb, lg, start, start + live / 2);
+		again = cap_fill(fx, mb, lg);
+		/* Room made by acks is found again, round after round. */
+		if (again < live / 2 - live / 8)
+			fail_msg("round %d: %zu deleted, only %zu fit again",
+				 round, live / 2, again);
+		assert_true(raw_pages(fx) <= CAP_BYTES / 4096);
+		cap_check_all(fx, mb, lg);
+	}
+	/* The WAL is not under the cap, but checkpoints keep it small. */
+	print_message("cap %u: %zu messages of %u bytes fit; WAL file at "
+		      "most %lld bytes\n",
+		      CAP_BYTES, first, CAP_MSG, (long long)lg->max_wal);
+	/* At most: the frames before a checkpoint (a quarter of the cap)
+	 * plus one transaction, which can rewrite every page. */
+	assert_true(lg->max_wal <=
+		    32 + (off_t)(CAP_BYTES / 4096 * 5 / 4) * (4096 + 24));
+
+	/* A new connection has no cap until it is set again; the database
+	 * is as full as the cap, which is allowed. */
+	fx_reopen(fx);
+	mb = store_mailbox_get(fx->s, "full");
+	assert_non_null(mb);
+	cap_check_all(fx, mb, lg);
+	assert_int_equal(store_set_max_bytes(fx->s, CAP_BYTES / 2), -EINVAL);
+	assert_int_equal(store_set_max_bytes(fx->s, CAP_BYTES), 0);
+	for (i = 0; i < 8 && cap_post(fx, mb, lg) == 0; i++)
+		;
+	assert_true(i < 8);
+	cap_delete(fx, mb, lg, 0, lg->n);
+	assert_true(cap_fill(fx, mb, lg) >= first - first / 8);
+	cap_check_all(fx, mb, lg);
+	fx_reopen(fx);
+	mb = store_mailbox_get(fx->s, "full");
+	cap_check_all(fx, mb, lg);
+	free(lg);
+}
+
+/* One binding, for store_binding_foreach. */
+static int
+cap_binding_cb(void *ctx, StoreMailbox *mb, const char *pattern)
+{
+	int *n = ctx;
+
+	(void)mb;
+	assert_string_equal(pattern, "full.*");
+	(*n)++;
+	return 0;
+}
+
+/*
+ * A transaction that changed mailboxes, settings, bindings and messages
+ * before the cap refused a write: after the rollback, memory equals the
+ * database, which equals what was committed before.
+ */
+static void
+test_store_cap_rollback_memory(void **state)
+{
+	Fx *fx = *state;
+	StoreMailbox *mb, *extra = NULL, tmpl = {0};
+	CapLog *lg = calloc(1, sizeof(*lg));
+	StoreMsg m = {0};
+	char *big = calloc(1, 64 * 1024);
+	sqlite3 *db;
+	uint64_t lease_ms;
+	int n = 0, r;
+
+	assert_non_null(lg);
+	assert_non_null(big);
+	fx_open(fx, STORE_SYNC_FULL);
+	mb = mk_mailbox(fx->s, "full");
+	assert_int_equal(store_begin(fx->s), 0);
+	assert_int_equal(store_binding_add(fx->s, mb, "full.*"), 0);
+	assert_int_equal(store_commit(fx->s, true), 0);
+	assert_int_equal(store_set_max_bytes(fx->s, CAP_BYTES), 0);
+	cap_fill(fx, mb, lg);
+	lease_ms = mb->lease_ms;
+
+	assert_int_equal(store_begin(fx->s), 0);
+	snprintf(tmpl.name, sizeof(tmpl.name), "extra");
+	tmpl.lease_ms = 1000;
+	tmpl.mode = 0600;
+	r = store_mailbox_create(fx->s, &tmpl, &extra);
+	if (r == 0) {
+		assert_int_equal(store_binding_add(fx->s, extra, "x.*"), 0);
+		assert_int_equal(store_binding_add(fx->s, mb, "more.*"), 0);
+		mb->lease_ms = 12345;
+		assert_int_equal(store_mailbox_update(fx->s, mb), 0);
+		assert_int_equal(store_msg_delete(fx->s, mb, lg->id[0]), 0);
+		assert_int_equal(mb->n_ready, lg->n - 1);
+		m.data = big;
+		m.len = 64 * 1024;
+		r = store_msg_insert(fx->s, mb, &m);
+	}
+	assert_int_equal(r, -ENOSPC);
+	/* Whether SQLite ended the transaction or only the statement, the
+	 * caller rolls back; memory comes back with the database. */
+	assert_int_equal(store_rollback(fx->s), 0);
+	assert_false(store_in_txn(fx->s));
+	assert_null(store_mailbox_get(fx->s, "extra"));
+	assert_int_equal(store_mailbox_count(fx->s), 1);
+	assert_int_equal(mb->lease_ms, lease_ms);
+	assert_int_equal(store_binding_count(fx->s, mb), 1);
+	assert_int_equal(store_binding_foreach(fx->s, cap_binding_cb, &n), 0);
+	assert_int_equal(n, 1);
+	db = raw_open(fx);
+	assert_int_equal(raw_int(db, "SELECT count(*) FROM mailbox"), 1);
+	assert_int_equal(raw_int(db, "SELECT count(*) FROM binding"), 1);
+	assert_int_equal(raw_int(db, "SELECT lease_ms FROM mailbox"),
+			 (int64_t)lease_ms);
+	sqlite3_close(db);
+	cap_check_all(fx, mb, lg);
+
+	/* The store goes on: an ack makes room, and a post fits. */
+	cap_delete(fx, mb, lg, 0, 8);
+	assert_int_equal(cap_post(fx, mb, lg), 0);
+	cap_check_all(fx, mb, lg);
+	fx_reopen(fx);
+	mb = store_mailbox_get(fx->s, "full");
+	assert_int_equal(store_binding_count(fx->s, mb), 1);
+	cap_check_all(fx, mb, lg);
+	free(big);
+	free(lg);
+}
+
+/* ------------------------------------------------------------------ */
 /* Dead list, expiry, max_deliveries */
 
 /* Insert into the open transaction with everything settable. */
@@ -2474,6 +2886,9 @@ main(void)
 		T(test_store_fsync_failure_refuses_writes),
 		T(test_store_disk_full_at_commit),
 		T(test_store_disk_full_at_insert),
+		T(test_store_cap_refuses),
+		T(test_store_cap_fill_ack_reopen),
+		T(test_store_cap_rollback_memory),
 		T(test_store_kill_kick),
 		T(test_store_purge),
 		T(test_store_expire),
