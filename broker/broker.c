@@ -18,6 +18,7 @@
 
 #include <endian.h>
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -1300,4 +1301,115 @@ broker_stop(Broker *b)
 		b->dead = c->next;
 		conn_free(c);
 	}
+}
+
+static int
+broker_count_msgs(void *ctx, StoreMailbox *mb)
+{
+	*(uint64_t *)ctx += mb->n_ready + mb->n_leased + mb->n_dead;
+	return 0;
+}
+
+int
+broker_status_line(Broker *b, char *buf, size_t size)
+{
+	uint64_t msgs = 0;
+	int n;
+
+	/* In memory: the counters are kept per mailbox, no store query. */
+	store_mailbox_foreach(b->store, broker_count_msgs, &msgs);
+	n = snprintf(buf, size, "%zu connections, %zu mailboxes, %llu messages",
+		     b->n_conns, store_mailbox_count(b->store),
+		     (unsigned long long)msgs);
+	return n < 0 || (size_t)n >= size ? -ENOSPC : 0;
+}
+
+/* The limits SIGHUP may change, by their option names. */
+#define LIMIT_SZ(n, f)                                                         \
+	{                                                                      \
+		n, offsetof(BrokerConfig, f), sizeof(size_t)                   \
+	}
+#define LIMIT_U64(n, f)                                                        \
+	{                                                                      \
+		n, offsetof(BrokerConfig, f), sizeof(uint64_t)                 \
+	}
+static const struct {
+	const char *name;
+	size_t offset, size;
+} broker_limits[] = {
+	LIMIT_SZ("max-header-bytes", max_header_bytes),
+	LIMIT_SZ("max-mailboxes", max_mailboxes),
+	LIMIT_U64("max-mailbox-msgs", max_mailbox_msgs),
+	LIMIT_U64("max-mailbox-bytes", max_mailbox_bytes),
+	LIMIT_SZ("max-connections", max_connections),
+	LIMIT_SZ("max-connections-per-uid", max_connections_per_uid),
+	LIMIT_SZ("max-unacked", max_unacked),
+	LIMIT_SZ("max-in-flight", max_in_flight),
+	LIMIT_U64("max-store-size", max_store_bytes),
+};
+
+static uint64_t
+broker_limit_get(const BrokerConfig *cfg, size_t i)
+{
+	const char *p = (const char *)cfg + broker_limits[i].offset;
+	size_t zv;
+	uint64_t uv;
+
+	if (broker_limits[i].size == sizeof(uint64_t)) {
+		memcpy(&uv, p, sizeof(uv));
+		return uv;
+	}
+	memcpy(&zv, p, sizeof(zv));
+	return zv;
+}
+
+static void
+broker_limit_set(BrokerConfig *cfg, size_t i, uint64_t v)
+{
+	char *p = (char *)cfg + broker_limits[i].offset;
+	size_t zv = (size_t)v;
+
+	if (broker_limits[i].size == sizeof(uint64_t))
+		memcpy(p, &v, sizeof(v));
+	else
+		memcpy(p, &zv, sizeof(zv));
+}
+
+int
+broker_reload_limits(Broker *b, const BrokerConfig *cfg)
+{
+	int changed = 0;
+
+	for (size_t i = 0; i < sizeof(broker_limits) / sizeof(broker_limits[0]);
+	     i++) {
+		uint64_t old = broker_limit_get(&b->cfg, i);
+		uint64_t v = broker_limit_get(cfg, i);
+		int r;
+
+		if (v == old)
+			continue;
+		if (broker_limits[i].offset ==
+		    offsetof(BrokerConfig, max_store_bytes)) {
+			/* The cap lives in the store's connection too. */
+			r = store_set_max_bytes(b->store, v);
+			if (r < 0) {
+				log_write(b->log, LOG_WARNING,
+					  "reload: max-store-size %llu refused "
+					  "(%s); keeping %llu",
+					  (unsigned long long)v,
+					  r == -EINVAL ? "the database is "
+							 "already larger"
+						       : strerror(-r),
+					  (unsigned long long)old);
+				(void)store_set_max_bytes(b->store, old);
+				continue;
+			}
+		}
+		log_write(b->log, LOG_NOTICE, "reload: %s %llu -> %llu",
+			  broker_limits[i].name, (unsigned long long)old,
+			  (unsigned long long)v);
+		broker_limit_set(&b->cfg, i, v);
+		changed++;
+	}
+	return changed;
 }

@@ -189,6 +189,25 @@ Broker *broker_free(Broker *b);
 /* Stop accepting, commit, answer, close every connection. */
 void broker_stop(Broker *b);
 
+/*
+ * broker_status_line - "N connections, M mailboxes, K messages" (stored
+ * messages in any state) into buf, for systemd's STATUS=. Cheap: counted
+ * from the mailboxes held in memory. Returns 0, or -ENOSPC if truncated.
+ */
+int broker_status_line(Broker *b, char *buf, size_t size);
+
+/*
+ * broker_reload_limits - take the limits of cfg (max_header_bytes,
+ * max_mailboxes, max_mailbox_msgs, max_mailbox_bytes, max_connections,
+ * max_connections_per_uid, max_unacked, max_in_flight, max_store_bytes)
+ * and log each change at notice as "reload: NAME OLD -> NEW". The other
+ * fields of cfg are ignored: they need a restart. A lower limit applies to
+ * later requests; nothing stored or connected is removed. A max_store_bytes
+ * the database already exceeds is refused with a warning and the old cap
+ * kept. Returns how many limits changed.
+ */
+int broker_reload_limits(Broker *b, const BrokerConfig *cfg);
+
 int64_t broker_now_ns(void);
 
 /* Used by dispatch: */

@@ -24,10 +24,13 @@ handoff_on_timer(EV_P_ ev_timer *t, int revents)
 {
 	Handoff *h = t->data;
 
+	/* The lease timer may have given the messages back already (their
+	 * deadline is the hand-off's): then only the subscriptions end. */
 	log_write(h->broker->log, LOG_INFO,
-		  "hand-off %.8s... was not claimed in time: %zu message(s) "
-		  "go back to their mailboxes",
-		  h->token, h->leases.count);
+		  "hand-off %.8s... was not claimed in time: its "
+		  "subscriptions end and its messages go back to their "
+		  "mailboxes",
+		  h->token);
 	handoff_expire(h->broker, h);
 }
 

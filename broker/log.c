@@ -1,5 +1,9 @@
 /*
- * log.c - leveled logging to stderr (foreground) or syslog (daemon).
+ * log.c - leveled logging to stderr (foreground), the journal (stderr
+ * under systemd) or syslog (daemon).
+ *
+ * The level is applied here for every sink, so --log-level means the same
+ * on a terminal, in the journal and in syslog.
  */
 #include "config.h"
 
@@ -9,6 +13,7 @@
 #include <string.h>
 
 #include "broker/log.h"
+#include "broker/sdnotify.h"
 
 static const struct {
 	const char *name;
@@ -37,21 +42,46 @@ log_level_name(int level)
 }
 
 void
+log_init_stderr(Log *log, int level)
+{
+	log->level = level;
+	/* Decided once: JOURNAL_STREAM does not change while we run. */
+	log->sink = sdnotify_journal_stderr() == 1 ? LOG_SINK_JOURNAL
+						   : LOG_SINK_STDERR;
+}
+
+void
+log_open_syslog(Log *log)
+{
+	/* LOG_PERROR: a copy to stderr, which a daemon keeps on the terminal
+	 * until it is ready and then points at /dev/null, so start-up errors
+	 * are seen by whoever started it, later ones only in syslog. */
+	openlog("mboxd", LOG_PID | LOG_NDELAY | LOG_PERROR, LOG_DAEMON);
+	log->sink = LOG_SINK_SYSLOG;
+}
+
+void
 log_write(const Log *log, int prio, const char *fmt, ...)
 {
+	char line[1024];
 	va_list ap;
 
 	if (prio > log->level)
 		return;
 	va_start(ap, fmt);
-	if (log->use_syslog) {
-		vsyslog(prio, fmt, ap);
-	} else {
-		/* One fprintf per line so concurrent writers do not interleave
-		 * within a line. */
-		char line[1024];
-		vsnprintf(line, sizeof(line), fmt, ap);
-		fprintf(stderr, "mboxd[%s]: %s\n", log_level_name(prio), line);
-	}
+	vsnprintf(line, sizeof(line), fmt, ap);
 	va_end(ap);
+	/* One write per line so concurrent writers do not interleave within
+	 * a line. */
+	switch (log->sink) {
+	case LOG_SINK_SYSLOG:
+		syslog(prio, "%s", line);
+		break;
+	case LOG_SINK_JOURNAL:
+		fprintf(stderr, "<%d>%s\n", prio, line);
+		break;
+	case LOG_SINK_STDERR:
+		fprintf(stderr, "mboxd[%s]: %s\n", log_level_name(prio), line);
+		break;
+	}
 }

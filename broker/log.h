@@ -1,8 +1,9 @@
 /*
- * log.h - one line per notable event, to stderr or syslog.
+ * log.h - one line per notable event, to stderr, the journal or syslog.
  *
  * The Log struct is owned by whoever runs the broker (main) and passed
- * down; nothing here is global.
+ * down; nothing here is global. Its fields may change while the broker
+ * runs (SIGHUP changes level), from the loop's thread only.
  */
 #ifndef MBOX_BROKER_LOG_H
 #define MBOX_BROKER_LOG_H
@@ -10,14 +11,32 @@
 #include <stdbool.h>
 #include <syslog.h>
 
+typedef enum LogSink {
+	LOG_SINK_STDERR,  /* "mboxd[level]: text", for a terminal or a file */
+	LOG_SINK_JOURNAL, /* "<prio>text": stderr is the journal */
+	LOG_SINK_SYSLOG,  /* syslog(3), after log_open_syslog */
+} LogSink;
+
 typedef struct Log {
-	int level; /* highest syslog priority printed: LOG_ERR..LOG_DEBUG */
-	bool use_syslog; /* else stderr with a level prefix */
+	int level;    /* highest syslog priority written: LOG_ERR..LOG_DEBUG */
+	LogSink sink; /* zero: stderr */
 } Log;
 
 /* Parse "error", "warning", "notice", "info", "debug"; -EINVAL if unknown. */
 int log_level_parse(const char *name);
 const char *log_level_name(int level);
+
+/*
+ * log_init_stderr - log to stderr, with "<N>" priority prefixes when
+ * JOURNAL_STREAM says stderr is the journal (so journalctl -p filters by
+ * level), else with a "mboxd[level]: " prefix.
+ */
+void log_init_stderr(Log *log, int level);
+
+/* log_open_syslog - log to syslog(3) from now on: ident "mboxd", facility
+ * daemon, the pid in every line; each line is also copied to stderr (a
+ * daemon points stderr at /dev/null once it is ready). */
+void log_open_syslog(Log *log);
 
 void log_write(const Log *log, int prio, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));

@@ -1,18 +1,30 @@
 /*
- * main.c - mboxd: options, default paths, the listening socket, signals,
- * start-up order.
+ * main.c - mboxd: options and the configuration file, default paths, the
+ * listening socket (bound here or passed by systemd), daemonising, signals
+ * (stop, reload), systemd notifications, start-up order.
  *
- * Start-up order: the socket is bound and listening before the store is
- * opened, so a client that connects during a long open waits in the
- * backlog instead of being refused; it is served once the loop runs. If
- * the store cannot be opened the socket is removed again.
+ * Settings are layered: built-in defaults, then the configuration file,
+ * then the command line, each through apply_option, so a value is checked
+ * the same way wherever it came from. SIGHUP rebuilds the three layers
+ * into a scratch Options and applies only what may change at run time
+ * (the log level and the limits but max-msg-size); the command line is
+ * re-applied on top, so it keeps winning after a reload.
+ *
+ * Start-up order: the socket is bound and listening (or taken from
+ * systemd) before the store is opened, so a client that connects during a
+ * long open waits in the backlog instead of being refused; it is served
+ * once the loop runs. If the store cannot be opened a socket we bound is
+ * removed again. Only then is the broker ready: the pid file is written,
+ * systemd gets READY=1, and with --daemon the waiting parent exits 0.
  */
 #include "config.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <limits.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -21,17 +33,22 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "broker/broker.h"
+#include "broker/conffile.h"
 #include "broker/log.h"
+#include "broker/sdnotify.h"
 #include "broker/settings.h"
 
 typedef struct Options {
-	char socket_path[PATH_MAX];
+	char socket_path[PATH_MAX]; /* "" until a default is chosen */
+	bool socket_set;	    /* by --socket or the file */
 	char db_path[PATH_MAX];
 	StoreSync sync;
-	bool foreground;
+	bool daemon;		 /* --daemon; --foreground clears it */
+	char pid_file[PATH_MAX]; /* "" = none */
 	int log_level;
 	unsigned socket_mode;
 	size_t max_msg_size;
@@ -48,6 +65,24 @@ typedef struct Options {
 	uint64_t max_in_flight;
 	uint64_t max_store_bytes;
 } Options;
+
+static const Options options_default = {
+	.sync = STORE_SYNC_FULL,
+	.log_level = LOG_INFO,
+	.socket_mode = 0666,
+	.max_msg_size = MBOX_DEFAULT_MSG_SIZE,
+	.autocreate = true,
+	.dedup_window_ms = MBOX_DEFAULT_DEDUP_MS,
+	.max_header_bytes = MBOX_HEADERS_MAX,
+	.max_mailboxes = 65536,
+	.max_mailbox_msgs = 10000000,
+	.max_mailbox_bytes = UINT64_C(16) << 30,
+	.max_connections = 4096,
+	.max_connections_per_uid = 1024,
+	.max_unacked = 65536,
+	.max_in_flight = 1024,
+	.max_store_bytes = 0,
+};
 
 /*
  * The numeric limit options: name, bounds, whether a K/M/G/T suffix
@@ -81,8 +116,48 @@ static const LimitOpt limit_opts[] = {
 	 offsetof(Options, max_store_bytes)},
 };
 #define N_LIMIT_OPTS (sizeof(limit_opts) / sizeof(limit_opts[0]))
-/* getopt_long values of the limit options: OPT_LIMIT0 + index. */
-#define OPT_LIMIT0 512
+
+enum {
+	OPT_SYNC = 256,
+	OPT_LOG_LEVEL,
+	OPT_SOCKET_MODE,
+	OPT_MAX_MSG_SIZE,
+	OPT_NO_AUTOCREATE,
+	OPT_DEDUP_WINDOW,
+	OPT_DAEMON,
+	OPT_PID_FILE,
+	/* getopt_long values of the limit options: OPT_LIMIT0 + index. */
+	OPT_LIMIT0 = 512,
+};
+
+/* Also the keys of the configuration file (conffile.h). */
+static const struct option longopts[] = {
+	{"config", required_argument, NULL, 'c'},
+	{"socket", required_argument, NULL, 's'},
+	{"db", required_argument, NULL, 'd'},
+	{"sync", required_argument, NULL, OPT_SYNC},
+	{"foreground", no_argument, NULL, 'f'},
+	{"daemon", no_argument, NULL, OPT_DAEMON},
+	{"pid-file", required_argument, NULL, OPT_PID_FILE},
+	{"log-level", required_argument, NULL, OPT_LOG_LEVEL},
+	{"socket-mode", required_argument, NULL, OPT_SOCKET_MODE},
+	{"max-msg-size", required_argument, NULL, OPT_MAX_MSG_SIZE},
+	{"no-autocreate", no_argument, NULL, OPT_NO_AUTOCREATE},
+	{"dedup-window", required_argument, NULL, OPT_DEDUP_WINDOW},
+	{"max-header-bytes", required_argument, NULL, OPT_LIMIT0 + 0},
+	{"max-mailboxes", required_argument, NULL, OPT_LIMIT0 + 1},
+	{"max-mailbox-msgs", required_argument, NULL, OPT_LIMIT0 + 2},
+	{"max-mailbox-bytes", required_argument, NULL, OPT_LIMIT0 + 3},
+	{"max-connections", required_argument, NULL, OPT_LIMIT0 + 4},
+	{"max-connections-per-uid", required_argument, NULL, OPT_LIMIT0 + 5},
+	{"max-unacked", required_argument, NULL, OPT_LIMIT0 + 6},
+	{"max-in-flight", required_argument, NULL, OPT_LIMIT0 + 7},
+	{"max-store-size", required_argument, NULL, OPT_LIMIT0 + 8},
+	{"help", no_argument, NULL, 'h'},
+	{"version", no_argument, NULL, 'V'},
+	{NULL, 0, NULL, 0},
+};
+static const char shortopts[] = "c:s:d:fhV";
 
 /* A whole number, with K, M, G or T (times 1024^n) when bytes is set. */
 static int
@@ -117,28 +192,30 @@ parse_limit(const LimitOpt *lo, const char *arg, uint64_t *out)
 	return 0;
 }
 
+/* pfx is "--" for the command line, "" for the file (messages only). */
 static int
-parse_limit_opt(Options *o, int ch, const char *arg)
+parse_limit_opt(Options *o, int ch, const char *arg, const char *pfx, char *why,
+		size_t whylen)
 {
 	const LimitOpt *lo = &limit_opts[ch - OPT_LIMIT0];
 	uint64_t v;
 
 	if (parse_limit(lo, arg, &v) < 0) {
-		fprintf(stderr, "mboxd: --%s must be a whole number", lo->name);
-		if (lo->bytes)
-			fprintf(stderr, " of bytes (K, M, G or T multiply by "
-					"1024^n)");
-		fprintf(stderr, "%s from %llu to %llu",
-			lo->zero_ok ? ", 0 (none) or" : "",
-			(unsigned long long)lo->min,
-			(unsigned long long)lo->max);
-		fprintf(stderr, ", not '%s'\n", arg);
+		snprintf(why, whylen,
+			 "%s%s must be a whole number%s%s from %llu to %llu, "
+			 "not '%s'",
+			 pfx, lo->name,
+			 lo->bytes ? " of bytes (K, M, G or T multiply by "
+				     "1024^n)"
+				   : "",
+			 lo->zero_ok ? ", 0 (none) or" : "",
+			 (unsigned long long)lo->min,
+			 (unsigned long long)lo->max, arg);
 		return -EINVAL;
 	}
 	memcpy((char *)o + lo->offset, &v, sizeof(v));
 	return 0;
 }
-
 static void
 usage(FILE *f)
 {
@@ -146,15 +223,21 @@ usage(FILE *f)
 		"Usage: mboxd [OPTION]...\n"
 		"A local message broker with mailbox semantics.\n"
 		"\n"
+		"  -c, --config PATH    read settings from PATH (default:\n"
+		"                       " CONFFILE_DEFAULT_PATH
+		", may be missing);\n"
+		"                       options given here win over the "
+		"file\n"
 		"  -s, --socket PATH    listen on PATH (default: $MBOX_SOCKET, "
 		"else\n"
 		"                       /run/mbox/mbox.sock for root, else\n"
 		"                       $XDG_RUNTIME_DIR/mbox/mbox.sock, else\n"
 		"                       /tmp/mbox-$UID/mbox.sock)\n"
 		"  -d, --db PATH        the store (default: "
-		"/var/lib/mbox/mbox.db for\n"
-		"                       root, else "
-		"$XDG_STATE_HOME/mbox/mbox.db, else\n"
+		"$STATE_DIRECTORY/mbox.db,\n"
+		"                       else /var/lib/mbox/mbox.db for root, "
+		"else\n"
+		"                       $XDG_STATE_HOME/mbox/mbox.db, else\n"
 		"                       ~/.local/state/mbox/mbox.db)\n"
 		"      --sync MODE      full (default: answer after fsync), "
 		"normal\n"
@@ -165,6 +248,11 @@ usage(FILE *f)
 		"(the\n"
 		"                       default; kept for systemd units and "
 		"scripts)\n"
+		"      --daemon         detach, log to syslog; exits once the "
+		"broker is ready\n"
+		"      --pid-file PATH  write the broker's pid to PATH while "
+		"it "
+		"runs\n"
 		"      --log-level L    error, warning, notice, info "
 		"(default), debug\n"
 		"      --socket-mode M  permission bits of the socket (octal, "
@@ -270,8 +358,9 @@ default_db_path(char *buf, size_t size)
 	const char *home = getenv("HOME");
 	int n;
 
-	if (geteuid() == 0 && state && *state)
-		/* systemd's StateDirectory= may list several: use the first */
+	/* Any uid: the system unit runs as a DynamicUser=, not as root.
+	 * StateDirectory= may list several: use the first. */
+	if (state && *state)
 		n = snprintf(buf, size, "%.*s/mbox.db",
 			     (int)strcspn(state, ":"), state);
 	else if (geteuid() == 0)
@@ -285,157 +374,219 @@ default_db_path(char *buf, size_t size)
 	return n < 0 || (size_t)n >= size ? -ENAMETOOLONG : 0;
 }
 
+/*
+ * apply_option - set the option getopt_long calls ch to arg in o.
+ *
+ * arg is NULL for a flag given on the command line, "yes" or "no" for a
+ * flag from the file (conffile.h). pfx is put before option names in
+ * messages: "--" on the command line, "" in the file. Returns 0, or
+ * -EINVAL with the reason in why and o unchanged. -h, -V and -c are not
+ * options of this kind: the first pass of main handles them.
+ */
 static int
-parse_options(Options *o, int argc, char **argv)
+apply_option(Options *o, int ch, const char *arg, const char *pfx, char *why,
+	     size_t whylen)
 {
-	enum {
-		OPT_SYNC = 256,
-		OPT_LOG_LEVEL,
-		OPT_SOCKET_MODE,
-		OPT_MAX_MSG_SIZE,
-		OPT_NO_AUTOCREATE,
-		OPT_DEDUP_WINDOW,
-	};
-	static const struct option longopts[] = {
-		{"socket", required_argument, NULL, 's'},
-		{"db", required_argument, NULL, 'd'},
-		{"sync", required_argument, NULL, OPT_SYNC},
-		{"foreground", no_argument, NULL, 'f'},
-		{"log-level", required_argument, NULL, OPT_LOG_LEVEL},
-		{"socket-mode", required_argument, NULL, OPT_SOCKET_MODE},
-		{"max-msg-size", required_argument, NULL, OPT_MAX_MSG_SIZE},
-		{"no-autocreate", no_argument, NULL, OPT_NO_AUTOCREATE},
-		{"dedup-window", required_argument, NULL, OPT_DEDUP_WINDOW},
-		{"max-header-bytes", required_argument, NULL, OPT_LIMIT0 + 0},
-		{"max-mailboxes", required_argument, NULL, OPT_LIMIT0 + 1},
-		{"max-mailbox-msgs", required_argument, NULL, OPT_LIMIT0 + 2},
-		{"max-mailbox-bytes", required_argument, NULL, OPT_LIMIT0 + 3},
-		{"max-connections", required_argument, NULL, OPT_LIMIT0 + 4},
-		{"max-connections-per-uid", required_argument, NULL,
-		 OPT_LIMIT0 + 5},
-		{"max-unacked", required_argument, NULL, OPT_LIMIT0 + 6},
-		{"max-in-flight", required_argument, NULL, OPT_LIMIT0 + 7},
-		{"max-store-size", required_argument, NULL, OPT_LIMIT0 + 8},
-		{"help", no_argument, NULL, 'h'},
-		{"version", no_argument, NULL, 'V'},
-		{NULL, 0, NULL, 0},
-	};
-	int ch;
+	bool yes = !arg || strcmp(arg, "yes") == 0;
 	char *end;
 	unsigned long long v;
+	uint64_t ms;
+	int lvl;
 
-	while ((ch = getopt_long(argc, argv, "s:d:fhV", longopts, NULL)) !=
+	switch (ch) {
+	case 's':
+		snprintf(o->socket_path, sizeof(o->socket_path), "%s", arg);
+		o->socket_set = true;
+		return 0;
+	case 'd':
+		snprintf(o->db_path, sizeof(o->db_path), "%s", arg);
+		return 0;
+	case OPT_SYNC:
+		if (strcmp(arg, "full") == 0)
+			o->sync = STORE_SYNC_FULL;
+		else if (strcmp(arg, "normal") == 0)
+			o->sync = STORE_SYNC_NORMAL;
+		else if (strcmp(arg, "off") == 0)
+			o->sync = STORE_SYNC_OFF;
+		else
+			goto bad_sync;
+		return 0;
+	case 'f':
+		/* "foreground = no" in the file means daemon. */
+		o->daemon = !yes;
+		return 0;
+	case OPT_DAEMON:
+		o->daemon = yes;
+		return 0;
+	case OPT_PID_FILE:
+		snprintf(o->pid_file, sizeof(o->pid_file), "%s", arg);
+		return 0;
+	case OPT_LOG_LEVEL:
+		lvl = log_level_parse(arg);
+		if (lvl < 0)
+			goto bad_level;
+		o->log_level = lvl;
+		return 0;
+	case OPT_SOCKET_MODE:
+		errno = 0;
+		v = strtoull(arg, &end, 8);
+		if (errno || *end || !*arg || v > 0777)
+			goto bad_mode;
+		o->socket_mode = (unsigned)v;
+		return 0;
+	case OPT_MAX_MSG_SIZE:
+		errno = 0;
+		v = strtoull(arg, &end, 10);
+		if (errno || *end || !*arg || v > 64u * 1024 * 1024)
+			goto bad_size;
+		o->max_msg_size = (size_t)v;
+		return 0;
+	case OPT_NO_AUTOCREATE:
+		o->autocreate = !yes;
+		return 0;
+	case OPT_DEDUP_WINDOW:
+		if (settings_duration_ms(arg, &ms) < 0 || ms == 0)
+			goto bad_window;
+		o->dedup_window_ms = ms;
+		return 0;
+	default:
+		if (ch >= OPT_LIMIT0 && ch < OPT_LIMIT0 + (int)N_LIMIT_OPTS)
+			return parse_limit_opt(o, ch, arg, pfx, why, whylen);
+		snprintf(why, whylen, "unknown option");
+		return -EINVAL;
+	}
+bad_sync:
+	snprintf(why, whylen, "%ssync must be full, normal or off, not '%s'",
+		 pfx, arg);
+	return -EINVAL;
+bad_level:
+	snprintf(why, whylen,
+		 "%slog-level must be error, warning, notice, info or debug, "
+		 "not '%s'",
+		 pfx, arg);
+	return -EINVAL;
+bad_mode:
+	snprintf(why, whylen, "%ssocket-mode must be octal 0 to 0777, not '%s'",
+		 pfx, arg);
+	return -EINVAL;
+bad_size:
+	snprintf(why, whylen,
+		 "%smax-msg-size must be a number of bytes up to 67108864, not "
+		 "'%s'",
+		 pfx, arg);
+	return -EINVAL;
+bad_window:
+	snprintf(why, whylen,
+		 "%sdedup-window must be a duration like 120, 90s or 5m, not "
+		 "'%s'",
+		 pfx, arg);
+	return -EINVAL;
+}
+
+/* conffile_load's callback: a line of the file is an option. */
+static int
+apply_conf(void *ctx, const ConfEntry *e, char *why, size_t whylen)
+{
+	return apply_option(ctx, e->opt->val, e->value, "", why, whylen);
+}
+
+/*
+ * The command line on top of o. With quiet, errors are not printed (a
+ * reload re-applies a command line that was accepted at start-up).
+ * Returns 0 or -EINVAL.
+ */
+static int
+apply_args(Options *o, int argc, char **argv, bool quiet)
+{
+	char why[400];
+	int ch;
+
+	optind = 0; /* GNU: start again from argv[1] */
+	opterr = !quiet;
+	while ((ch = getopt_long(argc, argv, shortopts, longopts, NULL)) !=
 	       -1) {
-		switch (ch) {
-		case 's':
-			snprintf(o->socket_path, sizeof(o->socket_path), "%s",
-				 optarg);
-			break;
-		case 'd':
-			snprintf(o->db_path, sizeof(o->db_path), "%s", optarg);
-			break;
-		case OPT_SYNC:
-			if (strcmp(optarg, "full") == 0)
-				o->sync = STORE_SYNC_FULL;
-			else if (strcmp(optarg, "normal") == 0)
-				o->sync = STORE_SYNC_NORMAL;
-			else if (strcmp(optarg, "off") == 0)
-				o->sync = STORE_SYNC_OFF;
-			else {
-				fprintf(stderr,
-					"mboxd: --sync must be full, normal or "
-					"off, not '%s'\n",
-					optarg);
-				return -EINVAL;
-			}
-			break;
-		case 'f':
-			o->foreground = true;
-			break;
-		case OPT_LOG_LEVEL:
-			o->log_level = log_level_parse(optarg);
-			if (o->log_level < 0) {
-				fprintf(stderr,
-					"mboxd: --log-level must be error, "
-					"warning, notice, info or debug, not "
-					"'%s'\n",
-					optarg);
-				return -EINVAL;
-			}
-			break;
-		case OPT_SOCKET_MODE:
-			errno = 0;
-			v = strtoull(optarg, &end, 8);
-			if (errno || *end || !*optarg || v > 0777) {
-				fprintf(stderr,
-					"mboxd: --socket-mode must be octal "
-					"0 to 0777, not '%s'\n",
-					optarg);
-				return -EINVAL;
-			}
-			o->socket_mode = (unsigned)v;
-			break;
-		case OPT_MAX_MSG_SIZE:
-			errno = 0;
-			v = strtoull(optarg, &end, 10);
-			if (errno || *end || !*optarg ||
-			    v > 64u * 1024 * 1024) {
-				fprintf(stderr,
-					"mboxd: --max-msg-size must be a "
-					"number of bytes up to 67108864, not "
-					"'%s'\n",
-					optarg);
-				return -EINVAL;
-			}
-			o->max_msg_size = (size_t)v;
-			break;
-		case OPT_NO_AUTOCREATE:
-			o->autocreate = false;
-			break;
-		case OPT_DEDUP_WINDOW:
-			if (settings_duration_ms(optarg, &o->dedup_window_ms) <
-				    0 ||
-			    o->dedup_window_ms == 0) {
-				fprintf(stderr,
-					"mboxd: --dedup-window must be a "
-					"duration like 120, 90s or 5m, not "
-					"'%s'\n",
-					optarg);
-				return -EINVAL;
-			}
-			break;
-		case 'h':
-			usage(stdout);
-			exit(0);
-		case 'V':
-			printf("mboxd %s\n", PACKAGE_VERSION);
-			exit(0);
-		default:
-			if (ch >= OPT_LIMIT0 &&
-			    ch < OPT_LIMIT0 + (int)N_LIMIT_OPTS) {
-				if (parse_limit_opt(o, ch, optarg) < 0)
-					return -EINVAL;
-				break;
-			}
-			usage(stderr);
+		if (ch == 'c' || ch == 'h' || ch == 'V')
+			continue; /* the first pass did these */
+		if (ch == '?' || ch == ':') {
+			if (!quiet)
+				usage(stderr);
+			return -EINVAL;
+		}
+		if (apply_option(o, ch, optarg, "--", why, sizeof(why)) < 0) {
+			if (!quiet)
+				fprintf(stderr, "mboxd: %s\n", why);
 			return -EINVAL;
 		}
 	}
 	if (optind < argc) {
-		fprintf(stderr, "mboxd: unexpected argument '%s'\n",
-			argv[optind]);
-		usage(stderr);
+		if (!quiet) {
+			fprintf(stderr, "mboxd: unexpected argument '%s'\n",
+				argv[optind]);
+			usage(stderr);
+		}
 		return -EINVAL;
 	}
+	return 0;
+}
+
+/* Make a relative path absolute against cwd: a daemon runs in "/". */
+static int
+absolute_path(char *path, size_t size, const char *cwd)
+{
+	char buf[PATH_MAX];
+	int n;
+
+	if (!path[0] || path[0] == '/')
+		return 0;
+	n = snprintf(buf, sizeof(buf), "%s/%s", cwd, path);
+	if (n < 0 || (size_t)n >= sizeof(buf) || (size_t)n >= size)
+		return -ENAMETOOLONG;
+	memcpy(path, buf, (size_t)n + 1);
+	return 0;
+}
+
+/*
+ * load_options - defaults, then the file config (if any; missing is fine
+ * unless required), then the command line; then default and absolute
+ * paths. Returns 0, or -EINVAL with the message (without "mboxd: ") in
+ * err; command-line errors are printed by apply_args unless quiet.
+ */
+static int
+load_options(Options *o, const char *config, bool required, int argc,
+	     char **argv, const char *cwd, bool quiet, char *err, size_t errlen)
+{
+	int r;
+
+	*o = options_default;
+	err[0] = '\0';
+	if (config && config[0]) {
+		r = conffile_load(config, longopts, apply_conf, o, err, errlen);
+		if (r == -ENOENT && !required)
+			r = 0;
+		if (r < 0)
+			return -EINVAL;
+	}
+	if (apply_args(o, argc, argv, quiet) < 0)
+		return -EINVAL;
 	if (!o->socket_path[0] &&
 	    default_socket_path(o->socket_path, sizeof(o->socket_path)) < 0) {
-		fprintf(stderr, "mboxd: socket path too long; use --socket\n");
+		snprintf(err, errlen, "socket path too long; use --socket");
 		return -EINVAL;
 	}
 	if (!o->db_path[0] &&
 	    default_db_path(o->db_path, sizeof(o->db_path)) < 0) {
-		fprintf(stderr, "mboxd: cannot choose a database path (HOME "
-				"is not set); use --db PATH\n");
+		snprintf(err, errlen,
+			 "cannot choose a database path (HOME "
+			 "is not set); use --db PATH");
+		return -EINVAL;
+	}
+	/* A daemon runs in "/"; in the foreground relative paths stay
+	 * relative (an absolute socket path might not fit sun_path). */
+	if (o->daemon &&
+	    (absolute_path(o->socket_path, sizeof(o->socket_path), cwd) < 0 ||
+	     absolute_path(o->db_path, sizeof(o->db_path), cwd) < 0 ||
+	     absolute_path(o->pid_file, sizeof(o->pid_file), cwd) < 0)) {
+		snprintf(err, errlen, "a path is too long");
 		return -EINVAL;
 	}
 	return 0;
@@ -492,108 +643,505 @@ listen_socket(const Log *log, const char *path, unsigned mode)
 	return fd;
 }
 
-typedef struct SignalCtx {
+/*
+ * The listening socket: the one systemd passed (LISTEN_FDS), checked to be
+ * a seqpacket listener, else our own bound to o->socket_path; *path is the
+ * one in use, for the log. *activated tells the caller not to unlink a
+ * socket systemd owns.
+ */
+static int
+take_or_listen(const Log *log, const Options *o, char *path, size_t size,
+	       bool *activated)
+{
+	char why[256];
+	int n = sdnotify_listen_fds(NULL);
+
+	*activated = false;
+	snprintf(path, size, "%s", o->socket_path);
+	if (n < 0) {
+		log_write(log, LOG_ERR, "bad LISTEN_FDS/LISTEN_PID: %s",
+			  strerror(-n));
+		return n;
+	}
+	if (n == 0)
+		return listen_socket(log, o->socket_path, o->socket_mode);
+	if (n > 1) {
+		log_write(log, LOG_ERR,
+			  "systemd passed %d sockets; mboxd serves exactly one "
+			  "(one ListenSequentialPacket= in the .socket unit)",
+			  n);
+		return -EINVAL;
+	}
+	if (sdnotify_take_listener(SDNOTIFY_LISTEN_FDS_START, why,
+				   sizeof(why)) < 0) {
+		log_write(log, LOG_ERR, "socket activation: %s", why);
+		return -EINVAL;
+	}
+	if (sdnotify_socket_path(SDNOTIFY_LISTEN_FDS_START, path, size) < 0)
+		snprintf(path, size, "fd %d", SDNOTIFY_LISTEN_FDS_START);
+	if (o->socket_set && strcmp(path, o->socket_path) != 0)
+		log_write(log, LOG_INFO,
+			  "systemd passed the socket %s: socket %s is not "
+			  "used",
+			  path, o->socket_path);
+	*activated = true;
+	return SDNOTIFY_LISTEN_FDS_START;
+}
+
+/*
+ * daemonize - fork; the parent waits for the child to say it is ready
+ * (a byte on a pipe) and exits 0, or with the child's exit status if the
+ * child ends first. The child starts a new session, moves to "/" and
+ * points stdin and stdout at /dev/null; stderr stays until it is ready,
+ * so start-up errors still reach the terminal. Returns, in the child
+ * only, the pipe's write end for daemon_ready, or a negative errno.
+ */
+static int
+daemonize(void)
+{
+	int p[2], fd;
+	pid_t pid;
+
+	if (pipe2(p, O_CLOEXEC) < 0)
+		return -errno;
+	fflush(NULL);
+	pid = fork();
+	if (pid < 0)
+		return -errno;
+	if (pid > 0) {
+		char c;
+		ssize_t n;
+		int st;
+
+		close(p[1]);
+		do
+			n = read(p[0], &c, 1);
+		while (n < 0 && errno == EINTR);
+		if (n == 1)
+			_exit(0);
+		/* The child closed the pipe without a word: it failed. */
+		while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
+			;
+		if (WIFEXITED(st) && WEXITSTATUS(st) != 0)
+			_exit(WEXITSTATUS(st));
+		fprintf(stderr, "mboxd: the daemon ended during start-up\n");
+		_exit(1);
+	}
+	close(p[0]);
+	if (setsid() < 0 || chdir("/") < 0)
+		return -errno;
+	fd = open("/dev/null", O_RDWR | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	if (dup2(fd, STDIN_FILENO) < 0 || dup2(fd, STDOUT_FILENO) < 0) {
+		close(fd);
+		return -errno;
+	}
+	close(fd);
+	return p[1];
+}
+
+/* The daemon is ready: release the parent, let go of the terminal. */
+static void
+daemon_ready(int fd)
+{
+	int null = open("/dev/null", O_WRONLY | O_CLOEXEC);
+
+	if (null >= 0) {
+		dup2(null, STDERR_FILENO);
+		close(null);
+	}
+	(void)!write(fd, "", 1);
+	close(fd);
+}
+
+/* Write "PID\n" to path (replacing it). Returns 0 or -errno. */
+static int
+write_pid_file(const char *path)
+{
+	char buf[32];
+	int fd, n, r = 0;
+
+	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW,
+		  0644);
+	if (fd < 0)
+		return -errno;
+	n = snprintf(buf, sizeof(buf), "%ld\n", (long)getpid());
+	if (write(fd, buf, (size_t)n) != n)
+		r = errno ? -errno : -EIO;
+	if (close(fd) < 0 && r == 0)
+		r = -errno;
+	if (r < 0)
+		unlink(path);
+	return r;
+}
+
+/* What the signal and timer callbacks need: main's state. */
+typedef struct App {
+	int argc;
+	char **argv;
+	char config[PATH_MAX]; /* the file read, "" = none */
+	bool config_required;  /* named by --config: must exist */
+	char cwd[PATH_MAX];    /* at start-up, for relative paths */
+	Options opt;	       /* the settings in force */
+	Log log;
 	Broker *broker;
-	const Log *log;
-} SignalCtx;
+	BrokerConfig cfg; /* what the broker was started with */
+	ev_signal sigterm, sigint, sighup;
+	ev_timer watchdog; /* every WATCHDOG_USEC / 2 */
+	ev_timer status;   /* polls the STATUS= line; sent when it changed */
+	char last_status[160];
+} App;
 
 static void
-on_stop_signal(EV_P_ ev_signal *w, int revents)
+app_on_stop(EV_P_ ev_signal *w, int revents)
 {
-	SignalCtx *s = w->data;
+	App *a = w->data;
 
-	log_write(s->log, LOG_NOTICE, "signal %d: stopping", w->signum);
-	broker_stop(s->broker);
+	log_write(&a->log, LOG_NOTICE, "signal %d: stopping", w->signum);
+	/* Before the drain, so systemd shows "deactivating" while it runs. */
+	(void)sdnotify_send("STOPPING=1");
+	broker_stop(a->broker);
 	ev_break(EV_A_ EVBREAK_ALL);
+}
+
+static const char *
+sync_name(StoreSync s)
+{
+	return s == STORE_SYNC_FULL	? "full"
+	       : s == STORE_SYNC_NORMAL ? "normal"
+					: "off";
+}
+
+/* Warn that key changed from old to new, which takes a restart. */
+static int
+restart_needed(const App *a, const char *key, const char *old, const char *new)
+{
+	if (strcmp(old, new) == 0)
+		return 0;
+	log_write(&a->log, LOG_WARNING,
+		  "reload: %s changed ('%s' -> '%s'): needs a restart; "
+		  "keeping '%s'",
+		  key, old, new, old);
+	return 1;
+}
+
+/* As restart_needed for numbers; octal for a mode. */
+static int
+restart_needed_num(const App *a, const char *key, unsigned long long old,
+		   unsigned long long new, bool octal)
+{
+	char o[32], n[32];
+
+	snprintf(o, sizeof(o), octal ? "%04llo" : "%llu", old);
+	snprintf(n, sizeof(n), octal ? "%04llo" : "%llu", new);
+	return restart_needed(a, key, o, n);
+}
+
+/* The settings of n that only a restart applies: warn about each change. */
+static int
+warn_restart_only(const App *a, const Options *n)
+{
+	const Options *o = &a->opt;
+	int k = 0;
+
+	k += restart_needed(a, "socket", o->socket_path, n->socket_path);
+	k += restart_needed(a, "db", o->db_path, n->db_path);
+	k += restart_needed(a, "sync", sync_name(o->sync), sync_name(n->sync));
+	k += restart_needed_num(a, "socket-mode", o->socket_mode,
+				n->socket_mode, true);
+	k += restart_needed_num(a, "max-msg-size", o->max_msg_size,
+				n->max_msg_size, false);
+	k += restart_needed(a, "no-autocreate", o->autocreate ? "no" : "yes",
+			    n->autocreate ? "no" : "yes");
+	k += restart_needed_num(a, "dedup-window", o->dedup_window_ms,
+				n->dedup_window_ms, false);
+	k += restart_needed(a, "daemon", o->daemon ? "yes" : "no",
+			    n->daemon ? "yes" : "no");
+	k += restart_needed(a, "pid-file", o->pid_file, n->pid_file);
+	return k;
+}
+
+static BrokerConfig
+broker_config(const Options *o, const char *socket_path)
+{
+	return (BrokerConfig){
+		.socket_path = socket_path,
+		.db_path = o->db_path,
+		.sync = o->sync,
+		.socket_mode = o->socket_mode,
+		.max_msg_size = o->max_msg_size,
+		.autocreate = o->autocreate,
+		.max_connections = (size_t)o->max_connections,
+		.max_in_flight = (size_t)o->max_in_flight,
+		.max_out_bytes = 8u * 1024 * 1024,
+		.dedup_window_ms = o->dedup_window_ms,
+		.max_header_bytes = (size_t)o->max_header_bytes,
+		.max_mailboxes = (size_t)o->max_mailboxes,
+		.max_mailbox_msgs = o->max_mailbox_msgs,
+		.max_mailbox_bytes = o->max_mailbox_bytes,
+		.max_connections_per_uid = (size_t)o->max_connections_per_uid,
+		.max_unacked = (size_t)o->max_unacked,
+		.max_store_bytes = o->max_store_bytes,
+	};
+}
+
+/*
+ * SIGHUP: read the file again (the command line on top), apply the log
+ * level and the limits, warn about the rest. A bad file changes nothing.
+ */
+static void
+app_reload(App *a)
+{
+	const char *file = a->config[0] ? a->config : "(no file)";
+	Options n;
+	BrokerConfig cfg;
+	char err[512];
+	int changed = 0;
+
+	if (load_options(&n, a->config, a->config_required, a->argc, a->argv,
+			 a->cwd, true, err, sizeof(err)) < 0) {
+		log_write(&a->log, LOG_ERR,
+			  "reload: %s; keeping the running settings",
+			  err[0] ? err : "bad command line");
+		return;
+	}
+	if (n.log_level != a->opt.log_level) {
+		/* Logged before it applies, so it shows at either level. */
+		log_write(&a->log, LOG_NOTICE, "reload: log-level %s -> %s",
+			  log_level_name(a->opt.log_level),
+			  log_level_name(n.log_level));
+		a->log.level = a->opt.log_level = n.log_level;
+		changed++;
+	}
+	cfg = broker_config(&n, a->cfg.socket_path);
+	changed += broker_reload_limits(a->broker, &cfg);
+	for (size_t i = 0; i < N_LIMIT_OPTS; i++) {
+		/* max-store-size may have been refused: keep what runs. */
+		if (limit_opts[i].offset == offsetof(Options, max_store_bytes))
+			continue;
+		memcpy((char *)&a->opt + limit_opts[i].offset,
+		       (char *)&n + limit_opts[i].offset, sizeof(uint64_t));
+	}
+	a->opt.max_store_bytes = a->broker->cfg.max_store_bytes;
+	warn_restart_only(a, &n);
+	log_write(&a->log, LOG_NOTICE, "reloaded %s: %d setting%s changed",
+		  file, changed, changed == 1 ? "" : "s");
+}
+
+static void
+app_on_hup(EV_P_ ev_signal *w, int revents)
+{
+	App *a = w->data;
+
+	log_write(&a->log, LOG_NOTICE, "signal %d: reloading %s", w->signum,
+		  a->config[0] ? a->config : "(no configuration file)");
+	(void)sdnotify_send("RELOADING=1");
+	app_reload(a);
+	(void)sdnotify_send("READY=1");
+}
+
+static void
+app_on_watchdog(EV_P_ ev_timer *w, int revents)
+{
+	(void)sdnotify_send("WATCHDOG=1");
+}
+
+/* Send STATUS= if the summary changed since the last one sent. */
+static void
+app_send_status(App *a)
+{
+	char line[sizeof(a->last_status)];
+
+	memcpy(line, "STATUS=", 7);
+	if (broker_status_line(a->broker, line + 7, sizeof(line) - 7) < 0)
+		return;
+	if (strcmp(line, a->last_status) == 0)
+		return;
+	if (sdnotify_send(line) == 0)
+		memcpy(a->last_status, line, sizeof(line));
+}
+
+static void
+app_on_status(EV_P_ ev_timer *w, int revents)
+{
+	app_send_status(w->data);
+}
+
+/*
+ * Tell systemd (when it listens) that the broker is ready, and start the
+ * status line and the watchdog. The watchdog is fed from the loop, so a
+ * loop blocked for WatchdogSec gets the broker restarted: the point.
+ */
+static void
+app_notify_ready(App *a)
+{
+	struct ev_loop *loop = a->broker->loop;
+	uint64_t usec;
+	const char *ns = getenv("NOTIFY_SOCKET");
+
+	if (ns && *ns) {
+		app_send_status(a);
+		(void)sdnotify_send("READY=1");
+		/* Polled: counting the mailboxes is cheap but not free. */
+		ev_timer_init(&a->status, app_on_status, 2., 2.);
+		a->status.data = a;
+		ev_timer_start(loop, &a->status);
+	}
+	if (sdnotify_watchdog_usec(&usec) > 0) {
+		ev_timer_init(&a->watchdog, app_on_watchdog, 0.,
+			      (double)usec / 2e6);
+		a->watchdog.data = a;
+		ev_timer_again(loop, &a->watchdog);
+		(void)sdnotify_send("WATCHDOG=1");
+	}
+}
+
+/*
+ * The first pass over the command line: --help, --version and --config,
+ * which decide what else is read. Everything else waits for the second
+ * pass, on top of the file. Returns 0, or -EINVAL after printing why.
+ */
+static int
+first_pass(App *a)
+{
+	const char *config = NULL;
+	int ch;
+
+	optind = 0;
+	opterr = 0; /* the second pass reports bad options */
+	while ((ch = getopt_long(a->argc, a->argv, shortopts, longopts,
+				 NULL)) != -1) {
+		if (ch == 'h') {
+			usage(stdout);
+			exit(0);
+		}
+		if (ch == 'V') {
+			printf("mboxd %s\n", PACKAGE_VERSION);
+			exit(0);
+		}
+		if (ch == 'c')
+			config = optarg;
+	}
+	if (!getcwd(a->cwd, sizeof(a->cwd)))
+		snprintf(a->cwd, sizeof(a->cwd), "/");
+	a->config_required = config != NULL;
+	if (config)
+		snprintf(a->config, sizeof(a->config), "%s", config);
+	else /* the same for every uid: the system unit runs as a
+		DynamicUser=, and it is the file it must read */
+		snprintf(a->config, sizeof(a->config), "%s",
+			 CONFFILE_DEFAULT_PATH);
+	if (absolute_path(a->config, sizeof(a->config), a->cwd) < 0) {
+		fprintf(stderr, "mboxd: --config path too long\n");
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static void
+app_signals_start(App *a, struct ev_loop *loop)
+{
+	ev_signal_init(&a->sigterm, app_on_stop, SIGTERM);
+	ev_signal_init(&a->sigint, app_on_stop, SIGINT);
+	ev_signal_init(&a->sighup, app_on_hup, SIGHUP);
+	a->sigterm.data = a->sigint.data = a->sighup.data = a;
+	ev_signal_start(loop, &a->sigterm);
+	ev_signal_start(loop, &a->sigint);
+	ev_signal_start(loop, &a->sighup);
+}
+
+static void
+app_watchers_stop(App *a, struct ev_loop *loop)
+{
+	/* Fine on the zeroed watchers that never started. */
+	ev_timer_stop(loop, &a->watchdog);
+	ev_timer_stop(loop, &a->status);
+	ev_signal_stop(loop, &a->sigterm);
+	ev_signal_stop(loop, &a->sigint);
+	ev_signal_stop(loop, &a->sighup);
 }
 
 int
 main(int argc, char **argv)
 {
-	Options o = {
-		.sync = STORE_SYNC_FULL,
-		.log_level = LOG_INFO,
-		.socket_mode = 0666,
-		.max_msg_size = MBOX_DEFAULT_MSG_SIZE,
-		.autocreate = true,
-		.dedup_window_ms = MBOX_DEFAULT_DEDUP_MS,
-		.max_header_bytes = MBOX_HEADERS_MAX,
-		.max_mailboxes = 65536,
-		.max_mailbox_msgs = 10000000,
-		.max_mailbox_bytes = UINT64_C(16) << 30,
-		.max_connections = 4096,
-		.max_connections_per_uid = 1024,
-		.max_unacked = 65536,
-		.max_in_flight = 1024,
-		.max_store_bytes = 0,
-	};
-	Log log = {.level = LOG_INFO};
-	BrokerConfig cfg;
+	App app = {0};
+	App *a = &app;
+	char err[512], listen_path[PATH_MAX];
 	struct ev_loop *loop;
-	Broker *broker = NULL;
-	ev_signal sigterm, sigint;
-	SignalCtx sctx;
-	int fd, r;
+	bool activated;
+	int fd, r, ready_fd = -1;
 
-	if (parse_options(&o, argc, argv) < 0)
+	a->argc = argc;
+	a->argv = argv;
+	if (first_pass(a) < 0)
 		return 2;
-	log.level = o.log_level;
+	if (load_options(&a->opt, a->config, a->config_required, argc, argv,
+			 a->cwd, false, err, sizeof(err)) < 0) {
+		if (err[0])
+			fprintf(stderr, "mboxd: %s\n", err);
+		return 2;
+	}
+	log_init_stderr(&a->log, a->opt.log_level);
+	if (a->opt.daemon) {
+		ready_fd = daemonize();
+		if (ready_fd < 0) {
+			fprintf(stderr, "mboxd: cannot daemonise: %s\n",
+				strerror(-ready_fd));
+			return 1;
+		}
+		log_open_syslog(&a->log);
+	}
 	signal(SIGPIPE, SIG_IGN);
 	loop = ev_default_loop(EVFLAG_AUTO);
 	if (!loop) {
-		log_write(&log, LOG_ERR, "cannot start the event loop");
+		log_write(&a->log, LOG_ERR, "cannot start the event loop");
 		return 1;
 	}
-	r = make_parent_dirs(o.db_path, 0700);
+	r = make_parent_dirs(a->opt.db_path, 0700);
 	if (r < 0) {
-		log_write(&log, LOG_ERR,
-			  "cannot create the directory of %s: %s", o.db_path,
-			  strerror(-r));
+		log_write(&a->log, LOG_ERR,
+			  "cannot create the directory of %s: %s",
+			  a->opt.db_path, strerror(-r));
 		return 1;
 	}
-	cfg = (BrokerConfig){
-		.socket_path = o.socket_path,
-		.db_path = o.db_path,
-		.sync = o.sync,
-		.socket_mode = o.socket_mode,
-		.max_msg_size = o.max_msg_size,
-		.autocreate = o.autocreate,
-		.max_connections = (size_t)o.max_connections,
-		.max_in_flight = (size_t)o.max_in_flight,
-		.max_out_bytes = 8u * 1024 * 1024,
-		.dedup_window_ms = o.dedup_window_ms,
-		.max_header_bytes = (size_t)o.max_header_bytes,
-		.max_mailboxes = (size_t)o.max_mailboxes,
-		.max_mailbox_msgs = o.max_mailbox_msgs,
-		.max_mailbox_bytes = o.max_mailbox_bytes,
-		.max_connections_per_uid = (size_t)o.max_connections_per_uid,
-		.max_unacked = (size_t)o.max_unacked,
-		.max_store_bytes = o.max_store_bytes,
-	};
-	fd = listen_socket(&log, o.socket_path, o.socket_mode);
+	fd = take_or_listen(&a->log, &a->opt, listen_path, sizeof(listen_path),
+			    &activated);
 	if (fd < 0)
 		return 1;
-	r = broker_new(&broker, loop, &log, &cfg, fd, true);
+	a->cfg = broker_config(&a->opt, listen_path);
+	r = broker_new(&a->broker, loop, &a->log, &a->cfg, fd, !activated);
 	if (r < 0) {
-		unlink(o.socket_path);
+		if (!activated)
+			unlink(listen_path);
 		return 1;
 	}
-	sctx = (SignalCtx){broker, &log};
-	ev_signal_init(&sigterm, on_stop_signal, SIGTERM);
-	ev_signal_init(&sigint, on_stop_signal, SIGINT);
-	sigterm.data = sigint.data = &sctx;
-	ev_signal_start(loop, &sigterm);
-	ev_signal_start(loop, &sigint);
-	log_write(&log, LOG_NOTICE,
-		  "mboxd %s listening on %s, store %s (sync=%s)",
-		  PACKAGE_VERSION, o.socket_path, o.db_path,
-		  o.sync == STORE_SYNC_FULL	? "full"
-		  : o.sync == STORE_SYNC_NORMAL ? "normal"
-						: "off");
+	app_signals_start(a, loop);
+	if (a->opt.pid_file[0]) {
+		r = write_pid_file(a->opt.pid_file);
+		if (r < 0) {
+			log_write(&a->log, LOG_ERR,
+				  "cannot write the pid file %s: %s",
+				  a->opt.pid_file, strerror(-r));
+			app_watchers_stop(a, loop);
+			broker_free(a->broker);
+			return 1;
+		}
+	}
+	/* The store is open and the socket listens: ready. */
+	app_notify_ready(a);
+	if (ready_fd >= 0)
+		daemon_ready(ready_fd); /* from here on, syslog only */
+	log_write(&a->log, LOG_NOTICE,
+		  "mboxd %s listening on %s%s, store %s (sync=%s)",
+		  PACKAGE_VERSION, listen_path,
+		  activated ? " (from systemd)" : "", a->opt.db_path,
+		  sync_name(a->opt.sync));
 	ev_run(loop, 0);
-	ev_signal_stop(loop, &sigterm);
-	ev_signal_stop(loop, &sigint);
-	broker_free(broker);
-	log_write(&log, LOG_NOTICE, "stopped");
+	app_watchers_stop(a, loop);
+	broker_free(a->broker);
+	if (a->opt.pid_file[0])
+		unlink(a->opt.pid_file);
+	log_write(&a->log, LOG_NOTICE, "stopped");
 	return 0;
 }

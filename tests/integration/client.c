@@ -70,6 +70,8 @@ bad_args(const char *what, const char *arg)
 	return 2;
 }
 
+static int fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
 static int
 fail(const char *fmt, ...)
 {

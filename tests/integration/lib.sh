@@ -155,7 +155,7 @@ start_broker()
 	[ -z "$BROKER_PID" ] || fail "start_broker: broker $BROKER_PID still running"
 	echo "# --- start: mboxd $* ---" >>"$T_DIR/mboxd.log"
 	# shellcheck disable=SC2086
-	$MBOXD_WRAPPER "$MBOXD" --foreground --socket "$SOCK" --db "$DB" \
+	$MBOXD_WRAPPER "$MBOXD" --config /dev/null --foreground --socket "$SOCK" --db "$DB" \
 		--sync "${BROKER_SYNC:-full}" "$@" </dev/null \
 		>>"$T_DIR/mboxd.log" 2>&1 &
 	BROKER_PID=$!
