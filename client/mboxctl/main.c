@@ -18,7 +18,11 @@
 #include "client/mboxctl/manage.h"
 #include "client/mboxctl/post.h"
 #include "client/mboxctl/recv.h"
+#include "client/mboxctl/rpc.h"
+#include "client/mboxctl/stats.h"
+#include "client/mboxctl/transfer.h"
 #include "client/mboxctl/util.h"
+#include "client/mboxctl/work.h"
 
 typedef struct Verb {
 	const char *name;
@@ -43,7 +47,21 @@ static const Verb verbs[] = {
 	 "print and acknowledge pushed messages"},
 	{"peek", cmd_peek, "peek MAILBOX [-n N] [--dead]",
 	 "show messages without taking them"},
+	{"work", cmd_work, "work MAILBOX [-j N] -- CMD [ARG...]",
+	 "run CMD for each message (payload on its stdin)"},
+	{"call", cmd_call, "call MAILBOX [DATA] [--timeout SECS]",
+	 "send a request and print the reply"},
+	{"serve", cmd_serve, "serve MAILBOX [-j N] -- CMD [ARG...]",
+	 "answer requests with CMD's output"},
 	{"ls", cmd_ls, "ls [--json]", "list mailboxes and their counters"},
+	{"stat", cmd_stat, "stat MAILBOX", "a mailbox's counters and settings"},
+	{"clients", cmd_clients, "clients",
+	 "connections: pid, uid, name, subscriptions, leases"},
+	{"stats", cmd_stats, "stats", "broker counters and rates"},
+	{"watch", cmd_watch, "watch [--interval SECS]",
+	 "a live view of the mailboxes"},
+	{"export", cmd_export, "export MAILBOX", "write messages as JSON lines"},
+	{"import", cmd_import, "import MAILBOX", "post JSON lines from export"},
 	{"kick", cmd_kick, "kick MAILBOX [N]",
 	 "put dead messages back in line"},
 	{"purge", cmd_purge, "purge MAILBOX [--dead]",
