@@ -231,7 +231,8 @@ mbox_peek(mbox *m, const char *mailbox, size_t max, uint64_t from_id,
 	r = msgs_enter(m, "peek", mailbox, max, msgs, n);
 	if (r < 0)
 		return r;
-	r = check_flags(m, "peek", flags, MBOX_PEEK_DEAD_ONLY);
+	r = check_flags(m, "peek", flags,
+			MBOX_PEEK_DEAD_ONLY | MBOX_PEEK_BY_ID);
 	if (r < 0)
 		return r;
 	id = core_begin(m, MBOX_OP_PEEK);
@@ -239,7 +240,11 @@ mbox_peek(mbox *m, const char *mailbox, size_t max, uint64_t from_id,
 	proto_put_u64(&m->tx, MBOX_TAG_COUNT, max);
 	if (from_id)
 		proto_put_u64(&m->tx, MBOX_TAG_FROM_ID, from_id);
-	if (flags & MBOX_PEEK_DEAD_ONLY)
-		proto_put_u64(&m->tx, MBOX_TAG_FLAGS, MBOX_PEEK_DEAD);
+	if (flags)
+		proto_put_u64(
+			&m->tx, MBOX_TAG_FLAGS,
+			(flags & MBOX_PEEK_DEAD_ONLY ? MBOX_PEEK_DEAD : 0) |
+				(flags & MBOX_PEEK_BY_ID ? MBOX_PEEK_ID_ORDER
+							 : 0));
 	return msgs_call(m, id, MBOX_OP_PEEK, mailbox, max, msgs, n);
 }

@@ -133,10 +133,21 @@ enum mbox_tag {
 	MBOX_TAG_TOPIC = 45,	    /* str, a topic or a topic pattern */
 	MBOX_TAG_TOKEN = 46,	    /* str, hand-off token, 32 hex digits */
 	MBOX_TAG_EXPIRES_NS = 47,   /* u64 the message expires (ttl) */
+	MBOX_TAG_CLIENT = 48,	    /* nest: one connection (CLIENTS, STAT) */
+	MBOX_TAG_SUBSCRIPTION = 49, /* nest: one subscription of a CLIENT */
+	MBOX_TAG_COUNTER = 50,	    /* nest: KEY, COUNT, RATE_MILLI */
+	MBOX_TAG_RATE_MILLI = 51,   /* u64 events per 1000 s (per s x 1000) */
+	MBOX_TAG_INTERVAL_MS = 52,  /* u64 window the rates were taken over */
+	MBOX_TAG_STORE_BYTES = 53,  /* u64 database file size, WAL included */
+	MBOX_TAG_CONNECTIONS = 54,  /* u64 connections open */
+	MBOX_TAG_MAILBOXES = 55,    /* u64 mailboxes */
+	MBOX_TAG_WAITING = 56,	    /* u64 RECVs waiting */
+	MBOX_TAG_CONN_ID = 57,	    /* u64 connection number (broker's log) */
 };
 
 /* FLAGS values of PEEK. */
-#define MBOX_PEEK_DEAD 0x1u
+#define MBOX_PEEK_DEAD	   0x1u /* the dead list instead of the queue */
+#define MBOX_PEEK_ID_ORDER 0x2u /* the queue in id order */
 /* FLAGS values of PURGE. */
 #define MBOX_PURGE_DEAD 0x1u
 /* FLAGS values of DELETE. */
@@ -144,6 +155,13 @@ enum mbox_tag {
 /* FLAGS values of SUBSCRIBE (request) and of its reply. */
 #define MBOX_SUB_EXCLUSIVE 0x1u /* request: one active subscriber */
 #define MBOX_SUB_STANDBY   0x2u /* reply: waiting as a standby */
+/* FLAGS of an INFO in a STAT reply. */
+#define MBOX_INFO_PAUSED 0x1u /* deliveries paused (PAUSE) */
+#define MBOX_INFO_TEMP	 0x2u /* temporary mailbox */
+/* FLAGS of a CLIENT. */
+#define MBOX_CLIENT_SELF 0x1u /* the connection that asked */
+/* FLAGS of a CLIENTS or STAT reply. */
+#define MBOX_REPLY_TRUNCATED 0x1u /* more CLIENTs than fit in one reply */
 
 #define MBOX_TOPIC_MAX	       200u  /* topic or pattern, bytes */
 #define MBOX_TOKEN_HEX	       32u   /* hand-off token: 128 bits as hex */

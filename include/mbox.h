@@ -121,7 +121,15 @@ int mbox_ack(mbox *m, const uint64_t *ids, size_t n);
 int mbox_nack(mbox *m, const uint64_t *ids, size_t n, uint64_t delay_ms);
 
 #define MBOX_PEEK_DEAD_ONLY 0x1u
-/* Browse without leasing: up to max messages with id >= from_id. */
+#define MBOX_PEEK_BY_ID	    0x2u
+/*
+ * Browse without leasing: up to max messages with id >= from_id. The
+ * queue (ready, delayed and leased messages) comes in delivery order
+ * (priority descending, then id); with MBOX_PEEK_BY_ID in id order, so
+ * from_id = last id + 1 pages through all of it. MBOX_PEEK_DEAD_ONLY:
+ * the dead list, in id order. A reply may hold fewer than max messages
+ * (the broker caps its size) even when more follow.
+ */
 int mbox_peek(mbox *m, const char *mailbox, size_t max, uint64_t from_id,
 	      unsigned flags, mbox_msg **msgs, size_t *n);
 
@@ -304,6 +312,97 @@ typedef struct mbox_mailbox_info {
 /* Every mailbox the caller may see; free with mbox_list_free. */
 int mbox_list(mbox *m, mbox_mailbox_info **list, size_t *n);
 void mbox_list_free(mbox_mailbox_info *list, size_t n);
+
+/* ---- Inspection (STAT, CLIENTS, STATS) ---- */
+/*
+ * One event counter: its name ("posted", "delivered", "redelivered",
+ * "acked", "nacked", "dead_rejected", "dead_max_deliveries",
+ * "dead_expired", "bytes_in", "bytes_out", and for the broker
+ * "connections"), its total since the broker started, and its rate per
+ * second times 1000 over the last interval_ms of the enclosing struct.
+ */
+typedef struct mbox_counter {
+	char *name;
+	uint64_t total;
+	uint64_t rate_milli; /* events per second x 1000 */
+} mbox_counter;
+/* The counter called name in list, or NULL. */
+const mbox_counter *mbox_counter_find(const mbox_counter *list, size_t n,
+				      const char *name);
+
+#define MBOX_SUB_STANDBY_FLAG 0x2u /* a standby exclusive subscriber */
+/* One push subscription of a connection. */
+typedef struct mbox_subscription_info {
+	char *mailbox;
+	uint32_t window;   /* most unacked pushes at a time */
+	uint64_t unacked;  /* pushed and not settled yet */
+	uint64_t lease_ms; /* lease of its pushes */
+	unsigned flags;	   /* MBOX_SUB_EXCLUSIVE_FLAG, MBOX_SUB_STANDBY_FLAG */
+} mbox_subscription_info;
+
+#define MBOX_CLIENT_SELF_FLAG 0x1u /* the connection that asked */
+/* One connection to the broker. */
+typedef struct mbox_client_info {
+	uint64_t conn_id; /* connection number, as in the broker's log */
+	pid_t pid;
+	uid_t uid;
+	gid_t gid;
+	char comm[17];	      /* process name */
+	int64_t connected_ns; /* since when, ns since the epoch */
+	uint64_t leased;      /* messages it holds leased */
+	uint64_t waiting;     /* its RECVs waiting for messages */
+	unsigned flags;	      /* MBOX_CLIENT_SELF_FLAG */
+	mbox_subscription_info *subs;
+	size_t n_subs;
+} mbox_client_info;
+/*
+ * mbox_clients - the broker's connections, oldest first: all of them for
+ * an admin, else those of the caller's uid. Free with mbox_clients_free.
+ */
+int mbox_clients(mbox *m, mbox_client_info **list, size_t *n);
+void mbox_clients_free(mbox_client_info *list, size_t n);
+
+#define MBOX_STAT_PAUSED 0x1u /* deliveries paused */
+#define MBOX_STAT_TEMP	 0x2u /* temporary mailbox */
+/* One mailbox in detail (mbox_stat). */
+typedef struct mbox_mailbox_stat {
+	mbox_mailbox_info info; /* as mbox_list gives it */
+	unsigned flags;		/* MBOX_STAT_PAUSED, MBOX_STAT_TEMP */
+	uint64_t waiting;	/* RECVs waiting on it */
+	int64_t created_ns;
+	char **settings; /* "key=value", as mbox_create takes them */
+	size_t n_settings;
+	mbox_counter *counters; /* its events, without "connections" */
+	size_t n_counters;
+	uint64_t interval_ms; /* span of the rates */
+	/* Connections subscribed to or waiting on it; only their
+	 * subscriptions and leases of this mailbox are counted. */
+	mbox_client_info *consumers;
+	size_t n_consumers;
+	int truncated; /* more consumers than one reply holds */
+} mbox_mailbox_stat;
+/*
+ * mbox_stat - one mailbox: counters, settings, state, event counters and
+ * rates, consumers. Needs read or write permission. Free with
+ * mbox_stat_free.
+ */
+int mbox_stat(mbox *m, const char *mailbox, mbox_mailbox_stat **out);
+void mbox_stat_free(mbox_mailbox_stat *st);
+
+/* The broker as a whole (mbox_stats); anyone may ask. */
+typedef struct mbox_broker_stats {
+	char *server;	    /* name and version */
+	int64_t started_ns; /* ns since the epoch */
+	uint64_t connections, mailboxes;
+	/* Messages of every mailbox, as in mbox_mailbox_info. */
+	uint64_t ready, leased, delayed, dead, bytes;
+	uint64_t store_bytes; /* database file and WAL */
+	mbox_counter *counters;
+	size_t n_counters;
+	uint64_t interval_ms; /* span of the rates */
+} mbox_broker_stats;
+int mbox_stats(mbox *m, mbox_broker_stats **out);
+void mbox_stats_free(mbox_broker_stats *st);
 
 #ifdef __cplusplus
 }

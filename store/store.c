@@ -140,6 +140,7 @@ enum {
 	ST_MSG_GET,
 	ST_MSG_PEEK,
 	ST_MSG_PEEK_DEAD,
+	ST_MSG_PEEK_BY_ID,
 	ST_MB_DELETE_DEDUP,
 	ST_MB_DELETE_BINDINGS,
 	ST_MSG_KILL,
@@ -231,6 +232,13 @@ static const char *const store_sql[ST_COUNT] = {
 			" SELECT " MSG_COLS " FROM message"
 			" WHERE mailbox_id = ?1 AND state = 1 AND id >= ?2"
 			" ORDER BY priority DESC, id LIMIT ?3",
+	[ST_MSG_PEEK_BY_ID] =
+		"SELECT " MSG_COLS " FROM message"
+		" WHERE mailbox_id = ?1 AND state = 0 AND id >= ?2"
+		" UNION ALL"
+		" SELECT " MSG_COLS " FROM message"
+		" WHERE mailbox_id = ?1 AND state = 1 AND id >= ?2"
+		" ORDER BY id LIMIT ?3",
 	[ST_MSG_PEEK_DEAD] = "SELECT " MSG_COLS " FROM message"
 			     " INDEXED BY message_queue"
 			     " WHERE mailbox_id = ?1 AND state = 2"
@@ -1730,9 +1738,12 @@ store_msg_get(Store *s, StoreMailbox *mb, uint64_t id, StoreMsgFn fn, void *ctx)
  * the walk, or a negative errno. Reads only: no transaction needed. */
 int
 store_msg_peek(Store *s, StoreMailbox *mb, uint64_t from_id, size_t max,
-	       bool dead, StoreMsgFn fn, void *ctx)
+	       int what, StoreMsgFn fn, void *ctx)
 {
-	sqlite3_stmt *st = stmt_get(s, dead ? ST_MSG_PEEK_DEAD : ST_MSG_PEEK);
+	sqlite3_stmt *st =
+		stmt_get(s, what == STORE_PEEK_DEAD    ? ST_MSG_PEEK_DEAD
+			    : what == STORE_PEEK_BY_ID ? ST_MSG_PEEK_BY_ID
+						       : ST_MSG_PEEK);
 	int n = 0, r, rc;
 
 	r = store_check_read(s, mb);

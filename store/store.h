@@ -272,11 +272,17 @@ size_t store_binding_count(Store *s, const StoreMailbox *mb);
 
 /*
  * store_msg_peek - call fn for up to max messages of mb with id >=
- * from_id, without changing them: with dead, the DEAD ones in id order;
- * otherwise READY and LEASED ones in delivery order (priority descending,
- * id ascending).
+ * from_id, without changing them: STORE_PEEK_DEAD (or true) the DEAD
+ * ones in id order; STORE_PEEK_QUEUE (or false) READY and LEASED ones in
+ * delivery order (priority descending, id ascending); STORE_PEEK_BY_ID
+ * those in id order.
  */
+enum {
+	STORE_PEEK_QUEUE = 0,
+	STORE_PEEK_DEAD = 1,
+	STORE_PEEK_BY_ID = 2,
+};
 int store_msg_peek(Store *s, StoreMailbox *mb, uint64_t from_id, size_t max,
-		   bool dead, StoreMsgFn fn, void *ctx);
+		   int what, StoreMsgFn fn, void *ctx);
 
 #endif

@@ -1219,6 +1219,21 @@ test_store_peek(void **state)
 		store_msg_peek(fx->s, mb, id[2], 2, false, seen_cb, &sn), 2);
 	assert_int_equal(sn.id[0], id[3]);
 	assert_int_equal(sn.id[1], id[2]);
+	/* The queue in id order (leased included, dead not): pages by
+	 * from_id = last + 1 whatever the priorities. */
+	memset(&sn, 0, sizeof(sn));
+	assert_int_equal(
+		store_msg_peek(fx->s, mb, 0, 3, STORE_PEEK_BY_ID, seen_cb, &sn),
+		3);
+	assert_int_equal(sn.id[0], id[0]);
+	assert_int_equal(sn.id[1], id[1]);
+	assert_int_equal(sn.state[1], STORE_LEASED);
+	assert_int_equal(sn.id[2], id[2]);
+	memset(&sn, 0, sizeof(sn));
+	assert_int_equal(store_msg_peek(fx->s, mb, id[2] + 1, 3,
+					STORE_PEEK_BY_ID, seen_cb, &sn),
+			 1);
+	assert_int_equal(sn.id[0], id[3]);
 	/* Dead list, in id order. */
 	memset(&sn, 0, sizeof(sn));
 	assert_int_equal(store_msg_peek(fx->s, mb, 0, 10, true, seen_cb, &sn),
