@@ -293,6 +293,7 @@ broker_admit(Broker *b, Conn *c)
 	b->conns = c;
 	if (!limit) {
 		b->n_conns++;
+		broker_count(b, NULL, BC_CONNECTIONS, 1);
 		if (broker_uid_limited(b, c->uid)) {
 			if (broker_uid_add(b, c->uid) < 0) {
 				conn_close(c, "out of memory");
@@ -696,6 +697,8 @@ broker_apply_releases(Broker *b, size_t from)
 				  (unsigned long long)b->releases[i].msg_id,
 				  mb->name,
 				  (unsigned long long)mb->max_deliveries);
+		if (r == 1)
+			broker_count(b, mb, BC_DEAD_MAX_DELIVERIES, 1);
 		broker_mailbox_news(b, mb);
 	}
 }
@@ -850,6 +853,7 @@ broker_deliver_cb(void *ctx, const StoreMsg *m)
 		return 1;
 	}
 	broker_put_msg(&b->w, d->mb, m, d->deadline_ns);
+	broker_count_delivery(b, d->mb, m);
 	/* Keep the reply under MAX_FRAME (2 * max_msg_size + slack): stop
 	 * once it holds max_msg_size bytes. */
 	if (b->w.len >= b->cfg.max_msg_size)
@@ -1140,7 +1144,7 @@ broker_on_expiry_timer(EV_P_ ev_timer *w, int revents)
 
 	if (broker_txn(b) < 0)
 		return;
-	n = store_expire(b->store, broker_now_ns(), NULL, NULL);
+	n = store_expire(b->store, broker_now_ns(), broker_count_expired, b);
 	if (n < 0) {
 		log_write(b->log, LOG_ERR, "cannot expire messages: %s",
 			  store_errmsg(b->store));

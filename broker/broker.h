@@ -41,6 +41,37 @@ typedef struct BrokerConfig {
 	uint64_t max_store_bytes;	/* database size cap, 0 = none */
 } BrokerConfig;
 
+/*
+ * Event counters (ops-inspect.c), of the broker and of each mailbox, for
+ * STATS and STAT. total counts since the broker started; cur and prev
+ * count in the current and the previous COUNTERS_WINDOW_MS window, from
+ * which ops-inspect.c estimates a per-second rate over the last window
+ * without a timer (a sliding window approximated by two fixed ones).
+ * Counted when the operation is done in the open batch: a batch that fails
+ * with STORE is not taken back (rare, and only an overcount).
+ */
+enum broker_counter {
+	BC_POSTED,		/* messages stored by POST and PUBLISH */
+	BC_DELIVERED,		/* messages leased by RECV or pushed */
+	BC_REDELIVERED,		/* of those, delivered before */
+	BC_ACKED,		/* messages acked */
+	BC_NACKED,		/* messages given back by NACK */
+	BC_DEAD_REJECTED,	/* REJECT */
+	BC_DEAD_MAX_DELIVERIES, /* given back once too often */
+	BC_DEAD_EXPIRED,	/* ttl ran out */
+	BC_BYTES_IN,		/* payload bytes of posted messages */
+	BC_BYTES_OUT,		/* payload bytes of delivered messages */
+	BC_CONNECTIONS,		/* connections accepted (broker only) */
+	BC__COUNT
+};
+#define COUNTERS_WINDOW_MS 10000
+typedef struct Counters {
+	uint64_t total[BC__COUNT];
+	uint64_t cur[BC__COUNT];
+	uint64_t prev[BC__COUNT];
+	int64_t win_start_ms; /* start of cur's window, ms since the epoch */
+} Counters;
+
 /* A RECV waiting for messages. */
 struct Waiter {
 	Broker *broker;
@@ -97,6 +128,7 @@ typedef struct MailboxRt {
 	bool news;   /* on the broker's news list */
 	struct MailboxRt *news_next;
 	ev_timer ready_timer; /* a delayed message becomes ready */
+	Counters counters;    /* this mailbox's events (STAT) */
 } MailboxRt;
 
 enum pending_kind {
@@ -180,7 +212,8 @@ struct Broker {
 	ev_timer dedup_timer;	/* forget old dedup keys */
 	ev_timer again; /* work that arose during a flush: run another */
 
-	ProtoWriter w; /* scratch for replies */
+	ProtoWriter w;	   /* scratch for replies */
+	Counters counters; /* broker-wide events (STATS) */
 };
 
 int broker_new(Broker **out, struct ev_loop *loop, const Log *log,
@@ -299,6 +332,20 @@ typedef struct Outgoing {
 	bool push; /* DELIVER (else a RECV reply) */
 	struct Outgoing *next;
 } Outgoing;
+
+/* ops-inspect.c: count n events of kind k, broker-wide and (mb not NULL)
+ * for mb; never fails (a mailbox's own count is skipped without memory). */
+void broker_count(Broker *b, StoreMailbox *mb, enum broker_counter k,
+		  uint64_t n);
+/* m was stored in mb (posted, bytes in). */
+void broker_count_post(Broker *b, StoreMailbox *mb, const StoreMsg *m);
+/* m of mb was leased to a consumer (delivered, redelivered, bytes out). */
+void broker_count_delivery(Broker *b, StoreMailbox *mb, const StoreMsg *m);
+/* An ACK, NACK or REJECT (op) of one message of mb was done; r is the
+ * store's answer (1: a NACK sent it to the dead list). */
+void broker_count_settle(Broker *b, StoreMailbox *mb, uint16_t op, int r);
+/* StoreMsgFn of store_expire (ctx: the Broker): one message expired. */
+int broker_count_expired(void *ctx, const StoreMsg *m);
 
 /* handoff.c */
 /* Park c's leases and subscriptions; -ENOMEM, -EIO (no randomness). */

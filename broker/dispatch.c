@@ -601,6 +601,8 @@ op_post(Request *q)
 		r = store_msg_insert(b->store, mb, &m);
 		ids[i] = m.id;
 		stored = true;
+		if (r == 0)
+			broker_count_post(b, mb, &m);
 		if (m.expires_ns)
 			broker_expiry_changed(b, m.expires_ns);
 	}
@@ -785,6 +787,7 @@ op_settle(Request *q)
 			else
 				r = store_msg_kill(b->store, mb, ids[i],
 						   "rejected");
+			broker_count_settle(b, mb, op, r);
 			if (r < 0 && r != -ENOENT) {
 				broker_batch_fail(b, r);
 				log_write(b->log, LOG_ERR,
@@ -1137,7 +1140,7 @@ op_peek(Request *q)
 				 NULL, "COUNT must be 1 to %u", MBOX_RECV_MAX);
 		return;
 	}
-	if (flags & ~(uint64_t)MBOX_PEEK_DEAD) {
+	if (flags & ~(uint64_t)(MBOX_PEEK_DEAD | MBOX_PEEK_ID_ORDER)) {
 		reply_error(q, MBOX_S_INVALID, NULL,
 			    "unknown FLAGS bits for PEEK");
 		return;
@@ -1151,7 +1154,10 @@ op_peek(Request *q)
 			   MBOX_S_OK);
 	r = store_msg_peek(q->b->store, mb,
 			   proto_u64(&q->f, MBOX_TAG_FROM_ID, 0), count,
-			   flags & MBOX_PEEK_DEAD, peek_one, &pc);
+			   (flags & MBOX_PEEK_DEAD	 ? STORE_PEEK_DEAD
+			    : flags & MBOX_PEEK_ID_ORDER ? STORE_PEEK_BY_ID
+							 : STORE_PEEK_QUEUE),
+			   peek_one, &pc);
 	if (r < 0) {
 		reply_error(q, MBOX_S_STORE, NULL,
 			    "the store failed reading the mailbox");
@@ -1282,6 +1288,15 @@ broker_dispatch(Conn *c, const ProtoHeader *h, const uint8_t *body, size_t len)
 		break;
 	case MBOX_OP_CHOWN:
 		op_chown(&q);
+		break;
+	case MBOX_OP_STAT:
+		op_stat(&q);
+		break;
+	case MBOX_OP_CLIENTS:
+		op_clients(&q);
+		break;
+	case MBOX_OP_STATS:
+		op_stats(&q);
 		break;
 	default:
 		conn_reply_error(c, h->opcode, h->id, MBOX_S_UNKNOWN_OP, NULL,

@@ -382,6 +382,7 @@ publish_store(Request *q, const Targets *t, const PostItem *item, uint64_t *ids)
 			return;
 		}
 		ids[i] = m.id;
+		broker_count_post(b, t->mb[i], &m);
 		if (m.expires_ns)
 			broker_expiry_changed(b, m.expires_ns);
 		broker_mailbox_news(b, t->mb[i]);

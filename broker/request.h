@@ -2,8 +2,9 @@
  * request.h - one request being dispatched, and the helpers every
  * operation handler uses to validate it and to answer.
  *
- * Handlers live in dispatch.c (messages, leases, subscriptions, hand-off)
- * and ops-admin.c (mailbox administration and fan-out). Each validates
+ * Handlers live in dispatch.c (messages, leases, subscriptions, hand-off),
+ * ops-admin.c (mailbox administration and fan-out) and ops-inspect.c
+ * (STAT, CLIENTS, STATS and the event counters). Each validates
  * its whole request before it changes anything; an error reply is sent by
  * the helper that found the problem, which then returns an error so the
  * handler just returns.
@@ -100,5 +101,10 @@ void op_bind_unbind(Request *q);  /* BIND and UNBIND */
 void op_publish(Request *q);
 void op_chmod(Request *q);
 void op_chown(Request *q);
+
+/* Handlers of ops-inspect.c (read only, answered at once). */
+void op_stat(Request *q);
+void op_clients(Request *q);
+void op_stats(Request *q);
 
 #endif

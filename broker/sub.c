@@ -259,6 +259,7 @@ push_one_cb(void *ctx, const StoreMsg *m)
 		ps->started = true;
 	}
 	broker_put_msg(&ps->w, pc->mb, m, deadline);
+	broker_count_delivery(b, pc->mb, m);
 	/* A subscriber that does not read gets no more than max_out_bytes
 	 * queued (conn.c), whatever its window. */
 	if (broker_conn_output_full(b, ps->sub->conn, ps->w.len))

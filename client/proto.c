@@ -96,6 +96,16 @@ static const TagInfo tag_table[] = {
 	[MBOX_TAG_TOPIC] = {"TOPIC", TYPE_STR, false},
 	[MBOX_TAG_TOKEN] = {"TOKEN", TYPE_STR, false},
 	[MBOX_TAG_EXPIRES_NS] = {"EXPIRES_NS", TYPE_U64, false},
+	[MBOX_TAG_CLIENT] = {"CLIENT", TYPE_NEST, true},
+	[MBOX_TAG_SUBSCRIPTION] = {"SUBSCRIPTION", TYPE_NEST, true},
+	[MBOX_TAG_COUNTER] = {"COUNTER", TYPE_NEST, true},
+	[MBOX_TAG_RATE_MILLI] = {"RATE_MILLI", TYPE_U64, false},
+	[MBOX_TAG_INTERVAL_MS] = {"INTERVAL_MS", TYPE_U64, false},
+	[MBOX_TAG_STORE_BYTES] = {"STORE_BYTES", TYPE_U64, false},
+	[MBOX_TAG_CONNECTIONS] = {"CONNECTIONS", TYPE_U64, false},
+	[MBOX_TAG_MAILBOXES] = {"MAILBOXES", TYPE_U64, false},
+	[MBOX_TAG_WAITING] = {"WAITING", TYPE_U64, false},
+	[MBOX_TAG_CONN_ID] = {"CONN_ID", TYPE_U64, false},
 };
 
 #define N_TAGS (sizeof(tag_table) / sizeof(tag_table[0]))
