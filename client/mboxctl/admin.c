@@ -14,9 +14,13 @@
 #include <errno.h>
 #include <getopt.h>
 #include <grp.h>
+#include <poll.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
 
 #include "client/mboxctl/admin.h"
 
@@ -86,7 +90,11 @@ static const char create_help[] =
 	"Create MAILBOX (1-200 bytes of A-Z a-z 0-9 . _ -), owned by you.\n"
 	"Options not given take the broker's defaults.\n"
 	"\n"
-	"Options:\n" SETTINGS_HELP CTL_COMMON_HELP "\n"
+	"Options:\n" SETTINGS_HELP
+	"      --temp                a temporary mailbox: deleted with its\n"
+	"                            messages when this command ends; it runs\n"
+	"                            until SIGINT, SIGTERM or the end of its\n"
+	"                            standard input\n" CTL_COMMON_HELP "\n"
 	"SECS is a decimal number with an optional unit: ms, s, m, h "
 	"(default s).\n";
 
@@ -112,6 +120,7 @@ enum {
 	OPT_GROUP,
 	OPT_MAX_MSGS,
 	OPT_MAX_BYTES,
+	OPT_TEMP, /* create only, not a slot of SettingSlots */
 };
 
 /* The settings options, by long name and by setting key. */
@@ -269,16 +278,75 @@ settings_list(SettingSlots slots, const char **list)
 	return n;
 }
 
+/*
+ * A temporary mailbox lives as long as its connection: hold it open
+ * until SIGINT, SIGTERM, the end of standard input or the broker's going
+ * away. Returns the exit code.
+ */
+static int
+create_hold(Ctl *c)
+{
+	struct pollfd pfd[3];
+	sigset_t set;
+	int sigfd, r = CTL_EXIT_OK;
+
+	sigemptyset(&set);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGTERM);
+	if (sigprocmask(SIG_BLOCK, &set, NULL) < 0 ||
+	    (sigfd = signalfd(-1, &set, SFD_CLOEXEC)) < 0)
+		return ctl_error(c, "cannot set up signal handling: %s",
+				 strerror(errno));
+	fprintf(stderr,
+		"mboxctl: create %s: temporary mailbox: it lasts as long as "
+		"this command runs (until SIGINT, SIGTERM or the end of "
+		"standard input)\n",
+		c->target);
+	pfd[0] = (struct pollfd){.fd = sigfd, .events = POLLIN};
+	pfd[1] = (struct pollfd){.fd = mbox_fd(c->m), .events = POLLIN};
+	pfd[2] = (struct pollfd){.fd = STDIN_FILENO, .events = POLLIN};
+	for (;;) {
+		char buf[4096];
+
+		if (poll(pfd, 3, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			r = ctl_error(c, "poll: %s", strerror(errno));
+			break;
+		}
+		if (pfd[0].revents)
+			break;
+		if (pfd[1].revents) {
+			/* Nothing is pushed to us: this is the end. */
+			r = ctl_error(c, "lost the connection to the broker; "
+					 "the mailbox is gone");
+			break;
+		}
+		if (pfd[2].revents) {
+			ssize_t n = read(STDIN_FILENO, buf, sizeof(buf));
+
+			if (n == 0 ||
+			    (n < 0 && errno != EINTR && errno != EAGAIN))
+				break;
+		}
+	}
+	close(sigfd);
+	return r;
+}
+
 int
 cmd_create(Ctl *c, int argc, char **argv)
 {
 	static const struct option opts[] = {
 		SETTINGS_OPTIONS,
+		{"temp", no_argument, NULL, OPT_TEMP},
 		CTL_COMMON_OPTIONS,
 		{0},
 	};
 	SettingSlots set = {{0}};
-	const char *settings[N_SETTING_NAMES + 1];
+	const char *settings[N_SETTING_NAMES + 2];
+	bool temp = false;
+	size_t n;
 	int opt, r;
 
 	while ((opt = getopt_long(argc, argv, ":S:h", opts, NULL)) != -1) {
@@ -289,6 +357,9 @@ cmd_create(Ctl *c, int argc, char **argv)
 		case 'h':
 			fputs(create_help, stdout);
 			return CTL_EXIT_OK;
+		case OPT_TEMP:
+			temp = true;
+			break;
 		default:
 			if (opt < OPT_LEASE || opt > OPT_MAX_BYTES)
 				return ctl_bad_option(c, opt, argv);
@@ -304,7 +375,11 @@ cmd_create(Ctl *c, int argc, char **argv)
 		return ctl_usage(c, "unexpected argument '%s'",
 				 argv[optind + 1]);
 	c->target = argv[optind];
-	settings_list(set, settings);
+	n = settings_list(set, settings);
+	if (temp) {
+		settings[n++] = "temp=1";
+		settings[n] = NULL;
+	}
 
 	r = ctl_connect(c);
 	if (r)
@@ -313,7 +388,7 @@ cmd_create(Ctl *c, int argc, char **argv)
 	if (r < 0)
 		return r == -EEXIST ? ctl_fail(c, r, NULL)
 				    : ctl_fail(c, r, "cannot create");
-	return CTL_EXIT_OK;
+	return temp ? create_hold(c) : CTL_EXIT_OK;
 }
 
 int
