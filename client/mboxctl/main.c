@@ -48,16 +48,17 @@ static const Verb verbs[] = {
 	{"peek", cmd_peek, "peek MAILBOX [-n N] [--dead]",
 	 "show messages without taking them"},
 	{"work", cmd_work, "work MAILBOX [-j N] -- CMD [ARG...]",
-	 "run CMD for each message (payload on its stdin)"},
+	 "run CMD for each message (payload on stdin)"},
 	{"call", cmd_call, "call MAILBOX [DATA] [--timeout SECS]",
 	 "send a request and print the reply"},
 	{"serve", cmd_serve, "serve MAILBOX [-j N] -- CMD [ARG...]",
 	 "answer requests with CMD's output"},
 	{"ls", cmd_ls, "ls [--json]", "list mailboxes and their counters"},
-	{"stat", cmd_stat, "stat MAILBOX", "a mailbox's counters and settings"},
-	{"clients", cmd_clients, "clients",
-	 "connections: pid, uid, name, subscriptions, leases"},
-	{"stats", cmd_stats, "stats", "broker counters and rates"},
+	{"stat", cmd_stat, "stat MAILBOX [--json]",
+	 "a mailbox's counters and settings"},
+	{"clients", cmd_clients, "clients [--json]",
+	 "connections: pid, uid, name, leases"},
+	{"stats", cmd_stats, "stats [--json]", "broker counters and rates"},
 	{"watch", cmd_watch, "watch [--interval SECS]",
 	 "a live view of the mailboxes"},
 	{"export", cmd_export, "export MAILBOX [--dead] [-o FILE]",
@@ -95,8 +96,15 @@ usage(FILE *f)
 	      "\n"
 	      "Verbs:\n",
 	      f);
+	/* A synopsis too long for the column gets its summary on the next
+	 * line, so the summaries stay aligned. */
 	for (i = 0; i < N_VERBS; i++)
-		fprintf(f, "  %-33s %s\n", verbs[i].synopsis, verbs[i].summary);
+		if (strlen(verbs[i].synopsis) > 33)
+			fprintf(f, "  %s\n  %-33s %s\n", verbs[i].synopsis, "",
+				verbs[i].summary);
+		else
+			fprintf(f, "  %-33s %s\n", verbs[i].synopsis,
+				verbs[i].summary);
 	fprintf(f,
 		"\n"
 		"'mboxctl VERB --help' (or 'mboxctl help VERB') describes "
@@ -116,7 +124,8 @@ usage(FILE *f)
 		"  1  error\n"
 		"  2  usage error\n"
 		"  3  nothing received before the wait ran out (recv, "
-		"subscribe)\n"
+		"subscribe,\n"
+		"     work --once --wait), or no reply in time (call)\n"
 		"  4  permission denied\n"
 		"  5  no such mailbox\n"
 		"  6  broker unreachable (could not connect)\n",
@@ -201,7 +210,8 @@ main(int argc, char **argv)
 		static char help_opt[] = "--help";
 		char *hargv[3] = {NULL, help_opt, NULL};
 
-		if (argc < 2) {
+		if (argc < 2 || strcmp(argv[1], "--help") == 0 ||
+		    strcmp(argv[1], "-h") == 0) {
 			usage(stdout);
 			return CTL_EXIT_OK;
 		}

@@ -48,8 +48,13 @@ mbctl create audit >/dev/null
 # Verbs.
 complete_line ''
 expect_has "verbs" post recv ls chmod chown create help
+expect_has "verbs" stat clients stats watch work call serve export import
 complete_line p
 assert_eq "pause peek ping post publish purge" "$REPLY" "verbs starting with p"
+complete_line st
+assert_eq "stat stats" "$REPLY" "verbs starting with st"
+complete_line help wa
+assert_eq "watch" "$REPLY" "help VERB (new verb)"
 
 # Global and per-verb options.
 complete_line -
@@ -60,6 +65,44 @@ complete_line post jobs --d
 assert_eq "--dedup --delay" "$REPLY" "post options starting with --d"
 complete_line subscribe jobs --ex
 assert_eq "--exclusive" "$REPLY" "subscribe --ex"
+complete_line create jobs --te
+assert_eq "--temp" "$REPLY" "create --temp"
+complete_line set jobs --te
+assert_eq "" "$REPLY" "set has no --temp"
+complete_line work jobs -
+expect_has "work options" -j --jobs --max-deliveries --reject-exit --lease \
+	--once --wait --handoff-exec --socket
+complete_line call jobs --t
+assert_eq "--timeout" "$REPLY" "call --t"
+complete_line serve jobs --
+expect_has "serve options" --jobs --lease --help
+complete_line stats --
+expect_has "stats options" --json --socket
+complete_line watch -
+expect_has "watch options" -i --interval -n --count
+complete_line export jobs --
+expect_has "export options" --dead --output
+complete_line import jobs --
+expect_has "import options" --input --no-meta
+
+# -j is --jobs (takes N) for work and serve, --json (takes nothing) for
+# the others; -i is --interval for watch, --input (a file) for import.
+complete_line -S "$SOCK" work -j ''
+assert_eq "" "$REPLY" "work -j N: no mailbox names for N"
+complete_line -S "$SOCK" work -j 4 ''
+assert_eq "audit jobs jobs.eu" "$REPLY" "work -j 4 MAILBOX"
+complete_line -S "$SOCK" serve --jobs = 2 j
+assert_eq "jobs jobs.eu" "$REPLY" "serve --jobs=2 MAILBOX"
+complete_line -S "$SOCK" stat -j ''
+assert_eq "audit jobs jobs.eu" "$REPLY" "stat -j MAILBOX"
+complete_line -S "$SOCK" work jobs -j 2 ''
+assert_eq "--" "$REPLY" "work: '--' before CMD"
+complete_line -S "$SOCK" work jobs -j 2 -- prin
+expect_has "work CMD (a command name)" printf
+complete_line -S "$SOCK" watch -i ''
+assert_eq "" "$REPLY" "watch -i SECS is no file"
+complete_line -S "$SOCK" call jobs --timeout f
+assert_eq "forever" "$REPLY" "call --timeout"
 
 # Mailbox names from the broker, on the socket of -S, --socket, --socket=.
 complete_line -S "$SOCK" recv ''
@@ -93,6 +136,16 @@ complete_line -S "$T_DIR/pay"
 assert_eq "$T_DIR/payload.bin" "$REPLY" "file name after -S"
 complete_line -S "$SOCK" post jobs '<' "$T_DIR/pay"
 assert_eq "$T_DIR/payload.bin" "$REPLY" "file name after <"
+complete_line -S "$SOCK" export jobs -o "$T_DIR/pay"
+assert_eq "$T_DIR/payload.bin" "$REPLY" "file name after export -o"
+complete_line -S "$SOCK" export jobs --output = "$T_DIR/pay"
+assert_eq "$T_DIR/payload.bin" "$REPLY" "file name after export --output="
+complete_line -S "$SOCK" import jobs -i "$T_DIR/pay"
+assert_eq "$T_DIR/payload.bin" "$REPLY" "file name after import -i"
+complete_line -S "$SOCK" import jobs --input "$T_DIR/pay"
+assert_eq "$T_DIR/payload.bin" "$REPLY" "file name after import --input"
+complete_line -S "$SOCK" work jobs -- cat "$T_DIR/pay"
+assert_eq "$T_DIR/payload.bin" "$REPLY" "file name as CMD's argument"
 
 stop_broker
 note "ok"
