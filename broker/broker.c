@@ -399,6 +399,56 @@ broker_batch_fail(Broker *b, int err)
 		b->batch_err = err < 0 ? err : -EIO;
 }
 
+bool
+broker_refuse_add(Broker *b, Conn *c, uint16_t op, uint32_t req_id)
+{
+	if (!b->store_full)
+		return false;
+	/* Now and then one is let through: space may have been freed
+	 * outside the broker (disk), or a raised cap. */
+	if (broker_now_ns() - b->store_full_ns >= 1000000000) {
+		b->store_full = false;
+		return false;
+	}
+	conn_reply_error(c, op, req_id, MBOX_S_STORE, NULL,
+			 "the store failed, nothing was changed: disk or "
+			 "database full (free disk space, consume or purge "
+			 "messages, or raise mboxd --max-store-size)");
+	return true;
+}
+
+void
+broker_batch_frees(Broker *b)
+{
+	b->batch_frees = true;
+}
+
+bool
+broker_deny_log_ok(Broker *b, size_t *quiet)
+{
+	const int64_t every = 1000000000 / DENY_LOG_PER_S;
+	int64_t now = broker_now_ns();
+
+	if (!b->deny_log_ns || now - b->deny_log_ns >= every * DENY_LOG_BURST) {
+		b->deny_tokens = DENY_LOG_BURST;
+		b->deny_log_ns = now;
+	} else if (now - b->deny_log_ns >= every) {
+		int64_t k = (now - b->deny_log_ns) / every;
+		b->deny_tokens += (size_t)k;
+		if (b->deny_tokens > DENY_LOG_BURST)
+			b->deny_tokens = DENY_LOG_BURST;
+		b->deny_log_ns += k * every;
+	}
+	if (!b->deny_tokens) {
+		b->deny_quiet++;
+		return false;
+	}
+	b->deny_tokens--;
+	*quiet = b->deny_quiet;
+	b->deny_quiet = 0;
+	return true;
+}
+
 int
 broker_defer(Broker *b, enum pending_kind kind, Conn *c, uint16_t op,
 	     uint32_t req_id, uint64_t *ids, PendingLease *leases, size_t n)
@@ -474,7 +524,9 @@ broker_conn_output_full(const Broker *b, Conn *c, size_t len)
 size_t
 broker_conn_room(const Broker *b, Conn *c)
 {
+	/* A CLAIM still pushing goes first; its end wakes c. */
 	if (c->closing || c->leases.count >= b->cfg.max_unacked ||
+	    (b->claims && handoff_claiming(b, c)) ||
 	    broker_conn_output_full(b, c, 0))
 		return 0;
 	return b->cfg.max_unacked - c->leases.count;
@@ -599,8 +651,9 @@ broker_lease_drop(Broker *b, Lease *l, bool give_back)
 {
 	Sub *s = l->sub;
 	Conn *holder = l->holder;
-	/* At max_unacked it was held back from RECVs and pushes. */
-	bool was_full = holder && holder->leases.count == b->cfg.max_unacked;
+	/* At max_unacked it was held back from RECVs and pushes (or over
+	 * it, after a reload lowered the limit). */
+	bool was_full = holder && holder->leases.count >= b->cfg.max_unacked;
 
 	if (give_back)
 		broker_queue_release(b, l->msg_id, l->mailbox_id);
@@ -624,6 +677,8 @@ broker_release_conn(Broker *b, Conn *c)
 {
 	Lease *l;
 
+	/* Its unfinished CLAIM: the leases go back with the others. */
+	handoff_claim_drop(b, c);
 	/* Leases first: they point at the subscriptions. */
 	while ((l = c->leases.head))
 		broker_lease_drop(b, l, true);
@@ -782,7 +837,22 @@ broker_commit_batch(Broker *b)
 				  "store commit failed, %s: %s",
 				  "answering the batch with an error",
 				  store_errmsg(b->store));
+		if (r == -ENOSPC) {
+			if (!b->store_full)
+				log_write(b->log, LOG_WARNING,
+					  "the store is full: refusing posts, "
+					  "creations and bindings until "
+					  "messages are consumed or purged");
+			b->store_full = true;
+			b->store_full_ns = broker_now_ns();
+		} else if (r == 0 && b->batch_frees && b->store_full) {
+			log_write(b->log, LOG_NOTICE,
+				  "messages were removed from the full "
+				  "store: accepting posts again");
+			b->store_full = false;
+		}
 	}
+	b->batch_frees = false;
 	b->batch_durable = false;
 	b->batch_failed = false;
 	b->batch_err = 0;
@@ -1016,6 +1086,9 @@ broker_deliver(Broker *b)
 	size_t applied = 0;
 	int r = 0;
 
+	/* Claimed messages left over go out before anything new. */
+	if (b->claims)
+		handoff_pump(b);
 	/* Give-backs first, at their places in line, before anything is
 	 * delivered; delivering may queue more (a client that hung up),
 	 * which are applied before the next mailbox is served. */
@@ -1136,32 +1209,96 @@ broker_drop_temps(Broker *b)
 	return wrote;
 }
 
+/* Maintenance is done by broker_maintain(), after the batch commit. */
 static void
 broker_on_expiry_timer(EV_P_ ev_timer *w, int revents)
 {
 	Broker *b = w->data;
-	int64_t n;
 
-	if (broker_txn(b) < 0)
-		return;
-	n = store_expire(b->store, broker_now_ns(), broker_count_expired, b);
-	if (n < 0) {
-		log_write(b->log, LOG_ERR, "cannot expire messages: %s",
+	b->expire_due = true;
+}
+
+/* Expire messages in a transaction of their own: a failure (a full
+ * store) is retried a second later instead of at once, forever. */
+static void
+broker_maintain_expiry(Broker *b)
+{
+	int64_t now = broker_now_ns(), n = -EIO;
+	int r = -EIO;
+
+	b->expire_due = false;
+	if (broker_txn(b) == 0) {
+		n = store_expire(b->store, now, broker_count_expired, b);
+		if (n < 0)
+			store_rollback(b->store);
+		else
+			r = store_commit(b->store, n > 0);
+	}
+	if (n < 0 || r < 0) {
+		log_write(b->log, LOG_ERR,
+			  "cannot expire messages: %s; trying again in 1 s",
 			  store_errmsg(b->store));
-		broker_batch_fail(b, (int)n);
-	} else if (n > 0) {
-		log_write(b->log, LOG_INFO,
-			  "%lld message(s) expired: moved to the dead list",
-			  (long long)n);
-		b->batch_durable = true;
+		b->expiry_backoff_ns = now + 1000000000;
+	} else {
+		b->expiry_backoff_ns = 0;
+		if (n > 0)
+			log_write(b->log, LOG_INFO,
+				  "%lld message(s) expired: moved to the dead "
+				  "list",
+				  (long long)n);
 	}
 	b->next_expiry_ns = 0;
 	b->expiry_dirty = true;
 }
 
+/* Forget old dedup keys, in a transaction of its own. */
+static void
+broker_maintain_dedup(Broker *b)
+{
+	int64_t cut =
+		broker_now_ns() - (int64_t)b->cfg.dedup_window_ms * 1000000;
+	int64_t n;
+
+	b->prune_due = false;
+	if (broker_txn(b) < 0)
+		return;
+	n = store_dedup_prune(b->store, cut);
+	if (n < 0) {
+		store_rollback(b->store);
+	} else if (store_commit(b->store, false) < 0) {
+		n = -EIO;
+	} else if (n > 0 && b->store_full) {
+		/* Their pages are free for posts again. */
+		b->store_full = false;
+	}
+	if (n < 0)
+		log_write(b->log, LOG_WARNING,
+			  "cannot forget old dedup keys: %s",
+			  store_errmsg(b->store));
+}
+
+/*
+ * Timer-driven writes (expiry, dedup prune) never join the clients'
+ * batch: one that fails (a full store) would roll back every request in
+ * it. They run here, between the batch commit and the delivery phase.
+ */
+static void
+broker_maintain(Broker *b)
+{
+	if (store_in_txn(b->store))
+		return; /* the batch could not be closed: next time */
+	if (b->expire_due)
+		broker_maintain_expiry(b);
+	if (b->prune_due)
+		broker_maintain_dedup(b);
+}
+
 void
 broker_expiry_changed(Broker *b, int64_t expires_ns)
 {
+	/* After a failed run, not again before the back-off. */
+	if (expires_ns < b->expiry_backoff_ns)
+		expires_ns = b->expiry_backoff_ns;
 	if (b->next_expiry_ns && b->next_expiry_ns <= expires_ns)
 		return;
 	b->next_expiry_ns = expires_ns;
@@ -1198,13 +1335,8 @@ static void
 broker_on_dedup_timer(EV_P_ ev_timer *w, int revents)
 {
 	Broker *b = w->data;
-	int64_t cut =
-		broker_now_ns() - (int64_t)b->cfg.dedup_window_ms * 1000000;
 
-	if (broker_txn(b) == 0 && store_dedup_prune(b->store, cut) < 0)
-		log_write(b->log, LOG_WARNING,
-			  "cannot forget old dedup keys: %s",
-			  store_errmsg(b->store));
+	b->prune_due = true;
 }
 
 int
@@ -1213,6 +1345,8 @@ broker_mailbox_drop(Broker *b, StoreMailbox *mb)
 	MailboxRt *rt = mb->user;
 	Waiter *w;
 
+	if (mb->n_ready + mb->n_leased + mb->n_dead)
+		broker_batch_frees(b);
 	/* Leases of its messages are void. Their give-backs find no
 	 * mailbox once the deletion is committed; if it is rolled back,
 	 * they make the rows ready again. */
@@ -1247,6 +1381,7 @@ broker_flush(Broker *b)
 
 	broker_drop_temps(b);
 	broker_commit_batch(b);
+	broker_maintain(b);
 	broker_deliver(b);
 	/* Connections closed while delivering. */
 	if (broker_drop_temps(b) && store_commit(b->store, false) < 0)
@@ -1414,6 +1549,15 @@ broker_reload_limits(Broker *b, const BrokerConfig *cfg)
 			  (unsigned long long)v);
 		broker_limit_set(&b->cfg, i, v);
 		changed++;
+		if (broker_limits[i].offset ==
+		    offsetof(BrokerConfig, max_store_bytes))
+			b->store_full = false; /* try the new cap at once */
+		if (broker_limits[i].offset ==
+		    offsetof(BrokerConfig, max_unacked)) {
+			/* Connections held back at the old limit. */
+			for (Conn *c = b->conns; c; c = c->next)
+				broker_conn_wake(b, c);
+		}
 	}
 	return changed;
 }

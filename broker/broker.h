@@ -116,6 +116,31 @@ typedef struct Handoff {
 	struct Handoff *prev, *next;
 } Handoff;
 
+/*
+ * Live hand-off records are capped per uid and in all, so a client that
+ * hands off in a loop cannot pile up records (each with a timer of up to
+ * an hour); the caps also keep handoff_find's linear search short.
+ * doc/protocol.md 5.22 and 8.3 (LIMIT "max_handoffs").
+ */
+#define HANDOFF_MAX_PER_UID 64
+#define HANDOFF_MAX	    4096
+
+/*
+ * A CLAIM whose messages do not all fit in the claimer's output at once
+ * (max_out_bytes): the lease ids still to push, in order. The delivery
+ * phase pushes them first, as the output drains, and sends the CLAIM
+ * reply after the last one; until then nothing else is leased to the
+ * claimer, so the parked work reaches it before anything new.
+ */
+typedef struct Claim {
+	Conn *conn;
+	uint32_t req_id;
+	uint64_t *ids;
+	size_t n, next; /* ids[next..n) are still to push */
+	size_t pushed;	/* the reply's COUNT */
+	struct Claim *prev, *link;
+} Claim;
+
 /* The broker's runtime state of one mailbox (StoreMailbox.user). */
 typedef struct MailboxRt {
 	Broker *broker;
@@ -205,12 +230,31 @@ struct Broker {
 	bool stopping;
 
 	Handoff *handoffs;
+	size_t n_handoffs;
+	Claim *claims;		/* CLAIMs still pushing (usually none) */
 	ev_timer expiry_timer;	/* the first message ttl runs out */
 	int64_t next_expiry_ns; /* 0 = none known */
 	bool expiry_dirty;	/* recompute next_expiry_ns from the store */
 	bool deliver_failed;	/* the last delivery commit failed */
 	ev_timer dedup_timer;	/* forget old dedup keys */
-	ev_timer again; /* work that arose during a flush: run another */
+	/* Maintenance runs in its own transaction after the batch commit,
+	 * so that its failure cannot fail the clients' requests. */
+	bool expire_due, prune_due;
+	int64_t expiry_backoff_ns; /* a failed expiry run: not before then */
+	/*
+	 * A batch failed with -ENOSPC: requests that add data are refused at
+	 * once, without writing, so that batches of acks, purges and deletes
+	 * can commit and drain the store. Cleared when a batch that removed
+	 * messages commits, or store_full_ns + 1 s later (retry).
+	 */
+	bool store_full;
+	int64_t store_full_ns;
+	bool batch_frees; /* the open batch removes messages */
+	/* Denials logged: a token bucket (broker_deny_log_ok). */
+	int64_t deny_log_ns; /* tokens last refilled */
+	size_t deny_tokens;
+	size_t deny_quiet; /* denials not logged since the last one */
+	ev_timer again;	   /* work that arose during a flush: run another */
 
 	ProtoWriter w;	   /* scratch for replies */
 	Counters counters; /* broker-wide events (STATS) */
@@ -245,6 +289,26 @@ int64_t broker_now_ns(void);
 
 /* Used by dispatch: */
 int broker_txn(Broker *b);
+/*
+ * broker_refuse_add - while the store is full (a batch failed with
+ * -ENOSPC in the last second and nothing was removed since), answer
+ * request (op, req_id) of c STORE "disk or database full" and return
+ * true: the request must not write. Used by every request that adds data
+ * (POST, PUBLISH, CREATE, BIND).
+ */
+bool broker_refuse_add(Broker *b, Conn *c, uint16_t op, uint32_t req_id);
+/* The open batch removes messages (ACK, PURGE, DELETE ...): its commit
+ * ends the store-full state. */
+void broker_batch_frees(Broker *b);
+/*
+ * broker_deny_log_ok - may a permission denial be logged now? A burst of
+ * DENY_LOG_BURST lines, then DENY_LOG_PER_S a second: a client denied in
+ * a loop cannot flood the log, while occasional denials are all logged.
+ * *quiet gets how many were not logged since the last one (say so).
+ */
+#define DENY_LOG_BURST 128
+#define DENY_LOG_PER_S 50
+bool broker_deny_log_ok(Broker *b, size_t *quiet);
 /* A write of the batch failed with err (a store error, -ENOMEM): it is
  * rolled back and every request in it answered STORE, naming a full disk
  * or database (-ENOSPC, e.g. --max-store-size) as such. */
@@ -348,12 +412,26 @@ void broker_count_settle(Broker *b, StoreMailbox *mb, uint16_t op, int r);
 int broker_count_expired(void *ctx, const StoreMsg *m);
 
 /* handoff.c */
+/* The hand-off limit c's uid is at (HANDOFF_MAX_PER_UID, HANDOFF_MAX),
+ * or 0 if it may park another. */
+size_t handoff_limit(const Broker *b, const Conn *c);
 /* Park c's leases and subscriptions; -ENOMEM, -EIO (no randomness). */
 int handoff_park(Broker *b, Conn *c, uint64_t wait_ms, Handoff **out);
 Handoff *handoff_find(Broker *b, const char *token);
-/* Give h's leases and subscriptions to c, pushing the messages first.
- * Returns how many messages, -EEXIST (c subscribes to one of them). */
-int handoff_claim(Broker *b, Handoff *h, Conn *c);
+/*
+ * handoff_claim - give h's leases and subscriptions to c (CLAIM req_id)
+ * and push the messages to it, then answer the CLAIM with COUNT. What
+ * does not fit in c's output now is pushed by the delivery phase as it
+ * drains (handoff_pump), and the reply waits for the last push. Returns
+ * 0, -EEXIST (c subscribes to one of them: nothing done), -ENOMEM.
+ */
+int handoff_claim(Broker *b, Handoff *h, Conn *c, uint32_t req_id);
+/* Push what fits of every unfinished CLAIM (start of a delivery phase). */
+void handoff_pump(Broker *b);
+/* Does c have a CLAIM still pushing? Then nothing else is leased to it. */
+bool handoff_claiming(const Broker *b, const Conn *c);
+/* c is closing: forget its unfinished CLAIM (its leases go back). */
+void handoff_claim_drop(Broker *b, Conn *c);
 /* Deadline passed or broker stopping: leases go back, subs end. */
 void handoff_expire(Broker *b, Handoff *h);
 void broker_reap(Broker *b, Conn *c);

@@ -103,9 +103,26 @@ request_name(Request *q, char name[MBOX_NAME_MAX + 1])
 	return 0;
 }
 
+/* Say how many denials the rate limit left out, before the next. */
+static void
+log_denials_quiet(Broker *b, size_t quiet)
+{
+	if (quiet)
+		log_write(b->log, LOG_NOTICE,
+			  "%zu permission denials were not logged (at most "
+			  "%d lines a second)",
+			  quiet, DENY_LOG_PER_S);
+}
+
+/* A client that asks in a loop must not flood the log (rate limit). */
 void
 log_denial(Request *q, const char *name)
 {
+	size_t quiet;
+
+	if (!broker_deny_log_ok(q->b, &quiet))
+		return;
+	log_denials_quiet(q->b, quiet);
 	log_write(q->b->log, LOG_NOTICE,
 		  "permission denied: uid %u pid %d (%s) %s on mailbox %s",
 		  (unsigned)q->c->uid, (int)q->c->pid, q->c->comm,
@@ -248,6 +265,8 @@ op_create(Request *q)
 			return;
 		}
 	}
+	if (broker_refuse_add(q->b, q->c, q->h->opcode, q->h->id))
+		return;
 	if (broker_txn(q->b) < 0) {
 		reply_error(q, MBOX_S_STORE, NULL,
 			    "the store failed: cannot begin a transaction");
@@ -553,11 +572,30 @@ op_post(Request *q)
 	bool stored = false;
 	int r = 0;
 
-	if (request_check(q, BIT(MBOX_TAG_MAILBOX) | BIT(MBOX_TAG_MSG),
+	if (request_check(q,
+			  BIT(MBOX_TAG_MAILBOX) | BIT(MBOX_TAG_MSG) |
+				  BIT(MBOX_TAG_FLAGS),
 			  BIT(MBOX_TAG_MAILBOX) | BIT(MBOX_TAG_MSG)) < 0 ||
 	    request_name(q, name) < 0)
 		return;
+	if (proto_u64(&q->f, MBOX_TAG_FLAGS, 0) &
+	    ~(uint64_t)MBOX_POST_NO_CREATE) {
+		reply_error(q, MBOX_S_INVALID, NULL,
+			    "unknown FLAGS bits for POST (only 0x1, no "
+			    "autocreate)");
+		return;
+	}
 	mb = store_mailbox_get(b->store, name);
+	if (!mb &&
+	    (proto_u64(&q->f, MBOX_TAG_FLAGS, 0) & MBOX_POST_NO_CREATE)) {
+		/* A reply to a caller that gave up must not leave a new,
+		 * permanent mailbox behind. */
+		reply_errorf(q, MBOX_S_NOT_FOUND, NULL,
+			     "no such mailbox: %s (this post asked not to "
+			     "create it)",
+			     name);
+		return;
+	}
 	if (!mb && !b->cfg.autocreate) {
 		reply_errorf(q, MBOX_S_NOT_FOUND, NULL,
 			     "no such mailbox: %s (autocreate is off; "
@@ -572,8 +610,17 @@ op_post(Request *q)
 	}
 	if (post_parse(q, &items, &n) < 0)
 		return;
-	if (mb ? post_would_overflow(q, mb, items, n)
-	       : mailbox_limit_hit(q, name))
+	if (!mb) {
+		/* A new mailbox holds nothing yet, but the broker's limits
+		 * apply to its first POST all the same. */
+		mailbox_defaults(&tmpl, q->c, name);
+		if (mailbox_limit_hit(q, name) ||
+		    post_would_overflow(q, &tmpl, items, n))
+			goto out;
+	} else if (post_would_overflow(q, mb, items, n)) {
+		goto out;
+	}
+	if (broker_refuse_add(b, q->c, q->h->opcode, q->h->id))
 		goto out;
 	ids = calloc(n, sizeof(*ids));
 	if (!ids) {
@@ -582,10 +629,8 @@ op_post(Request *q)
 	}
 	if (request_txn(q) < 0)
 		goto out;
-	if (!mb) {
-		mailbox_defaults(&tmpl, q->c, name);
+	if (!mb)
 		r = store_mailbox_create(b->store, &tmpl, &mb);
-	}
 	for (size_t i = 0; r == 0 && i < n; i++) {
 		StoreMsg m;
 
@@ -770,6 +815,8 @@ op_settle(Request *q)
 	if (settle_ids(q, kinds[k].verb, &ids, &mbids, &n) < 0 ||
 	    request_txn(q) < 0)
 		return;
+	if (op == MBOX_OP_ACK)
+		broker_batch_frees(b);
 	for (size_t i = 0; i < n; i++) {
 		Lease *l = lease_find(&b->leases, ids[i]);
 		StoreMailbox *mb =
@@ -960,6 +1007,17 @@ op_handoff(Request *q)
 			    "WAIT_MS must be 1 ms to one hour");
 		return;
 	}
+	n = handoff_limit(q->b, q->c);
+	if (n) {
+		reply_errorf(q, MBOX_S_LIMIT, "max_handoffs",
+			     "%zu hand-offs are waiting to be claimed%s "
+			     "(max_handoffs); claim them, or let their "
+			     "deadlines pass, before handing off again",
+			     n,
+			     n == HANDOFF_MAX_PER_UID ? " for this uid"
+						      : " in all");
+		return;
+	}
 	/* Waiting RECVs are answered first: nothing more comes to them. */
 	while (q->c->waiters) {
 		Waiter *wt = q->c->waiters;
@@ -1026,37 +1084,45 @@ op_claim(Request *q)
 		return;
 	}
 	if (h->uid != q->c->uid && !acl_is_admin(&q->c->peer)) {
-		log_write(q->b->log, LOG_NOTICE,
-			  "permission denied: uid %u pid %d (%s) CLAIM of a "
-			  "hand-off of uid %u",
-			  (unsigned)q->c->uid, (int)q->c->pid, q->c->comm,
-			  (unsigned)h->uid);
+		size_t quiet;
+		if (broker_deny_log_ok(q->b, &quiet)) {
+			log_denials_quiet(q->b, quiet);
+			log_write(q->b->log, LOG_NOTICE,
+				  "permission denied: uid %u pid %d (%s) CLAIM "
+				  "of a hand-off of uid %u",
+				  (unsigned)q->c->uid, (int)q->c->pid,
+				  q->c->comm, (unsigned)h->uid);
+		}
 		reply_error(q, MBOX_S_DENIED, NULL, "permission denied");
 		return;
 	}
-	n = handoff_claim(q->b, h, q->c);
-	if (n == -EEXIST) {
+	if (q->c->leases.count + h->leases.count > q->b->cfg.max_unacked) {
+		reply_errorf(q, MBOX_S_LIMIT, "max_unacked",
+			     "the hand-off holds %zu messages and this "
+			     "connection %zu, over max_unacked (%zu); settle "
+			     "some first, claim on another connection, or "
+			     "raise mboxd --max-unacked (the hand-off is "
+			     "kept)",
+			     h->leases.count, q->c->leases.count,
+			     q->b->cfg.max_unacked);
+		return;
+	}
+	/* The reply follows the pushes of the messages (handoff.c). */
+	n = handoff_claim(q->b, h, q->c, q->h->id);
+	if (n == -EEXIST)
 		reply_error(q, MBOX_S_EXISTS, NULL,
 			    "this connection already subscribes to a mailbox "
 			    "of the hand-off; unsubscribe first");
-		return;
-	}
-	if (n < 0) {
+	else if (n < 0)
 		reply_error(q, MBOX_S_LIMIT, "memory", "out of memory");
-		return;
-	}
-	if (q->c->closing)
-		return;
-	{
-		ProtoWriter *w = reply_begin(q);
-		proto_put_u64(w, MBOX_TAG_COUNT, (uint64_t)n);
-		conn_send_writer(q->c, w);
-	}
 }
 
+/* A page of LIST (doc/protocol.md 5.8). */
 typedef struct ListCtx {
 	Request *q;
 	int64_t now;
+	const char *after; /* start after this name, or NULL */
+	bool more;	   /* the page is full and another mailbox follows */
 } ListCtx;
 
 static int
@@ -1069,9 +1135,16 @@ list_one(void *ctx, StoreMailbox *mb)
 	uint64_t delayed = 0;
 	int64_t oldest = 0;
 
-	if (!acl_may(&q->c->peer, mb, ACL_READ) &&
-	    !acl_may(&q->c->peer, mb, ACL_WRITE))
+	if ((lc->after && strcmp(mb->name, lc->after) <= 0) ||
+	    (!acl_may(&q->c->peer, mb, ACL_READ) &&
+	     !acl_may(&q->c->peer, mb, ACL_WRITE)))
 		return 0;
+	/* Keep the reply under MAX_FRAME, as a RECV reply: a page ends
+	 * once it holds max_msg_size bytes. */
+	if (w->len >= q->b->cfg.max_msg_size) {
+		lc->more = true;
+		return 1;
+	}
 	if (mb->n_ready)
 		store_mailbox_count_delayed(q->b->store, mb, lc->now, &delayed);
 	if (mb->n_ready + mb->n_leased + mb->n_dead)
@@ -1093,16 +1166,25 @@ list_one(void *ctx, StoreMailbox *mb)
 	return 0;
 }
 
+/* MAILBOX in the request: the page starts after that name. */
 static void
 op_list(Request *q)
 {
-	ListCtx lc = {q, broker_now_ns()};
+	char after[MBOX_NAME_MAX + 1];
+	ListCtx lc = {q, broker_now_ns(), NULL, false};
 
-	if (request_check(q, 0, 0) < 0)
+	if (request_check(q, BIT(MBOX_TAG_MAILBOX), 0) < 0)
 		return;
+	if (proto_has(&q->f, MBOX_TAG_MAILBOX)) {
+		if (request_name(q, after) < 0)
+			return;
+		lc.after = after;
+	}
 	proto_writer_begin(&q->b->w, q->h->opcode, MBOX_FLAG_REPLY, q->h->id,
 			   MBOX_S_OK);
 	store_mailbox_foreach(q->b->store, list_one, &lc);
+	if (lc.more)
+		proto_put_u64(&q->b->w, MBOX_TAG_FLAGS, MBOX_LIST_MORE);
 	conn_send_writer(q->c, &q->b->w);
 }
 

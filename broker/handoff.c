@@ -8,10 +8,17 @@
  * does; the record's own timer then ends its subscriptions. Parked
  * subscriptions keep their place in the mailbox's list: an exclusive
  * one stays active, so standbys cannot overtake the parked work.
+ *
+ * A CLAIM pushes the parked messages only as fast as the claimer's output
+ * takes them (max_out_bytes): the rest waits in a Claim record that the
+ * delivery phase serves first, and the CLAIM reply follows the last push,
+ * so the claimer still sees every parked message before the reply and
+ * before anything new (libmbox's mbox_claim relies on that).
  */
 #include "config.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -73,6 +80,19 @@ handoff_token(char out[MBOX_TOKEN_HEX + 1])
 	return 0;
 }
 
+size_t
+handoff_limit(const Broker *b, const Conn *c)
+{
+	size_t mine = 0;
+
+	if (b->n_handoffs >= HANDOFF_MAX)
+		return HANDOFF_MAX;
+	for (const Handoff *h = b->handoffs; h; h = h->next)
+		if (h->uid == c->uid && ++mine >= HANDOFF_MAX_PER_UID)
+			return HANDOFF_MAX_PER_UID;
+	return 0;
+}
+
 int
 handoff_park(Broker *b, Conn *c, uint64_t wait_ms, Handoff **out)
 {
@@ -100,6 +120,7 @@ handoff_park(Broker *b, Conn *c, uint64_t wait_ms, Handoff **out)
 	if (b->handoffs)
 		b->handoffs->prev = h;
 	b->handoffs = h;
+	b->n_handoffs++;
 	*out = h;
 	return 0;
 }
@@ -123,6 +144,7 @@ handoff_unlink(Broker *b, Handoff *h)
 		b->handoffs = h->next;
 	if (h->next)
 		h->next->prev = h->prev;
+	b->n_handoffs--;
 	free(h);
 }
 
@@ -173,40 +195,62 @@ handoff_push(Broker *b, Conn *c, Lease *l)
 	return 0;
 }
 
-int
-handoff_claim(Broker *b, Handoff *h, Conn *c)
+static void
+handoff_claim_unlink(Broker *b, Claim *cl)
 {
-	int64_t now = broker_now_ns();
-	size_t n = h->leases.count, i = 0;
-	uint64_t *ids = calloc(n ? n : 1, sizeof(*ids));
-	int count = 0;
-	Lease *l;
-	Sub *s;
+	if (cl->prev)
+		cl->prev->link = cl->link;
+	else
+		b->claims = cl->link;
+	if (cl->link)
+		cl->link->prev = cl->prev;
+	free(cl->ids);
+	free(cl);
+}
 
-	if (!ids)
-		return -ENOMEM;
-	for (s = h->subs; s; s = s->owner_next)
-		if (sub_find(c, s->rt)) {
-			free(ids);
-			return -EEXIST;
-		}
-	/* Everything becomes c's before anything is sent: a send that
-	 * fails closes c, and closing gives back whatever c holds then. */
-	while ((l = h->leases.head)) {
-		ids[i++] = l->msg_id;
-		lease_move(l, &c->leases, c);
-		lease_set_deadline(&b->leases, l,
-				   now + (int64_t)l->lease_ms * 1000000);
+bool
+handoff_claiming(const Broker *b, const Conn *c)
+{
+	for (const Claim *cl = b->claims; cl; cl = cl->link)
+		if (cl->conn == c)
+			return true;
+	return false;
+}
+
+void
+handoff_claim_drop(Broker *b, Conn *c)
+{
+	for (Claim *cl = b->claims, *next; cl; cl = next) {
+		next = cl->link;
+		if (cl->conn == c)
+			handoff_claim_unlink(b, cl);
 	}
-	handoff_move_subs(&h->subs, &c->subs, c, NULL);
-	handoff_unlink(b, h);
-	/* Messages first, then the subscriptions go on: the successor
-	 * handles the parked work before anything new is pushed (pushes
-	 * leave after this in the delivery phase). */
-	for (i = 0; i < n && !c->closing; i++) {
-		l = lease_find(&b->leases, ids[i]);
+}
+
+/*
+ * Push the claimed messages while c's output has room; after the last
+ * one, answer the CLAIM and let deliveries to c go on. Returns whether cl
+ * still exists (false: finished, or c closed and dropped it).
+ */
+static bool
+handoff_claim_run(Broker *b, Claim *cl)
+{
+	Conn *c = cl->conn;
+	ProtoWriter *w = &b->w;
+
+	while (cl->next < cl->n) {
+		Lease *l;
+
+		if (broker_conn_output_full(b, c, 0))
+			return true; /* woken when it drains */
+		l = lease_find(&b->leases, cl->ids[cl->next++]);
+		/* Settled, expired or voided (DELETE) before it left. */
 		if (!l || l->holder != c)
 			continue;
+		/* Its lease runs from when it is sent. */
+		lease_set_deadline(&b->leases, l,
+				   broker_now_ns() +
+					   (int64_t)l->lease_ms * 1000000);
 		if (handoff_push(b, c, l) < 0) {
 			log_write(b->log, LOG_ERR,
 				  "cannot hand message %llu over: %s; it "
@@ -216,14 +260,80 @@ handoff_claim(Broker *b, Handoff *h, Conn *c)
 			broker_lease_drop(b, l, true);
 			continue;
 		}
-		count++;
+		/* A send that fails closes c, which drops cl. */
+		if (c->closing)
+			return false;
+		cl->pushed++;
 	}
-	free(ids);
-	for (s = c->closing ? NULL : c->subs; s; s = s->owner_next) {
-		StoreMailbox *mb =
-			store_mailbox_by_id(b->store, s->rt->mailbox_id);
-		if (mb)
-			broker_mailbox_news(b, mb);
+	proto_writer_begin(w, MBOX_OP_CLAIM, MBOX_FLAG_REPLY, cl->req_id,
+			   MBOX_S_OK);
+	proto_put_u64(w, MBOX_TAG_COUNT, cl->pushed);
+	handoff_claim_unlink(b, cl);
+	c->in_flight--;
+	conn_send_writer(c, w);
+	/* The parked subscriptions go on, and RECVs held meanwhile. */
+	broker_conn_wake(b, c);
+	return false;
+}
+
+void
+handoff_pump(Broker *b)
+{
+	Claim *cl = b->claims;
+
+	/* A finished claim, or a close, may free any other record of the
+	 * list: look again from the head then. The stalled ones left are
+	 * only checked again, so this ends. */
+	while (cl) {
+		if (handoff_claim_run(b, cl))
+			cl = cl->link;
+		else
+			cl = b->claims;
 	}
-	return count;
+}
+
+int
+handoff_claim(Broker *b, Handoff *h, Conn *c, uint32_t req_id)
+{
+	int64_t now = broker_now_ns();
+	Claim *cl = calloc(1, sizeof(*cl)), **tail;
+	bool behind;
+	Lease *l;
+	Sub *s;
+
+	if (!cl)
+		return -ENOMEM;
+	cl->ids =
+		calloc(h->leases.count ? h->leases.count : 1, sizeof(*cl->ids));
+	if (!cl->ids) {
+		free(cl);
+		return -ENOMEM;
+	}
+	for (s = h->subs; s; s = s->owner_next)
+		if (sub_find(c, s->rt)) {
+			free(cl->ids);
+			free(cl);
+			return -EEXIST;
+		}
+	/* Everything becomes c's before anything is sent: a send that
+	 * fails closes c, and closing gives back whatever c holds then. */
+	while ((l = h->leases.head)) {
+		cl->ids[cl->n++] = l->msg_id;
+		lease_move(l, &c->leases, c);
+		lease_set_deadline(&b->leases, l,
+				   now + (int64_t)l->lease_ms * 1000000);
+	}
+	handoff_move_subs(&h->subs, &c->subs, c, NULL);
+	handoff_unlink(b, h);
+	cl->conn = c;
+	cl->req_id = req_id;
+	c->in_flight++;
+	/* In arrival order: a second CLAIM of c pushes after the first. */
+	behind = handoff_claiming(b, c);
+	for (tail = &b->claims; *tail; tail = &(*tail)->link)
+		cl->prev = *tail;
+	*tail = cl;
+	if (!behind)
+		handoff_claim_run(b, cl);
+	return 0;
 }

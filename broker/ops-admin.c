@@ -161,6 +161,8 @@ op_purge(Request *q)
 	if (!mb || request_txn(q) < 0)
 		return;
 	n = store_msg_purge(q->b->store, mb, flags & MBOX_PURGE_DEAD);
+	if (n > 0)
+		broker_batch_frees(q->b);
 	admin_done(q, n, mb->name, PENDING_COUNT, NULL, n > 0 ? (size_t)n : 0);
 }
 
@@ -286,6 +288,8 @@ op_bind_unbind(Request *q)
 			     mb->name, pattern);
 		return;
 	}
+	if (bind && broker_refuse_add(q->b, q->c, q->h->opcode, q->h->id))
+		return;
 	if (request_txn(q) < 0)
 		return;
 	admin_done(q,
@@ -408,6 +412,8 @@ op_publish(Request *q)
 	for (size_t i = 0; i < t.n; i++)
 		if (post_would_overflow(q, t.mb[i], item, 1))
 			goto out;
+	if (t.n && broker_refuse_add(q->b, q->c, q->h->opcode, q->h->id))
+		goto out;
 	/* No copy: nothing to write, but the reply still goes through the
 	 * batch so that it keeps its place among this connection's. */
 	if (t.n && request_txn(q) < 0)

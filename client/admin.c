@@ -9,6 +9,8 @@
 #include "config.h"
 
 #include <errno.h>
+#include <stdio.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -133,14 +135,10 @@ info_decode(const ProtoField *fl, mbox_mailbox_info *info, char why[128])
 int
 mbox_list(mbox *m, mbox_mailbox_info **list, size_t *n)
 {
-	ProtoFields f;
-	ProtoReader rd;
-	ProtoField fl;
-	Frame *fr = NULL;
 	mbox_mailbox_info *infos = NULL;
+	char after[MBOX_NAME_MAX + 1] = "";
 	char why[128] = "";
-	size_t count, got = 0;
-	uint32_t id;
+	size_t got = 0;
 	int r;
 
 	if (list)
@@ -154,48 +152,80 @@ mbox_list(mbox *m, mbox_mailbox_info **list, size_t *n)
 		error_set(m, "no place for the list given");
 		return -EINVAL;
 	}
-	id = core_begin(m, MBOX_OP_LIST);
-	r = core_call(m, id, MBOX_OP_LIST, &fr, &f, 0);
-	if (r < 0)
-		return r;
-	count = f.count[MBOX_TAG_INFO];
-	if (count) {
-		infos = calloc(count, sizeof(*infos));
-		if (!infos) {
-			error_set(m, "out of memory");
-			r = -ENOMEM;
+	/* The broker answers in pages of at most MAX_MSG_SIZE bytes; each
+	 * page starts after the last name of the one before, so names
+	 * strictly increase and the loop ends. */
+	for (;;) {
+		ProtoFields f;
+		ProtoReader rd;
+		ProtoField fl;
+		Frame *fr = NULL;
+		size_t count, first = got;
+		uint32_t id;
+		bool more;
+
+		id = core_begin(m, MBOX_OP_LIST);
+		if (after[0])
+			proto_put_str(&m->tx, MBOX_TAG_MAILBOX, after);
+		r = core_call(m, id, MBOX_OP_LIST, &fr, &f, 0);
+		if (r < 0)
 			goto fail;
+		count = f.count[MBOX_TAG_INFO];
+		if (count) {
+			mbox_mailbox_info *bigger =
+				realloc(infos, (got + count) * sizeof(*infos));
+			if (!bigger) {
+				core_frame_free(fr);
+				error_set(m, "out of memory");
+				r = -ENOMEM;
+				goto fail;
+			}
+			infos = bigger;
+			memset(infos + got, 0, count * sizeof(*infos));
 		}
-	}
-	core_frame_reader(&rd, fr);
-	while (got < count && (r = proto_reader_next(&rd, &fl)) > 0) {
-		if (fl.tag != MBOX_TAG_INFO)
-			continue;
-		r = info_decode(&fl, &infos[got], why);
-		if (r == -ENOMEM) {
-			error_set(m, "out of memory");
-			goto fail;
+		core_frame_reader(&rd, fr);
+		while (got - first < count &&
+		       (r = proto_reader_next(&rd, &fl)) > 0) {
+			if (fl.tag != MBOX_TAG_INFO)
+				continue;
+			r = info_decode(&fl, &infos[got], why);
+			if (r == -ENOMEM) {
+				core_frame_free(fr);
+				error_set(m, "out of memory");
+				goto fail;
+			}
+			if (r < 0) {
+				core_frame_free(fr);
+				error_set(m, "undecodable mailbox summary: %s",
+					  why);
+				r = -EPROTO;
+				goto fail;
+			}
+			got++;
 		}
-		if (r < 0) {
-			error_set(m, "undecodable mailbox summary: %s", why);
+		more = proto_u64(&f, MBOX_TAG_FLAGS, 0) & MBOX_LIST_MORE;
+		core_frame_free(fr);
+		if (got - first != count) {
+			error_set(m, "undecodable reply to LIST");
 			r = -EPROTO;
 			goto fail;
 		}
-		got++;
+		if (!more)
+			break;
+		/* A page that says "more" must move forward. */
+		if (count == 0 || strcmp(infos[got - 1].name, after) <= 0) {
+			error_set(m, "the broker's LIST pages do not advance");
+			r = -EPROTO;
+			goto fail;
+		}
+		snprintf(after, sizeof(after), "%s", infos[got - 1].name);
 	}
-	if (got != count) {
-		error_set(m, "undecodable reply to LIST");
-		r = -EPROTO;
-		goto fail;
-	}
-	core_frame_free(fr);
 	*list = infos;
-	*n = count;
+	*n = got;
 	return 0;
 
 fail:
 	mbox_list_free(infos, got);
-	core_frame_free(fr);
 	return r;
 }
 

@@ -99,6 +99,9 @@ int error_from_status(uint32_t status);
  */
 int core_enter(mbox *m);
 int core_enter_mailbox(mbox *m, const char *mailbox);
+/* post.c: POST items to mailbox with POST FLAGS (MBOX_POST_NO_CREATE). */
+int post_batch(mbox *m, const char *mailbox, const mbox_post_item *items,
+	       size_t n, uint64_t *ids, unsigned flags);
 
 /* Start a request frame in m->tx; returns its id. Fields follow with
  * proto_put_*(&m->tx, ...). */

@@ -148,8 +148,8 @@ post_reply_ids(mbox *m, const Frame *fr, size_t n, uint64_t *ids)
 }
 
 int
-mbox_post_batch(mbox *m, const char *mailbox, const mbox_post_item *items,
-		size_t n, uint64_t *ids)
+post_batch(mbox *m, const char *mailbox, const mbox_post_item *items, size_t n,
+	   uint64_t *ids, unsigned flags)
 {
 	ProtoFields f;
 	Frame *fr;
@@ -172,6 +172,8 @@ mbox_post_batch(mbox *m, const char *mailbox, const mbox_post_item *items,
 	}
 	id = core_begin(m, MBOX_OP_POST);
 	proto_put_str(&m->tx, MBOX_TAG_MAILBOX, mailbox);
+	if (flags)
+		proto_put_u64(&m->tx, MBOX_TAG_FLAGS, flags);
 	for (i = 0; i < n; i++)
 		post_item_put(&m->tx, items[i].data, items[i].len,
 			      items[i].opts);
@@ -181,6 +183,13 @@ mbox_post_batch(mbox *m, const char *mailbox, const mbox_post_item *items,
 	r = post_reply_ids(m, fr, n, ids);
 	core_frame_free(fr);
 	return r;
+}
+
+int
+mbox_post_batch(mbox *m, const char *mailbox, const mbox_post_item *items,
+		size_t n, uint64_t *ids)
+{
+	return post_batch(m, mailbox, items, n, ids, 0);
 }
 
 int

@@ -251,7 +251,12 @@ mbox_reply(mbox *m, const mbox_msg *request, const void *data, size_t len,
 		return -ENOMEM;
 	}
 	o.headers = h ? h : headers;
-	r = mbox_post(m, to, data, len, &o, NULL);
+	{
+		/* Never create the caller's mailbox: if it gave up and its
+		 * temporary mailbox is gone, the answer has nowhere to go. */
+		mbox_post_item item = {.data = data, .len = len, .opts = &o};
+		r = post_batch(m, to, &item, 1, NULL, MBOX_POST_NO_CREATE);
+	}
 	free(h);
 	return r;
 }

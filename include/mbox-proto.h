@@ -148,6 +148,10 @@ enum mbox_tag {
 /* FLAGS values of PEEK. */
 #define MBOX_PEEK_DEAD	   0x1u /* the dead list instead of the queue */
 #define MBOX_PEEK_ID_ORDER 0x2u /* the queue in id order */
+/* FLAGS values of POST. */
+#define MBOX_POST_NO_CREATE 0x1u /* never autocreate the mailbox */
+/* FLAGS of a LIST reply. */
+#define MBOX_LIST_MORE 0x1u /* more follow: LIST again after the last name */
 /* FLAGS values of PURGE. */
 #define MBOX_PURGE_DEAD 0x1u
 /* FLAGS values of DELETE. */

@@ -235,6 +235,7 @@ int mbox_dispatch(mbox *m, mbox_deliver_fn fn, void *ctx);
  * mbox_next are dropped locally (they are parked too). Messages the
  * caller still holds must not be acked after this: they belong to the
  * successor. Writes the token and its deadline (ns since the epoch).
+ * -EDQUOT: too many hand-offs wait already (64 per uid, 4096 in all).
  */
 int mbox_handoff(mbox *m, uint64_t wait_ms, char token[MBOX_TOKEN_SIZE],
 		 int64_t *deadline_ns);
@@ -244,6 +245,9 @@ int mbox_handoff(mbox *m, uint64_t wait_ms, char token[MBOX_TOKEN_SIZE],
  * messages, unchanged (no delivery counted), arrive as pushes before this
  * returns: read them with mbox_next or mbox_dispatch. *count (may be
  * NULL) receives how many. -ENOENT: no such token, or its deadline passed.
+ * -EDQUOT: the caller would hold more than the broker's max_unacked
+ * leases; settle some, or claim on another connection (the token stays
+ * valid).
  */
 int mbox_claim(mbox *m, const char *token, size_t *count);
 
@@ -309,7 +313,9 @@ typedef struct mbox_mailbox_info {
 	uint32_t mode;
 } mbox_mailbox_info;
 
-/* Every mailbox the caller may see; free with mbox_list_free. */
+/* Every mailbox the caller may see, in name order; free with
+ * mbox_list_free. Asked for in pages (protocol.md 5.8): a mailbox created
+ * or deleted meanwhile may or may not be listed, none twice. */
 int mbox_list(mbox *m, mbox_mailbox_info **list, size_t *n);
 void mbox_list_free(mbox_mailbox_info *list, size_t n);
 

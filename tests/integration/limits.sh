@@ -26,7 +26,8 @@ import struct
 import sys
 import time
 
-from wire import Client, OP, TAG, check, field, fields, msgs_of, text_of, u64
+from wire import (Client, OP, TAG, check, field, fields, msgs_of, text_of,
+                  u64, value)
 
 S_LIMIT, S_FULL, S_TOO_LARGE, S_BUSY = 7, 8, 9, 15
 OP.setdefault("SET", 18)
@@ -88,6 +89,14 @@ def requests(path):
     check(st == 0, "exactly 100 bytes of headers fit: " + text_of(f))
     check(peek(c, "h") == [b"x", b"fits"],
           "refused POSTs stored nothing, not even their good messages")
+
+    # An autocreating POST obeys the mailbox limits as if the mailbox
+    # were there, empty (it used to skip them).
+    refused(*post(c, "fresh", *[msg("f%d" % i) for i in range(4)]), S_FULL,
+            "max_mailbox_msgs", "an autocreating POST of 4 (of 3)")
+    refused(*post(c, "fresh", msg(b"f" * 600), msg(b"g" * 401)), S_FULL,
+            "max_mailbox_bytes", "an autocreating POST of 1001 bytes")
+    check("fresh" not in names(c), "the refused POSTs created nothing")
 
     # max_mailboxes: CREATE and an autocreating POST.
     for i in range(5):
@@ -208,6 +217,146 @@ def unacked(path):
     info = [dict(fields(v)) for t, v in f if t == 28]
     u = [i for i in info if i[TAG["MAILBOX"]] == b"u"][0]
     check(u64(u[30]) == 4, "4 leased, the rest ready: nothing lost")
+
+
+def claim(path):
+    """max_unacked 40; a CLAIM is pushed only as fast as the claimer reads
+    (max_out_bytes, 8 MiB), its reply follows the pushes, and new work
+    comes after the parked work."""
+    a = client(path)
+    big = 512 * 1024
+    ids = [u64(value(post(a, "cl", msg(bytes([i]) * big))[1], "ID"))
+           for i in range(24)]
+    st, f = a.call("SUBSCRIBE", field("MAILBOX", "cl") + field("COUNT", 30))
+    check(st == 0, "SUBSCRIBE cl, window 30")
+    got = a.pushed(24, 20)
+    check([u64(m[TAG["ID"]]) for m in got] == ids, "a is pushed 12 MiB")
+    st, f = a.call("HANDOFF", field("WAIT_MS", 60000))
+    check(st == 0 and u64(value(f, "COUNT")) == 24, "a hands 24 off")
+    token = value(f, "TOKEN")
+
+    # Over max_unacked: refused whole, the hand-off kept.
+    b = client(path)
+    for i in range(20):
+        post(a, "other", msg("o%d" % i))
+    st, f = b.call("RECV", field("MAILBOX", "other") + field("COUNT", 20))
+    held = [u64(m[TAG["ID"]]) for m in msgs_of(f)]
+    check(len(held) == 20, "b holds 20")
+    refused(*b.call("CLAIM", field("TOKEN", token)), S_LIMIT, "max_unacked",
+            "CLAIM of 24 by a holder of 20 (max_unacked 40)")
+    check(b.pushes == [], "the refused CLAIM pushed nothing")
+    check(b.call("ACK", b"".join(field("ID", i) for i in held))[0] == 0,
+          "b acks its 20")
+
+    # 12 MiB do not fit in b's 8 MiB of output: b does not read for a
+    # while, and a new message is posted meanwhile.
+    rid = b.send_frame(OP["CLAIM"], field("TOKEN", token))
+    time.sleep(1.0)
+    new = u64(value(post(a, "cl", msg("new"))[1], "ID"))
+    pushes, reply = [], None
+    b.s.settimeout(20)
+    while reply is None:
+        op, flags, r, st, body = b.read_frame()
+        if flags & 2:
+            pushes += msgs_of(fields(body))
+        else:
+            check(op == OP["CLAIM"] and r == rid, "the CLAIM reply")
+            reply = (st, fields(body))
+    check(reply[0] == 0 and u64(value(reply[1], "COUNT")) == 24,
+          "CLAIM answered COUNT 24: %r" % (reply,))
+    check([u64(m[TAG["ID"]]) for m in pushes] == ids,
+          "all 24 parked messages were pushed, in order, before the reply")
+    dl = [u64(m[TAG["DEADLINE_NS"]]) for m in pushes]
+    check(dl[-1] - dl[0] > 500 * 1000000,
+          "the last ones were pushed only when b read (their leases start "
+          "%.2f s after the first ones'): not all queued at once" %
+          ((dl[-1] - dl[0]) / 1e9))
+    later = b.pushed(1, 5)
+    check([u64(m[TAG["ID"]]) for m in later] == [new],
+          "the message posted meanwhile comes after the parked ones")
+
+
+def handoffs(path):
+    """At most 64 hand-offs of one uid wait to be claimed."""
+    c = client(path)
+    tokens = []
+    for i in range(64):
+        st, f = c.call("HANDOFF", field("WAIT_MS", 60000))
+        if st != 0:
+            break
+        tokens.append(value(f, "TOKEN"))
+    check(len(tokens) == 64, "64 HANDOFFs are taken (%d)" % len(tokens))
+    refused(*c.call("HANDOFF", field("WAIT_MS", 60000)), S_LIMIT,
+            "max_handoffs", "the 65th HANDOFF of one uid")
+    st, f = c.call("CLAIM", field("TOKEN", tokens[0]))
+    check(st == 0, "CLAIM one")
+    st, f = c.call("HANDOFF", field("WAIT_MS", 10))
+    check(st == 0, "then one more HANDOFF is taken")
+
+
+def store_full(path):
+    """A full store refuses posts at once, so acks still commit (a POST
+    failing for space used to fail every request of its batch)."""
+    p, c = client(path), client(path)
+    data = os.urandom(16 * 1024)
+
+    def fill():
+        for i in range(400):
+            st, f = post(p, "sf", msg(data))
+            if st != 0:
+                return st, f
+        return st, f
+
+    st, f = fill()
+    check(st == 12 and "disk or database full" in text_of(f),
+          "the store filled up: STORE %d: %s" % (st, text_of(f)))
+    st, f = c.call("RECV", field("MAILBOX", "sf") + field("COUNT", 20))
+    held = [u64(m[TAG["ID"]]) for m in msgs_of(f)]
+    check(st == 0 and len(held) > 5, "a consumer leases %d" % len(held))
+    for k in range(3):
+        # A producer retries while a consumer acks, in one batch. (The
+        # last ack made room: fill that up first.)
+        check(fill()[0] == 12, "the store is full again")
+        p.send_frame(OP["POST"], field("MAILBOX", "sf") + msg(data))
+        c.send_frame(OP["ACK"], field("ID", held[k]))
+        op, flags, r, st, f = p.read_frame()
+        check(st == 12, "the retried POST is refused: %s" %
+              text_of(fields(f)))
+        op, flags, r, st, f = c.read_frame()
+        check(st == 0, "the ACK beside it commits: %d %s" %
+              (st, text_of(fields(f))))
+    check(c.call("ACK", b"".join(field("ID", i) for i in held[3:]))[0] == 0,
+          "the other acks commit")
+    st, f = post(p, "sf", msg("small"))
+    check(st == 0, "the acks made room: a POST is taken again: " +
+          text_of(f))
+
+
+def list_pages(path, n):
+    """max_msg_size 4096: LIST answers in pages (FLAGS 1 = more), each
+    under MAX_FRAME, continued after MAILBOX."""
+    c = client(path)
+    want = sorted("page-%03d-%s" % (i, "x" * 100) for i in range(n))
+    made = sum(c.call("CREATE", field("MAILBOX", name))[0] == 0
+               for name in want)
+    check(made == n, "%d mailboxes created" % made)
+    got, after, pages, biggest = [], None, 0, 0
+    while pages < n:
+        st, f = c.call("LIST", field("MAILBOX", after) if after else b"")
+        page = [dict(fields(v))[TAG["MAILBOX"]].decode()
+                for t, v in f if t == 28]
+        biggest = max(biggest, sum(len(v) + 6 for t, v in f))
+        pages += 1
+        got += page
+        flags = [u64(v) for t, v in f if t == TAG["FLAGS"]]
+        if st != 0 or not page or not (flags and flags[0] & 1):
+            break
+        after = page[-1]
+    check(st == 0 and biggest < 2 * 4096, "every page is under MAX_FRAME "
+          "(the biggest body: %d bytes)" % biggest)
+    check(got == want, "%d pages list all %d mailboxes once, in order "
+          "(got %d)" % (pages, n, len(got)))
+    check(pages > 2, "it took %d pages" % pages)
 
 
 def connections(path, n_ok):
@@ -372,6 +521,14 @@ if __name__ == "__main__":
         admins(path, int(sys.argv[3]))
     elif mode == "slow":
         slow(path, int(sys.argv[3]))
+    elif mode == "claim":
+        claim(path)
+    elif mode == "handoffs":
+        handoffs(path)
+    elif mode == "store-full":
+        store_full(path)
+    elif mode == "list-pages":
+        list_pages(path, int(sys.argv[3]))
 EOF
 
 py()
@@ -417,6 +574,27 @@ note "max_unacked"
 rm -f "$DB" "$DB"-*
 start_broker --max-unacked 4
 py unacked
+stop_broker
+
+note "CLAIM under max_unacked and max_out_bytes; max_handoffs"
+rm -f "$DB" "$DB"-*
+BROKER_SYNC=off start_broker --max-unacked 40
+py claim
+py handoffs
+stop_broker
+
+note "a full store still takes acks"
+rm -f "$DB" "$DB"-*
+BROKER_SYNC=off start_broker --max-store-size 1M
+py store-full
+stop_broker
+
+note "LIST in pages"
+rm -f "$DB" "$DB"-*
+BROKER_SYNC=off start_broker --max-msg-size 4096
+py list-pages 150
+# libmbox follows the pages: mboxctl ls lists every one, each once.
+assert_eq 150 "$(mbctl ls --json | sort -u | wc -l)" "mailboxes listed by mboxctl ls over pages"
 stop_broker
 
 # ---- Connections ----

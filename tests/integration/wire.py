@@ -354,6 +354,15 @@ def mailbox_semantics(path):
     st, f = t.call("UNSUBSCRIBE", field("MAILBOX", "sub"))
     check(st == 0, "UNSUBSCRIBE")
 
+    # NO_CREATE: a POST that must not create its mailbox.
+    st, f = c.call("POST", field("MAILBOX", "reply.gone") +
+                   field("FLAGS", 1) + field("MSG", field("DATA", "x")))
+    check(st == S["NOT_FOUND"], "POST with NO_CREATE to a missing mailbox "
+          "is NOT_FOUND: " + text_of(f))
+    st, f = c.call("LIST")
+    check(b"reply.gone" not in b"".join(v for t, v in f),
+          "and the mailbox was not created")
+
     # TTL and DEDUP on POST.
     a = post(c, "opts", "once", field("DEDUP", "key-1"))
     b = post(c, "opts", "twice", field("DEDUP", "key-1"))
