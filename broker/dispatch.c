@@ -1125,31 +1125,18 @@ typedef struct ListCtx {
 	bool more;	   /* the page is full and another mailbox follows */
 } ListCtx;
 
-static int
-list_one(void *ctx, StoreMailbox *mb)
+void
+put_list_fields(Request *q, StoreMailbox *mb, int64_t now)
 {
-	ListCtx *lc = ctx;
-	Request *q = lc->q;
 	ProtoWriter *w = &q->b->w;
 	MailboxRt *rt = mb->user;
 	uint64_t delayed = 0;
 	int64_t oldest = 0;
 
-	if ((lc->after && strcmp(mb->name, lc->after) <= 0) ||
-	    (!acl_may(&q->c->peer, mb, ACL_READ) &&
-	     !acl_may(&q->c->peer, mb, ACL_WRITE)))
-		return 0;
-	/* Keep the reply under MAX_FRAME, as a RECV reply: a page ends
-	 * once it holds max_msg_size bytes. */
-	if (w->len >= q->b->cfg.max_msg_size) {
-		lc->more = true;
-		return 1;
-	}
 	if (mb->n_ready)
-		store_mailbox_count_delayed(q->b->store, mb, lc->now, &delayed);
+		store_mailbox_count_delayed(q->b->store, mb, now, &delayed);
 	if (mb->n_ready + mb->n_leased + mb->n_dead)
 		store_mailbox_oldest(q->b->store, mb, &oldest);
-	proto_nest_begin(w, MBOX_TAG_INFO);
 	proto_put_str(w, MBOX_TAG_MAILBOX, mb->name);
 	proto_put_u64(w, MBOX_TAG_READY, mb->n_ready - delayed);
 	proto_put_u64(w, MBOX_TAG_LEASED, mb->n_leased);
@@ -1162,6 +1149,27 @@ list_one(void *ctx, StoreMailbox *mb)
 	proto_put_u64(w, MBOX_TAG_OWNER_UID, mb->owner_uid);
 	proto_put_u64(w, MBOX_TAG_GROUP_GID, mb->gid);
 	proto_put_u64(w, MBOX_TAG_MODE, mb->mode);
+}
+
+static int
+list_one(void *ctx, StoreMailbox *mb)
+{
+	ListCtx *lc = ctx;
+	Request *q = lc->q;
+	ProtoWriter *w = &q->b->w;
+
+	if ((lc->after && strcmp(mb->name, lc->after) <= 0) ||
+	    (!acl_may(&q->c->peer, mb, ACL_READ) &&
+	     !acl_may(&q->c->peer, mb, ACL_WRITE)))
+		return 0;
+	/* Keep the reply under MAX_FRAME, as a RECV reply: a page ends
+	 * once it holds max_msg_size bytes. */
+	if (w->len >= q->b->cfg.max_msg_size) {
+		lc->more = true;
+		return 1;
+	}
+	proto_nest_begin(w, MBOX_TAG_INFO);
+	put_list_fields(q, mb, lc->now);
 	proto_nest_end(w);
 	return 0;
 }

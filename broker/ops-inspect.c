@@ -254,31 +254,14 @@ put_stat_info(Request *q, StoreMailbox *mb)
 {
 	ProtoWriter *w = &q->b->w;
 	MailboxRt *rt = mb->user;
-	uint64_t delayed = 0, flags = 0;
-	int64_t oldest = 0;
+	uint64_t flags = 0;
 
-	if (mb->n_ready)
-		store_mailbox_count_delayed(q->b->store, mb, broker_now_ns(),
-					    &delayed);
-	if (mb->n_ready + mb->n_leased + mb->n_dead)
-		store_mailbox_oldest(q->b->store, mb, &oldest);
 	if (mb->flags & STORE_MB_PAUSED)
 		flags |= MBOX_INFO_PAUSED;
 	if (mb->flags & STORE_MB_TEMP)
 		flags |= MBOX_INFO_TEMP;
 	proto_nest_begin(w, MBOX_TAG_INFO);
-	proto_put_str(w, MBOX_TAG_MAILBOX, mb->name);
-	proto_put_u64(w, MBOX_TAG_READY, mb->n_ready - delayed);
-	proto_put_u64(w, MBOX_TAG_LEASED, mb->n_leased);
-	proto_put_u64(w, MBOX_TAG_DELAYED, delayed);
-	proto_put_u64(w, MBOX_TAG_DEAD, mb->n_dead);
-	proto_put_u64(w, MBOX_TAG_BYTES, mb->bytes);
-	proto_put_u64(w, MBOX_TAG_OLDEST_NS, (uint64_t)oldest);
-	proto_put_u64(w, MBOX_TAG_CONSUMERS,
-		      rt ? rt->n_waiters + rt->n_subs : 0);
-	proto_put_u64(w, MBOX_TAG_OWNER_UID, mb->owner_uid);
-	proto_put_u64(w, MBOX_TAG_GROUP_GID, mb->gid);
-	proto_put_u64(w, MBOX_TAG_MODE, mb->mode);
+	put_list_fields(q, mb, broker_now_ns());
 	proto_put_u64(w, MBOX_TAG_FLAGS, flags);
 	proto_put_u64(w, MBOX_TAG_WAITING, rt_waiting(rt, NULL));
 	proto_put_u64(w, MBOX_TAG_TIME_NS, (uint64_t)mb->created_ns);

@@ -91,6 +91,13 @@ bool post_would_overflow(Request *q, const StoreMailbox *mb,
 void post_fill_msg(Request *q, const StoreMailbox *mb, const PostItem *item,
 		   int64_t now, StoreMsg *m, char dedup_buf[MBOX_NAME_MAX + 1]);
 
+/*
+ * The fields of a mailbox's LIST entry (doc/protocol.md 5.8), MAILBOX to
+ * MODE, into the open INFO nest of q's reply; STAT's INFO adds its own
+ * after them. now: what counts as delayed.
+ */
+void put_list_fields(Request *q, StoreMailbox *mb, int64_t now);
+
 /* Handlers of ops-admin.c. */
 void op_set(Request *q);
 void op_delete(Request *q);

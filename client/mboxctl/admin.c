@@ -35,22 +35,12 @@ static const char ping_help[] =
 int
 cmd_ping(Ctl *c, int argc, char **argv)
 {
-	static const struct option opts[] = {CTL_COMMON_OPTIONS, {0}};
 	int64_t t0, t1;
-	int opt, r;
+	int r;
 
-	while ((opt = getopt_long(argc, argv, ":S:h", opts, NULL)) != -1) {
-		switch (opt) {
-		case 'S':
-			c->socket = optarg;
-			break;
-		case 'h':
-			fputs(ping_help, stdout);
-			return CTL_EXIT_OK;
-		default:
-			return ctl_bad_option(c, opt, argv);
-		}
-	}
+	r = ctl_parse_simple(c, argc, argv, ping_help, NULL);
+	if (r >= 0)
+		return r;
 	if (optind < argc)
 		return ctl_usage(c, "unexpected argument '%s'", argv[optind]);
 
@@ -279,6 +269,19 @@ settings_list(SettingSlots slots, const char **list)
 }
 
 /*
+ * settings_option - what the getopt loops of create and set do with an
+ * option their own cases did not take: a setting goes into its slot,
+ * anything else is a bad option. Returns 0, or the exit code.
+ */
+static int
+settings_option(Ctl *c, int opt, char **argv, SettingSlots set)
+{
+	if (opt < OPT_LEASE || opt > OPT_MAX_BYTES)
+		return ctl_bad_option(c, opt, argv);
+	return setting_make(c, opt, optarg, set[opt - OPT_LEASE]);
+}
+
+/*
  * A temporary mailbox lives as long as its connection: hold it open
  * until SIGINT, SIGTERM, the end of standard input or the broker's going
  * away. Returns the exit code.
@@ -361,9 +364,7 @@ cmd_create(Ctl *c, int argc, char **argv)
 			temp = true;
 			break;
 		default:
-			if (opt < OPT_LEASE || opt > OPT_MAX_BYTES)
-				return ctl_bad_option(c, opt, argv);
-			r = setting_make(c, opt, optarg, set[opt - OPT_LEASE]);
+			r = settings_option(c, opt, argv, set);
 			if (r)
 				return r;
 			break;
@@ -414,9 +415,7 @@ cmd_set(Ctl *c, int argc, char **argv)
 			fputs(set_help, stdout);
 			return CTL_EXIT_OK;
 		default:
-			if (opt < OPT_LEASE || opt > OPT_MAX_BYTES)
-				return ctl_bad_option(c, opt, argv);
-			r = setting_make(c, opt, optarg, set[opt - OPT_LEASE]);
+			r = settings_option(c, opt, argv, set);
 			if (r)
 				return r;
 			break;

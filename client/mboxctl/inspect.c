@@ -62,11 +62,6 @@ max_size(size_t a, size_t b)
 int
 cmd_ls(Ctl *c, int argc, char **argv)
 {
-	static const struct option opts[] = {
-		{"json", no_argument, NULL, 'j'},
-		CTL_COMMON_OPTIONS,
-		{0},
-	};
 	static const char *const head[LS_COLS] = {
 		"NAME", "READY", "LEASED", "DELAYED",
 		"DEAD", "BYTES", "OLDEST", "CONSUMERS",
@@ -76,23 +71,11 @@ cmd_ls(Ctl *c, int argc, char **argv)
 	size_t width[LS_COLS], n, i, k;
 	bool json = false;
 	int64_t now;
-	int opt, r;
+	int r;
 
-	while ((opt = getopt_long(argc, argv, ":S:hj", opts, NULL)) != -1) {
-		switch (opt) {
-		case 'j':
-			json = true;
-			break;
-		case 'S':
-			c->socket = optarg;
-			break;
-		case 'h':
-			fputs(ls_help, stdout);
-			return CTL_EXIT_OK;
-		default:
-			return ctl_bad_option(c, opt, argv);
-		}
-	}
+	r = ctl_parse_simple(c, argc, argv, ls_help, &json);
+	if (r >= 0)
+		return r;
 	if (optind < argc)
 		return ctl_usage(c, "unexpected argument '%s'", argv[optind]);
 

@@ -74,16 +74,10 @@ json_base64(FILE *f, const uint8_t *p, size_t n)
 }
 
 void
-json_msg(FILE *f, const mbox_msg *msg)
+json_msg_origin(FILE *f, const mbox_msg *msg)
 {
 	const char *reason = mbox_msg_dead_reason(msg);
-	const uint8_t *data;
-	size_t len, i, nh;
 
-	fprintf(f, "{\"id\":%" PRIu64 ",\"mailbox\":", mbox_msg_id(msg));
-	json_cstring(f, mbox_msg_mailbox(msg));
-	fprintf(f, ",\"priority\":%u,\"deliveries\":%" PRIu32,
-		mbox_msg_priority(msg), mbox_msg_deliveries(msg));
 	if (reason) {
 		fputs(",\"dead_reason\":", f);
 		json_cstring(f, reason);
@@ -93,13 +87,14 @@ json_msg(FILE *f, const mbox_msg *msg)
 		(unsigned long)mbox_msg_sender_uid(msg),
 		(unsigned long)mbox_msg_sender_gid(msg));
 	json_cstring(f, mbox_msg_sender_name(msg));
-	fprintf(f, "},\"time\":%" PRId64, mbox_msg_time_ns(msg));
-	if (mbox_msg_expires_ns(msg))
-		fprintf(f, ",\"expires_ns\":%" PRId64,
-			mbox_msg_expires_ns(msg));
-	if (mbox_msg_deadline_ns(msg))
-		fprintf(f, ",\"deadline_ns\":%" PRId64,
-			mbox_msg_deadline_ns(msg));
+	putc('}', f);
+}
+
+void
+json_msg_content(FILE *f, const mbox_msg *msg)
+{
+	const uint8_t *data;
+	size_t len, i, nh;
 
 	/* Always there, so that scripts can index it without a test. */
 	fputs(",\"headers\":{", f);
@@ -125,5 +120,23 @@ json_msg(FILE *f, const mbox_msg *msg)
 		fputs(",\"data_base64\":", f);
 		json_base64(f, data, len);
 	}
+}
+
+void
+json_msg(FILE *f, const mbox_msg *msg)
+{
+	fprintf(f, "{\"id\":%" PRIu64 ",\"mailbox\":", mbox_msg_id(msg));
+	json_cstring(f, mbox_msg_mailbox(msg));
+	fprintf(f, ",\"priority\":%u,\"deliveries\":%" PRIu32,
+		mbox_msg_priority(msg), mbox_msg_deliveries(msg));
+	json_msg_origin(f, msg);
+	fprintf(f, ",\"time\":%" PRId64, mbox_msg_time_ns(msg));
+	if (mbox_msg_expires_ns(msg))
+		fprintf(f, ",\"expires_ns\":%" PRId64,
+			mbox_msg_expires_ns(msg));
+	if (mbox_msg_deadline_ns(msg))
+		fprintf(f, ",\"deadline_ns\":%" PRId64,
+			mbox_msg_deadline_ns(msg));
+	json_msg_content(f, msg);
 	fputs("}\n", f);
 }

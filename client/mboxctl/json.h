@@ -35,4 +35,13 @@ void json_base64(FILE *f, const uint8_t *p, size_t n);
  */
 void json_msg(FILE *f, const mbox_msg *msg);
 
+/*
+ * The parts of a message object that json_msg and the export format
+ * share, each written with its leading comma: json_msg_origin writes
+ * [,"dead_reason":".."],"sender":{..}; json_msg_content writes
+ * ,"headers":{..},"data":".." (or "data_base64").
+ */
+void json_msg_origin(FILE *f, const mbox_msg *msg);
+void json_msg_content(FILE *f, const mbox_msg *msg);
+
 #endif

@@ -159,21 +159,76 @@ recv_parse_wait(const char *s, int64_t *wait_ms)
 	return 0;
 }
 
-/* --json / --raw into a format; --raw means exactly one message. */
+/* The options and the operand that recv and subscribe share. */
+typedef struct RecvArgs {
+	uint64_t count;	   /* -n: recv's default 1, subscribe's 0 (no end) */
+	int64_t wait_ms;   /* -w: -1 = no limit */
+	uint64_t lease_ms; /* --lease: 0 = the mailbox's */
+	bool count_given, json, raw;
+	enum recv_format format; /* from -j / --raw, by recv_args_finish */
+} RecvArgs;
+
+/*
+ * recv_args_option - take opt when it is one of the shared options (-n,
+ * -w, --lease, -j, --raw, -S). Returns 0 when taken, -1 when it is not
+ * one of them, else the exit code for a bad value.
+ */
 static int
-recv_pick_format(Ctl *c, bool json, bool raw, bool count_given, uint64_t *count,
-		 enum recv_format *format)
+recv_args_option(Ctl *c, int opt, RecvArgs *a)
 {
-	*format = FORMAT_LINES;
-	if (raw && json)
+	switch (opt) {
+	case 'n':
+		if (ctl_parse_u64(optarg, &a->count) < 0 || a->count == 0)
+			return ctl_usage(c, "bad count '%s'", optarg);
+		a->count_given = true;
+		return 0;
+	case 'w':
+		if (recv_parse_wait(optarg, &a->wait_ms) < 0)
+			return ctl_usage(c, "bad duration '%s'", optarg);
+		return 0;
+	case OPT_LEASE:
+		if (ctl_parse_duration_ms(optarg, &a->lease_ms) < 0 ||
+		    a->lease_ms == 0)
+			return ctl_usage(c, "bad lease '%s'", optarg);
+		return 0;
+	case 'j':
+		a->json = true;
+		return 0;
+	case OPT_RAW:
+		a->raw = true;
+		return 0;
+	case 'S':
+		c->socket = optarg;
+		return 0;
+	}
+	return -1;
+}
+
+/*
+ * recv_args_finish - after the options: the one MAILBOX operand (into
+ * c->target), and --json / --raw into a format; --raw means exactly one
+ * message.
+ */
+static int
+recv_args_finish(Ctl *c, int argc, char **argv, RecvArgs *a)
+{
+	if (optind >= argc)
+		return ctl_usage(c, "which mailbox? (mboxctl %s MAILBOX)",
+				 c->verb);
+	if (argc - optind > 1)
+		return ctl_usage(c, "unexpected argument '%s'",
+				 argv[optind + 1]);
+	c->target = argv[optind];
+	a->format = FORMAT_LINES;
+	if (a->raw && a->json)
 		return ctl_usage(c, "--raw and --json exclude each other");
-	if (raw && count_given && *count != 1)
+	if (a->raw && a->count_given && a->count != 1)
 		return ctl_usage(c, "--raw writes exactly one message (-n 1)");
-	if (raw) {
-		*format = FORMAT_RAW;
-		*count = 1;
-	} else if (json) {
-		*format = FORMAT_JSON;
+	if (a->raw) {
+		a->format = FORMAT_RAW;
+		a->count = 1;
+	} else if (a->json) {
+		a->format = FORMAT_JSON;
 	}
 	return 0;
 }
@@ -191,43 +246,24 @@ cmd_recv(Ctl *c, int argc, char **argv)
 		CTL_COMMON_OPTIONS,
 		{0},
 	};
-	enum recv_format format = FORMAT_LINES;
+	RecvArgs a = {.count = 1};
 	mbox_msg *msgs[MBOX_RECV_MAX];
 	uint64_t ids[MBOX_RECV_MAX];
-	uint64_t count = 1, got = 0, lease_ms = 0;
-	int64_t wait_ms = 0, deadline = 0;
-	bool count_given = false, no_ack = false, json = false, raw = false;
+	uint64_t got = 0;
+	int64_t deadline = 0;
+	bool no_ack = false;
 	size_t n, i;
 	int opt, r = CTL_EXIT_OK;
 
 	while ((opt = getopt_long(argc, argv, ":S:hn:w:j", opts, NULL)) != -1) {
+		r = recv_args_option(c, opt, &a);
+		if (r > 0)
+			return r;
+		if (r == 0)
+			continue;
 		switch (opt) {
-		case 'n':
-			if (ctl_parse_u64(optarg, &count) < 0 || count == 0)
-				return ctl_usage(c, "bad count '%s'", optarg);
-			count_given = true;
-			break;
-		case 'w':
-			if (recv_parse_wait(optarg, &wait_ms) < 0)
-				return ctl_usage(c, "bad duration '%s'",
-						 optarg);
-			break;
-		case OPT_LEASE:
-			if (ctl_parse_duration_ms(optarg, &lease_ms) < 0 ||
-			    lease_ms == 0)
-				return ctl_usage(c, "bad lease '%s'", optarg);
-			break;
 		case OPT_NO_ACK:
 			no_ack = true;
-			break;
-		case 'j':
-			json = true;
-			break;
-		case OPT_RAW:
-			raw = true;
-			break;
-		case 'S':
-			c->socket = optarg;
 			break;
 		case 'h':
 			fputs(recv_help, stdout);
@@ -236,36 +272,30 @@ cmd_recv(Ctl *c, int argc, char **argv)
 			return ctl_bad_option(c, opt, argv);
 		}
 	}
-	if (optind >= argc)
-		return ctl_usage(c, "which mailbox? (mboxctl recv MAILBOX)");
-	if (argc - optind > 1)
-		return ctl_usage(c, "unexpected argument '%s'",
-				 argv[optind + 1]);
-	c->target = argv[optind];
-	r = recv_pick_format(c, json, raw, count_given, &count, &format);
+	r = recv_args_finish(c, argc, argv, &a);
 	if (r)
 		return r;
 
 	r = ctl_connect(c);
 	if (r)
 		return r;
-	if (wait_ms > 0)
-		deadline = ctl_monotonic_ns() + wait_ms * 1000000;
+	if (a.wait_ms > 0)
+		deadline = ctl_monotonic_ns() + a.wait_ms * 1000000;
 
-	while (got < count) {
-		size_t want = count - got > MBOX_RECV_MAX
+	while (got < a.count) {
+		size_t want = a.count - got > MBOX_RECV_MAX
 				      ? MBOX_RECV_MAX
-				      : (size_t)(count - got);
-		int64_t rem = wait_ms;
+				      : (size_t)(a.count - got);
+		int64_t rem = a.wait_ms;
 
-		if (wait_ms > 0) {
+		if (a.wait_ms > 0) {
 			/* Round up: never ask for 0 while time is left. */
 			rem = (deadline - ctl_monotonic_ns() + 999999) /
 			      1000000;
 			if (rem < 0)
 				rem = 0;
 		}
-		r = mbox_recv(c->m, c->target, want, rem, lease_ms, msgs, &n);
+		r = mbox_recv(c->m, c->target, want, rem, a.lease_ms, msgs, &n);
 		if (r < 0)
 			return ctl_fail(c, r, got ? "receive failed" : NULL);
 		if (n == 0)
@@ -274,7 +304,7 @@ cmd_recv(Ctl *c, int argc, char **argv)
 		r = 0;
 		for (i = 0; i < n; i++) {
 			if (r == 0)
-				r = recv_print(msgs[i], format);
+				r = recv_print(msgs[i], a.format);
 			ids[i] = mbox_msg_id(msgs[i]);
 			mbox_msg_free(msgs[i]);
 		}
@@ -432,24 +462,18 @@ cmd_subscribe(Ctl *c, int argc, char **argv)
 		{0},
 	};
 	SubRun s = {.c = c, .sigfd = -1};
-	uint64_t lease_ms = 0, window = 1;
-	int64_t wait_ms = -1;
+	RecvArgs a = {.wait_ms = -1};
+	uint64_t window = 1;
 	unsigned flags = 0;
-	bool count_given = false, json = false, raw = false;
 	int standby = 0, opt, r;
 
 	while ((opt = getopt_long(argc, argv, ":S:hn:w:j", opts, NULL)) != -1) {
+		r = recv_args_option(c, opt, &a);
+		if (r > 0)
+			return r;
+		if (r == 0)
+			continue;
 		switch (opt) {
-		case 'n':
-			if (ctl_parse_u64(optarg, &s.count) < 0 || s.count == 0)
-				return ctl_usage(c, "bad count '%s'", optarg);
-			count_given = true;
-			break;
-		case 'w':
-			if (recv_parse_wait(optarg, &wait_ms) < 0)
-				return ctl_usage(c, "bad duration '%s'",
-						 optarg);
-			break;
 		case OPT_WINDOW:
 			if (ctl_parse_u64(optarg, &window) < 0 || window == 0 ||
 			    window > MBOX_WINDOW_MAX)
@@ -459,20 +483,6 @@ cmd_subscribe(Ctl *c, int argc, char **argv)
 		case OPT_EXCLUSIVE:
 			flags |= MBOX_SUB_EXCLUSIVE_FLAG;
 			break;
-		case OPT_LEASE:
-			if (ctl_parse_duration_ms(optarg, &lease_ms) < 0 ||
-			    lease_ms == 0)
-				return ctl_usage(c, "bad lease '%s'", optarg);
-			break;
-		case 'j':
-			json = true;
-			break;
-		case OPT_RAW:
-			raw = true;
-			break;
-		case 'S':
-			c->socket = optarg;
-			break;
 		case 'h':
 			fputs(subscribe_help, stdout);
 			return CTL_EXIT_OK;
@@ -480,16 +490,11 @@ cmd_subscribe(Ctl *c, int argc, char **argv)
 			return ctl_bad_option(c, opt, argv);
 		}
 	}
-	if (optind >= argc)
-		return ctl_usage(c,
-				 "which mailbox? (mboxctl subscribe MAILBOX)");
-	if (argc - optind > 1)
-		return ctl_usage(c, "unexpected argument '%s'",
-				 argv[optind + 1]);
-	c->target = argv[optind];
-	r = recv_pick_format(c, json, raw, count_given, &s.count, &s.format);
+	r = recv_args_finish(c, argc, argv, &a);
 	if (r)
 		return r;
+	s.count = a.count;
+	s.format = a.format;
 
 	r = sub_signals(&s);
 	if (r < 0) {
@@ -503,7 +508,7 @@ cmd_subscribe(Ctl *c, int argc, char **argv)
 	/* More than N in flight would only come back redelivered. */
 	if (s.count && window > s.count)
 		window = s.count;
-	r = mbox_subscribe(c->m, c->target, (unsigned)window, lease_ms, flags,
+	r = mbox_subscribe(c->m, c->target, (unsigned)window, a.lease_ms, flags,
 			   &standby);
 	if (r < 0) {
 		r = ctl_fail(c, r, "cannot subscribe");
@@ -516,8 +521,8 @@ cmd_subscribe(Ctl *c, int argc, char **argv)
 			c->target);
 	/* The wait counts from the subscription: connecting is not part of
 	 * the time the user gives the broker to deliver. */
-	if (wait_ms >= 0)
-		s.deadline = ctl_monotonic_ns() + wait_ms * 1000000;
+	if (a.wait_ms >= 0)
+		s.deadline = ctl_monotonic_ns() + a.wait_ms * 1000000;
 	r = sub_loop(&s);
 out:
 	if (s.sigfd >= 0)

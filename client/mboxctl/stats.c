@@ -289,35 +289,6 @@ clients_table(const mbox_client_info *list, size_t n, int64_t now)
 	return 0;
 }
 
-/* Options every verb of this file takes: --json, -S, -h. */
-static int
-parse_simple(Ctl *c, int argc, char **argv, const char *help, bool *json)
-{
-	static const struct option opts[] = {
-		{"json", no_argument, NULL, 'j'},
-		CTL_COMMON_OPTIONS,
-		{0},
-	};
-	int opt;
-
-	while ((opt = getopt_long(argc, argv, ":S:hj", opts, NULL)) != -1) {
-		switch (opt) {
-		case 'j':
-			*json = true;
-			break;
-		case 'S':
-			c->socket = optarg;
-			break;
-		case 'h':
-			fputs(help, stdout);
-			return CTL_EXIT_OK;
-		default:
-			return ctl_bad_option(c, opt, argv);
-		}
-	}
-	return -1;
-}
-
 static int
 flush_stdout(Ctl *c, int r)
 {
@@ -429,7 +400,7 @@ cmd_stat(Ctl *c, int argc, char **argv)
 	bool json = false;
 	int r;
 
-	r = parse_simple(c, argc, argv, stat_help, &json);
+	r = ctl_parse_simple(c, argc, argv, stat_help, &json);
 	if (r >= 0)
 		return r;
 	if (optind >= argc)
@@ -477,7 +448,7 @@ cmd_clients(Ctl *c, int argc, char **argv)
 	size_t n = 0;
 	int r;
 
-	r = parse_simple(c, argc, argv, clients_help, &json);
+	r = ctl_parse_simple(c, argc, argv, clients_help, &json);
 	if (r >= 0)
 		return r;
 	if (optind < argc)
@@ -563,7 +534,7 @@ cmd_stats(Ctl *c, int argc, char **argv)
 	bool json = false;
 	int r;
 
-	r = parse_simple(c, argc, argv, stats_help, &json);
+	r = ctl_parse_simple(c, argc, argv, stats_help, &json);
 	if (r >= 0)
 		return r;
 	if (optind < argc)

@@ -223,49 +223,16 @@ typedef struct Export {
 static void
 export_msg(FILE *f, const mbox_msg *msg)
 {
-	const char *reason = mbox_msg_dead_reason(msg);
-	const uint8_t *data;
-	size_t len, i, nh;
-
 	fprintf(f,
 		"{\"id\":%" PRIu64 ",\"priority\":%u,\"deliveries\":%" PRIu32,
 		mbox_msg_id(msg), mbox_msg_priority(msg),
 		mbox_msg_deliveries(msg));
-	if (reason) {
-		fputs(",\"dead_reason\":", f);
-		json_cstring(f, reason);
-	}
-	fprintf(f, ",\"sender\":{\"pid\":%ld,\"uid\":%lu,\"gid\":%lu,\"comm\":",
-		(long)mbox_msg_sender_pid(msg),
-		(unsigned long)mbox_msg_sender_uid(msg),
-		(unsigned long)mbox_msg_sender_gid(msg));
-	json_cstring(f, mbox_msg_sender_name(msg));
-	fprintf(f, "},\"time_ns\":%" PRId64, mbox_msg_time_ns(msg));
+	json_msg_origin(f, msg);
+	fprintf(f, ",\"time_ns\":%" PRId64, mbox_msg_time_ns(msg));
 	if (mbox_msg_expires_ns(msg))
 		fprintf(f, ",\"expires_ns\":%" PRId64,
 			mbox_msg_expires_ns(msg));
-	fputs(",\"headers\":{", f);
-	nh = mbox_msg_header_count(msg);
-	for (i = 0; i < nh; i++) {
-		const char *k, *v;
-
-		if (mbox_msg_header_at(msg, i, &k, &v) < 0)
-			break;
-		if (i)
-			putc(',', f);
-		json_cstring(f, k);
-		putc(':', f);
-		json_cstring(f, v);
-	}
-	putc('}', f);
-	data = mbox_msg_data(msg, &len);
-	if (ctl_utf8_valid(data, len)) {
-		fputs(",\"data\":", f);
-		json_string(f, (const char *)data, len);
-	} else {
-		fputs(",\"data_base64\":", f);
-		json_base64(f, data, len);
-	}
+	json_msg_content(f, msg);
 	fputs("}\n", f);
 }
 

@@ -209,6 +209,36 @@ ctl_bad_option(Ctl *c, int opt, char **argv)
 }
 
 int
+ctl_parse_simple(Ctl *c, int argc, char **argv, const char *help, bool *json)
+{
+	static const struct option with_json[] = {
+		{"json", no_argument, NULL, 'j'},
+		CTL_COMMON_OPTIONS,
+		{0},
+	};
+	static const struct option plain[] = {CTL_COMMON_OPTIONS, {0}};
+	int opt;
+
+	while ((opt = getopt_long(argc, argv, json ? ":S:hj" : ":S:h",
+				  json ? with_json : plain, NULL)) != -1) {
+		switch (opt) {
+		case 'j':
+			*json = true;
+			break;
+		case 'S':
+			c->socket = optarg;
+			break;
+		case 'h':
+			fputs(help, stdout);
+			return CTL_EXIT_OK;
+		default:
+			return ctl_bad_option(c, opt, argv);
+		}
+	}
+	return -1;
+}
+
+int
 ctl_parse_u64(const char *s, uint64_t *v)
 {
 	unsigned long long x;

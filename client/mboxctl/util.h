@@ -74,6 +74,14 @@ int ctl_usage(Ctl *c, const char *fmt, ...)
  * optstring starting with ':'); returns CTL_EXIT_USAGE.
  */
 int ctl_bad_option(Ctl *c, int opt, char **argv);
+/*
+ * ctl_parse_simple - the options of a verb that takes only -S, -h and,
+ * when json is not NULL, -j/--json (which sets *json). Returns -1 to go
+ * on with the operands at argv[optind], else the exit code to return:
+ * CTL_EXIT_OK after printing help, CTL_EXIT_USAGE after a bad option.
+ */
+int ctl_parse_simple(Ctl *c, int argc, char **argv, const char *help,
+		     bool *json);
 /* The exit code a library error maps to (request errors, not connect). */
 int ctl_exit_code(int err);
 
