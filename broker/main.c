@@ -19,6 +19,7 @@
  */
 #include "config.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -30,6 +31,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -45,6 +47,7 @@
 typedef struct Options {
 	char socket_path[PATH_MAX]; /* "" until a default is chosen */
 	bool socket_set;	    /* by --socket or the file */
+	bool socket_tmp;	    /* the default under /tmp: shared */
 	char db_path[PATH_MAX];
 	StoreSync sync;
 	bool daemon;		 /* --daemon; --foreground clears it */
@@ -167,19 +170,23 @@ parse_limit(const LimitOpt *lo, const char *arg, uint64_t *out)
 	unsigned shift = 0;
 	char *end;
 
-	if (!*arg || *arg == '-' || *arg == '+')
+	/* strtoull would take a sign and leading blanks */
+	if (!isdigit((unsigned char)*arg))
 		return -EINVAL;
 	errno = 0;
 	v = strtoull(arg, &end, 10);
 	if (errno || end == arg)
 		return -EINVAL;
 	if (lo->bytes && *end) {
-		const char *units = "KMGT", *u = strchr(units, end[0] & ~0x20);
-		if (!u || !end[0])
+		/* end[0] is not NUL, so strchr cannot match the terminator. */
+		const char *units = "KMGT",
+			   *u = strchr(units, toupper((unsigned char)end[0]));
+
+		if (!u)
 			return -EINVAL;
 		shift = 10 * (unsigned)(u - units + 1);
 		end++;
-		/* 4K, 4KB, 4KiB are the same */
+		/* 4K, 4KB, 4KiB are the same; nothing may follow */
 		if (strcmp(end, "iB") == 0 || strcmp(end, "B") == 0)
 			end += strlen(end);
 	}
@@ -331,22 +338,26 @@ make_parent_dirs(const char *path, mode_t mode)
 	return 0;
 }
 
+/* *tmp: the path is the fallback under the shared /tmp. */
 static int
-default_socket_path(char *buf, size_t size)
+default_socket_path(char *buf, size_t size, bool *tmp)
 {
 	const char *env = getenv("MBOX_SOCKET");
 	const char *xdg = getenv("XDG_RUNTIME_DIR");
 	int n;
 
+	*tmp = false;
 	if (env && *env)
 		n = snprintf(buf, size, "%s", env);
 	else if (geteuid() == 0)
 		n = snprintf(buf, size, "/run/mbox/mbox.sock");
 	else if (xdg && *xdg)
 		n = snprintf(buf, size, "%s/mbox/mbox.sock", xdg);
-	else
+	else {
 		n = snprintf(buf, size, "/tmp/mbox-%u/mbox.sock",
 			     (unsigned)geteuid());
+		*tmp = true;
+	}
 	return n < 0 || (size_t)n >= size ? -ENAMETOOLONG : 0;
 }
 
@@ -561,15 +572,20 @@ load_options(Options *o, const char *config, bool required, int argc,
 	err[0] = '\0';
 	if (config && config[0]) {
 		r = conffile_load(config, longopts, apply_conf, o, err, errlen);
-		if (r == -ENOENT && !required)
+		if (r == -ENOENT && !required) {
+			/* The default file may be missing: not an error, and
+			 * its "cannot read" must not trail a later one. */
+			err[0] = '\0';
 			r = 0;
+		}
 		if (r < 0)
 			return -EINVAL;
 	}
 	if (apply_args(o, argc, argv, quiet) < 0)
 		return -EINVAL;
 	if (!o->socket_path[0] &&
-	    default_socket_path(o->socket_path, sizeof(o->socket_path)) < 0) {
+	    default_socket_path(o->socket_path, sizeof(o->socket_path),
+				&o->socket_tmp) < 0) {
 		snprintf(err, errlen, "socket path too long; use --socket");
 		return -EINVAL;
 	}
@@ -582,22 +598,159 @@ load_options(Options *o, const char *config, bool required, int argc,
 	}
 	/* A daemon runs in "/"; in the foreground relative paths stay
 	 * relative (an absolute socket path might not fit sun_path). */
-	if (o->daemon &&
-	    (absolute_path(o->socket_path, sizeof(o->socket_path), cwd) < 0 ||
-	     absolute_path(o->db_path, sizeof(o->db_path), cwd) < 0 ||
-	     absolute_path(o->pid_file, sizeof(o->pid_file), cwd) < 0)) {
-		snprintf(err, errlen, "a path is too long");
-		return -EINVAL;
+	if (o->daemon) {
+		struct {
+			char *path;
+			size_t size;
+			const char *opt;
+		} paths[] = {
+			{o->socket_path, sizeof(o->socket_path), "--socket"},
+			{o->db_path, sizeof(o->db_path), "--db"},
+			{o->pid_file, sizeof(o->pid_file), "--pid-file"},
+		};
+
+		for (size_t i = 0; i < sizeof(paths) / sizeof(paths[0]); i++) {
+			if (absolute_path(paths[i].path, paths[i].size, cwd) ==
+			    0)
+				continue;
+			/* The path last: it may be what gets cut. */
+			snprintf(err, errlen,
+				 "%s is too long once made absolute against "
+				 "the current directory (--daemon runs in /); "
+				 "give a shorter or absolute %s: %s/%s",
+				 paths[i].opt, paths[i].opt, cwd,
+				 paths[i].path);
+			return -EINVAL;
+		}
 	}
 	return 0;
 }
 
 /*
- * Bind the listening socket. A socket file left by a dead broker is
- * replaced; one that a live broker answers on is not.
+ * The directory the socket goes in, made by make_parent_dirs. A name
+ * under a shared directory like /tmp may have been made first by someone
+ * else, who could then replace our socket with theirs: with strict (the
+ * /tmp fallback) the directory must be a real directory of ours that
+ * nobody else may write to; otherwise (a path the user chose) such a
+ * directory is only worth a warning.
  */
 static int
-listen_socket(const Log *log, const char *path, unsigned mode)
+check_socket_dir(const Log *log, const char *path, bool strict)
+{
+	char dir[PATH_MAX];
+	struct stat st;
+	char *slash;
+	bool ours;
+
+	snprintf(dir, sizeof(dir), "%s", path);
+	slash = strrchr(dir, '/');
+	if (!slash)
+		snprintf(dir, sizeof(dir), ".");
+	else if (slash == dir)
+		dir[1] = '\0';
+	else
+		*slash = '\0';
+	if (lstat(dir, &st) < 0) {
+		int e = errno;
+
+		log_write(log, LOG_ERR, "cannot check the directory %s: %s",
+			  dir, strerror(e));
+		return -e;
+	}
+	ours = S_ISDIR(st.st_mode) && st.st_uid == geteuid() &&
+	       !(st.st_mode & (S_IWGRP | S_IWOTH));
+	if (ours)
+		return 0;
+	if (strict) {
+		log_write(log, LOG_ERR,
+			  "the socket directory %s is not a directory of uid "
+			  "%u that only it may write to (uid %u, mode %04o%s);"
+			  " someone else may have made it. Remove it, or use "
+			  "--socket or $XDG_RUNTIME_DIR",
+			  dir, (unsigned)geteuid(), (unsigned)st.st_uid,
+			  (unsigned)(st.st_mode & 07777),
+			  S_ISLNK(st.st_mode) ? ", a symbolic link" : "");
+		return -EPERM;
+	}
+	/* Writable by others without the sticky bit: they may replace the
+	 * socket. A root-owned sticky /tmp is fine. */
+	if ((st.st_mode & (S_IWGRP | S_IWOTH)) && !(st.st_mode & S_ISVTX))
+		log_write(log, LOG_WARNING,
+			  "the socket directory %s may be written by others "
+			  "(mode %04o): they could replace the socket",
+			  dir, (unsigned)(st.st_mode & 07777));
+	else if (st.st_uid != geteuid() && st.st_uid != 0)
+		log_write(log, LOG_WARNING,
+			  "the socket directory %s belongs to uid %u: it "
+			  "could replace the socket",
+			  dir, (unsigned)st.st_uid);
+	return 0;
+}
+
+/*
+ * What is at the socket's path now: nothing, or a socket nobody answers
+ * on (left by a broker that died), which is removed, is fine. A live
+ * listener, or anything not a socket, is left alone and refused.
+ */
+static int
+clear_socket_path(const Log *log, const char *path,
+		  const struct sockaddr_un *sa)
+{
+	struct stat st;
+	int fd, r;
+
+	if (lstat(path, &st) < 0) {
+		r = errno;
+		if (r == ENOENT)
+			return 0;
+		log_write(log, LOG_ERR, "cannot check %s: %s", path,
+			  strerror(r));
+		return -r;
+	}
+	if (!S_ISSOCK(st.st_mode)) {
+		log_write(log, LOG_ERR,
+			  "%s exists and is not a socket; remove it or use "
+			  "another --socket",
+			  path);
+		return -EEXIST;
+	}
+	fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	r = connect(fd, (const struct sockaddr *)sa, sizeof(*sa)) == 0 ? 0
+								       : errno;
+	close(fd);
+	if (r == ECONNREFUSED || r == ENOENT) {
+		/* Nobody listens: a dead broker's. */
+		if (unlink(path) < 0 && errno != ENOENT) {
+			r = errno;
+			log_write(log, LOG_ERR,
+				  "cannot remove the stale socket %s: %s", path,
+				  strerror(r));
+			return -r;
+		}
+		return 0;
+	}
+	if (r == 0 || r == EAGAIN) /* EAGAIN: a live one, backlog full */
+		log_write(log, LOG_ERR,
+			  "another mboxd is already listening on %s; stop it "
+			  "or use another --socket",
+			  path);
+	else
+		log_write(log, LOG_ERR,
+			  "%s is a socket in use (connecting says: %s); "
+			  "stop what listens on it or use another --socket",
+			  path, strerror(r));
+	return -EADDRINUSE;
+}
+
+/*
+ * Bind the listening socket. A socket file left by a dead broker is
+ * replaced; one that a live broker answers on is not. strict_dir: the
+ * path is our fallback under /tmp (see check_socket_dir).
+ */
+static int
+listen_socket(const Log *log, const char *path, unsigned mode, bool strict_dir)
 {
 	struct sockaddr_un sa = {.sun_family = AF_UNIX};
 	int fd, r;
@@ -616,19 +769,11 @@ listen_socket(const Log *log, const char *path, unsigned mode)
 			  path, strerror(-r));
 		return r;
 	}
-	fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return -errno;
-	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0) {
-		log_write(log, LOG_ERR,
-			  "another mboxd is already listening on %s; stop it "
-			  "or use --socket",
-			  path);
-		close(fd);
-		return -EADDRINUSE;
-	}
-	close(fd);
-	unlink(path);
+	r = check_socket_dir(log, path, strict_dir);
+	if (r == 0)
+		r = clear_socket_path(log, path, &sa);
+	if (r < 0)
+		return r;
 	fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return -errno;
@@ -653,18 +798,31 @@ static int
 take_or_listen(const Log *log, const Options *o, char *path, size_t size,
 	       bool *activated)
 {
-	char why[256];
-	int n = sdnotify_listen_fds(NULL);
+	char why[256], fds[32], pid[32];
+	const char *e;
+	int n;
 
+	/* Copies for the message: sdnotify_listen_fds unsets them. */
+	e = getenv("LISTEN_FDS");
+	snprintf(fds, sizeof(fds), "%s", e ? e : "");
+	e = getenv("LISTEN_PID");
+	snprintf(pid, sizeof(pid), "%s", e ? e : "");
+	n = sdnotify_listen_fds(NULL);
 	*activated = false;
 	snprintf(path, size, "%s", o->socket_path);
 	if (n < 0) {
-		log_write(log, LOG_ERR, "bad LISTEN_FDS/LISTEN_PID: %s",
-			  strerror(-n));
+		log_write(log, LOG_ERR,
+			  "socket activation: cannot use LISTEN_FDS=%s "
+			  "LISTEN_PID=%s (%s); they must name fds passed from "
+			  "3 on to this pid. Start mboxd from its .socket "
+			  "unit, or unset both to have it bind --socket "
+			  "itself",
+			  fds, pid, strerror(-n));
 		return n;
 	}
 	if (n == 0)
-		return listen_socket(log, o->socket_path, o->socket_mode);
+		return listen_socket(log, o->socket_path, o->socket_mode,
+				     o->socket_tmp);
 	if (n > 1) {
 		log_write(log, LOG_ERR,
 			  "systemd passed %d sockets; mboxd serves exactly one "
@@ -755,25 +913,72 @@ daemon_ready(int fd)
 	close(fd);
 }
 
-/* Write "PID\n" to path (replacing it). Returns 0 or -errno. */
+/*
+ * Take the pid file: open it and hold flock(LOCK_EX) on it while the
+ * broker runs, so a second mboxd naming the same file is refused rather
+ * than overwriting it and removing it at its exit. The lock is on the
+ * inode: if the holder removed the file between our open and our lock,
+ * the lock is on a dead name, so open again. Returns the fd or -errno;
+ * -EWOULDBLOCK when another process holds it, its pid in *holder (0 if
+ * unreadable).
+ */
 static int
-write_pid_file(const char *path)
+pid_file_lock(const char *path, long *holder)
+{
+	struct stat fst, pst;
+	char buf[32];
+	ssize_t n;
+	int fd;
+
+	*holder = 0;
+	for (int tries = 0; tries < 5; tries++) {
+		fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW,
+			  0644);
+		if (fd < 0)
+			return -errno;
+		if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+			int e = errno;
+
+			n = pread(fd, buf, sizeof(buf) - 1, 0);
+			if (n > 0) {
+				buf[n] = '\0';
+				*holder = strtol(buf, NULL, 10);
+			}
+			close(fd);
+			return e == EWOULDBLOCK ? -EWOULDBLOCK : -e;
+		}
+		if (fstat(fd, &fst) == 0 && stat(path, &pst) == 0 &&
+		    fst.st_dev == pst.st_dev && fst.st_ino == pst.st_ino)
+			return fd;
+		close(fd);
+	}
+	return -EBUSY; /* removed under us again and again */
+}
+
+/* Write "PID\n" into the locked pid file (replacing what was there). */
+static int
+pid_file_write(int fd)
 {
 	char buf[32];
-	int fd, n, r = 0;
+	int n = snprintf(buf, sizeof(buf), "%ld\n", (long)getpid());
 
-	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW,
-		  0644);
-	if (fd < 0)
+	if (ftruncate(fd, 0) < 0)
 		return -errno;
-	n = snprintf(buf, sizeof(buf), "%ld\n", (long)getpid());
-	if (write(fd, buf, (size_t)n) != n)
-		r = errno ? -errno : -EIO;
-	if (close(fd) < 0 && r == 0)
-		r = -errno;
-	if (r < 0)
+	if (pwrite(fd, buf, (size_t)n, 0) != n)
+		return errno ? -errno : -EIO;
+	return 0;
+}
+
+/* Remove the pid file we hold the lock of; before the lock goes, so a
+ * new broker never sees the name with our pid in it unlocked. */
+static int
+pid_file_release(const char *path, int fd)
+{
+	if (fd >= 0) {
 		unlink(path);
-	return r;
+		close(fd);
+	}
+	return -1;
 }
 
 /* What the signal and timer callbacks need: main's state. */
@@ -787,6 +992,7 @@ typedef struct App {
 	Log log;
 	Broker *broker;
 	BrokerConfig cfg; /* what the broker was started with */
+	int pid_fd;	  /* the locked pid file, -1 = none */
 	ev_signal sigterm, sigint, sighup;
 	ev_timer watchdog; /* every WATCHDOG_USEC / 2 */
 	ev_timer status;   /* polls the STATUS= line; sent when it changed */
@@ -1042,6 +1248,8 @@ first_pass(App *a)
 static void
 app_signals_start(App *a, struct ev_loop *loop)
 {
+	sigset_t hup;
+
 	ev_signal_init(&a->sigterm, app_on_stop, SIGTERM);
 	ev_signal_init(&a->sigint, app_on_stop, SIGINT);
 	ev_signal_init(&a->sighup, app_on_hup, SIGHUP);
@@ -1049,6 +1257,11 @@ app_signals_start(App *a, struct ev_loop *loop)
 	ev_signal_start(loop, &a->sigterm);
 	ev_signal_start(loop, &a->sigint);
 	ev_signal_start(loop, &a->sighup);
+	/* main blocked SIGHUP until now; libev unblocks a signal only with
+	 * EVFLAG_NOSIGMASK. One that came meanwhile is delivered here. */
+	sigemptyset(&hup);
+	sigaddset(&hup, SIGHUP);
+	sigprocmask(SIG_UNBLOCK, &hup, NULL);
 }
 
 static void
@@ -1062,16 +1275,72 @@ app_watchers_stop(App *a, struct ev_loop *loop)
 	ev_signal_stop(loop, &a->sighup);
 }
 
+/* Lock the pid file, if any: before the socket and the store, so a
+ * second broker naming it changes nothing. */
+static int
+app_pid_lock(App *a)
+{
+	long holder = 0;
+
+	a->pid_fd = -1;
+	if (!a->opt.pid_file[0])
+		return 0;
+	a->pid_fd = pid_file_lock(a->opt.pid_file, &holder);
+	if (a->pid_fd >= 0)
+		return 0;
+	if (a->pid_fd == -EWOULDBLOCK)
+		log_write(&a->log, LOG_ERR,
+			  "the pid file %s is held by another mboxd (pid %ld); "
+			  "stop it, or give this one another --pid-file",
+			  a->opt.pid_file, holder);
+	else
+		log_write(&a->log, LOG_ERR, "cannot write the pid file %s: %s",
+			  a->opt.pid_file, strerror(-a->pid_fd));
+	return a->pid_fd;
+}
+
+/* Open the store behind the listening socket; on failure nothing of
+ * ours is left (a socket we bound is removed). */
+static int
+app_broker_start(App *a, struct ev_loop *loop, char *listen_path, size_t size,
+		 bool *activated)
+{
+	int fd, r;
+
+	r = make_parent_dirs(a->opt.db_path, 0700);
+	if (r < 0) {
+		log_write(&a->log, LOG_ERR,
+			  "cannot create the directory of %s: %s",
+			  a->opt.db_path, strerror(-r));
+		return r;
+	}
+	fd = take_or_listen(&a->log, &a->opt, listen_path, size, activated);
+	if (fd < 0)
+		return fd;
+	a->cfg = broker_config(&a->opt, listen_path);
+	r = broker_new(&a->broker, loop, &a->log, &a->cfg, fd, !*activated);
+	if (r < 0 && !*activated)
+		unlink(listen_path);
+	return r;
+}
+
 int
 main(int argc, char **argv)
 {
-	App app = {0};
+	App app = {.pid_fd = -1};
 	App *a = &app;
 	char err[512], listen_path[PATH_MAX];
 	struct ev_loop *loop;
+	sigset_t hup;
 	bool activated;
-	int fd, r, ready_fd = -1;
+	int r, ready_fd = -1;
 
+	/* A SIGHUP before the loop's watcher exists (a long store open)
+	 * would kill us: hold it pending until the watcher runs (see
+	 * app_signals_start), then reload. */
+	sigemptyset(&hup);
+	sigaddset(&hup, SIGHUP);
+	sigprocmask(SIG_BLOCK, &hup, NULL);
 	a->argc = argc;
 	a->argv = argv;
 	if (first_pass(a) < 0)
@@ -1098,33 +1367,23 @@ main(int argc, char **argv)
 		log_write(&a->log, LOG_ERR, "cannot start the event loop");
 		return 1;
 	}
-	r = make_parent_dirs(a->opt.db_path, 0700);
-	if (r < 0) {
-		log_write(&a->log, LOG_ERR,
-			  "cannot create the directory of %s: %s",
-			  a->opt.db_path, strerror(-r));
+	if (app_pid_lock(a) < 0)
 		return 1;
-	}
-	fd = take_or_listen(&a->log, &a->opt, listen_path, sizeof(listen_path),
-			    &activated);
-	if (fd < 0)
-		return 1;
-	a->cfg = broker_config(&a->opt, listen_path);
-	r = broker_new(&a->broker, loop, &a->log, &a->cfg, fd, !activated);
-	if (r < 0) {
-		if (!activated)
-			unlink(listen_path);
+	if (app_broker_start(a, loop, listen_path, sizeof(listen_path),
+			     &activated) < 0) {
+		pid_file_release(a->opt.pid_file, a->pid_fd);
 		return 1;
 	}
 	app_signals_start(a, loop);
-	if (a->opt.pid_file[0]) {
-		r = write_pid_file(a->opt.pid_file);
+	if (a->pid_fd >= 0) {
+		r = pid_file_write(a->pid_fd);
 		if (r < 0) {
 			log_write(&a->log, LOG_ERR,
 				  "cannot write the pid file %s: %s",
 				  a->opt.pid_file, strerror(-r));
 			app_watchers_stop(a, loop);
-			broker_free(a->broker);
+			broker_free(a->broker); /* removes our socket */
+			pid_file_release(a->opt.pid_file, a->pid_fd);
 			return 1;
 		}
 	}
@@ -1140,8 +1399,7 @@ main(int argc, char **argv)
 	ev_run(loop, 0);
 	app_watchers_stop(a, loop);
 	broker_free(a->broker);
-	if (a->opt.pid_file[0])
-		unlink(a->opt.pid_file);
+	a->pid_fd = pid_file_release(a->opt.pid_file, a->pid_fd);
 	log_write(&a->log, LOG_NOTICE, "stopped");
 	return 0;
 }

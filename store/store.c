@@ -72,6 +72,11 @@
  * (see store_set_max_bytes). */
 #define STORE_CAP_RESERVE_DIV 16
 #define STORE_CAP_RESERVE_MIN 8
+/* What an add is counted at beside its bytes (see cap_add_room): a row's
+ * header and the index entries, and the pages that splitting the table
+ * leaf and its indexes on the way may take. */
+#define STORE_CAP_ROW_BYTES   256
+#define STORE_CAP_SPLIT_PAGES 4
 
 #define STR_(x) #x
 #define STR(x)	STR_(x)
@@ -298,10 +303,14 @@ struct Store {
 	int failed;	/* < 0: a WAL fsync failed, writes are refused */
 	int64_t max_pages_default; /* SQLite's max_page_count: no cap */
 	/* Under a cap (store_set_max_bytes): PRAGMA max_page_count for the
-	 * writes that add data [CAP_ADD] and for the rest [CAP_ALL]; cap_in
-	 * is the one in force, -1 when none was set yet. */
-	sqlite3_stmt *cap_stmt[2];
+	 * writes that add data [CAP_ADD] and for the rest [CAP_ALL], and the
+	 * two PRAGMAs that tell an add how much room is left; cap_in is the
+	 * max_page_count in force, -1 when none was set yet. */
+	sqlite3_stmt *cap_stmt[4];
 	int cap_in;
+	int64_t cap_pages;   /* the cap in pages, 0 = none */
+	int64_t cap_reserve; /* pages adds leave free for draining */
+	int64_t cap_page_size;
 	unsigned in_callback; /* depth of StoreMsgFn calls */
 
 	Entry **by_name; /* n_mb entries, strcmp order */
@@ -853,8 +862,11 @@ store_check_read(Store *s, const StoreMailbox *mb)
 	return 0;
 }
 
-/* Which size limit a write runs under (see store_set_max_bytes). */
-enum { CAP_ADD, CAP_ALL };
+/* Which size limit a write runs under (see store_set_max_bytes), and
+ * the statements that measure the room left. */
+enum { CAP_ADD, CAP_ALL, CAP_PAGE_COUNT, CAP_FREELIST, CAP_N };
+_Static_assert(CAP_N == sizeof(((Store *)0)->cap_stmt) / sizeof(sqlite3_stmt *),
+	       "Store.cap_stmt holds one statement per CAP_*");
 
 static int
 store_cap_use(Store *s, int which)
@@ -899,11 +911,64 @@ store_check_write(Store *s, const StoreMailbox *mb)
 	return store_check_write_cap(s, mb, CAP_ALL);
 }
 
-/* A write that adds data: it must leave the cap's reserve free. */
 static int
-store_check_add(Store *s, const StoreMailbox *mb)
+cap_count(Store *s, int which, int64_t *out)
 {
-	return store_check_write_cap(s, mb, CAP_ADD);
+	sqlite3_stmt *st = s->cap_stmt[which];
+	int rc = sqlite3_step(st);
+
+	if (rc == SQLITE_ROW)
+		*out = sqlite3_column_int64(st, 0);
+	sqlite3_reset(st);
+	return rc == SQLITE_ROW ? 0
+				: store_sql_error(s, rc, "measure the store");
+}
+
+/*
+ * Whether an add of about bytes leaves the cap's reserve free. The
+ * max_page_count of CAP_ADD bounds only the growth of the file, and
+ * SQLite raises it to the file's size: once the drains have grown the
+ * file into the reserve, adds could take every page the acks free, and
+ * the reserve would wear away round after round. So the room is counted
+ * as free-list pages plus the pages the file may still grow by, and an
+ * add that would leave less than the reserve is refused before it
+ * touches anything.
+ */
+static int
+cap_add_room(Store *s, uint64_t bytes)
+{
+	int64_t pages = 0, free_pages = 0, room, need;
+	uint64_t per_page = (uint64_t)s->cap_page_size - 4; /* overflow */
+	int r;
+
+	if (!s->cap_pages)
+		return 0;
+	r = cap_count(s, CAP_PAGE_COUNT, &pages);
+	if (r == 0)
+		r = cap_count(s, CAP_FREELIST, &free_pages);
+	if (r < 0)
+		return r;
+	bytes += STORE_CAP_ROW_BYTES;
+	need = (int64_t)((bytes + per_page - 1) / per_page) +
+	       STORE_CAP_SPLIT_PAGES;
+	room = free_pages + s->cap_pages - pages;
+	if (room - need >= s->cap_reserve)
+		return 0;
+	return store_error(s, -ENOSPC,
+			   "the store is full: its size cap keeps the last "
+			   "%lld pages for draining (%lld pages free, this "
+			   "needs about %lld)",
+			   (long long)s->cap_reserve, (long long)room,
+			   (long long)need);
+}
+
+/* A write that adds about bytes: it must leave the cap's reserve free. */
+static int
+store_check_add(Store *s, const StoreMailbox *mb, uint64_t bytes)
+{
+	int r = store_check_write_cap(s, mb, CAP_ADD);
+
+	return r < 0 ? r : cap_add_room(s, bytes);
 }
 
 /*
@@ -1150,7 +1215,7 @@ store_mailbox_create(Store *s, const StoreMailbox *tmpl, StoreMailbox **out)
 	bool found;
 	int r, rc;
 
-	r = store_check_add(s, NULL);
+	r = store_check_add(s, NULL, 0);
 	if (r < 0)
 		return r;
 	if (!name_valid(tmpl->name, sizeof(tmpl->name)))
@@ -1465,7 +1530,10 @@ store_msg_insert(Store *s, StoreMailbox *mb, StoreMsg *msg)
 	Entry *e = entry_of(mb);
 	int r, rc;
 
-	r = store_check_add(s, mb);
+	/* The dedup key goes in twice: the row and its own table. */
+	r = store_check_add(s, mb,
+			    (uint64_t)msg->len + msg->headers_len +
+				    (msg->dedup ? 2 * strlen(msg->dedup) : 0));
 	if (r < 0)
 		return r;
 	if (msg->priority > MBOX_PRIORITY_MAX)
@@ -2054,9 +2122,9 @@ store_binding_add(Store *s, StoreMailbox *mb, const char *pattern)
 	bool found;
 	int r, rc;
 
-	r = store_check_add(s, mb);
+	r = pattern_check(s, pattern);
 	if (r == 0)
-		r = pattern_check(s, pattern);
+		r = store_check_add(s, mb, strlen(pattern));
 	if (r < 0)
 		return r;
 	i = pat_pos(e, pattern, &found);
@@ -2610,8 +2678,8 @@ store_free(Store *s)
 	free(s->bundo);
 	for (int i = 0; i < ST_COUNT; i++)
 		sqlite3_finalize(s->stmt[i]);
-	sqlite3_finalize(s->cap_stmt[CAP_ADD]);
-	sqlite3_finalize(s->cap_stmt[CAP_ALL]);
+	for (int i = 0; i < CAP_N; i++)
+		sqlite3_finalize(s->cap_stmt[i]);
 	/* Last connection: SQLite checkpoints and removes the WAL. */
 	sqlite3_close(s->db);
 	if (s->lock_fd >= 0)
@@ -2620,20 +2688,28 @@ store_free(Store *s)
 	return NULL;
 }
 
+/* Prepare sql into *out (replacing it). */
+static int
+cap_prepare_sql(Store *s, const char *sql, sqlite3_stmt **out)
+{
+	int rc;
+
+	sqlite3_finalize(*out);
+	*out = NULL;
+	rc = sqlite3_prepare_v3(s->db, sql, -1, SQLITE_PREPARE_PERSISTENT, out,
+				NULL);
+	return rc == SQLITE_OK ? 0 : store_sql_error(s, rc, sql);
+}
+
 /* Prepare "PRAGMA max_page_count = pages" into *out (replacing it). */
 static int
 cap_prepare(Store *s, int64_t pages, sqlite3_stmt **out)
 {
 	char sql[64];
-	int rc;
 
-	sqlite3_finalize(*out);
-	*out = NULL;
 	snprintf(sql, sizeof(sql), "PRAGMA max_page_count = %lld",
 		 (long long)pages);
-	rc = sqlite3_prepare_v3(s->db, sql, -1, SQLITE_PREPARE_PERSISTENT, out,
-				NULL);
-	return rc == SQLITE_OK ? 0 : store_sql_error(s, rc, sql);
+	return cap_prepare_sql(s, sql, out);
 }
 
 /* Under a small cap, checkpoint often enough that the WAL stays a
@@ -2670,11 +2746,13 @@ cap_drop(Store *s, int64_t page_size)
 	int64_t v;
 	int r;
 
-	for (int i = CAP_ADD; i <= CAP_ALL; i++) {
+	for (int i = 0; i < CAP_N; i++) {
 		sqlite3_finalize(s->cap_stmt[i]);
 		s->cap_stmt[i] = NULL;
 	}
 	s->cap_in = -1;
+	s->cap_pages = 0;
+	s->cap_reserve = 0;
 	snprintf(sql, sizeof(sql), "PRAGMA max_page_count = %lld",
 		 (long long)s->max_pages_default);
 	r = pragma_int(s, sql, &v);
@@ -2683,16 +2761,24 @@ cap_drop(Store *s, int64_t page_size)
 	return r;
 }
 
-/* The two limits of a cap of all pages: writes that add data stop the
- * reserve short of it. */
+/* The pages a cap of all pages keeps for the writes that drain. */
 static int64_t
-cap_add_pages(int64_t all)
+cap_reserve_pages(int64_t all)
 {
 	int64_t reserve = all / STORE_CAP_RESERVE_DIV;
 
-	if (reserve < STORE_CAP_RESERVE_MIN)
-		reserve = STORE_CAP_RESERVE_MIN;
-	/* SQLite raises a value below the current size to that size. */
+	return reserve < STORE_CAP_RESERVE_MIN ? STORE_CAP_RESERVE_MIN
+					       : reserve;
+}
+
+/* The file-size limit of writes that add data: the reserve short of the
+ * cap. SQLite raises a value below the current size to that size, which
+ * is why cap_add_room counts free pages as well. */
+static int64_t
+cap_add_pages(int64_t all)
+{
+	int64_t reserve = cap_reserve_pages(all);
+
 	return all > reserve ? all - reserve : 1;
 }
 
@@ -2748,6 +2834,15 @@ store_set_max_bytes(Store *s, uint64_t bytes)
 	r = cap_prepare(s, cap_add_pages(all), &s->cap_stmt[CAP_ADD]);
 	if (r == 0)
 		r = cap_prepare(s, all, &s->cap_stmt[CAP_ALL]);
+	if (r == 0)
+		r = cap_prepare_sql(s, "PRAGMA page_count",
+				    &s->cap_stmt[CAP_PAGE_COUNT]);
+	if (r == 0)
+		r = cap_prepare_sql(s, "PRAGMA freelist_count",
+				    &s->cap_stmt[CAP_FREELIST]);
+	s->cap_pages = all;
+	s->cap_reserve = cap_reserve_pages(all);
+	s->cap_page_size = page_size;
 	/* In force from the next write on; the general limit until then. */
 	s->cap_in = -1;
 	if (r == 0)

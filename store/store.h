@@ -112,11 +112,14 @@ Store *store_free(Store *s);
  * before stays intact.
  *
  * Writes that add data (store_msg_insert, store_mailbox_create,
- * store_binding_add) stop 1/16 of the cap (at least 8 pages) short of it:
- * the rest is kept for the writes that drain the store (lease, release,
- * kill, delete ...), which may need a page or two to move index entries,
- * so a store full of posts can still be consumed. Pages freed by deletes
- * are reused, so acks make room for posts again.
+ * store_binding_add) keep 1/16 of the cap (at least 8 pages) free: one
+ * that would leave fewer free pages (free-list pages plus what the file
+ * may still grow by) fails with -ENOSPC before it changes anything, and
+ * the transaction stays open. The rest is kept for the writes that drain
+ * the store (lease, release, kill, delete ...), which may need a page or
+ * two to move index entries, so a store full of posts can always be
+ * consumed. Pages freed by deletes are reused, so acks make room for
+ * posts again.
  *
  * The cap bounds the database file (and what it holds after a
  * checkpoint), not the WAL beside it: under a cap the WAL is checkpointed

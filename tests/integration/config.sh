@@ -8,6 +8,12 @@
 #    exit 2 and FILE:LINE: reason;
 #  - SIGHUP applies a changed limit and log level and logs each change,
 #    warns about what needs a restart, and a bad file changes nothing;
+#  - with no -c a missing default file is not reported; a size takes one
+#    unit and nothing after it;
+#  - a second mboxd is refused on a held pid file or a live socket; a
+#    stale socket is replaced, a regular file at --socket is not; a socket
+#    directory others may write to is warned about;
+#  - a SIGHUP during start-up is a reload once the broker runs;
 #  - --daemon detaches, writes the pid file, serves, and SIGTERM removes
 #    the pid file; its log goes to syslog (checked against a fake
 #    /dev/log in a private mount namespace when we may make one).
@@ -177,8 +183,86 @@ grep -qF "cannot read $T_DIR/none.conf" "$T_DIR/rc.err" || fail "missing --confi
 expect_rc 2 "--sync fast" "$MBOXD" -s "$SOCK" -d "$DB" --sync fast
 grep -q -- "--sync must be full" "$T_DIR/rc.err" || fail "--sync fast: $(cat "$T_DIR/rc.err")"
 
-# ---- --daemon: detaches, pid file, serves, SIGTERM removes the pid file ----
+# With no -c, a missing default file is no error: it must not trail one.
+expect_rc 2 "--max-unacked=0" timeout 10 "$MBOXD" -s "$SOCK" -d "$DB" --max-unacked=0
+assert_eq 1 "$(wc -l <"$T_DIR/rc.err")" "lines on stderr for one bad option: $(cat "$T_DIR/rc.err")"
+! grep -q 'cannot read' "$T_DIR/rc.err" || fail "a missing default file reported: $(cat "$T_DIR/rc.err")"
+# A size takes one unit letter, optionally B or iB, and nothing after.
+for v in '1 ' '1K ' '1Kx' '1KiBs' ' 1' '1 K' 'K'; do
+	expect_rc 2 "--max-mailbox-bytes '$v'" timeout 10 "$MBOXD" --config /dev/null \
+		-s "$SOCK" -d "$DB" --max-mailbox-bytes "$v"
+	grep -q "max-mailbox-bytes must be a whole number" "$T_DIR/rc.err" ||
+		fail "--max-mailbox-bytes '$v': $(cat "$T_DIR/rc.err")"
+done
+
+# ---- one broker per pid file and per socket; what is at --socket ----
 PIDF=$T_DIR/mboxd.pid
+start_broker --pid-file "$PIDF" --sync off
+# Another socket and store, the same pid file: refused, the file intact.
+expect_rc 1 "a second mboxd on a held pid file" timeout 20 "$MBOXD" --config /dev/null \
+	-s "$T_DIR/two.sock" -d "$T_DIR/two.db" --sync off --pid-file "$PIDF"
+grep -q "pid file $PIDF is held by another mboxd (pid $BROKER_PID)" "$T_DIR/rc.err" ||
+	fail "held pid file: $(cat "$T_DIR/rc.err")"
+[ ! -e "$T_DIR/two.sock" ] || fail "a refused second mboxd bound its socket"
+assert_eq "$BROKER_PID" "$(cat "$PIDF")" "the pid file after a refused second mboxd"
+# The same socket: refused, the first one still serves.
+expect_rc 1 "a second mboxd on a live socket" timeout 20 "$MBOXD" --config /dev/null \
+	-s "$SOCK" -d "$T_DIR/two.db" --sync off
+grep -q "another mboxd is already listening on $SOCK" "$T_DIR/rc.err" ||
+	fail "live socket: $(cat "$T_DIR/rc.err")"
+mbctl ping >/dev/null || fail "the first broker lost its socket"
+# A socket left by a broker that died is replaced.
+kill9_broker
+[ -S "$SOCK" ] || fail "no stale socket after SIGKILL"
+start_broker --pid-file "$PIDF" --sync off
+assert_eq "$BROKER_PID" "$(cat "$PIDF")" "the pid file of a broker after a stale one"
+stop_broker
+[ ! -e "$PIDF" ] || fail "SIGTERM left the pid file"
+# Not a socket: left alone.
+echo keep >"$T_DIR/plain"
+expect_rc 1 "--socket on a regular file" timeout 20 "$MBOXD" --config /dev/null \
+	-s "$T_DIR/plain" -d "$DB" --sync off
+grep -q "$T_DIR/plain exists and is not a socket" "$T_DIR/rc.err" || fail "plain file: $(cat "$T_DIR/rc.err")"
+assert_eq keep "$(cat "$T_DIR/plain")" "a regular file at --socket"
+# A socket directory others may write to is worth a warning.
+mkdir -m 0777 "$T_DIR/open"
+chmod 0777 "$T_DIR/open"
+SOCK_SAVED=$SOCK
+SOCK=$T_DIR/open/mbox.sock
+: >"$LOG"
+start_broker --sync off
+stop_broker
+SOCK=$SOCK_SAVED
+grep -q "socket directory $T_DIR/open may be written by others" "$T_DIR/mboxd.log" ||
+	fail "no warning about a mode 0777 socket directory"
+
+# ---- a SIGHUP during start-up is a reload, not the end ----
+# The configuration file is a FIFO: mboxd blocks reading it at start-up,
+# and each reload reads it again.
+mkfifo "$T_DIR/fifo.conf"
+"$MBOXD" --config "$T_DIR/fifo.conf" -s "$SOCK" -d "$DB" --sync off \
+	</dev/null >"$T_DIR/fifo.log" 2>&1 &
+BROKER_PID=$!
+track_pid "$BROKER_PID"
+# Once SIGHUP is blocked (SigBlk bit 0) mboxd is past its first line.
+for ((i = 0; i < 100; i++)); do
+	blk=$(sed -n 's/^SigBlk:[[:space:]]*//p' "/proc/$BROKER_PID/status" 2>/dev/null)
+	[ -n "$blk" ] && (((16#${blk: -1}) & 1)) && break
+	sleep 0.05
+done
+kill -HUP "$BROKER_PID"
+sleep 0.2
+alive "$BROKER_PID" || fail "SIGHUP during start-up killed mboxd"
+timeout 10 sh -c 'echo "log-level = info" >"$1"' sh "$T_DIR/fifo.conf" ||
+	fail "mboxd did not read its configuration FIFO"
+timeout 10 sh -c 'echo "log-level = debug" >"$1"' sh "$T_DIR/fifo.conf" ||
+	fail "the SIGHUP of start-up was lost: no reload read the file"
+wait_grep "$T_DIR/fifo.log" "reloaded $T_DIR/fifo.conf: 1 setting changed" 50 ||
+	fail "no reload after a SIGHUP during start-up: $(cat "$T_DIR/fifo.log")"
+mbctl ping >/dev/null || fail "no broker after a SIGHUP during start-up"
+stop_broker
+
+# ---- --daemon: detaches, pid file, serves, SIGTERM removes the pid file ----
 expect_rc 0 "mboxd --daemon" timeout 20 "$MBOXD" --daemon --pid-file "$PIDF" \
 	-s "$SOCK" -d "$DB" --sync off
 [ -s "$PIDF" ] || fail "no pid file once mboxd --daemon returned"

@@ -2,8 +2,8 @@
 # diskfull.sh - a post that cannot be made durable gets an error, never an
 # id; every id that was printed is delivered later, byte for byte, exactly
 # once; nothing whose post failed is ever delivered; once room is made
-# (acks, a larger cap, disk space freed) posts succeed again; a SIGKILL
-# while full loses nothing confirmed.
+# (acks, a larger cap, disk space freed) posts succeed again, round after
+# round; a SIGKILL while full loses nothing confirmed.
 #
 # Part 1 fills a database capped with --max-store-size (SQLite's
 # max_page_count: the insert itself fails). Part 2, when run as root where
@@ -177,6 +177,20 @@ db_pages=$(($(stat -c %s "$DB") / 4096))
 [ "$db_pages" -le 512 ] || fail "database file of $db_pages pages over the cap"
 note "cap 2 MiB: $n_full messages of 1 KiB fit; files:" \
 	"db $(stat -c %s "$DB"), wal $(stat -c %s "$DB-wal" 2>/dev/null || echo 0)"
+
+# Drain all, fill again, round after round: the pages kept for draining
+# must not wear away (drains growing the file, posts taking what acks
+# free), or a full store could one day not be received from.
+for ((r = 1; r <= 8; r++)); do
+	recv_all
+	before=$(wc -l <"$CONF")
+	fill "R$r" 250
+	got=$(($(wc -l <"$CONF") - before))
+	[ "$got" -ge $((n_full * 7 / 8)) ] ||
+		fail "round $r: $got messages fit after a full drain, $n_full at first"
+	db_pages=$(($(stat -c %s "$DB") / 4096))
+	[ "$db_pages" -le 512 ] || fail "round $r: database file of $db_pages pages over the cap"
+done
 
 # Acks make room under the cap: posts succeed again.
 recv_n 600

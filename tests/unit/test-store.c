@@ -2005,6 +2005,130 @@ test_store_cap_fill_ack_reopen(void **state)
 	free(lg);
 }
 
+/* The pages an add could still take without touching the reserve, plus
+ * the reserve: free-list pages and the pages the file may still grow by,
+ * as another connection sees the committed database. */
+static int64_t
+cap_headroom(const Fx *fx, int64_t cap_pages)
+{
+	sqlite3 *db = raw_open(fx);
+	int64_t n = raw_int(db, "PRAGMA freelist_count") + cap_pages -
+		    raw_int(db, "PRAGMA page_count");
+
+	sqlite3_close(db);
+	return n;
+}
+
+/* Post messages of mixed sizes and priorities, one a transaction, until
+ * the cap refuses one; returns how many went in. */
+static size_t
+cap_fill_mixed(Fx *fx, StoreMailbox *mb, uint32_t *seed)
+{
+	static unsigned char buf[3000];
+	StoreMsg m;
+	size_t n;
+	int r = 0;
+
+	for (n = 0; n < 100000; n++) {
+		*seed = *seed * 1103515245u + 12345u;
+		memset(&m, 0, sizeof(m));
+		m.time_ns = NOW;
+		m.priority = (*seed >> 8) % 10;
+		m.expires_ns = (*seed & 1) ? NOW + 1000000000000 : 0;
+		m.data = buf;
+		m.len = 10 + (*seed >> 12) % (n % 4 ? 200 : sizeof(buf) - 10);
+		assert_int_equal(store_begin(fx->s), 0);
+		r = store_msg_insert(fx->s, mb, &m);
+		if (r < 0) {
+			assert_int_equal(r, -ENOSPC);
+			store_rollback(fx->s);
+			return n;
+		}
+		assert_int_equal(store_commit(fx->s, true), 0);
+	}
+	fail_msg("the cap never refused a post");
+	return n;
+}
+
+/* Lease up to max messages in batches of batch, each transaction on its
+ * own (the store stays full meanwhile), then ack them: both must fit in
+ * the reserve. */
+static void
+cap_lease_ack(Fx *fx, StoreMailbox *mb, size_t max, size_t batch)
+{
+	CapIds *ci = calloc(1, sizeof(*ci));
+	int n, r;
+
+	assert_non_null(ci);
+	do {
+		assert_int_equal(store_begin(fx->s), 0);
+		n = store_msg_lease(fx->s, mb, NOW, batch, cap_ids_cb, ci);
+		if (n < 0)
+			fail_msg("lease at full: %d %s", n,
+				 store_errmsg(fx->s));
+		assert_int_equal(store_commit(fx->s, false), 0);
+	} while (n > 0 && ci->n + batch <= max);
+	for (size_t i = 0; i < ci->n; i += batch) {
+		assert_int_equal(store_begin(fx->s), 0);
+		for (size_t k = i; k < i + batch && k < ci->n; k++) {
+			r = store_msg_delete(fx->s, mb, ci->id[k]);
+			if (r < 0)
+				fail_msg("ack at full: %d %s", r,
+					 store_errmsg(fx->s));
+		}
+		assert_int_equal(store_commit(fx->s, true), 0);
+	}
+	free(ci);
+}
+
+/*
+ * Fill, drain some, round after round. Drains may grow the file into the
+ * reserve; SQLite raises the add limit (max_page_count) to the file's
+ * size, so if adds were bounded by that alone they would take the pages
+ * the drain freed, and the reserve would shrink each round until a full
+ * store could no longer be leased. The room adds leave must not shrink.
+ */
+static void
+test_store_cap_reserve_holds(void **state)
+{
+	Fx *fx = *state;
+	const int64_t cap_pages = 128, reserve = 8; /* 512 KiB, 1/16 */
+	StoreMailbox *mb;
+	int64_t room, min_room = INT64_MAX;
+	uint32_t seed = 1;
+	size_t n, most = 0;
+
+	fx_open(fx, STORE_SYNC_FULL);
+	mb = mk_mailbox(fx->s, "full");
+	assert_int_equal(store_set_max_bytes(fx->s, cap_pages * 4096), 0);
+	for (int round = 0; round < 20; round++) {
+		n = cap_fill_mixed(fx, mb, &seed);
+		room = cap_headroom(fx, cap_pages);
+		if (room < reserve)
+			fail_msg("round %d: %lld pages of room after a fill, "
+				 "the reserve is %lld",
+				 round, (long long)room, (long long)reserve);
+		min_room = room < min_room ? room : min_room;
+		most = n > most ? n : most;
+		/* Room made by acks is found again. */
+		if (round > 0 && n == 0)
+			fail_msg("round %d: nothing fits after acks", round);
+		assert_true(raw_pages(fx) <= cap_pages);
+		check_counters(fx, mb);
+		/* Every other round drains all of it, else a part, in
+		 * batches of various sizes. */
+		cap_lease_ack(fx, mb,
+			      round % 2 ? CAP_MAX_MSGS : mb->n_ready / 3,
+			      (size_t)1 + (size_t)round * 7 % 40);
+	}
+	print_message("reserve %lld pages; after every fill at least %lld "
+		      "free; at most %zu posts a fill\n",
+		      (long long)reserve, (long long)min_room, most);
+	/* And the last fill can still be consumed to the end. */
+	cap_lease_ack(fx, mb, CAP_MAX_MSGS, 1000);
+	assert_int_equal(mb->n_ready + mb->n_leased, 0);
+}
+
 /* One binding, for store_binding_foreach. */
 static int
 cap_binding_cb(void *ctx, StoreMailbox *mb, const char *pattern)
@@ -2903,6 +3027,7 @@ main(void)
 		T(test_store_disk_full_at_insert),
 		T(test_store_cap_refuses),
 		T(test_store_cap_fill_ack_reopen),
+		T(test_store_cap_reserve_holds),
 		T(test_store_cap_rollback_memory),
 		T(test_store_kill_kick),
 		T(test_store_purge),
