@@ -53,20 +53,21 @@ env_set_msg(const mbox_msg *msg, const ChildIo *io)
 	size_t i, n, k;
 
 	for (;;) {
-		char **e;
+		char **e, *var;
 
 		for (e = environ; *e; e++)
 			if (strncmp(*e, "MBOX_HEADER_", 12) == 0)
 				break;
 		if (!*e)
 			break;
-		n = strcspn(*e, "=");
-		if (n >= sizeof(name))
-			n = sizeof(name) - 1;
-		memcpy(name, *e, n);
-		name[n] = '\0';
-		if (unsetenv(name) < 0)
+		/* The whole name, however long: a cut one would not match
+		 * and this loop would find the same variable forever. */
+		var = strndup(*e, strcspn(*e, "="));
+		if (!var || unsetenv(var) < 0) {
+			free(var);
 			break;
+		}
+		free(var);
 	}
 	unsetenv("MBOX_HANDOFF");
 	if (io->socket)

@@ -212,7 +212,9 @@ cmd_call(Ctl *c, int argc, char **argv)
 				timeout_ms = -1;
 				break;
 			}
-			if (ctl_parse_duration_ms(optarg, &v) < 0 ||
+			/* 0 would post a request without a ttl and leave
+			 * at once: it would be served for nobody. */
+			if (ctl_parse_duration_ms(optarg, &v) < 0 || v == 0 ||
 			    v > INT64_MAX / 1000000)
 				return ctl_usage(c, "bad timeout '%s'", optarg);
 			timeout_ms = (int64_t)v;
@@ -331,6 +333,16 @@ serve_finish(Ctl *c, Child *ch)
 		r = serve_error(c, ch, code);
 	if (r == 0)
 		return WORK_ACK;
+	if (r == -ENOENT) {
+		/* Not our mailbox that is missing: ctl_fail's "create it"
+		 * hint would name the wrong one. */
+		fprintf(stderr,
+			"mboxctl: serve %s: request %" PRIu64 ": the caller "
+			"is gone (its reply mailbox no longer exists); the "
+			"answer is dropped\n",
+			c->target, id);
+		return WORK_ACK;
+	}
 	ctl_fail(c, r, "cannot reply");
 	/* The caller is gone or refuses us: retrying cannot help. */
 	if (r == -ENOENT || r == -EACCES || r == -EINVAL || r == -EMSGSIZE)

@@ -555,6 +555,10 @@ cmd_export(Ctl *c, int argc, char **argv)
 		e.out_name = path;
 	}
 	progress_init(&e.pg, "exported");
+	/* Exporting to the terminal itself: a progress line would land in
+	 * the middle of the exported lines. */
+	if (!path && isatty(STDOUT_FILENO) == 1)
+		e.pg.on = false;
 	r = export_run(&e);
 	progress_end(&e.pg);
 	r = export_close(&e, path, tmp, r);
@@ -769,8 +773,11 @@ jp_string(Jp *j, char **out, size_t *len)
 		}
 	}
 	*o = '\0';
-	*out = (char *)buf;
 	*len = (size_t)(o - buf);
+	/* Sized for the rest of the line: a line's many header strings
+	 * before a large "data" must not each keep that much. */
+	o = realloc(buf, *len + 1);
+	*out = (char *)(o ? o : buf);
 	return 0;
 }
 

@@ -503,7 +503,9 @@ work_timeout(const WorkRun *w)
 
 	if (!w->broken && mbox_pending(w->c->m))
 		return 0;
-	for (i = 0; i < w->o->jobs; i++) {
+	/* Broken: no more touches (work_touch_due skips them), so a past
+	 * touch_at must not make poll spin until the commands end. */
+	for (i = 0; i < w->o->jobs && !w->broken; i++) {
 		const Child *ch = &w->slots[i];
 
 		if (ch->msg && !ch->lease_lost && ch->touch_at_ns < next)
