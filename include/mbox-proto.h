@@ -167,9 +167,9 @@ enum mbox_tag {
 /* FLAGS of a CLIENTS or STAT reply. */
 #define MBOX_REPLY_TRUNCATED 0x1u /* more CLIENTs than fit in one reply */
 
-#define MBOX_TOPIC_MAX	       200u  /* topic or pattern, bytes */
-#define MBOX_TOKEN_HEX	       32u   /* hand-off token: 128 bits as hex */
-#define MBOX_WINDOW_MAX	       1024u /* largest subscription window */
+#define MBOX_TOPIC_MAX		200u  /* topic or pattern, bytes */
+#define MBOX_TOKEN_HEX		32u   /* hand-off token: 128 bits as hex */
+#define MBOX_WINDOW_MAX		1024u /* largest subscription window */
 #define MBOX_DEFAULT_HANDOFF_MS 30000u
 #define MBOX_DEFAULT_DEDUP_MS	120000u
 

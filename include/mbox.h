@@ -155,8 +155,7 @@ int mbox_delete(mbox *m, const char *mailbox, unsigned flags);
 /* Delete the ready (and delayed) messages, or with MBOX_PURGE_DEAD_ONLY
  * the dead ones; leased ones are never touched. Owner only. *count (may
  * be NULL) receives how many went. */
-int mbox_purge(mbox *m, const char *mailbox, unsigned flags,
-	       uint64_t *count);
+int mbox_purge(mbox *m, const char *mailbox, unsigned flags, uint64_t *count);
 /* Put up to max (0 = all) dead messages back to ready, oldest first,
  * delivery counts reset. Needs write permission. */
 int mbox_kick(mbox *m, const char *mailbox, uint64_t max, uint64_t *count);
@@ -262,16 +261,15 @@ int mbox_claim(mbox *m, const char *token, size_t *count);
  * set by the call.
  */
 int mbox_call(mbox *m, const char *mailbox, const void *data, size_t len,
-	      const mbox_post_opts *opts, int64_t timeout_ms,
-	      mbox_msg **reply);
+	      const mbox_post_opts *opts, int64_t timeout_ms, mbox_msg **reply);
 /*
  * mbox_reply - answer request (a message that has a reply-to header):
  * post data to its reply-to mailbox with its correlation-id, plus headers
  * (NULL or {key, value, ..., NULL}). -EINVAL if request has no reply-to.
  * The request itself still has to be acked.
  */
-int mbox_reply(mbox *m, const mbox_msg *request, const void *data,
-	       size_t len, const char *const *headers);
+int mbox_reply(mbox *m, const mbox_msg *request, const void *data, size_t len,
+	       const char *const *headers);
 
 /* Message accessors; the strings are owned by the message. */
 uint64_t mbox_msg_id(const mbox_msg *msg);
