@@ -105,6 +105,7 @@ typedef struct WorkRun {
 	size_t running;
 	mbox_msg **queue; /* pushed, not started: FIFO */
 	size_t q_head, q_len, q_cap;
+	int64_t q_touch_at_ns; /* next touch of the queued leases, 0 = none */
 	int sigfd;
 	sigset_t sigs, oldmask; /* what sigfd reads; the mask before */
 	bool stopping;		/* SIGINT/SIGTERM: no new commands */
@@ -154,6 +155,12 @@ queue_push(WorkRun *w, mbox_msg *msg)
 		w->q_cap = cap;
 	}
 	w->queue[w->q_head + w->q_len++] = msg;
+	/* Queued leases run out too (a claim's window can be larger than
+	 * -j): they are touched like running ones, all in one request. */
+	if (!w->q_touch_at_ns) {
+		int64_t now = ctl_realtime_ns(), dl = mbox_msg_deadline_ns(msg);
+		w->q_touch_at_ns = dl > now ? now + (dl - now) / 3 : now;
+	}
 	return 0;
 }
 
@@ -165,8 +172,10 @@ queue_pop(WorkRun *w)
 	if (w->q_len == 0)
 		return NULL;
 	msg = w->queue[w->q_head++];
-	if (--w->q_len == 0)
+	if (--w->q_len == 0) {
 		w->q_head = 0;
+		w->q_touch_at_ns = 0;
+	}
 	return msg;
 }
 
@@ -304,6 +313,37 @@ work_touch_due(WorkRun *w)
 		if (r == -ECONNRESET || r == -EPIPE)
 			w->broken = true;
 	}
+}
+
+/* Touch every queued lease at once; a failure only means some may be
+ * delivered again (never lost), as for a running command. */
+static void
+work_touch_queue(WorkRun *w)
+{
+	int64_t now = ctl_realtime_ns(), deadline = 0;
+	uint64_t *ids;
+	int r;
+
+	if (!w->q_len || w->broken || w->q_touch_at_ns > now)
+		return;
+	ids = calloc(w->q_len, sizeof(*ids));
+	if (!ids)
+		return;
+	for (size_t i = 0; i < w->q_len; i++)
+		ids[i] = mbox_msg_id(w->queue[w->q_head + i]);
+	r = mbox_touch(w->c->m, ids, w->q_len, w->o->lease_ms, &deadline);
+	free(ids);
+	if (r == 0) {
+		w->q_touch_at_ns =
+			deadline > now ? now + (deadline - now) / 3 : now;
+		return;
+	}
+	/* Not again for this queue: it would fail the same way. */
+	w->q_touch_at_ns = INT64_MAX;
+	if (r == -ECONNRESET || r == -EPIPE)
+		w->broken = true;
+	else
+		ctl_fail(w->c, r, "touch of the messages not started yet");
 }
 
 static bool
@@ -511,6 +551,8 @@ work_timeout(const WorkRun *w)
 		if (ch->msg && !ch->lease_lost && ch->touch_at_ns < next)
 			next = ch->touch_at_ns;
 	}
+	if (!w->broken && w->q_len && w->q_touch_at_ns < next)
+		next = w->q_touch_at_ns;
 	ms = -1; /* nothing to wake for but the fds */
 	if (next != INT64_MAX)
 		ms = next > now ? (next - now + 999999) / 1000000 : 0;
@@ -554,6 +596,7 @@ work_round(WorkRun *w, struct pollfd *pfds)
 			child_poll_handle(&w->slots[i], pfds);
 	work_collect(w);
 	work_touch_due(w);
+	work_touch_queue(w);
 	if (!w->broken &&
 	    ((mfd >= 0 && pfds[mfd].revents) || mbox_pending(w->c->m)))
 		work_take_pushed(w);
