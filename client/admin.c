@@ -104,32 +104,38 @@ mbox_set(mbox *m, const char *mailbox, const char *const *settings)
 /* -------------------------------------------------------------------- */
 /* LIST */
 
+int
+info_fields_decode(const ProtoFields *fp, mbox_mailbox_info *info)
+{
+	ProtoSlice name = fp->first[MBOX_TAG_MAILBOX];
+
+	info->name = strndup((const char *)name.ptr, name.len);
+	if (!info->name)
+		return -ENOMEM;
+	info->ready = proto_u64(fp, MBOX_TAG_READY, 0);
+	info->leased = proto_u64(fp, MBOX_TAG_LEASED, 0);
+	info->delayed = proto_u64(fp, MBOX_TAG_DELAYED, 0);
+	info->dead = proto_u64(fp, MBOX_TAG_DEAD, 0);
+	info->bytes = proto_u64(fp, MBOX_TAG_BYTES, 0);
+	info->oldest_ns = (int64_t)proto_u64(fp, MBOX_TAG_OLDEST_NS, 0);
+	info->consumers = proto_u64(fp, MBOX_TAG_CONSUMERS, 0);
+	info->owner_uid = (uint32_t)proto_u64(fp, MBOX_TAG_OWNER_UID, 0);
+	info->gid = (uint32_t)proto_u64(fp, MBOX_TAG_GROUP_GID, 0);
+	info->mode = (uint32_t)proto_u64(fp, MBOX_TAG_MODE, 0);
+	return 0;
+}
+
 static int
 info_decode(const ProtoField *fl, mbox_mailbox_info *info, char why[128])
 {
 	ProtoFields f;
-	ProtoSlice name;
 	int r;
 
 	r = msg_parse_fields(&f, fl->val, fl->len, ~UINT64_C(0),
 			     PROTO_BIT(MBOX_TAG_MAILBOX), why);
 	if (r < 0)
 		return r;
-	name = f.first[MBOX_TAG_MAILBOX];
-	info->name = strndup((const char *)name.ptr, name.len);
-	if (!info->name)
-		return -ENOMEM;
-	info->ready = proto_u64(&f, MBOX_TAG_READY, 0);
-	info->leased = proto_u64(&f, MBOX_TAG_LEASED, 0);
-	info->delayed = proto_u64(&f, MBOX_TAG_DELAYED, 0);
-	info->dead = proto_u64(&f, MBOX_TAG_DEAD, 0);
-	info->bytes = proto_u64(&f, MBOX_TAG_BYTES, 0);
-	info->oldest_ns = (int64_t)proto_u64(&f, MBOX_TAG_OLDEST_NS, 0);
-	info->consumers = proto_u64(&f, MBOX_TAG_CONSUMERS, 0);
-	info->owner_uid = (uint32_t)proto_u64(&f, MBOX_TAG_OWNER_UID, 0);
-	info->gid = (uint32_t)proto_u64(&f, MBOX_TAG_GROUP_GID, 0);
-	info->mode = (uint32_t)proto_u64(&f, MBOX_TAG_MODE, 0);
-	return 0;
+	return info_fields_decode(&f, info);
 }
 
 int

@@ -279,19 +279,9 @@ stat_info_decode(const ProtoSlice *v, mbox_mailbox_stat *st, char why[128])
 			     PROTO_BIT(MBOX_TAG_MAILBOX), why);
 	if (r < 0)
 		return r;
-	in->name = slice_dup(f.first[MBOX_TAG_MAILBOX]);
-	if (!in->name)
-		return -ENOMEM;
-	in->ready = proto_u64(&f, MBOX_TAG_READY, 0);
-	in->leased = proto_u64(&f, MBOX_TAG_LEASED, 0);
-	in->delayed = proto_u64(&f, MBOX_TAG_DELAYED, 0);
-	in->dead = proto_u64(&f, MBOX_TAG_DEAD, 0);
-	in->bytes = proto_u64(&f, MBOX_TAG_BYTES, 0);
-	in->oldest_ns = (int64_t)proto_u64(&f, MBOX_TAG_OLDEST_NS, 0);
-	in->consumers = proto_u64(&f, MBOX_TAG_CONSUMERS, 0);
-	in->owner_uid = (uint32_t)proto_u64(&f, MBOX_TAG_OWNER_UID, 0);
-	in->gid = (uint32_t)proto_u64(&f, MBOX_TAG_GROUP_GID, 0);
-	in->mode = (uint32_t)proto_u64(&f, MBOX_TAG_MODE, 0);
+	r = info_fields_decode(&f, in);
+	if (r < 0)
+		return r;
 	st->flags = (unsigned)proto_u64(&f, MBOX_TAG_FLAGS, 0);
 	st->waiting = proto_u64(&f, MBOX_TAG_WAITING, 0);
 	st->created_ns = (int64_t)proto_u64(&f, MBOX_TAG_TIME_NS, 0);

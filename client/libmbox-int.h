@@ -99,6 +99,9 @@ int error_from_status(uint32_t status);
  */
 int core_enter(mbox *m);
 int core_enter_mailbox(mbox *m, const char *mailbox);
+/* admin.c: LIST's mailbox summary fields (also the start of STAT's INFO)
+ * into info; info->name is allocated. 0 or -ENOMEM. */
+int info_fields_decode(const ProtoFields *f, mbox_mailbox_info *info);
 /* post.c: POST items to mailbox with POST FLAGS (MBOX_POST_NO_CREATE). */
 int post_batch(mbox *m, const char *mailbox, const mbox_post_item *items,
 	       size_t n, uint64_t *ids, unsigned flags);
