@@ -18,6 +18,7 @@
 
 #include <endian.h>
 #include <errno.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -48,6 +49,28 @@ broker_now_ns(void)
 static void
 broker_on_again(EV_P_ ev_timer *w, int revents)
 {
+}
+
+/* Broker memory seen after a burst (1M messages queued and drained)
+ * is mostly SQLite's page cache and heap pages freed but kept by malloc:
+ * both go back to the system after a quiet tick. */
+#define BROKER_TRIM_S 1.0
+
+static void
+broker_on_trim_timer(EV_P_ ev_timer *w, int revents)
+{
+	Broker *b = w->data;
+
+	if (b->busy) {
+		b->busy = false;
+		b->trimmed = false;
+		return;
+	}
+	if (b->trimmed)
+		return;
+	b->trimmed = true;
+	store_release_memory(b->store);
+	malloc_trim(0);
 }
 
 static void
@@ -99,6 +122,10 @@ broker_new(Broker **out, struct ev_loop *loop, const Log *log,
 	ev_io_init(&b->listen_io, broker_on_accept, listen_fd, EV_READ);
 	b->listen_io.data = b;
 	ev_io_start(loop, &b->listen_io);
+	ev_timer_init(&b->trim_timer, broker_on_trim_timer, BROKER_TRIM_S,
+		      BROKER_TRIM_S);
+	b->trim_timer.data = b;
+	ev_timer_start(loop, &b->trim_timer);
 	ev_timer_init(&b->accept_retry, broker_on_accept_retry, 0.1, 0.);
 	b->accept_retry.data = b;
 	ev_timer_init(&b->lease_timer, broker_on_lease_timer, 0., 0.);
@@ -168,6 +195,7 @@ broker_free(Broker *b)
 	}
 	ev_io_stop(b->loop, &b->listen_io);
 	ev_timer_stop(b->loop, &b->accept_retry);
+	ev_timer_stop(b->loop, &b->trim_timer);
 	ev_timer_stop(b->loop, &b->lease_timer);
 	ev_timer_stop(b->loop, &b->expiry_timer);
 	ev_timer_stop(b->loop, &b->dedup_timer);

@@ -198,7 +198,13 @@ struct Broker {
 	ev_io listen_io;
 	ev_prepare prepare;
 	ev_timer accept_retry; /* after EMFILE */
-	ev_timer lease_timer;  /* the first lease deadline */
+	/* Memory a burst took is given back once requests stop: busy is set
+	 * by every request, and trim_timer releases the page cache and the
+	 * heap's free pages after one quiet tick. */
+	ev_timer trim_timer;
+	bool busy;
+	bool trimmed;
+	ev_timer lease_timer; /* the first lease deadline */
 
 	Conn *conns;
 	size_t n_conns;	  /* accepted within the limits */

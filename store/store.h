@@ -130,6 +130,8 @@ Store *store_free(Store *s);
  * Returns 0, or -EINVAL if the database is already larger.
  */
 int store_set_max_bytes(Store *s, uint64_t bytes);
+/* Give SQLite's unused cache memory back (the broker is idle). */
+void store_release_memory(Store *s);
 /* Last SQLite error text, for logs. */
 const char *store_errmsg(const Store *s);
 
