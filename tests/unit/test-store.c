@@ -1655,8 +1655,9 @@ test_store_disk_full_at_commit(void **state)
 	for (int i = 0; i < 3; i++)
 		post(fx->s, mb, 0, "x");
 	limit_file_size(fx, 64 * 1024);
-	/* 2 MiB fits the page cache: the WAL write at COMMIT fails. */
-	assert_int_equal(insert_full(fx, mb, 2u << 20), 1);
+	/* 1 MiB fits the page cache (2 MiB): the WAL write at COMMIT
+	 * fails. */
+	assert_int_equal(insert_full(fx, mb, 1u << 20), 1);
 	assert_non_null(strstr(store_errmsg(fx->s), "commit"));
 	unlimit_file_size(fx);
 	check_after_full(fx, mb, 3);
