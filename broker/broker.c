@@ -846,11 +846,14 @@ broker_answer(Broker *b, PendingOp *p, int r)
 	conn_send_writer(c, w);
 }
 
-/* Commit the batch and answer everything that waited for it. */
-static void
-broker_commit_batch(Broker *b)
+/*
+ * Commit the batch. Returns the PendingOps that waited for it, for
+ * broker_answer_batch, with the outcome in *out.
+ */
+static PendingOp *
+broker_commit_batch(Broker *b, int *out)
 {
-	PendingOp *p;
+	PendingOp *p = b->pending_head;
 	int r = 0;
 
 	if (store_in_txn(b->store)) {
@@ -884,14 +887,23 @@ broker_commit_batch(Broker *b)
 	b->batch_durable = false;
 	b->batch_failed = false;
 	b->batch_err = 0;
-	while ((p = b->pending_head)) {
-		b->pending_head = p->next;
+	b->pending_head = b->pending_tail = NULL;
+	*out = r;
+	return p;
+}
+
+/* Answer (r: their outcome) and free what broker_commit_batch returned. */
+static void
+broker_answer_batch(Broker *b, PendingOp *p, int r)
+{
+	while (p) {
+		PendingOp *next = p->next;
 		broker_answer(b, p, r);
 		free(p->ids);
 		free(p->leases);
 		free(p);
+		p = next;
 	}
-	b->pending_tail = NULL;
 }
 
 typedef struct Delivery {
@@ -1406,11 +1418,23 @@ static void
 broker_flush(Broker *b)
 {
 	Conn *c;
+	PendingOp *answers;
+	int r;
 
 	broker_drop_temps(b);
-	broker_commit_batch(b);
+	answers = broker_commit_batch(b, &r);
+	if (r < 0) {
+		/* Failed ACKs give their leases back before anything is
+		 * delivered again. */
+		broker_answer_batch(b, answers, r);
+		answers = NULL;
+	}
 	broker_maintain(b);
+	/* The messages just committed go to their consumers first, then
+	 * the posters hear back: each answer wakes a process, which costs
+	 * the delivery its time (post -> subscriber latency). */
 	broker_deliver(b);
+	broker_answer_batch(b, answers, r);
 	/* Connections closed while delivering. */
 	if (broker_drop_temps(b) && store_commit(b->store, false) < 0)
 		log_write(b->log, LOG_ERR,
@@ -1463,7 +1487,11 @@ broker_stop(Broker *b)
 	}
 	while ((c = b->conns))
 		conn_close(c, "broker stopping");
-	broker_commit_batch(b);
+	{
+		int r;
+		PendingOp *answers = broker_commit_batch(b, &r);
+		broker_answer_batch(b, answers, r);
+	}
 	while ((c = b->dead)) {
 		b->dead = c->next;
 		conn_free(c);
