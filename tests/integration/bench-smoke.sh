@@ -1,32 +1,72 @@
 #!/bin/bash
-# bench-smoke.sh - the benchmark still runs: a short mbox-bench against a
-# broker it starts itself (every workload: post, rtt and the push
-# subscriptions), and against ours with --socket (the default workloads,
-# then push alone with other subscriber counts, windows and batched acks).
-# Its output must be one JSON object; no timing is checked.
+# bench-smoke.sh - the benchmark still runs: a short mbox-bench against
+# brokers it starts itself (every workload, tiny counts), and against ours
+# with --socket (every workload again, then push alone with other
+# subscriber counts, windows and batched acks, then the workloads whose
+# figures need the broker's pid, which must then be null). Its JSON output
+# must be one object with a number for every figure; no timing is checked.
 . "${TOP_SRCDIR:-$(dirname "$0")/../..}/tests/integration/lib.sh"
 
 BENCH=$TOP_BUILDDIR/tests/bench/mbox-bench
 [ -x "$BENCH" ] || fail "$BENCH is not built"
 
+# Tiny counts for every workload: seconds, not minutes.
+SMALL=(--messages 300 --count 50 --backlog 2000 --churn 5000 --live 500
+	--idle-conns 50 --active 20 --cli-lines 3000 --scale 1,4)
+
+# has_number FILE KEY...: each "KEY": is followed by a number in FILE.
+has_number()
+{
+	local file=$1 key
+	shift
+	for key in "$@"; do
+		grep -Eq "\"$key\":-?[0-9]" "$file" ||
+			fail "no $key figure in $(cat "$file")"
+	done
+}
+
 expect_rc 0 "mbox-bench with its own broker" timeout 120 "$BENCH" \
-	--mboxd "$MBOXD" --sync off --producers 2 --messages 300 --count 50 --json
+	--mboxd "$MBOXD" --mboxctl "$MBOXCTL" --sync off --producers 2 \
+	"${SMALL[@]}" --json
 cp "$T_DIR/rc.out" "$T_DIR/bench.json"
 check_json_lines "$T_DIR/bench.json"
 assert_eq 1 "$(wc -l <"$T_DIR/bench.json")" "mbox-bench --json lines"
-for key in rtt_median_us push_rtt_median_us post_msgs_per_sec; do
-	grep -q "\"$key\":[0-9]" "$T_DIR/bench.json" ||
-		fail "no $key figure in $(cat "$T_DIR/bench.json")"
-done
+has_number "$T_DIR/bench.json" rtt_median_us push_rtt_median_us \
+	post_msgs_per_sec
 # The push grid: 1 and 4 subscribers, windows 1 and 64, four figures.
-assert_eq 4 "$(grep -o '"msgs_per_sec":[0-9]' "$T_DIR/bench.json" | wc -l)" \
-	"push runs in the JSON"
+assert_eq 4 "$(grep -o '"push":\[[^]]*\]' "$T_DIR/bench.json" |
+	grep -o '"msgs_per_sec":[0-9]' | wc -l)" "push runs in the JSON"
+# The figures of every target of issue 7, and their ratios.
+has_number "$T_DIR/bench.json" \
+	pipeline_msgs_per_sec pipeline_producers pipeline_consumers \
+	pipeline_depth sqlite_batch1_per_sec sqlite_batch64_per_sec \
+	sqlite_batch1024_per_sec \
+	latency_full_p50_us latency_full_p99_us latency_normal_p50_us \
+	latency_normal_p99_us \
+	rss_idle_kib rss_backlog_kib rss_backlog_anon_kib rss_drained_kib \
+	backlog_messages backlog_msgs_per_sec empty_msgs_per_sec ready_ms \
+	idle_conns idle_conns_rss_kib active_16_msgs_per_sec \
+	active_max_msgs_per_sec active_max \
+	churn_messages churn_peak_live_bytes churn_db_bytes churn_wal_bytes \
+	cli_post_s lib_post_s cli_recv_s lib_recv_s \
+	pipeline_per_sqlite_ceiling scale_max_per_1 scale_1_per_fsync \
+	latency_normal_p50_per_seqpacket latency_full_p50_per_model \
+	backlog_per_empty active_max_per_16 churn_file_per_peak_live \
+	cli_post_per_lib cli_recv_per_lib
+# One entry per --scale count.
+grep -Eq '"scale":\[\{"producers":1,"msgs_per_sec":[0-9][^]]*\{"producers":4,"msgs_per_sec":[0-9]' \
+	"$T_DIR/bench.json" || fail "no scale runs in $(cat "$T_DIR/bench.json")"
 note "$(cat "$T_DIR/bench.json")"
 
 start_broker
 expect_rc 0 "mbox-bench --socket" timeout 120 "$BENCH" --socket "$SOCK" \
-	--producers 3 --messages 100 --count 20
+	--mboxctl "$MBOXCTL" --producers 3 "${SMALL[@]}" --messages 100 \
+	--count 20
 grep -q 'msgs/s' "$T_DIR/rc.out" || fail "no table from mbox-bench: $(cat "$T_DIR/rc.out")"
+for section in pipeline scale latency memory backlog conns churn cli; do
+	grep -q "^$section (target" "$T_DIR/rc.out" ||
+		fail "no $section section from mbox-bench: $(cat "$T_DIR/rc.out")"
+done
 expect_rc 0 "mbox-bench --workload push" timeout 120 "$BENCH" --socket "$SOCK" \
 	--workload push --producers 2 --subscribers 3 --windows 1,8 \
 	--ack-batch 4 --messages 120 --count 10
@@ -34,6 +74,20 @@ grep -q 'push, 3 subscribers, window 8' "$T_DIR/rc.out" ||
 	fail "no push row from mbox-bench: $(cat "$T_DIR/rc.out")"
 grep -q 'post -> push' "$T_DIR/rc.out" ||
 	fail "no push round trip from mbox-bench: $(cat "$T_DIR/rc.out")"
+# A running broker: no pid, no files of its own, so those figures are null.
+expect_rc 0 "mbox-bench --socket --json" timeout 120 "$BENCH" --socket "$SOCK" \
+	--workload latency,memory,backlog,churn "${SMALL[@]}" --json
+cp "$T_DIR/rc.out" "$T_DIR/ext.json"
+check_json_lines "$T_DIR/ext.json"
+has_number "$T_DIR/ext.json" latency_full_p50_us backlog_msgs_per_sec \
+	empty_msgs_per_sec churn_peak_live_bytes
+for key in rss_idle_kib rss_backlog_kib ready_ms latency_normal_p50_us \
+	churn_db_bytes pipeline_msgs_per_sec; do
+	grep -q "\"$key\":null" "$T_DIR/ext.json" ||
+		fail "$key is not null with --socket: $(cat "$T_DIR/ext.json")"
+done
+grep -q '"latency_full_sync":"external"' "$T_DIR/ext.json" ||
+	fail "latency not marked external: $(cat "$T_DIR/ext.json")"
 # It drained what it posted: its mailboxes are empty.
 mbctl ls --json >"$T_DIR/ls"
 check_json_lines "$T_DIR/ls"

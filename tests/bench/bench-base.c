@@ -1,0 +1,214 @@
+/*
+ * bench-base.c - the baselines of mbox-bench (see bench-base.h).
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "bench-base.h"
+#include "bench-util.h"
+
+int
+baseline_fsync(const char *dir, size_t n, double *rate, double *p50)
+{
+	char path[PATH_MAX], buf[1024];
+	double *t = calloc(n, sizeof(*t)), start;
+	int fd, err = 0;
+
+	if (!t)
+		return -ENOMEM;
+	memset(buf, 'x', sizeof(buf));
+	snprintf(path, sizeof(path), "%s/fsync-baseline", dir);
+	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		free(t);
+		return -errno;
+	}
+	start = now_s();
+	for (size_t i = 0; i < n && !err; i++) {
+		double t0 = now_s();
+		if (write(fd, buf, sizeof(buf)) != (ssize_t)sizeof(buf) ||
+		    fdatasync(fd) < 0)
+			err = -errno;
+		t[i] = now_s() - t0;
+	}
+	*rate = n / (now_s() - start);
+	qsort(t, n, sizeof(*t), cmp_double);
+	*p50 = t[n / 2];
+	close(fd);
+	unlink(path);
+	free(t);
+	return err;
+}
+
+static void *
+pingpong_echo(void *arg)
+{
+	int fd = *(int *)arg;
+	char buf[64];
+	ssize_t k;
+
+	while ((k = recv(fd, buf, sizeof(buf), 0)) > 0)
+		if (send(fd, buf, (size_t)k, MSG_NOSIGNAL) != k)
+			break;
+	return NULL;
+}
+
+int
+baseline_seqpacket(size_t n, double *p50)
+{
+	int sv[2];
+	pthread_t th;
+	double *t = calloc(n, sizeof(*t));
+	char buf[16] = "ping";
+
+	if (!t ||
+	    socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) {
+		free(t);
+		return -errno;
+	}
+	thread_start(&th, pingpong_echo, &sv[1]);
+	for (size_t i = 0; i < n; i++) {
+		double t0 = now_s();
+		if (send(sv[0], buf, sizeof(buf), MSG_NOSIGNAL) < 0 ||
+		    recv(sv[0], buf, sizeof(buf), 0) <= 0)
+			break;
+		t[i] = now_s() - t0;
+	}
+	shutdown(sv[0], SHUT_RDWR);
+	pthread_join(th, NULL);
+	close(sv[0]);
+	close(sv[1]);
+	qsort(t, n, sizeof(*t), cmp_double);
+	*p50 = t[n / 2];
+	free(t);
+	return 0;
+}
+
+/* The statements of the SQLite baseline. */
+typedef struct SqlQueue {
+	sqlite3 *db;
+	sqlite3_stmt *begin, *commit, *insert, *delete;
+	sqlite3_int64 head; /* oldest id still in the table */
+	sqlite3_int64 tail; /* next id to insert */
+} SqlQueue;
+
+static int
+sql_say(SqlQueue *q, const char *what)
+{
+	fprintf(stderr, "mbox-bench: sqlite baseline: %s: %s\n", what,
+		q->db ? sqlite3_errmsg(q->db) : "out of memory");
+	return -EIO;
+}
+
+static int
+sql_step(SqlQueue *q, sqlite3_stmt *st)
+{
+	int rc = sqlite3_step(st);
+
+	sqlite3_reset(st);
+	return rc == SQLITE_DONE || rc == SQLITE_ROW ? 0 : sql_say(q, "step");
+}
+
+static int
+sql_open(SqlQueue *q, const char *path)
+{
+	static const char setup[] =
+		"PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;"
+		"CREATE TABLE q (id INTEGER PRIMARY KEY, data BLOB);";
+
+	if (sqlite3_open_v2(path, &q->db,
+			    SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE,
+			    NULL) != SQLITE_OK)
+		return sql_say(q, "open");
+	if (sqlite3_exec(q->db, setup, NULL, NULL, NULL) != SQLITE_OK)
+		return sql_say(q, "setup");
+	if (sqlite3_prepare_v2(q->db, "BEGIN", -1, &q->begin, NULL) ||
+	    sqlite3_prepare_v2(q->db, "COMMIT", -1, &q->commit, NULL) ||
+	    sqlite3_prepare_v2(q->db, "INSERT INTO q (id, data) VALUES (?, ?)",
+			       -1, &q->insert, NULL) ||
+	    sqlite3_prepare_v2(q->db, "DELETE FROM q WHERE id = ?", -1,
+			       &q->delete, NULL))
+		return sql_say(q, "prepare");
+	return 0;
+}
+
+static void
+sql_close(SqlQueue *q)
+{
+	sqlite3_finalize(q->begin);
+	sqlite3_finalize(q->commit);
+	sqlite3_finalize(q->insert);
+	sqlite3_finalize(q->delete);
+	sqlite3_close(q->db);
+}
+
+/* One transaction: k inserts at the tail, and k deletes at the head
+ * unless fill (the first batch, which gives the deletes something). */
+static int
+sql_batch(SqlQueue *q, size_t k, const void *data, size_t size, bool fill)
+{
+	int r = sql_step(q, q->begin);
+
+	for (size_t i = 0; !r && i < k; i++) {
+		sqlite3_bind_int64(q->insert, 1, q->tail++);
+		sqlite3_bind_blob(q->insert, 2, data, (int)size, SQLITE_STATIC);
+		r = sql_step(q, q->insert);
+	}
+	for (size_t i = 0; !r && !fill && i < k; i++) {
+		sqlite3_bind_int64(q->delete, 1, q->head++);
+		r = sql_step(q, q->delete);
+	}
+	return r ? r : sql_step(q, q->commit);
+}
+
+int
+baseline_sqlite(const char *dir, size_t k, size_t msgs, size_t size,
+		double *rate)
+{
+	static const char *const files[] = {"q.db", "q.db-wal", "q.db-shm"};
+	char tmp[PATH_MAX], path[PATH_MAX + 16];
+	size_t txns = (msgs + k - 1) / k, i;
+	SqlQueue q = {.head = 1, .tail = 1};
+	void *data = calloc(1, size);
+	double t0;
+	int r;
+
+	if (!data)
+		return -ENOMEM;
+	/* At least 32 transactions: a figure from a handful of them is
+	 * one checkpoint more or less, not a rate. */
+	txns = txns < 32 ? 32 : txns;
+	snprintf(tmp, sizeof(tmp), "%s/sqlite.XXXXXX", dir);
+	if (!mkdtemp(tmp)) {
+		fprintf(stderr, "mbox-bench: mkdtemp %s: %s\n", tmp,
+			strerror(errno));
+		free(data);
+		return -errno;
+	}
+	snprintf(path, sizeof(path), "%s/q.db", tmp);
+	r = sql_open(&q, path);
+	if (!r)
+		r = sql_batch(&q, k, data, size, true);
+	t0 = now_s();
+	for (i = 0; !r && i < txns; i++)
+		r = sql_batch(&q, k, data, size, false);
+	*rate = (double)(txns * k) / (now_s() - t0);
+	sql_close(&q);
+	for (i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
+		snprintf(path, sizeof(path), "%s/%s", tmp, files[i]);
+		unlink(path);
+	}
+	rmdir(tmp);
+	free(data);
+	return r;
+}

@@ -1,0 +1,26 @@
+/*
+ * bench-base.h - the baselines mbox-bench measures in the same run, so
+ * that the broker's figures can be read as ratios on a noisy machine:
+ * what an fsync'd append costs on the store's file system, what a
+ * SOCK_SEQPACKET ping-pong costs, and what SQLite itself allows.
+ */
+#ifndef BENCH_BASE_H
+#define BENCH_BASE_H
+
+#include <stddef.h>
+
+/* n fsync'd 1 KiB appends to a file in dir: *rate per second, *p50 s. */
+int baseline_fsync(const char *dir, size_t n, double *rate, double *p50);
+/* n SOCK_SEQPACKET ping-pongs across two threads: *p50 seconds. */
+int baseline_seqpacket(size_t n, double *p50);
+/*
+ * baseline_sqlite - the store's ceiling: a WAL database with
+ * synchronous=FULL in a fresh directory under dir, a table (id INTEGER
+ * PRIMARY KEY, data BLOB); each transaction inserts k rows of size bytes
+ * and deletes the k oldest (a queue's post + ack). At least msgs rows and
+ * 8 transactions; *rate is rows through per second.
+ */
+int baseline_sqlite(const char *dir, size_t k, size_t msgs, size_t size,
+		    double *rate);
+
+#endif

@@ -1,0 +1,574 @@
+/*
+ * bench-report.c - the table and the JSON object of mbox-bench (see
+ * bench-report.h). Ratios come with the target of issue 7 they answer,
+ * so a reader sees at once where the broker stands.
+ */
+#include "config.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "bench-report.h"
+
+const size_t sql_batches[SQL_BATCHES] = {1, 64, 1024};
+
+static const struct {
+	const char *name;
+	unsigned bit;
+} workloads[] = {
+	{"post", WL_POST},     {"rtt", WL_RTT},
+	{"push", WL_PUSH},     {"pipeline", WL_PIPELINE},
+	{"scale", WL_SCALE},   {"latency", WL_LATENCY},
+	{"memory", WL_MEMORY}, {"backlog", WL_BACKLOG},
+	{"conns", WL_CONNS},   {"churn", WL_CHURN},
+	{"cli", WL_CLI},
+};
+
+unsigned
+workload_bit(const char *s, size_t len)
+{
+	for (size_t i = 0; i < sizeof(workloads) / sizeof(workloads[0]); i++)
+		if (strlen(workloads[i].name) == len &&
+		    !strncmp(s, workloads[i].name, len))
+			return workloads[i].bit;
+	return 0;
+}
+
+void
+workload_names(unsigned bits, char *buf, size_t size)
+{
+	size_t len = 0;
+
+	buf[0] = '\0';
+	for (size_t i = 0; i < sizeof(workloads) / sizeof(workloads[0]); i++)
+		if ((bits & workloads[i].bit) && len < size)
+			len += (size_t)snprintf(buf + len, size - len, "%s%s",
+						len ? "," : "",
+						workloads[i].name);
+}
+
+/* What the post -> recv round trip should cost at best: the post's
+ * request, its fsync, its reply and the delivery, each a socket hop. */
+static double
+rtt_model(const Results *r)
+{
+	return r->fs_p50 + 3 * r->sp_p50;
+}
+
+/* Index of the --scale entry equal to v, or LIST_MAX. */
+static unsigned
+scale_index(const Options *o, unsigned v)
+{
+	for (unsigned i = 0; i < o->scale.n && i < LIST_MAX; i++)
+		if (o->scale.v[i] == v)
+			return i;
+	return LIST_MAX;
+}
+
+static unsigned
+scale_max_index(const Options *o)
+{
+	unsigned best = 0;
+
+	for (unsigned i = 1; i < o->scale.n && i < LIST_MAX; i++)
+		if (o->scale.v[i] > o->scale.v[best])
+			best = i;
+	return best;
+}
+
+/* msgs/s of the i-th --scale run; 0 for LIST_MAX (no such run). */
+static double
+scale_rate(const Options *o, const Results *r, unsigned i)
+{
+	return i < LIST_MAX ? o->messages / r->scale_s[i] : 0;
+}
+
+/* ,"key":value with prec decimals, or ,"key":null when the figure was
+ * not measured. */
+static void
+json_num(const char *key, bool have, int prec, double v)
+{
+	printf(",\"%s\":", key);
+	if (have)
+		printf("%.*f", prec, v);
+	else
+		fputs("null", stdout);
+}
+
+static void
+json_int(const char *key, bool have, long long v)
+{
+	printf(",\"%s\":", key);
+	if (have)
+		printf("%lld", v);
+	else
+		fputs("null", stdout);
+}
+
+static void
+json_classic(const Options *o, const Results *r)
+{
+	bool post = o->workloads & WL_POST, rtt = o->workloads & WL_RTT;
+	bool push = o->workloads & WL_PUSH;
+	unsigned i, j;
+
+	json_num("post_seconds", post, 6, r->post_s);
+	json_num("post_msgs_per_sec", post, 1, o->messages / r->post_s);
+	json_num("recv_ack_seconds", post, 6, r->drain_s);
+	json_num("recv_ack_msgs_per_sec", post, 1, o->messages / r->drain_s);
+	printf(",\"recv_batch\":%u,\"rtt_count\":%zu", BATCH, o->count);
+	json_num("rtt_median_us", rtt, 1, r->rtt_med * 1e6);
+	json_num("rtt_p99_us", rtt, 1, r->rtt_p99 * 1e6);
+	printf(",\"push_ack_batch\":%u,\"push\":[", o->ack_batch);
+	for (i = 0; push && i < o->subscribers.n; i++) {
+		for (j = 0; j < o->windows.n; j++) {
+			double rate = o->messages / r->push_s[i][j];
+
+			printf("%s{\"subscribers\":%u,\"window\":%u,"
+			       "\"seconds\":%.6f,\"msgs_per_sec\":%.1f,"
+			       "\"per_fsync\":%.3f",
+			       i || j ? "," : "", o->subscribers.v[i],
+			       o->windows.v[j], r->push_s[i][j], rate,
+			       rate / r->fs_rate);
+			json_num("per_post", post, 3,
+				 rate * r->post_s / o->messages);
+			putchar('}');
+		}
+	}
+	printf("],\"push_rtt_window\":%u", PUSH_RTT_WINDOW);
+	json_num("push_rtt_median_us", push, 1, r->push_med * 1e6);
+	json_num("push_rtt_p99_us", push, 1, r->push_p99 * 1e6);
+	printf(",\"fsync_per_sec\":%.1f,\"fsync_p50_us\":%.1f,"
+	       "\"seqpacket_rtt_p50_us\":%.1f",
+	       r->fs_rate, r->fs_p50 * 1e6, r->sp_p50 * 1e6);
+}
+
+/* The figures of the workloads of issue 7's targets. */
+static void
+json_targets(const Options *o, const Results *r)
+{
+	unsigned w = o->workloads;
+	bool pipe = w & WL_PIPELINE, scale = w & WL_SCALE;
+	bool lat = w & WL_LATENCY, conns = w & WL_CONNS, churn = w & WL_CHURN;
+	bool backlog = (w & WL_BACKLOG) && r->filled, cli = w & WL_CLI;
+
+	json_num("pipeline_msgs_per_sec", pipe, 1, o->messages / r->pipe_s);
+	json_int("pipeline_producers", pipe, o->producers);
+	json_int("pipeline_consumers", pipe, o->consumers);
+	json_int("pipeline_depth", pipe, o->depth);
+	json_num("sqlite_batch1_per_sec", pipe, 1, r->sql_rate[0]);
+	json_num("sqlite_batch64_per_sec", pipe, 1, r->sql_rate[1]);
+	json_num("sqlite_batch1024_per_sec", pipe, 1, r->sql_rate[2]);
+	printf(",\"scale\":[");
+	for (unsigned i = 0; scale && i < o->scale.n && i < LIST_MAX; i++)
+		printf("%s{\"producers\":%u,\"msgs_per_sec\":%.1f}",
+		       i ? "," : "", o->scale.v[i], scale_rate(o, r, i));
+	putchar(']');
+	printf(",\"latency_full_sync\":");
+	if (lat)
+		printf("\"%s\"", r->lat_full_own ? "full" : "external");
+	else
+		fputs("null", stdout);
+	json_num("latency_full_p50_us", lat, 1, r->lat_full_med * 1e6);
+	json_num("latency_full_p99_us", lat, 1, r->lat_full_p99 * 1e6);
+	json_num("latency_normal_p50_us", r->lat_norm, 1,
+		 r->lat_norm_med * 1e6);
+	json_num("latency_normal_p99_us", r->lat_norm, 1,
+		 r->lat_norm_p99 * 1e6);
+	json_int("backlog_messages", r->filled, (long long)o->backlog);
+	json_int("rss_idle_kib", r->rss_idle >= 0, r->rss_idle);
+	json_int("rss_backlog_kib", r->rss_backlog >= 0, r->rss_backlog);
+	json_int("rss_backlog_anon_kib", r->rss_anon >= 0, r->rss_anon);
+	json_int("rss_drained_kib", r->rss_drained >= 0, r->rss_drained);
+	json_num("backlog_msgs_per_sec", backlog, 1,
+		 o->messages / r->backlog_s);
+	json_num("empty_msgs_per_sec", backlog, 1, o->messages / r->empty_s);
+	json_num("ready_ms", r->ready_s >= 0, 1, r->ready_s * 1e3);
+	json_int("idle_conns", conns, (long long)o->idle_conns);
+	json_int("idle_conns_rss_kib", conns && r->conns_rss != -1,
+		 r->conns_rss);
+	json_num("active_16_msgs_per_sec", conns, 1,
+		 o->messages / r->active16_s);
+	json_num("active_max_msgs_per_sec", conns, 1,
+		 o->messages / r->active_s);
+	json_int("active_max", conns, o->active);
+	json_int("churn_messages", churn, (long long)o->churn);
+	json_int("churn_peak_live_bytes", churn,
+		 (long long)(r->churn_peak * o->size));
+	json_int("churn_db_bytes", churn && r->churn_db >= 0, r->churn_db);
+	json_int("churn_wal_bytes", churn && r->churn_wal >= 0, r->churn_wal);
+	json_int("cli_lines", cli, (long long)o->cli_lines);
+	json_num("cli_post_s", cli, 6, r->cli.cli_post);
+	json_num("lib_post_s", cli, 6, r->cli.lib_post);
+	json_num("cli_recv_s", cli, 6, r->cli.cli_recv);
+	json_num("lib_recv_s", cli, 6, r->cli.lib_recv);
+}
+
+static void
+json_target_ratios(const Options *o, const Results *r)
+{
+	unsigned w = o->workloads;
+	unsigned one = scale_index(o, 1), max = scale_max_index(o);
+	bool scale = (w & WL_SCALE) && one < LIST_MAX;
+	bool churn = (w & WL_CHURN) && r->churn_db >= 0 && r->churn_peak;
+
+	json_num("pipeline_per_sqlite_ceiling", w & WL_PIPELINE, 3,
+		 o->messages / r->pipe_s / r->sql_rate[2]);
+	json_num("scale_max_per_1", scale, 2,
+		 scale_rate(o, r, max) / scale_rate(o, r, one));
+	json_num("scale_1_per_fsync", scale, 3,
+		 scale_rate(o, r, one) / r->fs_rate);
+	json_num("latency_normal_p50_per_seqpacket", r->lat_norm, 2,
+		 r->lat_norm_med / r->sp_p50);
+	json_num("latency_full_p50_per_model", (w & WL_LATENCY) != 0, 3,
+		 r->lat_full_med / rtt_model(r));
+	json_num("backlog_per_empty", (w & WL_BACKLOG) && r->filled, 3,
+		 r->empty_s / r->backlog_s);
+	json_num("active_max_per_16", w & WL_CONNS, 3,
+		 r->active16_s / r->active_s);
+	json_num("churn_file_per_peak_live", churn, 3,
+		 (double)(r->churn_db + r->churn_wal) /
+			 (double)(r->churn_peak * o->size));
+	json_num("cli_post_per_lib", w & WL_CLI, 3,
+		 r->cli.cli_post / r->cli.lib_post);
+	json_num("cli_recv_per_lib", w & WL_CLI, 3,
+		 r->cli.cli_recv / r->cli.lib_recv);
+}
+
+void
+print_json(const Options *o, const Results *r)
+{
+	bool post = o->workloads & WL_POST, rtt = o->workloads & WL_RTT;
+	bool push = o->workloads & WL_PUSH;
+	char names[256];
+
+	workload_names(o->workloads, names, sizeof(names));
+	printf("{\"sync\":\"%s\",\"size\":%zu,\"producers\":%u,"
+	       "\"messages\":%zu,\"workloads\":\"%s\"",
+	       o->socket ? "external" : o->sync, o->size, o->producers,
+	       o->messages, names);
+	json_classic(o, r);
+	json_targets(o, r);
+	printf(",\"ratios\":{\"model_us\":%.1f", rtt_model(r) * 1e6);
+	json_num("post_per_fsync", post, 3,
+		 o->messages / r->post_s / r->fs_rate);
+	json_num("recv_ack_per_fsync", post, 3,
+		 o->messages / r->drain_s / r->fs_rate);
+	json_num("rtt_p50_per_model", rtt, 3, r->rtt_med / rtt_model(r));
+	json_num("rtt_p50_per_seqpacket", rtt, 1, r->rtt_med / r->sp_p50);
+	json_num("push_rtt_p50_per_model", push, 3, r->push_med / rtt_model(r));
+	json_num("push_rtt_p50_per_seqpacket", push, 1,
+		 r->push_med / r->sp_p50);
+	json_num("push_rtt_p50_per_rtt_p50", push && rtt, 3,
+		 r->push_med / r->rtt_med);
+	json_target_ratios(o, r);
+	printf("}}\n");
+}
+
+static void
+print_rate(const char *label, size_t n, double secs, double fs_rate)
+{
+	printf("%-36s %10zu %10.3f %12.0f %8.2f\n", label, n, secs, n / secs,
+	       n / secs / fs_rate);
+}
+
+static void
+table_classic(const Options *o, const Results *r)
+{
+	bool post = o->workloads & WL_POST, rtt = o->workloads & WL_RTT;
+	bool push = o->workloads & WL_PUSH;
+	char label[64];
+	unsigned i, j;
+
+	if (post || push)
+		printf("\n%-36s %10s %10s %12s %8s\n", "workload", "messages",
+		       "seconds", "msgs/s", "/ fsync");
+	if (post) {
+		snprintf(label, sizeof(label), "post, durable, %u producer%s",
+			 o->producers, o->producers == 1 ? "" : "s");
+		print_rate(label, o->messages, r->post_s, r->fs_rate);
+		snprintf(label, sizeof(label), "recv+ack, batches of %u",
+			 BATCH);
+		print_rate(label, o->messages, r->drain_s, r->fs_rate);
+	}
+	for (i = 0; push && i < o->subscribers.n; i++) {
+		for (j = 0; j < o->windows.n; j++) {
+			snprintf(label, sizeof(label),
+				 "push, %u subscriber%s, window %u",
+				 o->subscribers.v[i],
+				 o->subscribers.v[i] == 1 ? "" : "s",
+				 o->windows.v[j]);
+			print_rate(label, o->messages, r->push_s[i][j],
+				   r->fs_rate);
+		}
+	}
+	if (push && o->ack_batch == 1)
+		printf("  (push: subscribers take with mbox_next and ack each "
+		       "message while %u producer%s post)\n",
+		       o->producers, o->producers == 1 ? "" : "s");
+	else if (push)
+		printf("  (push: subscribers take with mbox_next and ack up to "
+		       "%u ids at once while %u producer%s post)\n",
+		       o->ack_batch, o->producers,
+		       o->producers == 1 ? "" : "s");
+	if (rtt || push)
+		printf("\n%-36s %10s %10s %12s\n", "round trip", "count",
+		       "median", "p99");
+	if (rtt)
+		printf("%-36s %10zu %8.0f us %9.0f us\n",
+		       "post -> recv, one at a time", o->count,
+		       r->rtt_med * 1e6, r->rtt_p99 * 1e6);
+	if (push)
+		printf("%-36s %10zu %8.0f us %9.0f us\n",
+		       "post -> push, one at a time", o->count,
+		       r->push_med * 1e6, r->push_p99 * 1e6);
+}
+
+static void
+table_baselines(const Options *o, const Results *r)
+{
+	bool post = o->workloads & WL_POST, rtt = o->workloads & WL_RTT;
+	bool push = o->workloads & WL_PUSH;
+
+	printf("\nbaselines, same run                     per sec      "
+	       "p50\n");
+	printf("%-36s %12.0f %7.0f us\n", "fsync of a 1 KiB append", r->fs_rate,
+	       r->fs_p50 * 1e6);
+	printf("%-36s %12s %7.1f us\n", "SOCK_SEQPACKET ping-pong", "",
+	       r->sp_p50 * 1e6);
+	if (!post && !rtt && !push)
+		return;
+	printf("\nratios (round trips against fsync p50 + 3 x seqpacket p50 "
+	       "= %.0f us):\n",
+	       rtt_model(r) * 1e6);
+	if (post)
+		printf("  post rate / fsync rate = %.2f\n",
+		       o->messages / r->post_s / r->fs_rate);
+	if (rtt)
+		printf("  post->recv p50 / model = %.2f, / seqpacket p50 = "
+		       "%.1f\n",
+		       r->rtt_med / rtt_model(r), r->rtt_med / r->sp_p50);
+	if (push)
+		printf("  post->push p50 / model = %.2f, / seqpacket p50 = "
+		       "%.1f\n",
+		       r->push_med / rtt_model(r), r->push_med / r->sp_p50);
+	if (push && rtt)
+		printf("  post->push p50 / post->recv p50 = %.2f\n",
+		       r->push_med / r->rtt_med);
+}
+
+/* One figure of a section ("-" when not measured), with the target of
+ * issue 7 it answers when there is one. */
+static void
+row_t(const char *label, bool have, double v, int prec, const char *unit,
+      const char *target)
+{
+	char num[32] = "-";
+
+	if (have)
+		snprintf(num, sizeof(num), "%.*f", prec, v);
+	if (target)
+		printf("  %-42s %12s %-6s  target %s\n", label, num, unit,
+		       target);
+	else
+		printf("  %-42s %12s %s\n", label, num, unit);
+}
+
+static void
+row(const char *label, bool have, double v, int prec, const char *unit)
+{
+	row_t(label, have, v, prec, unit, NULL);
+}
+
+/* A ratio and the target it answers. */
+static void
+ratio(const char *label, bool have, double v, const char *target)
+{
+	row_t(label, have, v, 2, "", target);
+}
+
+static void
+table_pipeline(const Options *o, const Results *r)
+{
+	char label[64];
+
+	printf("\npipeline (target 1): %u producers posting batches of %u, "
+	       "%u consumers (recv %u,\n  one ack each), at once, %zu "
+	       "messages\n",
+	       o->producers, o->depth, o->consumers, BATCH, o->messages);
+	row("pipeline", true, o->messages / r->pipe_s, 0, "msgs/s");
+	for (unsigned i = 0; i < SQL_BATCHES; i++) {
+		snprintf(label, sizeof(label),
+			 "SQLite insert+delete, %zu a transaction",
+			 sql_batches[i]);
+		row(label, true, r->sql_rate[i], 0, "msgs/s");
+	}
+	ratio("pipeline / SQLite at 1024 a transaction", true,
+	      o->messages / r->pipe_s / r->sql_rate[2], ">= 0.7");
+	printf("  (against Redis Streams, target >= 2x: "
+	       "contrib/bench/compare.sh)\n");
+}
+
+static void
+table_scale(const Options *o, const Results *r)
+{
+	unsigned one = scale_index(o, 1), max = scale_max_index(o);
+	char label[64];
+
+	printf("\nscale (targets 2, 3): one post in flight per producer, %zu "
+	       "messages a run\n",
+	       o->messages);
+	for (unsigned i = 0; i < o->scale.n && i < LIST_MAX; i++) {
+		snprintf(label, sizeof(label), "%u producer%s", o->scale.v[i],
+			 o->scale.v[i] == 1 ? "" : "s");
+		row(label, true, scale_rate(o, r, i), 0, "msgs/s");
+	}
+	row("fsync of a 1 KiB append", true, r->fs_rate, 0, "/s");
+	snprintf(label, sizeof(label), "%u producers / 1 producer",
+		 o->scale.v[max]);
+	ratio(label, one < LIST_MAX,
+	      scale_rate(o, r, max) / scale_rate(o, r, one),
+	      ">= 8 (16 producers)");
+	ratio("1 producer / fsync rate", one < LIST_MAX,
+	      scale_rate(o, r, one) / r->fs_rate, ">= 0.8");
+}
+
+static void
+table_latency(const Options *o, const Results *r)
+{
+	printf("\nlatency (target 4): post -> push subscriber, one at a "
+	       "time, %zu round trips\n",
+	       o->count);
+	row(r->lat_full_own ? "sync=full, p50" : "running broker, p50", true,
+	    r->lat_full_med * 1e6, 0, "us");
+	row(r->lat_full_own ? "sync=full, p99" : "running broker, p99", true,
+	    r->lat_full_p99 * 1e6, 0, "us");
+	row("sync=normal, p50", r->lat_norm, r->lat_norm_med * 1e6, 0, "us");
+	row("sync=normal, p99", r->lat_norm, r->lat_norm_p99 * 1e6, 0, "us");
+	row("SOCK_SEQPACKET ping-pong, p50", true, r->sp_p50 * 1e6, 1, "us");
+	row("model: fsync p50 + 3 x seqpacket p50", true, rtt_model(r) * 1e6, 0,
+	    "us");
+	ratio("sync=normal p50 / seqpacket p50", r->lat_norm,
+	      r->lat_norm_med / r->sp_p50, "<= 3");
+	ratio(r->lat_full_own ? "sync=full p50 / model"
+			      : "running broker p50 / model",
+	      true, r->lat_full_med / rtt_model(r), "<= 1");
+}
+
+static void
+table_memory(const Options *o, const Results *r)
+{
+	char label[64];
+
+	printf("\nmemory (target 5): the broker's VmRSS, %zu-byte "
+	       "messages\n",
+	       o->size);
+	row_t("idle, just started", r->rss_idle >= 0, (double)r->rss_idle, 0,
+	      "KiB", "<= 4096");
+	snprintf(label, sizeof(label), "%zu messages queued", o->backlog);
+	row_t(label, r->rss_backlog >= 0, (double)r->rss_backlog, 0, "KiB",
+	      "<= 16384 (1M queued)");
+	row("  of which RssAnon", r->rss_anon >= 0, (double)r->rss_anon, 0,
+	    "KiB");
+	row("drained, then idle 1 s", r->rss_drained >= 0,
+	    (double)r->rss_drained, 0, "KiB");
+	if (r->rss_idle < 0)
+		printf("  (only for a broker mbox-bench starts)\n");
+}
+
+static void
+table_backlog(const Options *o, const Results *r)
+{
+	char label[64];
+
+	printf("\nbacklog (target 6): the pipeline on a mailbox holding %zu "
+	       "messages\n",
+	       o->backlog);
+	row("pipeline, empty mailbox", true, o->messages / r->empty_s, 0,
+	    "msgs/s");
+	snprintf(label, sizeof(label), "pipeline, %zu queued", o->backlog);
+	row(label, true, o->messages / r->backlog_s, 0, "msgs/s");
+	ratio("backlog / empty", true, r->empty_s / r->backlog_s, ">= 0.8");
+	row_t("start-up to READY=1 with the backlog", r->ready_s >= 0,
+	      r->ready_s * 1e3, 1, "ms", "<= 1000 (1M queued)");
+}
+
+static void
+table_conns(const Options *o, const Results *r)
+{
+	char label[64];
+
+	printf("\nconns (target 7): idle connections, then clients with one "
+	       "post in flight each\n");
+	snprintf(label, sizeof(label), "RSS of %zu idle connections",
+		 o->idle_conns);
+	row_t(label, r->conns_rss != -1, (double)r->conns_rss, 0, "KiB",
+	      "<= 10240 (1000 idle)");
+	row("16 clients", true, o->messages / r->active16_s, 0, "msgs/s");
+	snprintf(label, sizeof(label), "%u clients", o->active);
+	row(label, true, o->messages / r->active_s, 0, "msgs/s");
+	snprintf(label, sizeof(label), "%u clients / 16 clients", o->active);
+	ratio(label, true, r->active16_s / r->active_s, ">= 0.8 (256 clients)");
+}
+
+static void
+table_churn(const Options *o, const Results *r)
+{
+	bool have = r->churn_db >= 0 && r->churn_peak;
+
+	printf("\nchurn (target 8): %zu messages posted and acked, at most "
+	       "%zu queued\n",
+	       o->churn, o->live);
+	row("throughput", true, o->churn / r->churn_s, 0, "msgs/s");
+	row("peak live data", true, (double)(r->churn_peak * o->size), 0,
+	    "bytes");
+	row("database file", r->churn_db >= 0, (double)r->churn_db, 0, "bytes");
+	row("WAL file", r->churn_wal >= 0, (double)r->churn_wal, 0, "bytes");
+	ratio("(database + WAL) / peak live data", have,
+	      (double)(r->churn_db + r->churn_wal) /
+		      (double)(r->churn_peak * o->size),
+	      "<= 2");
+}
+
+static void
+table_cli(const Options *o, const Results *r)
+{
+	printf("\ncli (target 9): %zu lines, mboxctl against libmbox\n",
+	       o->cli_lines);
+	row("seq | mboxctl post --lines", true, r->cli.cli_post, 3, "s");
+	row("library, batches of 512", true, r->cli.lib_post, 3, "s");
+	ratio("mboxctl post / library", true, r->cli.cli_post / r->cli.lib_post,
+	      "<= 2");
+	row("mboxctl recv -n N > /dev/null", true, r->cli.cli_recv, 3, "s");
+	row("library, recv 1024 + ack", true, r->cli.lib_recv, 3, "s");
+	ratio("mboxctl recv / library", true, r->cli.cli_recv / r->cli.lib_recv,
+	      "<= 2");
+}
+
+void
+print_table(const Options *o, const Results *r)
+{
+	unsigned w = o->workloads;
+
+	printf("mbox-bench: broker %s, sync %s, %zu-byte messages\n",
+	       o->socket ? o->socket : o->mboxd,
+	       o->socket ? "(as configured)" : o->sync, o->size);
+	table_classic(o, r);
+	table_baselines(o, r);
+	if (w & WL_PIPELINE)
+		table_pipeline(o, r);
+	if (w & WL_SCALE)
+		table_scale(o, r);
+	if (w & WL_LATENCY)
+		table_latency(o, r);
+	if (w & WL_MEMORY)
+		table_memory(o, r);
+	if ((w & WL_BACKLOG) && r->filled)
+		table_backlog(o, r);
+	if (w & WL_CONNS)
+		table_conns(o, r);
+	if (w & WL_CHURN)
+		table_churn(o, r);
+	if (w & WL_CLI)
+		table_cli(o, r);
+}
