@@ -6,12 +6,14 @@
  * dispatched; writes go into one store transaction, replies that need
  * durability become PendingOps. Then, in ev_prepare (just before the loop
  * blocks), broker_flush():
- *   1. commits the transaction once (fsync'd when it holds posts/acks),
- *   2. answers every PendingOp (or fails them all if the commit failed),
- *   3. delivers ready messages to waiting RECVs, leasing them in a second
- *      transaction committed without fsync (leases need no durability:
- *      they are void after a restart anyway),
- *   4. frees connections closed during the iteration.
+ *   1. leases ready messages to waiting RECVs and subscriptions in that
+ *      same transaction (after the give-backs of the iteration),
+ *   2. commits it once, fsync'd when it holds posts or acks (leases
+ *      alone need no durability: they are void after a restart),
+ *   3. sends the deliveries, then answers every PendingOp (or, when the
+ *      commit failed, fails them all and gives the leases back),
+ *   4. runs timer-driven maintenance (expiry, dedup prune) in a
+ *      transaction of its own, and frees connections closed meanwhile.
  * Deliveries thus only ever carry committed messages.
  */
 #include "config.h"
@@ -1117,14 +1119,20 @@ broker_deliver_mailbox(Broker *b, MailboxRt *rt, int64_t now, Outgoing **out)
 	}
 }
 
-static void
-broker_deliver(Broker *b)
+/*
+ * The delivery phase, first half: give-backs, then lease what waiting
+ * RECVs and subscriptions can take, in the open batch's transaction.
+ * Returns the deliveries in the order they were made, to be sent by
+ * broker_deliver_send once that transaction is committed; *applied is
+ * the number of give-backs applied.
+ */
+static Outgoing *
+broker_deliver_lease(Broker *b, size_t *applied_out)
 {
 	int64_t now = broker_now_ns();
 	Outgoing *out = NULL, *o;
 	MailboxRt *rt;
 	size_t applied = 0;
-	int r = 0;
 
 	/* Claimed messages left over go out before anything new. */
 	if (b->claims)
@@ -1145,32 +1153,39 @@ broker_deliver(Broker *b)
 		rt->news = false;
 		broker_deliver_mailbox(b, rt, now, &out);
 	}
-	if (store_in_txn(b->store)) {
-		r = store_commit(b->store, false);
-		b->deliver_failed = r < 0;
-		if (r < 0) {
-			log_write(b->log, LOG_ERR,
-				  "store: cannot commit leases, answering "
-				  "the waiting RECVs with nothing: %s",
-				  store_errmsg(b->store));
-		} else {
-			/* Those queued since (while sending) stay queued. */
-			b->n_releases -= applied;
-			if (applied && b->n_releases)
-				memmove(b->releases, b->releases + applied,
-					b->n_releases * sizeof(*b->releases));
-		}
-	}
+	*applied_out = applied;
 	/* Built newest first: send in the order they were made, so that a
 	 * subscriber sees its pushes in delivery order. */
 	for (Outgoing *rev = NULL;; rev = o) {
-		if (!out) {
-			out = rev;
-			break;
-		}
+		if (!out)
+			return rev;
 		o = out;
 		out = o->next;
 		o->next = rev;
+	}
+}
+
+/*
+ * Second half, after the commit (r: its outcome): send the deliveries,
+ * or on failure give their messages back and answer their RECVs with
+ * nothing.
+ */
+static void
+broker_deliver_send(Broker *b, Outgoing *out, size_t applied, int r)
+{
+	Outgoing *o;
+
+	b->deliver_failed = r < 0;
+	if (r < 0 && out) {
+		log_write(b->log, LOG_ERR,
+			  "store: cannot commit leases, answering the waiting "
+			  "RECVs with nothing");
+	} else if (r == 0 && applied) {
+		/* Those queued since (while sending) stay queued. */
+		b->n_releases -= applied;
+		if (b->n_releases)
+			memmove(b->releases, b->releases + applied,
+				b->n_releases * sizeof(*b->releases));
 	}
 	/* Deliveries leave only now that their leases are committed. */
 	while ((o = out)) {
@@ -1320,7 +1335,7 @@ broker_maintain_dedup(Broker *b)
 /*
  * Timer-driven writes (expiry, dedup prune) never join the clients'
  * batch: one that fails (a full store) would roll back every request in
- * it. They run here, between the batch commit and the delivery phase.
+ * it. They run here, after the batch commit and its deliveries.
  */
 static void
 broker_maintain(Broker *b)
@@ -1419,22 +1434,35 @@ broker_flush(Broker *b)
 {
 	Conn *c;
 	PendingOp *answers;
+	Outgoing *out;
+	size_t applied;
 	int r;
 
 	broker_drop_temps(b);
+	if (b->batch_failed) {
+		/* Nothing is leased into a batch that is rolled back. */
+		answers = broker_commit_batch(b, &r);
+		broker_answer_batch(b, answers, r);
+	}
+	/*
+	 * The leases join the batch: one commit (and one fsync) for both,
+	 * instead of a second transaction that writes the same pages to the
+	 * WAL again. Deliveries are sent only after it, so they still carry
+	 * only committed messages, including those posted in this batch.
+	 */
+	out = broker_deliver_lease(b, &applied);
 	answers = broker_commit_batch(b, &r);
 	if (r < 0) {
-		/* Failed ACKs give their leases back before anything is
-		 * delivered again. */
+		/* Failed ACKs give their leases back first. */
 		broker_answer_batch(b, answers, r);
 		answers = NULL;
 	}
-	broker_maintain(b);
-	/* The messages just committed go to their consumers first, then
-	 * the posters hear back: each answer wakes a process, which costs
-	 * the delivery its time (post -> subscriber latency). */
-	broker_deliver(b);
+	/* The messages go to their consumers first, then the posters hear
+	 * back: each answer wakes a process, which would cost the delivery
+	 * its time (post -> subscriber latency). */
+	broker_deliver_send(b, out, applied, r);
 	broker_answer_batch(b, answers, r);
+	broker_maintain(b);
 	/* Connections closed while delivering. */
 	if (broker_drop_temps(b) && store_commit(b->store, false) < 0)
 		log_write(b->log, LOG_ERR,
