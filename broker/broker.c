@@ -10,8 +10,12 @@
  *      same transaction (after the give-backs of the iteration),
  *   2. commits it once, fsync'd when it holds posts or acks (leases
  *      alone need no durability: they are void after a restart),
- *   3. sends the deliveries, then answers every PendingOp (or, when the
- *      commit failed, fails them all and gives the leases back),
+ *   3. sends the deliveries, then answers every PendingOp; when the
+ *      commit failed, drops this flush's leases, answers the RECVs with
+ *      nothing, fails every PendingOp (failed ACKs keep their leases)
+ *      and serves the same mailboxes again on the next iteration
+ *      (a batch already marked failed is rolled back and answered
+ *      before step 1, so nothing is leased into it),
  *   4. runs timer-driven maintenance (expiry, dedup prune) in a
  *      transaction of its own, and frees connections closed meanwhile.
  * Deliveries thus only ever carry committed messages.
@@ -65,14 +69,22 @@ broker_on_trim_timer(EV_P_ ev_timer *w, int revents)
 
 	if (b->busy) {
 		b->busy = false;
-		b->trimmed = false;
 		return;
 	}
-	if (b->trimmed)
-		return;
-	b->trimmed = true;
+	/* Quiet since the last tick: trim once, sleep until a request. */
+	ev_timer_stop(b->loop, w);
 	store_release_memory(b->store);
 	malloc_trim(0);
+}
+
+void
+broker_note_request(Broker *b)
+{
+	b->busy = true;
+	if (!ev_is_active(&b->trim_timer) && !b->stopping) {
+		ev_timer_set(&b->trim_timer, BROKER_TRIM_S, BROKER_TRIM_S);
+		ev_timer_start(b->loop, &b->trim_timer);
+	}
 }
 
 static void
@@ -209,6 +221,7 @@ broker_free(Broker *b)
 		unlink(b->cfg.socket_path);
 	lease_table_release(&b->leases);
 	free(b->releases);
+	free(b->served);
 	free(b->uid_counts);
 	proto_writer_release(&b->w);
 	free(b);
@@ -1017,9 +1030,10 @@ broker_answer_waiter(Broker *b, Waiter *w, unsigned st, const char *text)
 
 /*
  * Serve the waiters of one mailbox, first come first served, queueing
- * the answers on *out (sent once the leases are committed).
+ * the answers on *out (sent once the leases are committed). Returns
+ * false when rt was freed (its mailbox is gone).
  */
-static void
+static bool
 broker_deliver_mailbox(Broker *b, MailboxRt *rt, int64_t now, Outgoing **out)
 {
 	StoreMailbox *mb = store_mailbox_by_id(b->store, rt->mailbox_id);
@@ -1035,7 +1049,7 @@ broker_deliver_mailbox(Broker *b, MailboxRt *rt, int64_t now, Outgoing **out)
 			sub_remove(b, rt->sub_head);
 		ev_timer_stop(b->loop, &rt->ready_timer);
 		free(rt);
-		return;
+		return false;
 	}
 	for (w = rt->wait_head;
 	     w && mb->n_ready > 0 && !(mb->flags & STORE_MB_PAUSED); w = next) {
@@ -1117,6 +1131,7 @@ broker_deliver_mailbox(Broker *b, MailboxRt *rt, int64_t now, Outgoing **out)
 			ev_timer_start(b->loop, &rt->ready_timer);
 		}
 	}
+	return true;
 }
 
 /*
@@ -1126,6 +1141,35 @@ broker_deliver_mailbox(Broker *b, MailboxRt *rt, int64_t now, Outgoing **out)
  * broker_deliver_send once that transaction is committed; *applied is
  * the number of give-backs applied.
  */
+/* Remember rt, served in this flush, in case its commit fails. Without
+ * memory for it, a failed commit leaves rt to its next event. */
+static void
+broker_note_served(Broker *b, MailboxRt *rt)
+{
+	if (b->n_served == b->cap_served) {
+		size_t cap = b->cap_served ? 2 * b->cap_served : 16;
+		MailboxRt **n = realloc(b->served, cap * sizeof(*n));
+		if (!n)
+			return;
+		b->served = n;
+		b->cap_served = cap;
+	}
+	b->served[b->n_served++] = rt;
+}
+
+/*
+ * The commit of the mailboxes served in this flush failed: serve them
+ * again. One whose creation was rolled back is then found gone and its
+ * waiters are told so; a PAUSE that did not last is seen undone.
+ */
+static void
+broker_renew_served(Broker *b)
+{
+	for (size_t i = 0; i < b->n_served; i++)
+		broker_rt_news(b, b->served[i]);
+	b->n_served = 0;
+}
+
 static Outgoing *
 broker_deliver_lease(Broker *b, size_t *applied_out)
 {
@@ -1151,7 +1195,8 @@ broker_deliver_lease(Broker *b, size_t *applied_out)
 			break;
 		b->news = rt->news_next;
 		rt->news = false;
-		broker_deliver_mailbox(b, rt, now, &out);
+		if (broker_deliver_mailbox(b, rt, now, &out))
+			broker_note_served(b, rt);
 	}
 	*applied_out = applied;
 	/* Built newest first: send in the order they were made, so that a
@@ -1450,25 +1495,38 @@ broker_flush(Broker *b)
 	 * WAL again. Deliveries are sent only after it, so they still carry
 	 * only committed messages, including those posted in this batch.
 	 */
+	b->n_served = 0;
 	out = broker_deliver_lease(b, &applied);
 	answers = broker_commit_batch(b, &r);
-	if (r < 0) {
-		/* Failed ACKs give their leases back first. */
-		broker_answer_batch(b, answers, r);
-		answers = NULL;
-	}
-	/* The messages go to their consumers first, then the posters hear
+	if (r < 0)
+		broker_renew_served(b);
+	b->n_served = 0;
+	/*
+	 * The messages go to their consumers first, then the posters hear
 	 * back: each answer wakes a process, which would cost the delivery
-	 * its time (post -> subscriber latency). */
+	 * its time (post -> subscriber latency). After a failed commit the
+	 * order is the same for another reason: this flush's leases are
+	 * dropped before failed ACKs and NACKs restore theirs, which may be
+	 * of the same messages (a NACK redelivered at once).
+	 */
 	broker_deliver_send(b, out, applied, r);
 	broker_answer_batch(b, answers, r);
 	broker_maintain(b);
 	/* Connections closed while delivering. */
-	if (broker_drop_temps(b) && store_commit(b->store, false) < 0)
-		log_write(b->log, LOG_ERR,
-			  "cannot commit the deletion of temporary "
-			  "mailboxes: %s",
-			  store_errmsg(b->store));
+	if (broker_drop_temps(b)) {
+		if (b->batch_failed) {
+			/* A half-done deletion is not committed; the next
+			 * batch must not inherit its failure either. */
+			store_rollback(b->store);
+			b->batch_failed = false;
+			b->batch_err = 0;
+		} else if (store_commit(b->store, false) < 0) {
+			log_write(b->log, LOG_ERR,
+				  "cannot commit the deletion of temporary "
+				  "mailboxes: %s",
+				  store_errmsg(b->store));
+		}
+	}
 	while ((c = b->dead)) {
 		b->dead = c->next;
 		conn_free(c);
@@ -1480,8 +1538,7 @@ broker_flush(Broker *b)
 	 * unrelated event; failed give-backs are retried, but not in a
 	 * busy loop. */
 	if (!ev_is_active(&b->again) && (b->news || b->n_releases)) {
-		ev_timer_set(&b->again,
-			     b->news || !b->deliver_failed ? 0. : 0.1, 0.);
+		ev_timer_set(&b->again, b->deliver_failed ? 0.1 : 0., 0.);
 		ev_timer_start(b->loop, &b->again);
 	}
 }

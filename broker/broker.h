@@ -3,9 +3,10 @@
  *
  * Group commit: handlers write into one open store transaction and park
  * their replies as PendingOps; before the loop blocks again (ev_prepare)
- * the broker commits once, answers every PendingOp (success or the store
- * error), then runs the delivery phase that leases ready messages to the
- * waiting RECVs and commits their lease bookkeeping without an fsync.
+ * the delivery phase leases ready messages to the waiting RECVs and
+ * subscriptions in that same transaction, the broker commits it once
+ * (fsync'd when it holds posts or acks), sends the deliveries and then
+ * answers every PendingOp (success or the store error).
  */
 #ifndef MBOX_BROKER_BROKER_H
 #define MBOX_BROKER_BROKER_H
@@ -203,7 +204,6 @@ struct Broker {
 	 * heap's free pages after one quiet tick. */
 	ev_timer trim_timer;
 	bool busy;
-	bool trimmed;
 	ev_timer lease_timer; /* the first lease deadline */
 
 	Conn *conns;
@@ -226,8 +226,12 @@ struct Broker {
 	bool batch_failed;  /* a write failed: roll the batch back */
 	int batch_err;	    /* its error (-ENOSPC: disk or database full) */
 	MailboxRt *news;    /* mailboxes whose queue may have changed */
-	/* Leases of closed connections, given back after the batch commit
-	 * so that a rolled-back batch cannot strand them as LEASED. */
+	/* Mailboxes served by this flush's delivery phase (still alive). */
+	MailboxRt **served;
+	size_t n_served, cap_served;
+	/* Leases of closed connections, given back in the delivery phase
+	 * and dropped from here only once its commit succeeded, so that a
+	 * rolled-back batch cannot strand them as LEASED. */
 	struct {
 		uint64_t msg_id;
 		int64_t mailbox_id;
@@ -241,7 +245,7 @@ struct Broker {
 	ev_timer expiry_timer;	/* the first message ttl runs out */
 	int64_t next_expiry_ns; /* 0 = none known */
 	bool expiry_dirty;	/* recompute next_expiry_ns from the store */
-	bool deliver_failed;	/* the last delivery commit failed */
+	bool deliver_failed;	/* the commit of the last flush failed */
 	ev_timer dedup_timer;	/* forget old dedup keys */
 	/* Maintenance runs in its own transaction after the batch commit,
 	 * so that its failure cannot fail the clients' requests. */
@@ -324,6 +328,8 @@ int broker_defer(Broker *b, enum pending_kind kind, Conn *c, uint16_t op,
 		 size_t n);
 MailboxRt *broker_mailbox_rt(Broker *b, StoreMailbox *mb);
 void broker_mailbox_news(Broker *b, StoreMailbox *mb);
+/* A request came: memory is trimmed only once they stop for a while. */
+void broker_note_request(Broker *b);
 void broker_waiter_add(Broker *b, Waiter *w);
 /* Answer w empty after wait_ms unless messages come first. */
 void broker_waiter_arm(Waiter *w, uint64_t wait_ms);

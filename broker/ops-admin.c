@@ -188,8 +188,9 @@ op_kick(Request *q)
 
 /*
  * PAUSE and RESUME. A rolled-back batch is safe: the store restores
- * mb->flags from its transaction journal, and delivery runs only after
- * the commit, so no RECV is served from a pause state that did not last.
+ * mb->flags from its transaction journal, deliveries leased under the
+ * state that did not last are dropped with the batch and never sent, and
+ * the mailbox is served again (broker_renew_served).
  */
 void
 op_pause_resume(Request *q)

@@ -1604,7 +1604,8 @@ out:
 /*
  * Each row is marked LEASED before fn sees it, so every message fn was
  * called for is leased, the one for which fn stopped the walk included.
- * On an error after some calls of fn, the caller must roll back.
+ * On an error after some calls of fn, the caller must roll back, or
+ * release the rows fn saw (store_msg_release).
  * fn must not call the store (it gets -EBUSY).
  */
 int

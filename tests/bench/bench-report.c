@@ -470,7 +470,7 @@ table_memory(const Options *o, const Results *r)
 	      "<= 16384 (1M queued)");
 	row("  of which RssAnon", r->rss_anon >= 0, (double)r->rss_anon, 0,
 	    "KiB");
-	row("drained, then idle 1 s", r->rss_drained >= 0,
+	row("drained, then idle 2.5 s", r->rss_drained >= 0,
 	    (double)r->rss_drained, 0, "KiB");
 	if (r->rss_idle < 0)
 		printf("  (only for a broker mbox-bench starts)\n");

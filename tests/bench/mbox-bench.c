@@ -602,7 +602,9 @@ wl_store(const Options *o, Results *res)
 	if (!err)
 		err = drain(o, sock, full, o->backlog, "drain");
 	if (!err && memory && b.pid) {
-		sleep_ms(1000);
+		/* mboxd gives memory back after a quiet tick of 1 s: wait for
+		 * two. */
+		sleep_ms(2500);
 		res->rss_drained = broker_status_kib(&b, "VmRSS");
 	}
 	broker_stop(&b, err != 0);
