@@ -7,18 +7,20 @@
 #ifndef BENCH_BASE_H
 #define BENCH_BASE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 /* n fsync'd 1 KiB appends to a file in dir: *rate per second, *p50 s. */
 int baseline_fsync(const char *dir, size_t n, double *rate, double *p50);
-/* n SOCK_SEQPACKET ping-pongs across two threads: *p50 seconds. */
-int baseline_seqpacket(size_t n, double *p50);
+/* n SOCK_SEQPACKET ping-pongs between two threads: *p50 seconds;
+ * *across says whether they were pinned to two different CPUs. */
+int baseline_seqpacket(size_t n, double *p50, bool *across);
 /*
  * baseline_sqlite - the store's ceiling: a WAL database with
  * synchronous=FULL in a fresh directory under dir, a table (id INTEGER
  * PRIMARY KEY, data BLOB); each transaction inserts k rows of size bytes
  * and deletes the k oldest (a queue's post + ack). At least msgs rows and
- * 8 transactions; *rate is rows through per second.
+ * 32 transactions; *rate is rows through per second.
  */
 int baseline_sqlite(const char *dir, size_t k, size_t msgs, size_t size,
 		    double *rate);

@@ -145,7 +145,7 @@ typedef struct Flow {
 	size_t posted;		  /* posts the broker confirmed */
 	size_t ack_claimed;	  /* messages asked for by consumers */
 	size_t acked;		  /* messages acked */
-	size_t peak_live;	  /* max of post_claimed - acked */
+	size_t peak_live;	  /* max of posted - acked */
 	unsigned running;	  /* threads not finished yet */
 	double t0, end, progress; /* now_s() of start, last move, last seen */
 	bool stop;		  /* someone failed */
@@ -224,9 +224,6 @@ flow_claim_posts(Flow *f, size_t depth)
 			k = s->live;
 		if (!s->live || f->post_claimed + k <= f->acked + s->live) {
 			f->post_claimed += k;
-			if (f->post_claimed > f->acked &&
-			    f->post_claimed - f->acked > f->peak_live)
-				f->peak_live = f->post_claimed - f->acked;
 			return k;
 		}
 		abs_deadline(&ts, FLOW_WAIT_MS);
@@ -268,6 +265,10 @@ flow_producer(void *arg)
 			break;
 		}
 		f->posted += k;
+		/* Stored and not yet acked: what the broker holds (at most;
+		 * acks under way still count). */
+		if (f->posted > f->acked && f->posted - f->acked > f->peak_live)
+			f->peak_live = f->posted - f->acked;
 		flow_moved(f);
 	}
 	pthread_mutex_unlock(&f->mu);

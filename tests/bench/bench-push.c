@@ -315,18 +315,26 @@ bench_rtt(const Options *o, const char *sock, const char *mailbox,
 	pthread_t thread;
 	mbox *m = NULL;
 	char what[WHAT_MAX];
+	/* --size bytes like every other workload, the send time in front. */
+	size_t len = o->size < sizeof(uint64_t) ? sizeof(uint64_t) : o->size;
+	uint8_t *payload;
 	size_t i, k;
 	int r, err = 0;
 
 	t.total = o->count + RTT_WARMUP;
 	t.samples = calloc(o->count, sizeof(double));
-	if (!t.samples)
+	payload = calloc(1, len);
+	if (!t.samples || !payload) {
+		free(t.samples);
+		free(payload);
 		return -ENOMEM;
+	}
 	sem_init(&t.ready, 0, 0);
 	sem_init(&t.got, 0, 0);
 	if (connect_or_say(&m, sock, what, sizeof(what)) < 0) {
 		fprintf(stderr, "mbox-bench: %s\n", what);
 		free(t.samples);
+		free(payload);
 		return -1;
 	}
 	thread_start(&thread, rtt_receiver, &t);
@@ -336,7 +344,8 @@ bench_rtt(const Options *o, const char *sock, const char *mailbox,
 	for (i = 0; i < t.total && !t.err; i++) {
 		uint64_t sent = now_ns();
 
-		r = mbox_post(m, mailbox, &sent, sizeof(sent), NULL, NULL);
+		memcpy(payload, &sent, sizeof(sent));
+		r = mbox_post(m, mailbox, payload, len, NULL, NULL);
 		if (r < 0) {
 			fprintf(stderr, "mbox-bench: rtt post: %s (%s)\n",
 				mbox_strerror(r), mbox_last_error(m));
@@ -367,6 +376,7 @@ bench_rtt(const Options *o, const char *sock, const char *mailbox,
 	sem_destroy(&t.ready);
 	sem_destroy(&t.got);
 	free(t.samples);
+	free(payload);
 	return err;
 }
 

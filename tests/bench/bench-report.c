@@ -12,6 +12,18 @@
 
 const size_t sql_batches[SQL_BATCHES] = {1, 64, 1024};
 
+/* Index of the fastest SQLite batch size: the store's ceiling. */
+static unsigned
+sql_best(const Results *r)
+{
+	unsigned best = 0;
+
+	for (unsigned i = 1; i < SQL_BATCHES; i++)
+		if (r->sql_rate[i] > r->sql_rate[best])
+			best = i;
+	return best;
+}
+
 static const struct {
 	const char *name;
 	unsigned bit;
@@ -139,8 +151,9 @@ json_classic(const Options *o, const Results *r)
 	json_num("push_rtt_median_us", push, 1, r->push_med * 1e6);
 	json_num("push_rtt_p99_us", push, 1, r->push_p99 * 1e6);
 	printf(",\"fsync_per_sec\":%.1f,\"fsync_p50_us\":%.1f,"
-	       "\"seqpacket_rtt_p50_us\":%.1f",
-	       r->fs_rate, r->fs_p50 * 1e6, r->sp_p50 * 1e6);
+	       "\"seqpacket_rtt_p50_us\":%.1f,\"seqpacket_across_cpus\":%s",
+	       r->fs_rate, r->fs_p50 * 1e6, r->sp_p50 * 1e6,
+	       r->sp_across ? "true" : "false");
 }
 
 /* The figures of the workloads of issue 7's targets. */
@@ -159,6 +172,10 @@ json_targets(const Options *o, const Results *r)
 	json_num("sqlite_batch1_per_sec", pipe, 1, r->sql_rate[0]);
 	json_num("sqlite_batch64_per_sec", pipe, 1, r->sql_rate[1]);
 	json_num("sqlite_batch1024_per_sec", pipe, 1, r->sql_rate[2]);
+	/* The ceiling is the best of the three, whichever batch it was. */
+	json_num("sqlite_ceiling_per_sec", pipe, 1, r->sql_rate[sql_best(r)]);
+	json_int("sqlite_ceiling_batch", pipe,
+		 (long long)sql_batches[sql_best(r)]);
 	printf(",\"scale\":[");
 	for (unsigned i = 0; scale && i < o->scale.n && i < LIST_MAX; i++)
 		printf("%s{\"producers\":%u,\"msgs_per_sec\":%.1f}",
@@ -213,7 +230,7 @@ json_target_ratios(const Options *o, const Results *r)
 	bool churn = (w & WL_CHURN) && r->churn_db >= 0 && r->churn_peak;
 
 	json_num("pipeline_per_sqlite_ceiling", w & WL_PIPELINE, 3,
-		 o->messages / r->pipe_s / r->sql_rate[2]);
+		 o->messages / r->pipe_s / r->sql_rate[sql_best(r)]);
 	json_num("scale_max_per_1", scale, 2,
 		 scale_rate(o, r, max) / scale_rate(o, r, one));
 	json_num("scale_1_per_fsync", scale, 3,
@@ -332,10 +349,15 @@ table_baselines(const Options *o, const Results *r)
 
 	printf("\nbaselines, same run                     per sec      "
 	       "p50\n");
+	if (o->socket)
+		printf("  (fsync and SQLite in $TMPDIR, which may not be the "
+		       "file system of the\n  running broker's store)\n");
 	printf("%-36s %12.0f %7.0f us\n", "fsync of a 1 KiB append", r->fs_rate,
 	       r->fs_p50 * 1e6);
-	printf("%-36s %12s %7.1f us\n", "SOCK_SEQPACKET ping-pong", "",
-	       r->sp_p50 * 1e6);
+	printf("%-36s %12s %7.1f us\n",
+	       r->sp_across ? "SOCK_SEQPACKET ping-pong, 2 CPUs"
+			    : "SOCK_SEQPACKET ping-pong (unpinned)",
+	       "", r->sp_p50 * 1e6);
 	if (!post && !rtt && !push)
 		return;
 	printf("\nratios (round trips against fsync p50 + 3 x seqpacket p50 "
@@ -357,19 +379,42 @@ table_baselines(const Options *o, const Results *r)
 		       r->push_med / r->rtt_med);
 }
 
+/* Whether v meets a target written ">= X ..." or "<= X ...": 1 or 0,
+ * -1 when the target says neither. */
+static int
+target_met(const char *target, double v)
+{
+	char op[3];
+	double x;
+
+	if (sscanf(target, "%2s %lf", op, &x) != 2)
+		return -1;
+	if (strcmp(op, ">=") == 0)
+		return v >= x;
+	if (strcmp(op, "<=") == 0)
+		return v <= x;
+	return -1;
+}
+
 /* One figure of a section ("-" when not measured), with the target of
- * issue 7 it answers when there is one. */
+ * issue 7 it answers when there is one, and whether it meets it. */
 static void
 row_t(const char *label, bool have, double v, int prec, const char *unit,
       const char *target)
 {
 	char num[32] = "-";
+	int met = -1;
 
 	if (have)
 		snprintf(num, sizeof(num), "%.*f", prec, v);
+	if (target && have)
+		met = target_met(target, v);
 	if (target)
-		printf("  %-42s %12s %-6s  target %s\n", label, num, unit,
-		       target);
+		printf("  %-42s %12s %-6s  target %s%s\n", label, num, unit,
+		       target,
+		       met < 0 ? ""
+		       : met   ? ": met"
+			       : ": NOT met");
 	else
 		printf("  %-42s %12s %s\n", label, num, unit);
 }
@@ -384,7 +429,7 @@ row(const char *label, bool have, double v, int prec, const char *unit)
 static void
 ratio(const char *label, bool have, double v, const char *target)
 {
-	row_t(label, have, v, 2, "", target);
+	row_t(label, have, v, 3, "", target);
 }
 
 static void
@@ -403,8 +448,10 @@ table_pipeline(const Options *o, const Results *r)
 			 sql_batches[i]);
 		row(label, true, r->sql_rate[i], 0, "msgs/s");
 	}
-	ratio("pipeline / SQLite at 1024 a transaction", true,
-	      o->messages / r->pipe_s / r->sql_rate[2], ">= 0.7");
+	snprintf(label, sizeof(label), "pipeline / SQLite ceiling (%zu a txn)",
+		 sql_batches[sql_best(r)]);
+	ratio(label, true, o->messages / r->pipe_s / r->sql_rate[sql_best(r)],
+	      ">= 0.7");
 	printf("  (against Redis Streams, target >= 2x: "
 	       "contrib/bench/compare.sh)\n");
 }

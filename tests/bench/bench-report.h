@@ -72,9 +72,10 @@ typedef struct Results {
 	double push_s[LIST_MAX][LIST_MAX]; /* [subscribers][window], WL_PUSH */
 	double push_med, push_p99;	   /* seconds, WL_PUSH */
 	double fs_rate, fs_p50, sp_p50;	   /* baselines: /s, s, s */
-	double pipe_s;			   /* WL_PIPELINE */
-	double sql_rate[SQL_BATCHES];	   /* rows/s for 1, 64, 1024 a txn */
-	double scale_s[LIST_MAX];	   /* WL_SCALE, per --scale entry */
+	bool sp_across;		      /* the ping-pong ran pinned on two CPUs */
+	double pipe_s;		      /* WL_PIPELINE */
+	double sql_rate[SQL_BATCHES]; /* rows/s for 1, 64, 1024 a txn */
+	double scale_s[LIST_MAX];     /* WL_SCALE, per --scale entry */
 	double lat_full_med, lat_full_p99; /* WL_LATENCY, seconds */
 	double lat_norm_med, lat_norm_p99; /* only with a broker of ours */
 	bool lat_full_own;		   /* full: a broker we started */

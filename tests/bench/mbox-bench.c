@@ -756,7 +756,8 @@ run_rest(const Options *o, const char *dir, Results *res)
 	if (!err)
 		err = baseline_fsync(dir, FSYNC_N, &res->fs_rate, &res->fs_p50);
 	if (!err)
-		err = baseline_seqpacket(SEQPKT_N, &res->sp_p50);
+		err = baseline_seqpacket(SEQPKT_N, &res->sp_p50,
+					 &res->sp_across);
 	return err;
 }
 

@@ -255,6 +255,10 @@ sleep 0.2
 alive "$BROKER_PID" || fail "SIGHUP during start-up killed mboxd"
 timeout 10 sh -c 'echo "log-level = info" >"$1"' sh "$T_DIR/fifo.conf" ||
 	fail "mboxd did not read its configuration FIFO"
+# The first read must be over (mboxd listening) before the second write,
+# or a slow mboxd still holding the FIFO open reads both lines as one file.
+wait_grep "$T_DIR/fifo.log" "listening on" 100 ||
+	fail "mboxd did not start after reading its FIFO: $(cat "$T_DIR/fifo.log")"
 timeout 10 sh -c 'echo "log-level = debug" >"$1"' sh "$T_DIR/fifo.conf" ||
 	fail "the SIGHUP of start-up was lost: no reload read the file"
 wait_grep "$T_DIR/fifo.log" "reloaded $T_DIR/fifo.conf: 1 setting changed" 50 ||
