@@ -150,7 +150,7 @@ now_s(void)
 
 /* ---- Connections ---- */
 
-static int
+__attribute__((format(printf, 3, 4))) static int
 conn_fail(Conn *c, int err, const char *fmt, ...)
 {
 	va_list ap;
@@ -284,7 +284,7 @@ conn_append(Conn *c, const void *data, size_t len)
 	return 0;
 }
 
-static int
+__attribute__((format(printf, 2, 3))) static int
 conn_printf(Conn *c, const char *fmt, ...)
 {
 	va_list ap;
