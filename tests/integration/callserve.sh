@@ -7,26 +7,18 @@
 # reply-to, and SIGTERM answering the running request before exiting 0.
 . "${TOP_SRCDIR:-$(dirname "$0")/../..}/tests/integration/lib.sh"
 
-# start_serve NAME ARGS...: mboxctl serve in the background, stdout and
-# stderr in T_DIR/NAME.out and .err, pid in SERVE_PID (tracked).
+# start_serve NAME ARGS...: mboxctl serve in the background (start_ctl),
+# pid in SERVE_PID.
 start_serve()
 {
-	local name=$1
-	shift
-	"$MBOXCTL" -S "$SOCK" serve "$@" >"$T_DIR/$name.out" 2>"$T_DIR/$name.err" &
-	SERVE_PID=$!
-	track_pid "$SERVE_PID"
+	start_ctl "$1" serve "${@:2}"
+	SERVE_PID=$CTL_PID
 }
 
 # end_serve PID NAME: SIGTERM, require exit 0 within 15 s.
 end_serve()
 {
-	local rc=0
-	kill -TERM "$1"
-	wait_dead "$1" 150 || fail "$2: still running 15 s after SIGTERM"
-	wait "$1" || rc=$?
-	untrack_pid "$1"
-	assert_eq 0 "$rc" "$2: exit status after SIGTERM ($(cat "$T_DIR/$2.err"))"
+	end_ctl "$@"
 }
 
 # The reply mailbox lives no longer than its call: only these are left.

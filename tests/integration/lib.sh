@@ -354,6 +354,29 @@ post_n()
 	assert_eq "$2" "$(wc -l <"$T_DIR/$1.ids")" "ids printed by post --lines to $1"
 }
 
+# start_ctl NAME VERB ARGS...: a long-running mboxctl VERB (work, serve)
+# in the background, stdout in T_DIR/NAME.out, stderr in T_DIR/NAME.err,
+# pid in CTL_PID (tracked).
+start_ctl()
+{
+	local name=$1
+	shift
+	"$MBOXCTL" -S "$SOCK" "$@" >"$T_DIR/$name.out" 2>"$T_DIR/$name.err" &
+	CTL_PID=$!
+	track_pid "$CTL_PID"
+}
+
+# end_ctl PID NAME: SIGTERM it, require exit 0 within 15 s.
+end_ctl()
+{
+	local rc=0
+	kill -TERM "$1"
+	wait_dead "$1" 150 || fail "$2: still running 15 s after SIGTERM"
+	wait "$1" || rc=$?
+	untrack_pid "$1"
+	assert_eq 0 "$rc" "$2: exit status after SIGTERM ($(cat "$T_DIR/$2.err"))"
+}
+
 # expected MAILBOX FIRST LAST DELIVERIES: the "ID PAYLOAD DELIVERIES" lines
 # of messages FIRST..LAST (1-based post order) of MAILBOX.
 expected()

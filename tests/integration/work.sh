@@ -8,26 +8,18 @@
 # hand-off (SIGUSR2 --handoff-exec) loses and duplicates nothing.
 . "${TOP_SRCDIR:-$(dirname "$0")/../..}/tests/integration/lib.sh"
 
-# start_work NAME ARGS...: mboxctl work in the background, stdout in
-# T_DIR/NAME.out, stderr in T_DIR/NAME.err, pid in WORK_PID (tracked).
+# start_work NAME ARGS...: mboxctl work in the background (start_ctl),
+# pid in WORK_PID.
 start_work()
 {
-	local name=$1
-	shift
-	"$MBOXCTL" -S "$SOCK" work "$@" >"$T_DIR/$name.out" 2>"$T_DIR/$name.err" &
-	WORK_PID=$!
-	track_pid "$WORK_PID"
+	start_ctl "$1" work "${@:2}"
+	WORK_PID=$CTL_PID
 }
 
 # end_work PID NAME: SIGTERM the worker, require exit 0 within 15 s.
 end_work()
 {
-	local rc=0
-	kill -TERM "$1"
-	wait_dead "$1" 150 || fail "$2: still running 15 s after SIGTERM"
-	wait "$1" || rc=$?
-	untrack_pid "$1"
-	assert_eq 0 "$rc" "$2: exit status after SIGTERM ($(cat "$T_DIR/$2.err"))"
+	end_ctl "$@"
 }
 
 # settled MAILBOX: nothing ready, leased or delayed.
