@@ -79,6 +79,10 @@
  * leaf and its indexes on the way may take. */
 #define STORE_CAP_ROW_BYTES   256
 #define STORE_CAP_SPLIT_PAGES 4
+/* Message ids reserved by one write to id_reserve (see schema.c, v3):
+ * one small page in the WAL per this many posts, and at most this many
+ * ids skipped by a restart. */
+#define STORE_ID_BLOCK 1024
 
 #define STR_(x) #x
 #define STR(x)	STR_(x)
@@ -162,6 +166,8 @@ enum {
 	ST_BIND_LOAD,
 	ST_BIND_ADD,
 	ST_BIND_REMOVE,
+	ST_ID_LOAD,
+	ST_ID_RESERVE,
 	ST_COUNT
 };
 
@@ -212,9 +218,9 @@ static const char *const store_sql[ST_COUNT] = {
 			     " AND ready_ns > 0 AND ready_ns > ?2",
 	[ST_MSG_INSERT] = "INSERT INTO message (mailbox_id, state, priority,"
 			  " deliveries, time_ns, ready_ns, expires_ns, pid,"
-			  " uid, gid, comm, headers, dedup, data)"
+			  " uid, gid, comm, headers, dedup, data, id)"
 			  " VALUES (?1, 0, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9,"
-			  " ?10, ?11, ?12, ?13)",
+			  " ?10, ?11, ?12, ?13, ?14)",
 	/* ready_ns and expires_ns are in message_queue: delayed and
 	 * expired messages are skipped without reading their rows. */
 	[ST_MSG_LEASE] = "SELECT " MSG_COLS " FROM message"
@@ -285,6 +291,10 @@ static const char *const store_sql[ST_COUNT] = {
 			  " WHERE mailbox_id = ?1 AND key = ?2"
 			  " AND time_ns >= ?3",
 	[ST_DEDUP_PRUNE] = "DELETE FROM dedup WHERE time_ns < ?1",
+	/* The last id given out or reserved (see store_next_id). */
+	[ST_ID_LOAD] = "SELECT max((SELECT last FROM id_reserve),"
+		       " coalesce((SELECT max(id) FROM message), 0))",
+	[ST_ID_RESERVE] = "UPDATE id_reserve SET last = ?1",
 	[ST_BIND_LOAD] = "SELECT mailbox_id, pattern FROM binding",
 	[ST_BIND_ADD] = "INSERT INTO binding (mailbox_id, pattern)"
 			" VALUES (?1, ?2)",
@@ -304,6 +314,12 @@ struct Store {
 	int txn_err;	/* < 0: SQLite rolled the open transaction back */
 	int failed;	/* < 0: a WAL fsync failed, writes are refused */
 	int64_t max_pages_default; /* SQLite's max_page_count: no cap */
+	/* Message ids (see store_next_id): the next one to give out, the
+	 * last one id_reserve holds as committed, and the one the open
+	 * transaction wrote there (0: none). */
+	int64_t next_msg_id;
+	int64_t ids_reserved;
+	int64_t ids_reserved_txn;
 	/* Under a cap (store_set_max_bytes): PRAGMA max_page_count for the
 	 * writes that add data [CAP_ADD] and for the rest [CAP_ALL], and the
 	 * two PRAGMAs that tell an add how much room is left; cap_in is the
@@ -992,6 +1008,9 @@ txn_abort(Store *s)
 		}
 	}
 	journal_undo(s);
+	/* Ids given out stay given out (a gap); the reservation the
+	 * transaction wrote is gone, so the next insert makes it again. */
+	s->ids_reserved_txn = 0;
 	s->in_txn = false;
 	s->txn_err = 0;
 	s->txn_wrote = false;
@@ -1102,6 +1121,9 @@ store_commit(Store *s, bool durable)
 	s->txn_wrote = false;
 	bundo_commit(s);
 	journal_commit(s);
+	if (s->ids_reserved_txn)
+		s->ids_reserved = s->ids_reserved_txn;
+	s->ids_reserved_txn = 0;
 	if (durable && s->sync == STORE_SYNC_FULL && s->unsynced)
 		return store_sync_wal(s);
 	return 0;
@@ -1527,6 +1549,34 @@ dedup_put(Store *s, StoreMailbox *mb, const StoreMsg *msg)
 }
 
 /*
+ * The id of the next message, inside the open transaction. Past the
+ * reservation, reserve the next block first, in this transaction: an id
+ * is never stored above what id_reserve holds, so after a crash the ids
+ * go on above every id ever stored (see schema.c, version 3). It is
+ * taken (next_msg_id moves) only once the row is in.
+ */
+static int
+store_next_id(Store *s, int64_t *out)
+{
+	int64_t id = s->next_msg_id;
+	int64_t held =
+		s->ids_reserved_txn ? s->ids_reserved_txn : s->ids_reserved;
+	sqlite3_stmt *st;
+	int r;
+
+	if (id > held) {
+		st = stmt_get(s, ST_ID_RESERVE);
+		sqlite3_bind_int64(st, 1, id + STORE_ID_BLOCK - 1);
+		r = stmt_run(s, st, "reserve message ids");
+		if (r < 0)
+			return r;
+		s->ids_reserved_txn = id + STORE_ID_BLOCK - 1;
+	}
+	*out = id;
+	return 0;
+}
+
+/*
  * Binds data and headers without copying (SQLITE_STATIC): they need only
  * live for the call. deliveries, time_ns, ready_ns, expires_ns, sender
  * and dedup are stored as given; dead_reason is ignored. With dedup, the
@@ -1537,6 +1587,7 @@ store_msg_insert(Store *s, StoreMailbox *mb, StoreMsg *msg)
 {
 	sqlite3_stmt *st = stmt_get(s, ST_MSG_INSERT);
 	Entry *e = entry_of(mb);
+	int64_t id;
 	int r, rc;
 
 	/* The dedup key goes in twice: the row and its own table. */
@@ -1551,6 +1602,9 @@ store_msg_insert(Store *s, StoreMailbox *mb, StoreMsg *msg)
 	if ((msg->len && !msg->data) || (msg->headers_len && !msg->headers))
 		return store_error(s, -EINVAL, "message without its data");
 	r = journal_touch(s, e);
+	if (r < 0)
+		return r;
+	r = store_next_id(s, &id);
 	if (r < 0)
 		return r;
 
@@ -1574,6 +1628,7 @@ store_msg_insert(Store *s, StoreMailbox *mb, StoreMsg *msg)
 	/* A NULL pointer would bind NULL, and data is NOT NULL. */
 	rc |= sqlite3_bind_blob64(st, 13, msg->len ? msg->data : store_empty,
 				  msg->len, SQLITE_STATIC);
+	rc |= sqlite3_bind_int64(st, 14, id);
 	if (rc != SQLITE_OK) {
 		r = store_error(s, -EINVAL, "message too large for the store");
 		goto out;
@@ -1583,7 +1638,8 @@ store_msg_insert(Store *s, StoreMailbox *mb, StoreMsg *msg)
 		r = store_sql_error(s, rc, "insert message");
 		goto out;
 	}
-	msg->id = (uint64_t)sqlite3_last_insert_rowid(s->db);
+	msg->id = (uint64_t)id;
+	s->next_msg_id = id + 1;
 	stmt_done(st);
 	if (msg->dedup) {
 		r = dedup_put(s, mb, msg);
@@ -2641,6 +2697,25 @@ store_recover(Store *s, char *errbuf, size_t errlen)
 	return r;
 }
 
+/* Where message ids go on (see store_next_id). */
+static int
+store_load_ids(Store *s, char *errbuf, size_t errlen)
+{
+	sqlite3_stmt *st = stmt_get(s, ST_ID_LOAD);
+	int rc = sqlite3_step(st);
+	int r = 0;
+
+	if (rc == SQLITE_ROW) {
+		s->ids_reserved = sqlite3_column_int64(st, 0);
+		s->next_msg_id = s->ids_reserved + 1;
+	} else {
+		r = store_sql_error(s, rc, "cannot read the last message id");
+		snprintf(errbuf, errlen, "%s", s->errmsg);
+	}
+	stmt_done(st);
+	return r;
+}
+
 int
 store_open(Store **out, const char *path, StoreSync sync, char *errbuf,
 	   size_t errlen)
@@ -2670,6 +2745,8 @@ store_open(Store **out, const char *path, StoreSync sync, char *errbuf,
 		r = store_prepare(s, errbuf, errlen);
 	if (r == 0)
 		r = store_load(s, errbuf, errlen);
+	if (r == 0)
+		r = store_load_ids(s, errbuf, errlen);
 	if (r == 0)
 		r = store_load_bindings(s, errbuf, errlen);
 	if (r == 0)

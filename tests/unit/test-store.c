@@ -486,14 +486,19 @@ test_store_schema_version(void **state)
 	assert_int_equal(stat(fx->path, &st), 0);
 	assert_int_equal(st.st_mode & 0777, 0600);
 	db = raw_open(fx);
-	assert_int_equal(raw_int(db, "PRAGMA user_version"), 2);
+	assert_int_equal(raw_int(db, "PRAGMA user_version"), 3);
 	assert_int_equal(raw_int(db, "PRAGMA application_id"), 0x6d626f78);
 	assert_int_equal(raw_int(db, "SELECT count(*) FROM sqlite_master"
 				     " WHERE name IN ('mailbox', 'message',"
 				     " 'message_queue', 'message_delayed',"
 				     " 'message_expiry', 'dedup', 'dedup_time',"
-				     " 'binding')"),
-			 8);
+				     " 'binding', 'id_reserve')"),
+			 9);
+	/* Version 3: message ids without AUTOINCREMENT. */
+	assert_int_equal(raw_int(db, "SELECT count(*) FROM sqlite_master"
+				     " WHERE name = 'message' AND sql LIKE"
+				     " '%AUTOINCREMENT%'"),
+			 0);
 	/* Replaced by the dedup table in version 2. */
 	assert_int_equal(raw_int(db, "SELECT count(*) FROM sqlite_master"
 				     " WHERE name = 'message_dedup'"),
@@ -514,14 +519,14 @@ test_store_newer_version_refused(void **state)
 	fx_open(fx, STORE_SYNC_FULL);
 	fx->s = store_free(fx->s);
 	db = raw_open(fx);
-	raw_exec(db, "PRAGMA user_version = 3");
+	raw_exec(db, "PRAGMA user_version = 4");
 	sqlite3_close(db);
 	assert_int_equal(
 		store_open(&fx->s, fx->path, STORE_SYNC_FULL, err, sizeof(err)),
 		-ENOTSUP);
 	assert_null(fx->s);
-	assert_non_null(strstr(err, "database schema version 3 is newer than "
-				    "this mboxd supports (2); upgrade mboxd"));
+	assert_non_null(strstr(err, "database schema version 4 is newer than "
+				    "this mboxd supports (3); upgrade mboxd"));
 }
 
 static void
@@ -1341,6 +1346,67 @@ test_store_ids_never_reused(void **state)
 	put(fx->s, mb, 0, 0, "gone");
 	assert_int_equal(store_rollback(fx->s), 0);
 	assert_true(post(fx->s, mb, 0, "d") > c);
+}
+
+/*
+ * Ids come from blocks reserved in id_reserve: one write per block, in
+ * the transaction that first goes past it, and never an id stored above
+ * what id_reserve holds.
+ */
+static void
+test_store_ids_reserved_in_blocks(void **state)
+{
+	Fx *fx = *state;
+	StoreMailbox *mb;
+	uint64_t a, b, id = 0;
+	int64_t last;
+	sqlite3 *db;
+	int i;
+
+	fx_open(fx, STORE_SYNC_FULL);
+	mb = mk_mailbox(fx->s, "ids");
+	a = post(fx->s, mb, 0, "a");
+	db = raw_open(fx);
+	last = raw_int(db, "SELECT last FROM id_reserve");
+	assert_true(last >= (int64_t)a);
+	assert_true(last - (int64_t)a < 4096);
+	/* Within the block: no write to id_reserve. */
+	for (i = 0; i < 10; i++)
+		b = post(fx->s, mb, 0, "b");
+	assert_true(b <= (uint64_t)last);
+	assert_int_equal(raw_int(db, "SELECT last FROM id_reserve"), last);
+
+	/* Use the block up, in one transaction. */
+	assert_int_equal(store_begin(fx->s), 0);
+	for (i = 0; i < 8192 && id < (uint64_t)last; i++)
+		id = put(fx->s, mb, 0, 0, "c");
+	assert_int_equal(id, last);
+	assert_int_equal(store_commit(fx->s, true), 0);
+	assert_int_equal(raw_int(db, "SELECT last FROM id_reserve"), last);
+
+	/* The next block, reserved by a transaction that is rolled back:
+	 * the one after it must reserve again. */
+	assert_int_equal(store_begin(fx->s), 0);
+	assert_true(put(fx->s, mb, 0, 0, "gone") > (uint64_t)last);
+	assert_int_equal(store_rollback(fx->s), 0);
+	assert_int_equal(raw_int(db, "SELECT last FROM id_reserve"), last);
+	id = post(fx->s, mb, 0, "d");
+	assert_true(id > (uint64_t)last + 1);
+	assert_true(raw_int(db, "SELECT last FROM id_reserve") >= (int64_t)id);
+	assert_int_equal(raw_int(db, "SELECT count(*) FROM message WHERE id >"
+				     " (SELECT last FROM id_reserve)"),
+			 0);
+	last = raw_int(db, "SELECT last FROM id_reserve");
+	sqlite3_close(db);
+
+	/* After a restart ids go on above the reservation, even with the
+	 * highest ids gone. */
+	assert_int_equal(store_begin(fx->s), 0);
+	assert_int_equal(store_msg_delete(fx->s, mb, id), 0);
+	assert_int_equal(store_commit(fx->s, true), 0);
+	fx_reopen(fx);
+	mb = store_mailbox_get(fx->s, "ids");
+	assert_true(post(fx->s, mb, 0, "e") > (uint64_t)last);
 }
 
 static void
@@ -2961,16 +3027,24 @@ test_store_migrate_from_v1(void **state)
 		     " (11, 7, 1, 0, 6, 0, 1, 0, 0, NULL, NULL, 'b'),"
 		     " (12, 7, 2, 0, 7, 0, 1, 0, 0, NULL, 'rejected', 'c'),"
 		     " (13, 7, 0, 0, 8, 99, 1, 0, 0, NULL, NULL, 'd')");
+	/* Messages up to 50 were posted and acked: AUTOINCREMENT's
+	 * sequence remembers it, and version 3 must too. */
+	raw_exec(db, "UPDATE sqlite_sequence SET seq = 50"
+		     " WHERE name = 'message'");
 	sqlite3_close(db);
 
 	fx_open(fx, STORE_SYNC_FULL);
 	db = raw_open(fx);
-	assert_int_equal(raw_int(db, "PRAGMA user_version"), 2);
+	assert_int_equal(raw_int(db, "PRAGMA user_version"), 3);
 	/* message_queue was rebuilt with expires_ns. */
 	assert_int_equal(raw_int(db, "SELECT count(*) FROM"
 				     " pragma_index_info('message_queue')"),
 			 6);
 	assert_int_equal(raw_int(db, "SELECT count(*) FROM dedup"), 1);
+	assert_int_equal(raw_int(db, "SELECT last FROM id_reserve"), 50);
+	assert_int_equal(raw_int(db, "SELECT sum(id * length(data))"
+				     " FROM message"),
+			 10 * 2 + 11 + 12 + 13);
 	sqlite3_close(db);
 	mb = store_mailbox_get(fx->s, "old");
 	assert_non_null(mb);
@@ -2995,6 +3069,8 @@ test_store_migrate_from_v1(void **state)
 	fx_reopen(fx);
 	mb = store_mailbox_get(fx->s, "old");
 	assert_int_equal(store_binding_count(fx->s, mb), 1);
+	/* Ids go on after the old sequence, not after the last row. */
+	assert_true(post(fx->s, mb, 0, "new") > 50);
 }
 
 int
@@ -3020,6 +3096,7 @@ main(void)
 		T(test_store_peek),
 		T(test_store_restart_voids_leases),
 		T(test_store_ids_never_reused),
+		T(test_store_ids_reserved_in_blocks),
 		T(test_store_write_without_txn),
 		T(test_store_commit_durability),
 		T(test_store_delayed_oldest_next_ready),
