@@ -149,12 +149,18 @@ static const char schema_v2[] =
  *
  * SQLite cannot drop AUTOINCREMENT from a table: message is rebuilt
  * with the same columns, rows and ids, and its indexes with it. The
- * reservation starts from the sequence AUTOINCREMENT kept.
+ * reservation starts from the sequence AUTOINCREMENT kept, or the
+ * highest id stored if that is higher (a database whose sequence row
+ * is missing). id_reserve has one row, id 1.
  */
 static const char schema_v3[] =
-	"CREATE TABLE id_reserve (last INTEGER NOT NULL);"
-	"INSERT INTO id_reserve (last) SELECT coalesce("
-	" (SELECT seq FROM sqlite_sequence WHERE name = 'message'), 0);"
+	"CREATE TABLE id_reserve ("
+	" id INTEGER PRIMARY KEY CHECK (id = 1),"
+	" last INTEGER NOT NULL"
+	");"
+	"INSERT INTO id_reserve (id, last) SELECT 1, max("
+	" coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'message'),"
+	" 0), coalesce((SELECT max(id) FROM message), 0));"
 	"CREATE TABLE message_v3 ("
 	" id INTEGER PRIMARY KEY," MESSAGE_COLUMNS ");"
 	"INSERT INTO message_v3 SELECT id, mailbox_id, state, priority,"

@@ -292,9 +292,12 @@ static const char *const store_sql[ST_COUNT] = {
 			  " AND time_ns >= ?3",
 	[ST_DEDUP_PRUNE] = "DELETE FROM dedup WHERE time_ns < ?1",
 	/* The last id given out or reserved (see store_next_id). */
-	[ST_ID_LOAD] = "SELECT max((SELECT last FROM id_reserve),"
-		       " coalesce((SELECT max(id) FROM message), 0))",
-	[ST_ID_RESERVE] = "UPDATE id_reserve SET last = ?1",
+	[ST_ID_LOAD] = "SELECT coalesce((SELECT last FROM id_reserve"
+		       " WHERE id = 1), 0),"
+		       " coalesce((SELECT max(id) FROM message), 0)",
+	/* REPLACE: a row deleted behind our back comes back. */
+	[ST_ID_RESERVE] = "INSERT OR REPLACE INTO id_reserve (id, last)"
+			  " VALUES (1, ?1)",
 	[ST_BIND_LOAD] = "SELECT mailbox_id, pattern FROM binding",
 	[ST_BIND_ADD] = "INSERT INTO binding (mailbox_id, pattern)"
 			" VALUES (?1, ?2)",
@@ -1548,6 +1551,23 @@ dedup_put(Store *s, StoreMailbox *mb, const StoreMsg *msg)
 	return r;
 }
 
+/* Write last to id_reserve in the open transaction: ids up to it may be
+ * handed out once it commits. */
+static int
+store_reserve_ids(Store *s, int64_t last)
+{
+	sqlite3_stmt *st = stmt_get(s, ST_ID_RESERVE);
+	int r;
+
+	sqlite3_bind_int64(st, 1, last);
+	r = stmt_run(s, st, "reserve message ids");
+	if (r == 0) {
+		s->ids_reserved_txn = last;
+		s->txn_wrote = true;
+	}
+	return r;
+}
+
 /*
  * The id of the next message, inside the open transaction. Past the
  * reservation, reserve the next block first, in this transaction: an id
@@ -1561,16 +1581,12 @@ store_next_id(Store *s, int64_t *out)
 	int64_t id = s->next_msg_id;
 	int64_t held =
 		s->ids_reserved_txn ? s->ids_reserved_txn : s->ids_reserved;
-	sqlite3_stmt *st;
 	int r;
 
 	if (id > held) {
-		st = stmt_get(s, ST_ID_RESERVE);
-		sqlite3_bind_int64(st, 1, id + STORE_ID_BLOCK - 1);
-		r = stmt_run(s, st, "reserve message ids");
+		r = store_reserve_ids(s, id + STORE_ID_BLOCK - 1);
 		if (r < 0)
 			return r;
-		s->ids_reserved_txn = id + STORE_ID_BLOCK - 1;
 	}
 	*out = id;
 	return 0;
@@ -2664,6 +2680,11 @@ store_recover(Store *s, char *errbuf, size_t errlen)
 	int r;
 
 	r = store_begin(s);
+	/* A row above the reservation (written by another program, or a
+	 * lost id_reserve row): cover it before anything can delete it,
+	 * or its id could be handed out again after the next restart. */
+	if (r == 0 && s->next_msg_id - 1 > s->ids_reserved)
+		r = store_reserve_ids(s, s->next_msg_id - 1);
 	while (r == 0 && i < s->n_mb) {
 		Entry *e = s->by_id[i];
 		sqlite3_stmt *st;
@@ -2706,8 +2727,12 @@ store_load_ids(Store *s, char *errbuf, size_t errlen)
 	int r = 0;
 
 	if (rc == SQLITE_ROW) {
-		s->ids_reserved = sqlite3_column_int64(st, 0);
-		s->next_msg_id = s->ids_reserved + 1;
+		int64_t last = sqlite3_column_int64(st, 0);
+		int64_t max_id = sqlite3_column_int64(st, 1);
+
+		/* What is committed; store_recover raises it to max_id. */
+		s->ids_reserved = last;
+		s->next_msg_id = (max_id > last ? max_id : last) + 1;
 	} else {
 		r = store_sql_error(s, rc, "cannot read the last message id");
 		snprintf(errbuf, errlen, "%s", s->errmsg);

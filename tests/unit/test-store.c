@@ -1389,7 +1389,6 @@ test_store_ids_reserved_in_blocks(void **state)
 	assert_int_equal(store_begin(fx->s), 0);
 	assert_true(put(fx->s, mb, 0, 0, "gone") > (uint64_t)last);
 	assert_int_equal(store_rollback(fx->s), 0);
-	assert_int_equal(raw_int(db, "SELECT last FROM id_reserve"), last);
 	id = post(fx->s, mb, 0, "d");
 	assert_true(id > (uint64_t)last + 1);
 	assert_true(raw_int(db, "SELECT last FROM id_reserve") >= (int64_t)id);
@@ -1406,7 +1405,21 @@ test_store_ids_reserved_in_blocks(void **state)
 	assert_int_equal(store_commit(fx->s, true), 0);
 	fx_reopen(fx);
 	mb = store_mailbox_get(fx->s, "ids");
-	assert_true(post(fx->s, mb, 0, "e") > (uint64_t)last);
+	id = post(fx->s, mb, 0, "e");
+	assert_true(id > (uint64_t)last);
+
+	/* id_reserve's row deleted behind the store's back: the next open
+	 * puts it back, covering every id stored. */
+	fx->s = store_free(fx->s);
+	db = raw_open(fx);
+	raw_exec(db, "DELETE FROM id_reserve");
+	sqlite3_close(db);
+	fx_open(fx, STORE_SYNC_FULL);
+	db = raw_open(fx);
+	assert_true(raw_int(db, "SELECT last FROM id_reserve") >= (int64_t)id);
+	sqlite3_close(db);
+	mb = store_mailbox_get(fx->s, "ids");
+	assert_true(post(fx->s, mb, 0, "f") > id);
 }
 
 static void
@@ -3004,6 +3017,19 @@ static const char v1_ddl[] =
 	"PRAGMA user_version = 1;"
 	"PRAGMA application_id = 1835167608;" /* "mbox" */;
 
+/* A version 1 database holding mailbox 7, "old". */
+static sqlite3 *
+raw_open_v1(const Fx *fx)
+{
+	sqlite3 *db = raw_open(fx);
+
+	raw_exec(db, v1_ddl);
+	raw_exec(db, "INSERT INTO mailbox (id, name, owner_uid, gid, mode,"
+		     " lease_ms, created_ns) VALUES (7, 'old', 0, 0, 384,"
+		     " 1000, 1)");
+	return db;
+}
+
 static void
 test_store_migrate_from_v1(void **state)
 {
@@ -3014,11 +3040,7 @@ test_store_migrate_from_v1(void **state)
 	sqlite3 *db;
 	Seen sn;
 
-	db = raw_open(fx);
-	raw_exec(db, v1_ddl);
-	raw_exec(db, "INSERT INTO mailbox (id, name, owner_uid, gid, mode,"
-		     " lease_ms, created_ns) VALUES (7, 'old', 0, 0, 384,"
-		     " 1000, 1)");
+	db = raw_open_v1(fx);
 	/* 10: ready with a dedup key; 11: leased; 12: dead; 13: expiring. */
 	raw_exec(db, "INSERT INTO message (id, mailbox_id, state, priority,"
 		     " time_ns, expires_ns, pid, uid, gid, dedup, dead_reason,"
@@ -3073,6 +3095,36 @@ test_store_migrate_from_v1(void **state)
 	assert_true(post(fx->s, mb, 0, "new") > 50);
 }
 
+/* A version 1 database without AUTOINCREMENT's sequence row: ids go on
+ * above the highest one stored, even once it is deleted. */
+static void
+test_store_migrate_without_sequence(void **state)
+{
+	Fx *fx = *state;
+	StoreMailbox *mb;
+	sqlite3 *db;
+
+	db = raw_open_v1(fx);
+	raw_exec(db, "INSERT INTO message (id, mailbox_id, state, priority,"
+		     " time_ns, pid, uid, gid, data) VALUES"
+		     " (10, 7, 0, 0, 5, 1, 0, 0, 'a'),"
+		     " (13, 7, 0, 0, 6, 1, 0, 0, 'b')");
+	raw_exec(db, "DELETE FROM sqlite_sequence WHERE name = 'message'");
+	sqlite3_close(db);
+
+	fx_open(fx, STORE_SYNC_FULL);
+	db = raw_open(fx);
+	assert_int_equal(raw_int(db, "SELECT last FROM id_reserve"), 13);
+	sqlite3_close(db);
+	mb = store_mailbox_get(fx->s, "old");
+	assert_int_equal(store_begin(fx->s), 0);
+	assert_int_equal(store_msg_delete(fx->s, mb, 13), 0);
+	assert_int_equal(store_commit(fx->s, true), 0);
+	fx_reopen(fx);
+	mb = store_mailbox_get(fx->s, "old");
+	assert_true(post(fx->s, mb, 0, "c") > 13);
+}
+
 int
 main(void)
 {
@@ -3097,6 +3149,7 @@ main(void)
 		T(test_store_restart_voids_leases),
 		T(test_store_ids_never_reused),
 		T(test_store_ids_reserved_in_blocks),
+		T(test_store_migrate_without_sequence),
 		T(test_store_write_without_txn),
 		T(test_store_commit_durability),
 		T(test_store_delayed_oldest_next_ready),
