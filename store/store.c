@@ -52,6 +52,7 @@
 
 #include "store/schema.h"
 #include "store/store.h"
+#include "store/walbuf.h"
 
 /* Only the broker's own SQLite peers (an operator's sqlite3 shell) can
  * hold a lock: wait briefly, then fail the request instead of stalling
@@ -307,6 +308,7 @@ static const char *const store_sql[ST_COUNT] = {
 
 struct Store {
 	sqlite3 *db;
+	WalBuf *walbuf; /* the VFS db writes its WAL through */
 	sqlite3_stmt *stmt[ST_COUNT];
 	StoreSync sync;
 	int lock_fd; /* flock'd: one mboxd per database */
@@ -1147,8 +1149,10 @@ store_rollback(Store *s)
 void
 store_release_memory(Store *s)
 {
-	if (!s->in_txn)
+	if (!s->in_txn) {
 		sqlite3_db_release_memory(s->db);
+		walbuf_release_memory(s->walbuf);
+	}
 }
 
 const char *
@@ -2432,10 +2436,19 @@ store_open_db(Store *s, const char *path, char *errbuf, size_t errlen)
 	char sql[64];
 	int version = 0, rc, r;
 
+	/* SQLite writes a WAL frame in two pwrites; walbuf makes a commit
+	 * one (or a few): 17 % more pipeline throughput, 11 % more with 16
+	 * producers (doc/performance.md). */
+	r = walbuf_new(&s->walbuf, NULL);
+	if (r < 0) {
+		snprintf(errbuf, errlen,
+			 "cannot set up SQLite's file layer: %s", strerror(-r));
+		return r;
+	}
 	rc = sqlite3_open_v2(path, &s->db,
 			     SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
 				     SQLITE_OPEN_NOMUTEX,
-			     NULL);
+			     walbuf_name(s->walbuf));
 	if (rc != SQLITE_OK) {
 		snprintf(errbuf, errlen, "cannot open %s: %s", path,
 			 s->db ? sqlite3_errmsg(s->db) : sqlite3_errstr(rc));
@@ -2801,8 +2814,10 @@ store_free(Store *s)
 		sqlite3_finalize(s->stmt[i]);
 	for (int i = 0; i < CAP_N; i++)
 		sqlite3_finalize(s->cap_stmt[i]);
-	/* Last connection: SQLite checkpoints and removes the WAL. */
-	sqlite3_close(s->db);
+	/* Last connection: SQLite checkpoints and removes the WAL. A
+	 * connection that cannot close still uses the VFS: keep it. */
+	if (sqlite3_close(s->db) == SQLITE_OK)
+		walbuf_free(s->walbuf);
 	if (s->lock_fd >= 0)
 		close(s->lock_fd);
 	free(s);

@@ -31,6 +31,7 @@
 #include <sqlite3.h>
 
 #include "store/store.h"
+#include "store/walbuf.h"
 
 #define NOW 1700000000000000000LL /* a fixed "now", ns since the epoch */
 
@@ -47,6 +48,11 @@ static sqlite3_vfs *real_vfs;
 static sqlite3_vfs count_vfs;
 static int wal_syncs;
 static bool fail_wal_sync; /* make WAL fsyncs fail */
+/* WAL writes that reached the file (under store/walbuf.c). */
+static int wal_writes;
+static int64_t wal_bytes;
+static int wal_write_max;
+static bool fail_wal_write; /* make them fail */
 
 #define REAL(f) (((CountFile *)(f))->real)
 
@@ -65,6 +71,13 @@ cf_read(sqlite3_file *f, void *buf, int n, sqlite3_int64 off)
 static int
 cf_write(sqlite3_file *f, const void *buf, int n, sqlite3_int64 off)
 {
+	if (((CountFile *)f)->is_wal) {
+		if (fail_wal_write)
+			return SQLITE_IOERR_WRITE;
+		wal_writes++;
+		wal_bytes += n;
+		wal_write_max = n > wal_write_max ? n : wal_write_max;
+	}
 	return REAL(f)->pMethods->xWrite(REAL(f), buf, n, off);
 }
 
@@ -247,6 +260,7 @@ fx_teardown(void **state)
 	struct dirent *de;
 
 	fail_wal_sync = false;
+	fail_wal_write = false;
 	setrlimit(RLIMIT_FSIZE, &fx->fsize);
 	signal(SIGXFSZ, SIG_DFL);
 	fx->s = store_free(fx->s);
@@ -1723,6 +1737,150 @@ check_after_full(Fx *fx, StoreMailbox *mb, uint64_t n)
 	check_counters(fx, mb);
 }
 
+/* ------------------------------------------------------------------ */
+/* WAL writes gathered (store/walbuf.c) */
+
+/* Insert n messages of size bytes in one transaction; commit. */
+static int
+put_batch(Fx *fx, StoreMailbox *mb, int n, size_t size, bool durable)
+{
+	StoreMsg m = {0};
+	char *data = malloc(size);
+	int r = 0;
+
+	assert_non_null(data);
+	memset(data, 'w', size);
+	m.data = data;
+	m.len = size;
+	assert_int_equal(store_begin(fx->s), 0);
+	for (int i = 0; i < n && r == 0; i++)
+		r = store_msg_insert(fx->s, mb, &m);
+	if (r == 0)
+		r = store_commit(fx->s, durable);
+	else
+		store_rollback(fx->s);
+	free(data);
+	return r;
+}
+
+/* A commit's frames reach the WAL in one write, before COMMIT returns
+ * and without a sync: another connection reads them at once. */
+static void
+test_store_wal_commit_one_write(void **state)
+{
+	Fx *fx = *state;
+	StoreMailbox *mb;
+	int writes;
+	int64_t bytes;
+	sqlite3 *db;
+
+	fx_open(fx, STORE_SYNC_NORMAL);
+	mb = mk_mailbox(fx->s, "wal");
+	writes = wal_writes;
+	bytes = wal_bytes;
+	assert_int_equal(put_batch(fx, mb, 20, 1000, false), 0);
+	/* 20 KB is at least 5 pages, 10 writes the way SQLite makes them. */
+	assert_true(wal_bytes - bytes >= 5 * (24 + 4096));
+	assert_int_equal(wal_writes - writes, 1);
+	db = raw_open(fx);
+	assert_int_equal(raw_int(db, "SELECT count(*) FROM message"), 20);
+	/* The idle broker's trim frees the run buffer; the next commit
+	 * makes another. */
+	store_release_memory(fx->s);
+	writes = wal_writes;
+	assert_int_equal(put_batch(fx, mb, 20, 1000, false), 0);
+	assert_int_equal(wal_writes - writes, 1);
+	assert_int_equal(raw_int(db, "SELECT count(*) FROM message"), 40);
+	sqlite3_close(db);
+}
+
+/* A failed write of the gathered frames fails the commit, and nothing of
+ * it is in the store afterwards. */
+static void
+test_store_wal_write_error_fails_commit(void **state)
+{
+	Fx *fx = *state;
+	StoreMailbox *mb;
+
+	fx_open(fx, STORE_SYNC_FULL);
+	mb = mk_mailbox(fx->s, "wal");
+	assert_int_equal(put_batch(fx, mb, 2, 100, true), 0);
+	fail_wal_write = true;
+	assert_true(put_batch(fx, mb, 20, 1000, true) < 0);
+	assert_false(store_in_txn(fx->s));
+	fail_wal_write = false;
+	assert_int_equal(mb->n_ready, 2);
+	assert_int_equal(put_batch(fx, mb, 1, 100, true), 0);
+	fx_reopen(fx);
+	mb = store_mailbox_get(fx->s, "wal");
+	assert_int_equal(mb->n_ready, 3);
+	check_counters(fx, mb);
+}
+
+/* More than the page cache in one transaction: SQLite spills frames and
+ * reads them back before COMMIT; every write stays within one run. */
+static void
+test_store_wal_large_transaction(void **state)
+{
+	Fx *fx = *state;
+	StoreMailbox *mb;
+	int writes;
+	sqlite3 *db;
+
+	fx_open(fx, STORE_SYNC_FULL);
+	mb = mk_mailbox(fx->s, "wal");
+	wal_write_max = 0;
+	writes = wal_writes;
+	assert_int_equal(put_batch(fx, mb, 1024, 4000, true), 0);
+	assert_true(wal_write_max <= WALBUF_RUN_MAX);
+	assert_true(wal_writes - writes >= (1024 * 4000) / WALBUF_RUN_MAX);
+	db = raw_open(fx);
+	assert_int_equal(raw_int(db, "SELECT sum(length(data)) FROM message"),
+			 1024 * 4000);
+	sqlite3_close(db);
+	fx_reopen(fx);
+	mb = store_mailbox_get(fx->s, "wal");
+	assert_int_equal(mb->n_ready, 1024);
+	check_counters(fx, mb);
+}
+
+/* Pages SQLite spilled to the WAL and reads back in the same transaction,
+ * some of them still gathered in memory: they come back as written. */
+static void
+test_store_wal_reads_back_spilled(void **state)
+{
+	Fx *fx = *state;
+	WalBuf *wb = NULL;
+	sqlite3 *db = NULL;
+
+	assert_int_equal(walbuf_new(&wb, NULL), 0);
+	assert_int_equal(
+		sqlite3_open_v2(fx->path, &db,
+				SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE,
+				walbuf_name(wb)),
+		SQLITE_OK);
+	raw_exec(db, "PRAGMA journal_mode = WAL; PRAGMA cache_size = 2;"
+		     "CREATE TABLE t (n INTEGER, x BLOB);"
+		     "BEGIN;"
+		     "WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL SELECT n + 1"
+		     " FROM c WHERE n < 60)"
+		     " INSERT INTO t SELECT n, randomblob(3000) FROM c;"
+		     "UPDATE t SET x = zeroblob(2999 + n % 2);");
+	assert_int_equal(raw_int(db, "SELECT sum(length(x)) FROM t"),
+			 60 * 2999 + 30);
+	assert_int_equal(raw_int(db, "SELECT sum(n) FROM t"), 60 * 61 / 2);
+	raw_exec(db, "COMMIT");
+	assert_int_equal(raw_int(db, "SELECT integrity_check = 'ok'"
+				     " FROM pragma_integrity_check"),
+			 1);
+	assert_int_equal(sqlite3_close(db), SQLITE_OK);
+	walbuf_free(wb);
+	db = raw_open(fx);
+	assert_int_equal(raw_int(db, "SELECT sum(length(x)) FROM t"),
+			 60 * 2999 + 30);
+	sqlite3_close(db);
+}
+
 static void
 test_store_disk_full_at_commit(void **state)
 {
@@ -3154,6 +3312,10 @@ main(void)
 		T(test_store_commit_durability),
 		T(test_store_delayed_oldest_next_ready),
 		T(test_store_fsync_failure_refuses_writes),
+		T(test_store_wal_commit_one_write),
+		T(test_store_wal_write_error_fails_commit),
+		T(test_store_wal_large_transaction),
+		T(test_store_wal_reads_back_spilled),
 		T(test_store_disk_full_at_commit),
 		T(test_store_disk_full_at_insert),
 		T(test_store_cap_refuses),
