@@ -221,6 +221,27 @@ conn_update_backpressure(Conn *c)
 	}
 }
 
+/* Send the datagrams of frame from *off on while the socket takes them:
+ * 0 when all went, -EAGAIN when it is full, or -errno of a broken
+ * socket. */
+static int
+conn_send_dgrams(Conn *c, const uint8_t *frame, size_t len, size_t *off)
+{
+	while (*off < len) {
+		size_t n = proto_dgram_next(len, *off);
+		ssize_t k = send(c->fd, frame + *off, n,
+				 MSG_NOSIGNAL | MSG_DONTWAIT);
+
+		if (k < 0) {
+			if (errno == EINTR)
+				continue;
+			return errno == EWOULDBLOCK ? -EAGAIN : -errno;
+		}
+		*off += (size_t)k;
+	}
+	return 0;
+}
+
 /* Send what the socket takes. Returns 0, or -errno of a broken socket. */
 static int
 conn_flush(Conn *c)
@@ -228,24 +249,17 @@ conn_flush(Conn *c)
 	OutFrame *f;
 
 	while ((f = c->out_head)) {
-		while (f->off < f->len) {
-			size_t n = proto_dgram_next(f->len, f->off);
-			ssize_t k = send(c->fd, f->data + f->off, n,
-					 MSG_NOSIGNAL | MSG_DONTWAIT);
-			if (k < 0) {
-				if (errno == EINTR)
-					continue;
-				if (errno == EAGAIN || errno == EWOULDBLOCK) {
-					ev_io_start(c->broker->loop,
-						    &c->write_io);
-					conn_update_backpressure(c);
-					return 0;
-				}
-				return -errno;
-			}
-			f->off += (size_t)k;
-			c->out_bytes -= (size_t)k;
+		size_t sent = f->off;
+		int r = conn_send_dgrams(c, f->data, f->len, &f->off);
+
+		c->out_bytes -= f->off - sent;
+		if (r == -EAGAIN) {
+			ev_io_start(c->broker->loop, &c->write_io);
+			conn_update_backpressure(c);
+			return 0;
 		}
+		if (r < 0)
+			return r;
 		c->out_head = f->next;
 		if (!c->out_head)
 			c->out_tail = NULL;
@@ -260,32 +274,45 @@ int
 conn_send(Conn *c, const uint8_t *frame, size_t len)
 {
 	OutFrame *f;
+	size_t off = 0;
 	int r;
 
 	if (c->closing)
 		return 0;
+	/*
+	 * Nothing older waits: send straight from the caller's buffer, and
+	 * copy only what the socket does not take. A delivery of 64 KiB
+	 * copied into a fresh allocation every time cost the broker page
+	 * faults as well as the copy (perf, doc/performance.md).
+	 */
+	if (!c->out_head) {
+		r = conn_send_dgrams(c, frame, len, &off);
+		if (r == 0) {
+			conn_update_backpressure(c);
+			return 0;
+		}
+		if (r != -EAGAIN) {
+			conn_close(c, strerror(-r));
+			return 0;
+		}
+	}
 	f = malloc(sizeof(*f) + len);
 	if (!f)
 		return -ENOMEM;
 	f->next = NULL;
 	f->len = len;
-	f->off = 0;
+	f->off = off;
 	memcpy(f->data, frame, len);
 	if (c->out_tail)
 		c->out_tail->next = f;
 	else
 		c->out_head = f;
 	c->out_tail = f;
-	c->out_bytes += len;
-	/* Only try now if nothing older waits for EV_WRITE; either way the
-	 * queue grew, so reading may have to pause. */
-	if (c->out_head != f) {
-		conn_update_backpressure(c);
-		return 0;
-	}
-	r = conn_flush(c);
-	if (r < 0)
-		conn_close(c, strerror(-r));
+	c->out_bytes += len - off;
+	if (c->out_head == f)
+		ev_io_start(c->broker->loop, &c->write_io);
+	/* The queue grew: reading may have to pause. */
+	conn_update_backpressure(c);
 	return 0;
 }
 
