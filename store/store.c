@@ -2437,7 +2437,7 @@ store_open_db(Store *s, const char *path, char *errbuf, size_t errlen)
 	int version = 0, rc, r;
 
 	/* SQLite writes a WAL frame in two pwrites; walbuf makes a commit
-	 * one (or a few): 17 % more pipeline throughput, 11 % more with 16
+	 * one (or a few): 19 % more pipeline throughput, 12 % more with 16
 	 * producers (doc/performance.md). */
 	r = walbuf_new(&s->walbuf, NULL);
 	if (r < 0) {

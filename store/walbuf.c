@@ -3,12 +3,22 @@
  * walbuf.h).
  *
  * Invariants of a WAL file:
- * - run holds run_len bytes that belong at run_off and are not in the
- *   file yet; nothing else is withheld.
- * - After a write that ends a commit frame, run_len is 0 (or the write
- *   failed, and SQLite failed the commit).
- * - err, once set by a flush that nobody could be told of (xShmBarrier
- *   returns nothing), fails every later call that could have carried it.
+ * - run holds run_len bytes that belong at run_off, at the end of what
+ *   was written (wal_end), and are not in the file yet; nothing else is
+ *   withheld.
+ * - Only appends are gathered. A write below wal_end (SQLite rewriting
+ *   a frame it spilled, or the checksums after one, which it does after
+ *   writing the commit frame) goes straight through, so its failure is
+ *   the failure of the call that made it.
+ * - After a write that ends a commit frame, run_len is 0: the commit's
+ *   frames are in the file before SQLite can publish them, and a failed
+ *   write fails the COMMIT.
+ * - So when the writer releases the WAL write lock, what is left in run
+ *   belongs to a transaction that did not commit. It is dropped: written
+ *   later, it would land on frames the next writer (another process)
+ *   appended at the same offsets.
+ * - A failed flush leaves err set until then: the frames SQLite thinks
+ *   it wrote are lost, so nothing of that transaction may commit.
  *
  * A commit frame is the one whose 24-byte header holds the database size
  * after the commit (bytes 4-7, big-endian, non-zero); SQLite writes that
@@ -38,7 +48,8 @@ typedef struct WalBufFile {
 	WalBuf *wb;
 	bool wal;
 	bool end_commit; /* the next write ends a commit frame */
-	int err;	 /* a lost flush's error (see above), SQLITE_OK */
+	int err;	 /* a failed flush's error (see above), SQLITE_OK */
+	sqlite3_int64 wal_end; /* end of the furthest write, run included */
 	unsigned char *run;
 	size_t run_len;
 	sqlite3_int64 run_off;
@@ -48,21 +59,34 @@ typedef struct WalBufFile {
 #define FILE_OF(p) ((WalBufFile *)(p))
 #define UNDER(p)   (FILE_OF(p)->under)
 
-/* Write the run out; SQLITE_OK or the error of the write. */
+/* Write the run out; SQLITE_OK or the error of the write, which is kept
+ * in err too (see above). */
 static int
 run_flush(WalBufFile *f)
 {
 	int rc;
 
+	f->end_commit = false;
 	if (f->run_len == 0)
 		return SQLITE_OK;
 	rc = f->under->pMethods->xWrite(f->under, f->run, (int)f->run_len,
 					f->run_off);
 	f->run_len = 0;
+	if (rc != SQLITE_OK && f->err == SQLITE_OK)
+		f->err = rc;
 	return rc;
 }
 
-/* run_flush, for calls that can report it, and any earlier lost error. */
+/* The writer let go of the WAL (see above). */
+static void
+run_drop(WalBufFile *f)
+{
+	f->run_len = 0;
+	f->end_commit = false;
+	f->err = SQLITE_OK;
+}
+
+/* run_flush, and an earlier failed flush's error. */
 static int
 flush_or_err(WalBufFile *f)
 {
@@ -82,21 +106,29 @@ is_commit_header(const void *buf, int n)
 static int
 wal_write(WalBufFile *f, const void *buf, int n, sqlite3_int64 off)
 {
-	bool ends_commit = f->end_commit;
+	bool ends_commit;
+	bool rewrite;
 	int rc;
 
-	f->end_commit = false;
 	if (f->err != SQLITE_OK)
 		return f->err;
+	if (off == 0)
+		f->wal_end = 0; /* a new WAL header: the log starts over */
 	if (f->run_len && (off != f->run_off + (sqlite3_int64)f->run_len ||
 			   f->run_len + (size_t)n > WALBUF_RUN_MAX)) {
 		rc = run_flush(f);
 		if (rc != SQLITE_OK)
 			return rc;
 	}
-	if (!f->run)
+	ends_commit = f->end_commit;
+	f->end_commit = false;
+	rewrite = f->run_len == 0 && off < f->wal_end;
+	if (off + n > f->wal_end)
+		f->wal_end = off + n;
+	if (!f->run && !rewrite)
 		f->run = malloc(WALBUF_RUN_MAX);
-	if ((size_t)n > WALBUF_RUN_MAX || !f->run) /* too long to gather */
+	/* A rewrite, or too long to gather (or no memory for it). */
+	if (rewrite || (size_t)n > WALBUF_RUN_MAX || !f->run)
 		return f->under->pMethods->xWrite(f->under, buf, n, off);
 	if (f->run_len == 0)
 		f->run_off = off;
@@ -137,7 +169,7 @@ static int
 wb_close(sqlite3_file *p)
 {
 	WalBufFile *f = FILE_OF(p);
-	int rc = run_flush(f), rc_close = SQLITE_OK;
+	int rc = flush_or_err(f), rc_close = SQLITE_OK;
 
 	if (f->wal) {
 		WalBufFile **pp = (WalBufFile **)&f->wb->vfs.pAppData;
@@ -156,10 +188,14 @@ wb_close(sqlite3_file *p)
 static int
 wb_truncate(sqlite3_file *p, sqlite3_int64 size)
 {
-	int rc = flush_or_err(FILE_OF(p));
+	WalBufFile *f = FILE_OF(p);
+	int rc = flush_or_err(f);
 
-	return rc != SQLITE_OK ? rc
-			       : UNDER(p)->pMethods->xTruncate(UNDER(p), size);
+	if (rc == SQLITE_OK)
+		rc = f->under->pMethods->xTruncate(f->under, size);
+	if (rc == SQLITE_OK && size < f->wal_end)
+		f->wal_end = size;
+	return rc;
 }
 
 static int
@@ -232,10 +268,17 @@ wb_shm_map(sqlite3_file *p, int region, int size, int extend,
 	return UNDER(p)->pMethods->xShmMap(UNDER(p), region, size, extend, out);
 }
 
+/* Lock 0 of the WAL index is SQLite's WAL_WRITE_LOCK. */
 static int
 wb_shm_lock(sqlite3_file *p, int offset, int n, int flags)
 {
-	return UNDER(p)->pMethods->xShmLock(UNDER(p), offset, n, flags);
+	WalBufFile *f = FILE_OF(p);
+
+	if ((flags & SQLITE_SHM_UNLOCK) && offset == 0) {
+		for (WalBufFile *w = f->wb->vfs.pAppData; w; w = w->next_wal)
+			run_drop(w);
+	}
+	return f->under->pMethods->xShmLock(f->under, offset, n, flags);
 }
 
 /* SQLite is about to publish frames in the WAL index (the database
@@ -245,12 +288,9 @@ wb_shm_barrier(sqlite3_file *p)
 {
 	WalBufFile *f = FILE_OF(p);
 
-	for (WalBufFile *w = f->wb->vfs.pAppData; w; w = w->next_wal) {
-		int rc = run_flush(w);
-
-		if (rc != SQLITE_OK && w->err == SQLITE_OK)
-			w->err = rc;
-	}
+	/* Empty after a commit (see above); a failure is kept in err. */
+	for (WalBufFile *w = f->wb->vfs.pAppData; w; w = w->next_wal)
+		run_flush(w);
 	f->under->pMethods->xShmBarrier(f->under);
 }
 

@@ -3,15 +3,16 @@
  *
  * SQLite writes each WAL frame with two pwrite calls (its 24-byte header,
  * then the page), so a commit of n pages costs 2n system calls. A WalBuf
- * VFS sits over another VFS and gathers consecutive writes to a WAL file
- * in memory, then writes them with one call:
+ * VFS sits over another VFS and gathers consecutive appends to a WAL
+ * file in memory, then writes them with one call:
  * - at the end of a commit frame, inside SQLite's write of it, so that a
  *   failure fails the commit exactly as an unbuffered write would;
  * - before anything reads, syncs, truncates or sizes the file, before a
- *   write elsewhere in it, and when the run reaches WALBUF_RUN_MAX;
- * - in xShmBarrier, before SQLite publishes new frames in the WAL index
- *   (a run still open there is kept as an error for the next call).
- * Other files go straight through.
+ *   write elsewhere in it, when the run reaches WALBUF_RUN_MAX, and in
+ *   xShmBarrier (where it is empty unless something went wrong).
+ * Rewrites of frames already written go straight through. What is still
+ * gathered when SQLite releases the WAL write lock belongs to a rolled
+ * back transaction, and is dropped. Other files go straight through.
  */
 #ifndef MBOX_STORE_WALBUF_H
 #define MBOX_STORE_WALBUF_H

@@ -53,6 +53,9 @@ static int wal_writes;
 static int64_t wal_bytes;
 static int wal_write_max;
 static bool fail_wal_write; /* make them fail */
+/* Make a commit frame's header fail when it is written alone, as SQLite
+ * does when it rewrites checksums after the commit frame. */
+static bool fail_wal_commit_header;
 
 #define REAL(f) (((CountFile *)(f))->real)
 
@@ -72,7 +75,12 @@ static int
 cf_write(sqlite3_file *f, const void *buf, int n, sqlite3_int64 off)
 {
 	if (((CountFile *)f)->is_wal) {
+		const unsigned char *h = buf;
+
 		if (fail_wal_write)
+			return SQLITE_IOERR_WRITE;
+		if (fail_wal_commit_header && n == 24 &&
+		    (h[4] | h[5] | h[6] | h[7]))
 			return SQLITE_IOERR_WRITE;
 		wal_writes++;
 		wal_bytes += n;
@@ -261,6 +269,7 @@ fx_teardown(void **state)
 
 	fail_wal_sync = false;
 	fail_wal_write = false;
+	fail_wal_commit_header = false;
 	setrlimit(RLIMIT_FSIZE, &fx->fsize);
 	signal(SIGXFSZ, SIG_DFL);
 	fx->s = store_free(fx->s);
@@ -1834,6 +1843,9 @@ test_store_wal_large_transaction(void **state)
 	assert_int_equal(put_batch(fx, mb, 1024, 4000, true), 0);
 	assert_true(wal_write_max <= WALBUF_RUN_MAX);
 	assert_true(wal_writes - writes >= (1024 * 4000) / WALBUF_RUN_MAX);
+	/* Gathered: SQLite alone makes two writes for each of the 1000 or
+	 * more frames. */
+	assert_true(wal_writes - writes < 250);
 	db = raw_open(fx);
 	assert_int_equal(raw_int(db, "SELECT sum(length(data)) FROM message"),
 			 1024 * 4000);
@@ -1846,39 +1858,148 @@ test_store_wal_large_transaction(void **state)
 
 /* Pages SQLite spilled to the WAL and reads back in the same transaction,
  * some of them still gathered in memory: they come back as written. */
+/* A connection to fx->path through a WalBuf VFS of its own. */
+static sqlite3 *
+walbuf_open(const Fx *fx, WalBuf **wb)
+{
+	sqlite3 *db = NULL;
+
+	assert_int_equal(walbuf_new(wb, NULL), 0);
+	assert_int_equal(
+		sqlite3_open_v2(fx->path, &db,
+				SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE,
+				walbuf_name(*wb)),
+		SQLITE_OK);
+	/* Two pages of cache: SQLite spills to the WAL mid-transaction.
+	 * synchronous=NORMAL as in the store: a commit does not sync. */
+	raw_exec(db, "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;"
+		     "PRAGMA cache_size = 2;"
+		     "CREATE TABLE IF NOT EXISTS t (n INTEGER, x BLOB);");
+	return db;
+}
+
+static void
+walbuf_close(sqlite3 *db, WalBuf *wb)
+{
+	assert_int_equal(sqlite3_close(db), SQLITE_OK);
+	walbuf_free(wb);
+}
+
+/* Insert n rows of 3000 bytes into t, then rewrite them all: frames
+ * spilled and written again in one transaction. */
+#define SPILL_AND_REWRITE(n)                                                   \
+	"WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM c"       \
+	" WHERE n < " #n ") INSERT INTO t SELECT n, randomblob(3000) FROM c;"  \
+	"UPDATE t SET x = zeroblob(2999 + n % 2);"
+
+/* The database and WAL as a kill -9 would leave them, copied aside and
+ * opened without walbuf: rows of t (and of the table of sql). */
+static int64_t
+crash_copy_int(const Fx *fx, const char *sql)
+{
+	static const char *const ext[] = {"", "-wal"};
+	char src[PATH_MAX + 8], dst[PATH_MAX + 16], buf[8192];
+	sqlite3 *db = NULL;
+	int64_t v;
+
+	for (size_t i = 0; i < 2; i++) {
+		FILE *in, *out;
+		size_t k;
+
+		snprintf(src, sizeof(src), "%s%s", fx->path, ext[i]);
+		snprintf(dst, sizeof(dst), "%s.copy%s", fx->path, ext[i]);
+		in = fopen(src, "rb");
+		if (!in && i == 1)
+			break; /* closed: checkpointed, no WAL left */
+		out = fopen(dst, "wb");
+		assert_non_null(in);
+		assert_non_null(out);
+		while ((k = fread(buf, 1, sizeof(buf), in)) > 0)
+			assert_int_equal(fwrite(buf, 1, k, out), k);
+		fclose(in);
+		assert_int_equal(fclose(out), 0);
+	}
+	snprintf(dst, sizeof(dst), "%s.copy", fx->path);
+	assert_int_equal(sqlite3_open(dst, &db), SQLITE_OK);
+	assert_int_equal(raw_int(db, "SELECT integrity_check = 'ok'"
+				     " FROM pragma_integrity_check"),
+			 1);
+	v = raw_int(db, sql);
+	sqlite3_close(db);
+	for (size_t i = 0; i < 3; i++) {
+		snprintf(dst, sizeof(dst), "%s.copy%s", fx->path,
+			 i < 2 ? ext[i] : "-shm");
+		unlink(dst);
+	}
+	return v;
+}
+
+/* Pages SQLite spilled to the WAL and reads back in the same transaction,
+ * some of them still gathered in memory: they come back as written. */
 static void
 test_store_wal_reads_back_spilled(void **state)
 {
 	Fx *fx = *state;
 	WalBuf *wb = NULL;
-	sqlite3 *db = NULL;
+	sqlite3 *db = walbuf_open(fx, &wb);
 
-	assert_int_equal(walbuf_new(&wb, NULL), 0);
-	assert_int_equal(
-		sqlite3_open_v2(fx->path, &db,
-				SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE,
-				walbuf_name(wb)),
-		SQLITE_OK);
-	raw_exec(db, "PRAGMA journal_mode = WAL; PRAGMA cache_size = 2;"
-		     "CREATE TABLE t (n INTEGER, x BLOB);"
-		     "BEGIN;"
-		     "WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL SELECT n + 1"
-		     " FROM c WHERE n < 60)"
-		     " INSERT INTO t SELECT n, randomblob(3000) FROM c;"
-		     "UPDATE t SET x = zeroblob(2999 + n % 2);");
+	raw_exec(db, "BEGIN;" SPILL_AND_REWRITE(60));
 	assert_int_equal(raw_int(db, "SELECT sum(length(x)) FROM t"),
 			 60 * 2999 + 30);
 	assert_int_equal(raw_int(db, "SELECT sum(n) FROM t"), 60 * 61 / 2);
 	raw_exec(db, "COMMIT");
-	assert_int_equal(raw_int(db, "SELECT integrity_check = 'ok'"
-				     " FROM pragma_integrity_check"),
-			 1);
-	assert_int_equal(sqlite3_close(db), SQLITE_OK);
-	walbuf_free(wb);
-	db = raw_open(fx);
-	assert_int_equal(raw_int(db, "SELECT sum(length(x)) FROM t"),
+	/* Committed means in the file: a crash now keeps it. */
+	assert_int_equal(crash_copy_int(fx, "SELECT sum(length(x)) FROM t"),
 			 60 * 2999 + 30);
-	sqlite3_close(db);
+	walbuf_close(db, wb);
+}
+
+/* SQLite rewrites the checksums of spilled frames after writing the
+ * commit frame: if that write fails, so must the COMMIT, and nothing of
+ * it may come back after a crash. */
+static void
+test_store_wal_rewrite_error_fails_commit(void **state)
+{
+	Fx *fx = *state;
+	WalBuf *wb = NULL;
+	sqlite3 *db = walbuf_open(fx, &wb);
+
+	raw_exec(db, "BEGIN;" SPILL_AND_REWRITE(60));
+	fail_wal_commit_header = true;
+	assert_int_not_equal(sqlite3_exec(db, "COMMIT", NULL, NULL, NULL),
+			     SQLITE_OK);
+	fail_wal_commit_header = false;
+	if (!sqlite3_get_autocommit(db))
+		raw_exec(db, "ROLLBACK");
+	assert_int_equal(raw_int(db, "SELECT count(*) FROM t"), 0);
+	assert_int_equal(crash_copy_int(fx, "SELECT count(*) FROM t"), 0);
+	/* And the connection works on. */
+	raw_exec(db, "INSERT INTO t VALUES (1, 'a')");
+	assert_int_equal(crash_copy_int(fx, "SELECT count(*) FROM t"), 1);
+	walbuf_close(db, wb);
+}
+
+/* Frames of a transaction that spilled and rolled back must not be
+ * written later over what another writer appended in their place. */
+static void
+test_store_wal_rollback_drops_spill(void **state)
+{
+	Fx *fx = *state;
+	WalBuf *wb = NULL;
+	sqlite3 *db = walbuf_open(fx, &wb), *other;
+
+	raw_exec(db, "CREATE TABLE t2 (n INTEGER, x BLOB);"
+		     "BEGIN;" SPILL_AND_REWRITE(12) "ROLLBACK;");
+	other = raw_open(fx);
+	raw_exec(other, "WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL"
+			" SELECT n + 1 FROM c WHERE n < 12)"
+			" INSERT INTO t2 SELECT n, randomblob(3000) FROM c");
+	sqlite3_close(other);
+	assert_int_equal(raw_int(db, "SELECT count(*) FROM t2"), 12);
+	assert_int_equal(raw_int(db, "SELECT count(*) FROM t"), 0);
+	assert_int_equal(crash_copy_int(fx, "SELECT count(*) FROM t2"), 12);
+	walbuf_close(db, wb);
+	assert_int_equal(crash_copy_int(fx, "SELECT count(*) FROM t2"), 12);
 }
 
 static void
@@ -3316,6 +3437,8 @@ main(void)
 		T(test_store_wal_write_error_fails_commit),
 		T(test_store_wal_large_transaction),
 		T(test_store_wal_reads_back_spilled),
+		T(test_store_wal_rewrite_error_fails_commit),
+		T(test_store_wal_rollback_drops_spill),
 		T(test_store_disk_full_at_commit),
 		T(test_store_disk_full_at_insert),
 		T(test_store_cap_refuses),
