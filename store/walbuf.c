@@ -72,8 +72,13 @@ run_flush(WalBufFile *f)
 	rc = f->under->pMethods->xWrite(f->under, f->run, (int)f->run_len,
 					f->run_off);
 	f->run_len = 0;
-	if (rc != SQLITE_OK && f->err == SQLITE_OK)
-		f->err = rc;
+	if (rc != SQLITE_OK) {
+		/* Not written: the file ends where the run began, maybe in
+		 * the middle of a frame, which must not pass for a rewrite. */
+		f->wal_end = f->run_off;
+		if (f->err == SQLITE_OK)
+			f->err = rc;
+	}
 	return rc;
 }
 
@@ -106,7 +111,9 @@ is_commit_header(const void *buf, int n)
 static int
 wal_write(WalBufFile *f, const void *buf, int n, sqlite3_int64 off)
 {
-	bool ends_commit;
+	/* Taken before a flush (which clears it): the page of a commit
+	 * frame whose header ended a full run still ends the commit. */
+	bool ends_commit = f->end_commit;
 	bool rewrite;
 	int rc;
 
@@ -120,16 +127,25 @@ wal_write(WalBufFile *f, const void *buf, int n, sqlite3_int64 off)
 		if (rc != SQLITE_OK)
 			return rc;
 	}
-	ends_commit = f->end_commit;
 	f->end_commit = false;
 	rewrite = f->run_len == 0 && off < f->wal_end;
-	if (off + n > f->wal_end)
-		f->wal_end = off + n;
 	if (!f->run && !rewrite)
 		f->run = malloc(WALBUF_RUN_MAX);
 	/* A rewrite, or too long to gather (or no memory for it). */
-	if (rewrite || (size_t)n > WALBUF_RUN_MAX || !f->run)
-		return f->under->pMethods->xWrite(f->under, buf, n, off);
+	if (rewrite || (size_t)n > WALBUF_RUN_MAX || !f->run) {
+		rc = f->under->pMethods->xWrite(f->under, buf, n, off);
+		if (rc == SQLITE_OK) {
+			if (off + n > f->wal_end)
+				f->wal_end = off + n;
+			/* A commit frame's header rewritten in place, or
+			 * written where a failed transaction's frames were:
+			 * its page still ends the commit. */
+			f->end_commit = is_commit_header(buf, n);
+		}
+		return rc;
+	}
+	if (off + n > f->wal_end)
+		f->wal_end = off + n;
 	if (f->run_len == 0)
 		f->run_off = off;
 	memcpy(f->run + f->run_len, buf, (size_t)n);

@@ -56,6 +56,14 @@ static bool fail_wal_write; /* make them fail */
 /* Make a commit frame's header fail when it is written alone, as SQLite
  * does when it rewrites checksums after the commit frame. */
 static bool fail_wal_commit_header;
+/* Make a page written alone fail (a run that is just one page). */
+static bool fail_wal_lone_page;
+/* Make the next write of more than one frame fail, and say where it
+ * would have ended (0 before). */
+static bool fail_wal_run_once;
+static int64_t fail_wal_run_end;
+/* Make WAL writes from this offset on fail (-1: none). */
+static int64_t fail_wal_from = -1;
 
 #define REAL(f) (((CountFile *)(f))->real)
 
@@ -81,6 +89,15 @@ cf_write(sqlite3_file *f, const void *buf, int n, sqlite3_int64 off)
 			return SQLITE_IOERR_WRITE;
 		if (fail_wal_commit_header && n == 24 &&
 		    (h[4] | h[5] | h[6] | h[7]))
+			return SQLITE_IOERR_WRITE;
+		if (fail_wal_lone_page && n == 4096)
+			return SQLITE_IOERR_WRITE;
+		if (fail_wal_run_once && n > 24 + 4096) {
+			fail_wal_run_once = false;
+			fail_wal_run_end = off + n;
+			return SQLITE_IOERR_WRITE;
+		}
+		if (fail_wal_from >= 0 && off >= fail_wal_from)
 			return SQLITE_IOERR_WRITE;
 		wal_writes++;
 		wal_bytes += n;
@@ -270,6 +287,9 @@ fx_teardown(void **state)
 	fail_wal_sync = false;
 	fail_wal_write = false;
 	fail_wal_commit_header = false;
+	fail_wal_lone_page = false;
+	fail_wal_run_once = false;
+	fail_wal_from = -1;
 	setrlimit(RLIMIT_FSIZE, &fx->fsize);
 	signal(SIGXFSZ, SIG_DFL);
 	fx->s = store_free(fx->s);
@@ -1979,6 +1999,112 @@ test_store_wal_rewrite_error_fails_commit(void **state)
 	walbuf_close(db, wb);
 }
 
+/*
+ * Commits of 1 to 70 pages (then half pages): some of them has its commit
+ * frame's header end a full run, so that its page starts a run of its own. That
+ * page still ends the commit: its failed write fails the COMMIT. Whatever each
+ * COMMIT says, a crash copy agrees with it.
+ */
+static void
+test_store_wal_commit_page_after_full_run(void **state)
+{
+	Fx *fx = *state;
+	WalBuf *wb = NULL;
+	sqlite3 *db = walbuf_open(fx, &wb);
+	int64_t rows = 0;
+	int failed = 0;
+	char sql[256];
+
+	raw_exec(db, "PRAGMA cache_size = 1000");
+	fail_wal_lone_page = true;
+	/* Rows of about one page, then of about half a page: the failed
+	 * commits leave the WAL at many different offsets. */
+	for (int i = 1; i <= 140; i++) {
+		snprintf(sql, sizeof(sql),
+			 "BEGIN; WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL"
+			 " SELECT n + 1 FROM c WHERE n < %d)"
+			 " INSERT INTO t SELECT n, zeroblob(%d) FROM c;"
+			 " COMMIT;",
+			 i <= 70 ? i : i - 70, i <= 70 ? 3900 : 1900);
+		if (sqlite3_exec(db, sql, NULL, NULL, NULL) == SQLITE_OK) {
+			rows += i <= 70 ? i : i - 70;
+		} else {
+			failed++;
+			if (!sqlite3_get_autocommit(db))
+				raw_exec(db, "ROLLBACK");
+		}
+		assert_int_equal(crash_copy_int(fx, "SELECT count(*) FROM t"),
+				 rows);
+	}
+	fail_wal_lone_page = false;
+	assert_true(failed > 0);
+	assert_int_equal(raw_int(db, "SELECT count(*) FROM t"), rows);
+	walbuf_close(db, wb);
+}
+
+/*
+ * A spill whose write failed, rolled back, leaves the WAL file ending in
+ * the middle of a frame. The next transactions write there again: those
+ * writes past what reached the file fail, and each transaction either
+ * fails or is whole in the file when it commits (another connection
+ * checks). Updates of 25 to 34 rows put the commit frame at different
+ * places around the failed end.
+ */
+static void
+test_store_wal_after_failed_spill(void **state)
+{
+	Fx *fx = *state;
+	char sql[128];
+	int failed = 0;
+
+	for (int k = 25; k <= 34; k++) {
+		WalBuf *wb = NULL;
+		sqlite3 *db, *other;
+		int rc;
+
+		for (size_t i = 0; i < 3; i++) {
+			char path[PATH_MAX + 8];
+
+			snprintf(path, sizeof(path), "%s%s", fx->path,
+				 (const char *[]){"", "-wal", "-shm"}[i]);
+			unlink(path);
+		}
+		db = walbuf_open(fx, &wb);
+		raw_exec(db, "PRAGMA wal_autocheckpoint = 0;"
+			     "PRAGMA cache_size = 1000;"
+			     "WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL"
+			     " SELECT n + 1 FROM c WHERE n < 80)"
+			     " INSERT INTO t SELECT n, randomblob(3000) FROM c;"
+			     "PRAGMA cache_size = 2;");
+		fail_wal_run_end = 0;
+		fail_wal_run_once = true;
+		sqlite3_exec(db,
+			     "BEGIN; UPDATE t SET x = randomblob(3000)"
+			     " WHERE n <= 60",
+			     NULL, NULL, NULL);
+		fail_wal_run_once = false;
+		if (!sqlite3_get_autocommit(db))
+			raw_exec(db, "ROLLBACK");
+		assert_true(fail_wal_run_end > 0);
+		fail_wal_from = fail_wal_run_end;
+		snprintf(sql, sizeof(sql),
+			 "UPDATE t SET x = zeroblob(2000) WHERE n <= %d", k);
+		rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
+		fail_wal_from = -1;
+		failed += rc != SQLITE_OK;
+		other = raw_open(fx);
+		assert_int_equal(raw_int(other, "SELECT quick_check = 'ok'"
+						" FROM pragma_quick_check"),
+				 1);
+		assert_int_equal(raw_int(other, "SELECT count(*) FROM t WHERE"
+						" length(x) = 2000"),
+				 rc == SQLITE_OK ? k : 0);
+		sqlite3_close(other);
+		walbuf_close(db, wb);
+	}
+	assert_true(failed > 0);
+}
+
 /* Frames of a transaction that spilled and rolled back must not be
  * written later over what another writer appended in their place. */
 static void
@@ -3439,6 +3565,8 @@ main(void)
 		T(test_store_wal_reads_back_spilled),
 		T(test_store_wal_rewrite_error_fails_commit),
 		T(test_store_wal_rollback_drops_spill),
+		T(test_store_wal_commit_page_after_full_run),
+		T(test_store_wal_after_failed_spill),
 		T(test_store_disk_full_at_commit),
 		T(test_store_disk_full_at_insert),
 		T(test_store_cap_refuses),
