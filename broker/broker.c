@@ -62,6 +62,16 @@ broker_on_again(EV_P_ ev_timer *w, int revents)
  * both go back to the system after a quiet tick. */
 #define BROKER_TRIM_S 1.0
 
+/* Give back the page cache and the heap's free pages; sleep until a
+ * request (broker_note_request). */
+static void
+broker_trim(Broker *b)
+{
+	ev_timer_stop(b->loop, &b->trim_timer);
+	store_release_memory(b->store);
+	malloc_trim(0);
+}
+
 static void
 broker_on_trim_timer(EV_P_ ev_timer *w, int revents)
 {
@@ -71,10 +81,7 @@ broker_on_trim_timer(EV_P_ ev_timer *w, int revents)
 		b->busy = false;
 		return;
 	}
-	/* Quiet since the last tick: trim once, sleep until a request. */
-	ev_timer_stop(b->loop, w);
-	store_release_memory(b->store);
-	malloc_trim(0);
+	broker_trim(b); /* quiet since the last tick */
 }
 
 void
@@ -136,8 +143,10 @@ broker_new(Broker **out, struct ev_loop *loop, const Log *log,
 	ev_io_init(&b->listen_io, broker_on_accept, listen_fd, EV_READ);
 	b->listen_io.data = b;
 	ev_io_start(loop, &b->listen_io);
-	ev_timer_init(&b->trim_timer, broker_on_trim_timer, BROKER_TRIM_S,
-		      BROKER_TRIM_S);
+	/* The first tick comes at once: what opening the store took (a
+	 * migration, the recovery) is of no further use, and an idle broker
+	 * starts small. */
+	ev_timer_init(&b->trim_timer, broker_on_trim_timer, 0., BROKER_TRIM_S);
 	b->trim_timer.data = b;
 	ev_timer_start(loop, &b->trim_timer);
 	ev_timer_init(&b->accept_retry, broker_on_accept_retry, 0.1, 0.);
