@@ -83,6 +83,7 @@ typedef struct Results {
 	long rss_idle, rss_backlog, rss_anon, rss_drained; /* KiB, or -1 */
 	bool filled;		       /* the backlog was queued */
 	double empty_s, backlog_s;     /* WL_BACKLOG pipeline runs */
+	size_t backlog_msgs;	       /* messages of each of them */
 	double ready_s;		       /* start-up to READY=1, < 0 if none */
 	long conns_rss;		       /* KiB of the idle conns, or -1 */
 	double active16_s, active_s;   /* WL_CONNS */
