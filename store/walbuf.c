@@ -86,6 +86,8 @@ run_flush(WalBufFile *f)
 static void
 run_drop(WalBufFile *f)
 {
+	if (f->run_len)
+		f->wal_end = f->run_off; /* the next writer appends there */
 	f->run_len = 0;
 	f->end_commit = false;
 	f->err = SQLITE_OK;
@@ -362,8 +364,13 @@ wb_open(sqlite3_vfs *vfs, sqlite3_filename name, sqlite3_file *p, int flags,
 	f->under = (sqlite3_file *)(f + 1);
 	f->wb = wb;
 	rc = wb->under->xOpen(wb->under, name, f->under, flags, out_flags);
-	if (rc != SQLITE_OK)
-		return rc; /* pMethods stays NULL: SQLite will not close it */
+	if (rc != SQLITE_OK) {
+		/* A VFS may leave a failed file to be closed; SQLite will not
+		 * close ours (pMethods stays NULL). */
+		if (f->under->pMethods)
+			f->under->pMethods->xClose(f->under);
+		return rc;
+	}
 	if (f->under->pMethods->iVersion < 3) {
 		f->under->pMethods->xClose(f->under);
 		return SQLITE_CANTOPEN;

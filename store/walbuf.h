@@ -13,6 +13,11 @@
  * Rewrites of frames already written go straight through. What is still
  * gathered when SQLite releases the WAL write lock belongs to a rolled
  * back transaction, and is dropped. Other files go straight through.
+ *
+ * Not followed: the padding frames SQLite adds around an fsync inside a
+ * commit when PRAGMA synchronous is FULL and the file system lacks
+ * powersafe overwrite (the unix VFS assumes it has it). The store runs
+ * NORMAL or OFF and syncs the WAL itself.
  */
 #ifndef MBOX_STORE_WALBUF_H
 #define MBOX_STORE_WALBUF_H
