@@ -40,6 +40,7 @@ typedef struct BrokerConfig {
 	size_t max_connections_per_uid; /* admins are not counted */
 	size_t max_unacked;		/* leases one connection may hold */
 	uint64_t max_store_bytes;	/* database size cap, 0 = none */
+	uint64_t commit_delay_us;	/* group commit's wait for posters */
 } BrokerConfig;
 
 /*
@@ -63,6 +64,7 @@ enum broker_counter {
 	BC_BYTES_IN,		/* payload bytes of posted messages */
 	BC_BYTES_OUT,		/* payload bytes of delivered messages */
 	BC_CONNECTIONS,		/* connections accepted (broker only) */
+	BC_COMMITS,		/* batches committed durably (broker only) */
 	BC__COUNT
 };
 #define COUNTERS_WINDOW_MS 10000
@@ -198,6 +200,19 @@ struct Broker {
 	bool own_socket; /* we bound it, so we unlink it */
 	ev_io listen_io;
 	ev_prepare prepare;
+	/*
+	 * Commit delay: the posters answered by the last commit that have
+	 * not sent anything since (a Conn is one when its awaited_gen is
+	 * commit_gen). While some are missing, the next commit of posts
+	 * waits for them until answered_ns (CLOCK_MONOTONIC) plus
+	 * cfg.commit_delay_us (commit_wait, a timerfd), so that their
+	 * posts share its fsync.
+	 */
+	uint64_t commit_gen;
+	size_t n_awaited;
+	int64_t answered_ns;
+	int commit_wait_fd;
+	ev_io commit_wait;
 	ev_timer accept_retry; /* after EMFILE */
 	/* Memory a burst took is given back once requests stop: busy is set
 	 * by every request, and trim_timer releases the page cache and the
@@ -223,6 +238,7 @@ struct Broker {
 	LeaseTable leases;
 	PendingOp *pending_head, *pending_tail;
 	bool batch_durable; /* the open transaction needs a durable commit */
+	bool batch_posts;   /* it stores posts (POST, PUBLISH) */
 	bool batch_failed;  /* a write failed: roll the batch back */
 	int batch_err;	    /* its error (-ENOSPC: disk or database full) */
 	MailboxRt *news;    /* mailboxes whose queue may have changed */
@@ -329,7 +345,9 @@ int broker_defer(Broker *b, enum pending_kind kind, Conn *c, uint16_t op,
 MailboxRt *broker_mailbox_rt(Broker *b, StoreMailbox *mb);
 void broker_mailbox_news(Broker *b, StoreMailbox *mb);
 /* A request came: memory is trimmed only once they stop for a while. */
-void broker_note_request(Broker *b);
+void broker_note_request(Broker *b, Conn *c);
+/* c is not awaited by the next commit any more (see commit_gen). */
+void broker_unawait(Broker *b, Conn *c);
 void broker_waiter_add(Broker *b, Waiter *w);
 /* Answer w empty after wait_ms unless messages come first. */
 void broker_waiter_arm(Waiter *w, uint64_t wait_ms);

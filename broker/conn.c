@@ -182,6 +182,7 @@ conn_close(Conn *c, const char *why)
 	if (c->closing)
 		return;
 	c->closing = true;
+	broker_unawait(b, c);
 	log_write(b->log, LOG_DEBUG,
 		  "client %llu (pid %d uid %u %s) disconnected: %s",
 		  (unsigned long long)c->serial, (int)c->pid, (unsigned)c->uid,

@@ -43,9 +43,10 @@ struct Conn {
 	OutFrame *out_head, *out_tail;
 	size_t out_bytes; /* queued, not yet sent */
 	bool hello_done;
-	bool closing;	    /* closed; waiting to be reaped */
-	bool read_paused;   /* backpressure: peer is not reading */
-	unsigned in_flight; /* requests not yet answered */
+	bool closing;	      /* closed; waiting to be reaped */
+	bool read_paused;     /* backpressure: peer is not reading */
+	unsigned in_flight;   /* requests not yet answered */
+	uint64_t awaited_gen; /* see Broker.commit_gen */
 	/*
 	 * Over a connection limit at accept: the first request is answered
 	 * LIMIT naming this limit, then the connection is closed; so is one

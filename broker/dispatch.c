@@ -1263,7 +1263,7 @@ broker_dispatch(Conn *c, const ProtoHeader *h, const uint8_t *body, size_t len)
 	char why[128];
 	const char *whyp = NULL;
 
-	broker_note_request(c->broker);
+	broker_note_request(c->broker, c);
 	if (h->flags != 0 || h->status != 0) {
 		conn_close(c, "a request must have flags 0 and status 0");
 		return;

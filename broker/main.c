@@ -67,6 +67,7 @@ typedef struct Options {
 	uint64_t max_unacked;
 	uint64_t max_in_flight;
 	uint64_t max_store_bytes;
+	uint64_t commit_delay_us;
 } Options;
 
 static const Options options_default = {
@@ -85,6 +86,7 @@ static const Options options_default = {
 	.max_unacked = 65536,
 	.max_in_flight = 1024,
 	.max_store_bytes = 0,
+	.commit_delay_us = 100,
 };
 
 /*
@@ -117,6 +119,8 @@ static const LimitOpt limit_opts[] = {
 	/* 0 = none; below one page nothing could be stored at all. */
 	{"max-store-size", 4096, INT64_MAX, true, true,
 	 offsetof(Options, max_store_bytes)},
+	/* Not a limit, but a number SIGHUP applies the same way. */
+	LIMIT_OPT("commit-delay-us", 0, 1000000, false, commit_delay_us),
 };
 #define N_LIMIT_OPTS (sizeof(limit_opts) / sizeof(limit_opts[0]))
 
@@ -156,6 +160,7 @@ static const struct option longopts[] = {
 	{"max-unacked", required_argument, NULL, OPT_LIMIT0 + 6},
 	{"max-in-flight", required_argument, NULL, OPT_LIMIT0 + 7},
 	{"max-store-size", required_argument, NULL, OPT_LIMIT0 + 8},
+	{"commit-delay-us", required_argument, NULL, OPT_LIMIT0 + 9},
 	{"help", no_argument, NULL, 'h'},
 	{"version", no_argument, NULL, 'V'},
 	{NULL, 0, NULL, 0},
@@ -251,6 +256,13 @@ usage(FILE *f)
 		"                       (survives a crash of mboxd, not of "
 		"the host),\n"
 		"                       off (tests only)\n"
+		"      --commit-delay-us N  with sync=full, wait up to N "
+		"microseconds\n"
+		"                       for the posters answered last before a "
+		"commit,\n"
+		"                       so that they share its fsync "
+		"(default 100,\n"
+		"                       0 = no wait, at most 1000000)\n"
 		"  -f, --foreground     stay in the foreground, log to stderr "
 		"(the\n"
 		"                       default; kept for systemd units and "
@@ -1089,6 +1101,7 @@ broker_config(const Options *o, const char *socket_path)
 		.max_connections_per_uid = (size_t)o->max_connections_per_uid,
 		.max_unacked = (size_t)o->max_unacked,
 		.max_store_bytes = o->max_store_bytes,
+		.commit_delay_us = o->commit_delay_us,
 	};
 }
 

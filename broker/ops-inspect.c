@@ -39,6 +39,7 @@ static const char *const counter_names[BC__COUNT] = {
 	[BC_BYTES_IN] = "bytes_in",
 	[BC_BYTES_OUT] = "bytes_out",
 	[BC_CONNECTIONS] = "connections",
+	[BC_COMMITS] = "commits",
 };
 
 /* The loop's clock in ms since the epoch: cached per iteration, cheap. */
@@ -185,14 +186,14 @@ broker_count_expired(void *ctx, const StoreMsg *m)
 	return 0;
 }
 
-/* COUNTER* and INTERVAL_MS of c (the connections counter with_conns). */
+/* COUNTER* and INTERVAL_MS of c; connections and commits if broker_wide. */
 static void
-put_counters(Broker *b, ProtoWriter *w, Counters *c, bool with_conns)
+put_counters(Broker *b, ProtoWriter *w, Counters *c, bool broker_wide)
 {
 	int64_t now = counters_now_ms(b), span = counters_span_ms(b, now);
 
 	for (int k = 0; k < BC__COUNT; k++) {
-		if (k == BC_CONNECTIONS && !with_conns)
+		if ((k == BC_CONNECTIONS || k == BC_COMMITS) && !broker_wide)
 			continue;
 		proto_nest_begin(w, MBOX_TAG_COUNTER);
 		proto_put_str(w, MBOX_TAG_KEY, counter_names[k]);

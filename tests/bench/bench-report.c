@@ -461,6 +461,9 @@ static void
 table_scale(const Options *o, const Results *r)
 {
 	unsigned one = scale_index(o, 1), max = scale_max_index(o);
+	/* Target 2 is about 16 producers: judge that run when there is one,
+	 * and give the largest run's ratio without a verdict otherwise. */
+	unsigned cmp = scale_index(o, 16) < LIST_MAX ? scale_index(o, 16) : max;
 	char label[64];
 
 	printf("\nscale (targets 2, 3): one post in flight per producer, %zu "
@@ -473,10 +476,11 @@ table_scale(const Options *o, const Results *r)
 	}
 	row("fsync of a 1 KiB append", true, r->fs_rate, 0, "/s");
 	snprintf(label, sizeof(label), "%u producers / 1 producer",
-		 o->scale.v[max]);
+		 o->scale.v[cmp]);
 	ratio(label, one < LIST_MAX,
-	      scale_rate(o, r, max) / scale_rate(o, r, one),
-	      ">= 8 (16 producers)");
+	      scale_rate(o, r, cmp) / scale_rate(o, r, one),
+	      o->scale.v[cmp] == 16 ? ">= 8 (16 producers)"
+				    : "(>= 8 is for 16 producers)");
 	ratio("1 producer / fsync rate", one < LIST_MAX,
 	      scale_rate(o, r, one) / r->fs_rate, ">= 0.8");
 }

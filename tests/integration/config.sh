@@ -81,6 +81,7 @@ max-connections-per-uid = 50
 max-unacked = 1000
 max-in-flight = 64
 max-store-size = 64M
+commit-delay-us = 250
 CONF
 while read -r k; do
 	grep -q "^$k = " "$CONF" || fail "option --$k is not in the test's file"
@@ -114,12 +115,14 @@ refused "a fourth message (max-mailbox-msgs 3)" mbctl post a m4
 # ---- SIGHUP: a limit and the log level change, the rest needs a restart ----
 sed -i -e 's/^max-mailboxes = 2$/max-mailboxes = 3/' \
 	-e 's/^log-level = debug$/log-level = notice/' \
+	-e 's/^commit-delay-us = 250$/commit-delay-us = 50/' \
 	-e 's/^sync = normal$/sync = off/' "$CONF"
 hup_and_wait 1
 grep -q 'reload: max-mailboxes 2 -> 3' "$LOG" || fail "max-mailboxes change not logged"
+grep -q 'reload: commit-delay-us 250 -> 50' "$LOG" || fail "commit-delay-us change not logged"
 grep -q 'reload: log-level debug -> notice' "$LOG" || fail "log-level change not logged"
 grep -q "reload: sync changed.*needs a restart" "$LOG" || fail "no restart warning for sync"
-grep -q 'reloaded .*: 2 settings changed' "$LOG" || fail "no reload summary: $(tail -5 "$LOG")"
+grep -q 'reloaded .*: 3 settings changed' "$LOG" || fail "no reload summary: $(tail -5 "$LOG")"
 mbctl create c || fail "max-mailboxes 3 not applied by SIGHUP"
 n=$(grep -c 'client [0-9]* connected' "$LOG")
 mbctl ping >/dev/null

@@ -107,7 +107,7 @@ mbctl create m --max-deliveries 1
 mbctl stats --json >"$T_DIR/stats0.json"
 json_ok "$T_DIR/stats0.json" 1
 for k in posted delivered redelivered acked nacked dead_rejected \
-	dead_max_deliveries dead_expired bytes_in bytes_out; do
+	dead_max_deliveries dead_expired bytes_in bytes_out commits; do
 	eval "B_$k=\$(jget \"d['counters']['$k']['total']\" <\"$T_DIR/stats0.json\")"
 done
 
@@ -140,6 +140,10 @@ assert_eq 5 "$(delta delivered "$B_delivered")" "delivered"
 assert_eq 1 "$(delta redelivered "$B_redelivered")" "redelivered"
 assert_eq $((5 + 8 + 4)) "$(delta bytes_in "$B_bytes_in")" "bytes_in"
 assert_eq $((2 + 1 + 1 + 4)) "$(delta bytes_out "$B_bytes_out")" "bytes_out"
+# Three posts that each waited for their answer: three durable commits at
+# least (the acks commit too; a commit may hold several requests).
+n=$(delta commits "$B_commits")
+[ "$n" -ge 3 ] || fail "commits grew by $n, not by 3 or more"
 assert_eq true "$(jget "d['counters']['posted']['rate'] > 0" <"$T_DIR/stats1.json")" "posted rate"
 assert_eq true "$(jget "0 < d['interval_ms'] <= 10000" <"$T_DIR/stats1.json")" "interval_ms"
 assert_eq true "$(jget "d['connections'] >= 1 and d['mailboxes'] == 3" <"$T_DIR/stats1.json")" "connections, mailboxes"
@@ -153,6 +157,7 @@ for kv in posted=5 acked=2 nacked=1 dead_rejected=1 delivered=4 redelivered=1 de
 	assert_eq "${kv#*=}" "$(jget "d['counters']['${kv%%=*}']['total']" <"$T_DIR/stat-q.json")" "q's ${kv%%=*}"
 done
 assert_eq false "$(jget "'connections' in d['counters']" <"$T_DIR/stat-q.json")" "q has no connections counter"
+assert_eq false "$(jget "'commits' in d['counters']" <"$T_DIR/stat-q.json")" "q has no commits counter"
 assert_eq "2 0 1 60000ms 0600" "$(jget "'%d %d %d %s %s' % (d['ready'], d['leased'], d['dead'], d['settings']['lease'], d['mode'])" <"$T_DIR/stat-q.json")" "stat q: ready leased dead lease mode"
 assert_eq 1 "$(counter dead_max_deliveries m)" "m's dead_max_deliveries"
 assert_eq 1 "$(counter dead_expired e)" "e's dead_expired"
