@@ -567,7 +567,7 @@ broker_defer(Broker *b, enum pending_kind kind, Conn *c, uint16_t op,
 	b->pending_tail = p;
 	if (kind != PENDING_NACK)
 		b->batch_durable = true;
-	if (kind == PENDING_POST || kind == PENDING_PUBLISH)
+	if ((kind == PENDING_POST || kind == PENDING_PUBLISH) && n)
 		b->batch_posts = true;
 	c->in_flight++;
 	return 0;
@@ -904,8 +904,13 @@ broker_answer(Broker *b, PendingOp *p, int r)
 				     : store_errmsg(b->store));
 		return;
 	}
-	if ((p->kind == PENDING_POST || p->kind == PENDING_PUBLISH) &&
-	    c->awaited_gen != b->commit_gen) {
+	/*
+	 * A poster with something else under way (a RECV waiting, a
+	 * subscription) may be waiting for a message rather than about to
+	 * post: request/reply over mailboxes would pay the whole delay.
+	 */
+	if ((p->kind == PENDING_POST || p->kind == PENDING_PUBLISH) && p->n &&
+	    !c->in_flight && !c->subs && c->awaited_gen != b->commit_gen) {
 		c->awaited_gen = b->commit_gen;
 		b->n_awaited++;
 	}
@@ -934,6 +939,8 @@ broker_commit_batch(Broker *b, int *out)
 			r = b->batch_err < 0 ? b->batch_err : -EIO;
 		} else {
 			r = store_commit(b->store, b->batch_durable);
+			if (r == 0 && b->batch_durable)
+				broker_count(b, NULL, BC_COMMITS, 1);
 		}
 		if (r < 0)
 			log_write(b->log, LOG_ERR,
@@ -955,8 +962,6 @@ broker_commit_batch(Broker *b, int *out)
 			b->store_full = false;
 		}
 	}
-	if (r == 0 && b->batch_durable)
-		broker_count(b, NULL, BC_COMMITS, 1);
 	if (b->batch_posts) {
 		/* Its posters, answered next, are the ones the next commit
 		 * of posts waits for (broker_commit_waits). */

@@ -322,8 +322,8 @@ void mbox_list_free(mbox_mailbox_info *list, size_t n);
  * One event counter: its name ("posted", "delivered", "redelivered",
  * "acked", "nacked", "dead_rejected", "dead_max_deliveries",
  * "dead_expired", "bytes_in", "bytes_out", and for the broker
- * "connections"), its total since the broker started, and its rate per
- * second times 1000 over the last interval_ms of the enclosing struct.
+ * "connections" and "commits"), its total since the broker started, and its
+ * rate per second times 1000 over the last interval_ms of the enclosing struct.
  */
 typedef struct mbox_counter {
 	char *name;
@@ -376,7 +376,7 @@ typedef struct mbox_mailbox_stat {
 	int64_t created_ns;
 	char **settings; /* "key=value", as mbox_create takes them */
 	size_t n_settings;
-	mbox_counter *counters; /* its events, without "connections" */
+	mbox_counter *counters; /* its events, without the broker's own */
 	size_t n_counters;
 	uint64_t interval_ms; /* span of the rates */
 	/* Connections subscribed to or waiting on it; only their

@@ -482,8 +482,9 @@ static const char stats_help[] =
 	"mailboxes,\n"
 	"messages of all mailboxes by state, store size, and its event\n"
 	"counters since it started (posted, delivered, redelivered, acked,\n"
-	"nacked, dead by reason, bytes in and out, connections) with their\n"
-	"rates per second over the last 10 s. Anyone may ask.\n"
+	"nacked, dead by reason, bytes in and out, connections, durable\n"
+	"commits) with their rates per second over the last 10 s. Anyone may\n"
+	"ask.\n"
 	"\n"
 	"Options:\n"
 	"  -j, --json            one JSON object on one line\n" CTL_COMMON_HELP;

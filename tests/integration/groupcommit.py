@@ -11,6 +11,8 @@ Scenarios (usage: groupcommit.py SOCKET SCENARIO...):
   grouped   a post waits for the poster answered last; both share one
             commit, and a poster that hangs up is not waited for
   deadline  a poster that stays silent is waited for one delay, no more
+  busy      a poster with a subscription or a RECV under way is not
+            waited for (it may be waiting for the other side's post)
   nowait    (run against a broker with sync=normal) nothing waits
 Exits non-zero on the first failure. Every wait is bounded.
 """
@@ -28,11 +30,13 @@ from wire import OP, S, check, field, fields, text_of, u64  # noqa: E402
 T_COUNTER, T_KEY, T_COUNT = 50, 12, 4
 DELAY = 1.0  # --commit-delay-us of the broker, in seconds
 PATH = None
+OPEN = []  # every client of the scenario under way, closed at its end
 
 
 def client():
     c = wire.Client(PATH)
     c.hello()
+    OPEN.append(c)
     return c
 
 
@@ -133,6 +137,41 @@ def deadline():
           "the next commit does not wait for a again")
 
 
+def busy():
+    a, b, stats = client(), client(), client()
+    st, f = a.call("SUBSCRIBE", field("MAILBOX", "gc-reply") +
+                   field("COUNT", 1))
+    check(st == S["OK"], "a subscribes to gc-reply: %s" % text_of(f))
+    post(a, b"request")  # a has a subscription: not awaited
+    n0 = commits(stats)
+    t0 = time.monotonic()
+    st, f = b.call("POST", field("MAILBOX", "gc-reply") +
+                   field("MSG", field("DATA", b"reply")))
+    check(st == S["OK"], "b posts the reply: %s" % text_of(f))
+    check(time.monotonic() - t0 < 0.5 * DELAY,
+          "the reply does not wait for a subscriber that posted")
+    check(len(a.pushed(1, 5.0)) == 1, "a gets the reply pushed")
+    check(commits(stats) - n0 == 1, "one commit for the reply")
+    # A RECV waiting on the poster's connection: not awaited either.
+    c = client()
+    rr = c.send_frame(OP["RECV"], field("MAILBOX", "gc-empty") +
+                      field("COUNT", 1) + field("WAIT_MS", 5000))
+    rp = send_post(c, b"with a recv waiting")
+    answered(c, rp)
+    t0 = time.monotonic()
+    post(b, b"after it")
+    check(time.monotonic() - t0 < 0.5 * DELAY,
+          "a post does not wait for a poster whose RECV waits")
+    c.send_frame(OP["POST"], field("MAILBOX", "gc-empty") +
+                 field("MSG", field("DATA", b"for the recv")))
+    got = []
+    for _ in range(2):
+        op, flags, rid, st, body = c.read_frame()
+        check(st == S["OK"], "c's RECV and post answered")
+        got.append(rid)
+    check(rr in got, "c's RECV got its message")
+
+
 def nowait():
     a, b = client(), client()
     post(a, b"a1")
@@ -143,7 +182,7 @@ def nowait():
           "with sync=normal a post never waits (%.2f s)" % took)
 
 
-SCENARIOS = [lone, grouped, deadline, nowait]
+SCENARIOS = [lone, grouped, deadline, busy, nowait]
 
 if __name__ == "__main__":
     PATH = sys.argv[1]
@@ -155,3 +194,7 @@ if __name__ == "__main__":
         except (EOFError, OSError) as e:
             check(False, "%s: lost the broker (did mboxd die?): %r" %
                   (name, e))
+        finally:
+            # No poster of this scenario may be awaited by the next.
+            while OPEN:
+                OPEN.pop().s.close()
