@@ -105,7 +105,8 @@ usage(FILE *f, const char *argv0)
 		"  --producers N     posting clients (default 4)\n"
 		"  --messages N      messages of each post, push, pipeline, "
 		"scale and\n"
-		"                    conns run (default 10000)\n"
+		"                    conns run (default 30000: runs of 10000\n"
+		"                    lasted a fraction of a second)\n"
 		"  --count N         round trips measured (default 2000)\n"
 		"  --workload LIST   some of post,rtt,push,pipeline,scale,"
 		"latency,memory,\n"
@@ -290,7 +291,7 @@ options_default(Options *o)
 		.sync = "full",
 		.size = 1024,
 		.producers = 4,
-		.messages = 10000,
+		.messages = 30000,
 		.count = 2000,
 		.workloads = WL_ALL,
 		.subscribers = {.v = {1, 4}, .n = 2},
