@@ -44,22 +44,26 @@ static void broker_on_dedup_timer(EV_P_ ev_timer *w, int revents);
 static void broker_answer_waiter(Broker *b, Waiter *w, unsigned st,
 				 const char *text);
 
-int64_t
-broker_now_ns(void)
+static int64_t
+broker_clock_ns(clockid_t clock)
 {
 	struct timespec ts;
 
-	clock_gettime(CLOCK_REALTIME, &ts);
+	clock_gettime(clock, &ts);
 	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
+int64_t
+broker_now_ns(void)
+{
+	return broker_clock_ns(CLOCK_REALTIME);
+}
+
+/* For the commit delay: immune to the wall clock being set. */
 static int64_t
 broker_mono_ns(void)
 {
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+	return broker_clock_ns(CLOCK_MONOTONIC);
 }
 
 /* Nothing to do here: waking the loop runs the next flush. */
