@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "bench-base.h"
+#include "store/store.h"
 #include "bench-util.h"
 
 int
@@ -257,4 +258,119 @@ baseline_sqlite(const char *dir, size_t k, size_t msgs, size_t size,
 	rmdir(tmp);
 	free(data);
 	return r;
+}
+
+/* The ids leased by one transaction of baseline_store. */
+typedef struct StoreIds {
+	uint64_t *id;
+	size_t n;
+} StoreIds;
+
+static int
+store_note_leased(void *ctx, const StoreMsg *m)
+{
+	StoreIds *ids = ctx;
+
+	ids->id[ids->n++] = m->id;
+	return 0;
+}
+
+/* One transaction of baseline_store: k posts, their lease, and the acks
+ * of the k leased before (acked, which it empties). */
+static int
+store_batch(Store *s, StoreMailbox *mb, size_t k, const void *data, size_t size,
+	    StoreIds *leased, StoreIds *acked)
+{
+	StoreMsg m = {.mailbox_id = mb->id,
+		      .priority = 4,
+		      .data = data,
+		      .len = size,
+		      .pid = 1,
+		      .uid = 1,
+		      .gid = 1,
+		      .comm = "mbox-bench"};
+	int r = store_begin(s);
+
+	for (size_t i = 0; r >= 0 && i < k; i++) {
+		m.time_ns = (int64_t)(now_s() * 1e9);
+		r = store_msg_insert(s, mb, &m);
+	}
+	leased->n = 0;
+	if (r >= 0)
+		r = store_msg_lease(s, mb, INT64_MAX, k, store_note_leased,
+				    leased);
+	for (size_t i = 0; r >= 0 && i < acked->n; i++)
+		r = store_msg_delete(s, mb, acked->id[i]);
+	acked->n = 0;
+	if (r >= 0)
+		r = store_commit(s, true);
+	if (r < 0) {
+		fprintf(stderr, "mbox-bench: store baseline: %s\n",
+			store_errmsg(s));
+		store_rollback(s);
+	}
+	return r < 0 ? r : 0;
+}
+
+int
+baseline_store(const char *dir, size_t k, size_t msgs, size_t size,
+	       double *rate)
+{
+	static const char *const files[] = {"q.db", "q.db-wal", "q.db-shm"};
+	char tmp[PATH_MAX], path[PATH_MAX + 16], err[256] = "";
+	size_t txns = (msgs + k - 1) / k, i;
+	StoreMailbox tmpl = {.name = "q", .mode = 0600, .lease_ms = 60000};
+	StoreMailbox *mb = NULL;
+	StoreIds a = {calloc(k, sizeof(uint64_t)), 0};
+	StoreIds b = {calloc(k, sizeof(uint64_t)), 0};
+	void *data = calloc(1, size);
+	Store *s = NULL;
+	double t0;
+	int r;
+
+	if (!a.id || !b.id || !data) {
+		r = -ENOMEM;
+		goto out;
+	}
+	txns = txns < 32 ? 32 : txns;
+	snprintf(tmp, sizeof(tmp), "%s/store.XXXXXX", dir);
+	if (!mkdtemp(tmp)) {
+		r = -errno;
+		fprintf(stderr, "mbox-bench: mkdtemp %s: %s\n", tmp,
+			strerror(-r));
+		goto out;
+	}
+	snprintf(path, sizeof(path), "%s/q.db", tmp);
+	tmpl.owner_uid = getuid();
+	tmpl.gid = getgid();
+	r = store_open(&s, path, STORE_SYNC_FULL, err, sizeof(err));
+	if (r < 0)
+		fprintf(stderr, "mbox-bench: store baseline: %s\n", err);
+	if (r >= 0 && (r = store_begin(s)) >= 0 &&
+	    (r = store_mailbox_create(s, &tmpl, &mb)) >= 0)
+		r = store_commit(s, true);
+	/* The first batch gives the acks of the second something. */
+	if (r >= 0)
+		r = store_batch(s, mb, k, data, size, &a, &b);
+	t0 = now_s();
+	for (i = 0; r >= 0 && i < txns; i++) {
+		/* a holds what the last transaction leased: ack it now. */
+		StoreIds t = a;
+
+		a = b;
+		b = t;
+		r = store_batch(s, mb, k, data, size, &a, &b);
+	}
+	*rate = (double)(txns * k) / (now_s() - t0);
+	store_free(s);
+	for (i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
+		snprintf(path, sizeof(path), "%s/%s", tmp, files[i]);
+		unlink(path);
+	}
+	rmdir(tmp);
+out:
+	free(a.id);
+	free(b.id);
+	free(data);
+	return r < 0 ? r : 0;
 }

@@ -24,5 +24,15 @@ int baseline_seqpacket(size_t n, double *p50, bool *across);
  */
 int baseline_sqlite(const char *dir, size_t k, size_t msgs, size_t size,
 		    double *rate);
+/*
+ * baseline_store - what the store's design allows: mboxd's store module
+ * alone (sync=full, no broker, no sockets, no clients) on a fresh
+ * database under dir. Each transaction inserts k messages of size bytes
+ * into one mailbox, leases them as a waiting consumer would, and deletes
+ * the k leased in the transaction before (their acks). At least msgs
+ * messages and 32 transactions; *rate is messages through per second.
+ */
+int baseline_store(const char *dir, size_t k, size_t msgs, size_t size,
+		   double *rate);
 
 #endif

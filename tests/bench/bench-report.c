@@ -176,6 +176,7 @@ json_targets(const Options *o, const Results *r)
 	json_num("sqlite_ceiling_per_sec", pipe, 1, r->sql_rate[sql_best(r)]);
 	json_int("sqlite_ceiling_batch", pipe,
 		 (long long)sql_batches[sql_best(r)]);
+	json_num("store_alone_batch64_per_sec", pipe, 1, r->store_rate);
 	printf(",\"scale\":[");
 	for (unsigned i = 0; scale && i < o->scale.n && i < LIST_MAX; i++)
 		printf("%s{\"producers\":%u,\"msgs_per_sec\":%.1f}",
@@ -232,6 +233,10 @@ json_target_ratios(const Options *o, const Results *r)
 
 	json_num("pipeline_per_sqlite_ceiling", w & WL_PIPELINE, 3,
 		 o->messages / r->pipe_s / r->sql_rate[sql_best(r)]);
+	json_num("store_alone_per_ceiling", w & WL_PIPELINE, 3,
+		 r->store_rate / r->sql_rate[sql_best(r)]);
+	json_num("pipeline_per_store_alone", w & WL_PIPELINE, 3,
+		 o->messages / r->pipe_s / r->store_rate);
 	json_num("scale_max_per_1", scale, 2,
 		 scale_rate(o, r, max) / scale_rate(o, r, one));
 	json_num("scale_1_per_fsync", scale, 3,
@@ -453,6 +458,14 @@ table_pipeline(const Options *o, const Results *r)
 		 sql_batches[sql_best(r)]);
 	ratio(label, true, o->messages / r->pipe_s / r->sql_rate[sql_best(r)],
 	      ">= 0.7");
+	/* What the store's design allows, with no protocol, no sockets and
+	 * no clients: whether the pipeline's time goes to SQLite or not. */
+	row("store alone (no broker), 64 a txn", true, r->store_rate, 0,
+	    "msgs/s");
+	ratio("store alone / SQLite ceiling", true,
+	      r->store_rate / r->sql_rate[sql_best(r)], NULL);
+	ratio("pipeline / store alone", true,
+	      o->messages / r->pipe_s / r->store_rate, NULL);
 	printf("  (against Redis Streams, target >= 2x: "
 	       "contrib/bench/compare.sh)\n");
 }

@@ -75,6 +75,7 @@ typedef struct Results {
 	bool sp_across;		      /* the ping-pong ran pinned on two CPUs */
 	double pipe_s;		      /* WL_PIPELINE */
 	double sql_rate[SQL_BATCHES]; /* rows/s for 1, 64, 1024 a txn */
+	double store_rate;	      /* the store module alone, 64 a txn */
 	double scale_s[LIST_MAX];     /* WL_SCALE, per --scale entry */
 	double lat_full_med, lat_full_p99; /* WL_LATENCY, seconds */
 	double lat_norm_med, lat_norm_p99; /* only with a broker of ours */

@@ -463,6 +463,9 @@ wl_pipeline(const Options *o, const char *sock, const char *sql_dir,
 	for (unsigned i = 0; !err && i < SQL_BATCHES; i++)
 		err = baseline_sqlite(sql_dir, sql_batches[i], o->messages,
 				      o->size, &res->sql_rate[i]);
+	if (!err)
+		err = baseline_store(sql_dir, 64, o->messages, o->size,
+				     &res->store_rate);
 	return err;
 }
 

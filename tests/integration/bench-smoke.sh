@@ -40,7 +40,7 @@ assert_eq 4 "$(grep -o '"push":\[[^]]*\]' "$T_DIR/bench.json" |
 has_number "$T_DIR/bench.json" \
 	pipeline_msgs_per_sec pipeline_producers pipeline_consumers \
 	pipeline_depth sqlite_batch1_per_sec sqlite_batch64_per_sec \
-	sqlite_batch1024_per_sec \
+	sqlite_batch1024_per_sec store_alone_batch64_per_sec \
 	latency_full_p50_us latency_full_p99_us latency_normal_p50_us \
 	latency_normal_p99_us \
 	rss_idle_kib rss_backlog_kib rss_backlog_anon_kib rss_drained_kib \
@@ -49,7 +49,8 @@ has_number "$T_DIR/bench.json" \
 	active_max_msgs_per_sec active_max \
 	churn_messages churn_peak_live_bytes churn_db_bytes churn_wal_bytes \
 	cli_post_s lib_post_s cli_recv_s lib_recv_s \
-	pipeline_per_sqlite_ceiling scale_max_per_1 scale_1_per_fsync \
+	pipeline_per_sqlite_ceiling store_alone_per_ceiling \
+	pipeline_per_store_alone scale_max_per_1 scale_1_per_fsync \
 	latency_normal_p50_per_seqpacket latency_full_p50_per_model \
 	backlog_per_empty active_max_per_16 churn_file_per_peak_live \
 	cli_post_per_lib cli_recv_per_lib
