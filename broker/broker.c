@@ -870,6 +870,7 @@ broker_restore_lease(Broker *b, Conn *c, uint64_t id, const PendingLease *pl)
 		      &l) < 0)
 		return;
 	l->lease_ms = pl->lease_ms;
+	l->msg_len = pl->msg_len;
 	/* Looked up again: the subscription may have ended meanwhile. */
 	if (pl->sub && mb && mb->user) {
 		Sub *s = sub_find(c, mb->user);
@@ -1046,8 +1047,10 @@ broker_deliver_cb(void *ctx, const StoreMsg *m)
 	d->ids[d->n++] = m->id;
 	r = lease_add(&b->leases, &d->conn->leases, m->id, d->mb->id, d->conn,
 		      d->deadline_ns, &l);
-	if (r == 0)
+	if (r == 0) {
 		l->lease_ms = d->lease_ms;
+		l->msg_len = m->len;
+	}
 	if (r < 0) {
 		d->err = r;
 		return 1;

@@ -173,6 +173,7 @@ enum pending_kind {
 typedef struct PendingLease {
 	int64_t mailbox_id;
 	uint64_t lease_ms;
+	uint64_t msg_len; /* as its Lease had it */
 	bool sub; /* it counted against c's subscription of the mailbox */
 } PendingLease;
 

@@ -187,6 +187,7 @@ lease_add(LeaseTable *t, LeaseList *list, uint64_t msg_id, int64_t mailbox_id,
 		return -ENOMEM;
 	l->msg_id = msg_id;
 	l->mailbox_id = mailbox_id;
+	l->msg_len = LEASE_LEN_UNKNOWN;
 	l->holder = holder;
 	l->deadline_ns = deadline_ns;
 	k = lease_bucket(t, msg_id);

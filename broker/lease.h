@@ -12,6 +12,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#define LEASE_LEN_UNKNOWN UINT64_MAX
+
 typedef struct Lease Lease;
 typedef struct LeaseList LeaseList;
 struct Lease {
@@ -20,6 +22,7 @@ struct Lease {
 	void *holder;	     /* the Conn that holds it; NULL while parked */
 	void *sub;	     /* the subscription it counts against, or NULL */
 	uint64_t lease_ms;   /* length it was granted with (TOUCH, CLAIM) */
+	uint64_t msg_len;    /* bytes of data delivered, or LEASE_LEN_UNKNOWN */
 	int64_t deadline_ns; /* CLOCK_REALTIME ns when it runs out */
 	LeaseList *list;     /* the list it is on */
 	Lease *hash_next;

@@ -148,6 +148,7 @@ enum {
 	ST_MSG_SET_LEASED,
 	ST_MSG_STAT,
 	ST_MSG_DELETE,
+	ST_MSG_ACK,
 	ST_MSG_RELEASE,
 	ST_MSG_GET,
 	ST_MSG_PEEK,
@@ -229,11 +230,19 @@ static const char *const store_sql[ST_COUNT] = {
 			 " AND ready_ns <= ?2"
 			 " AND (expires_ns = 0 OR expires_ns > ?2)"
 			 " ORDER BY priority DESC, id LIMIT ?3",
+	/* The rows one walk of ST_MSG_LEASE took at priority ?2: every
+	 * row it may take between two ids (the same conditions). */
 	[ST_MSG_SET_LEASED] = "UPDATE message SET state = 1,"
-			      " deliveries = deliveries + 1 WHERE id = ?1",
+			      " deliveries = deliveries + 1"
+			      " WHERE mailbox_id = ?1 AND state = 0"
+			      " AND priority = ?2 AND id BETWEEN ?3 AND ?4"
+			      " AND ready_ns <= ?5"
+			      " AND (expires_ns = 0 OR expires_ns > ?5)",
 	[ST_MSG_STAT] = "SELECT state, length(data), deliveries FROM message"
 			" WHERE id = ?1 AND mailbox_id = ?2",
 	[ST_MSG_DELETE] = "DELETE FROM message WHERE id = ?1",
+	[ST_MSG_ACK] = "DELETE FROM message"
+		       " WHERE id = ?1 AND mailbox_id = ?2 AND state = 1",
 	[ST_MSG_RELEASE] = "UPDATE message SET state = 0, ready_ns = ?3"
 			   " WHERE id = ?1 AND mailbox_id = ?2 AND state = 1",
 	[ST_MSG_GET] = "SELECT " MSG_COLS " FROM message"
@@ -1677,20 +1686,57 @@ out:
 	return r;
 }
 
+/* The rows one walk of store_msg_lease took at one priority: all those
+ * it may take with ids lo..hi (it takes them in id order). */
+typedef struct LeaseRange {
+	int64_t priority, lo, hi;
+	int count;
+} LeaseRange;
+
+/* Mark the rows of the walk's ranges LEASED, one UPDATE per priority. */
+static int
+lease_mark(Store *s, StoreMailbox *mb, int64_t now_ns_, const LeaseRange *rg,
+	   size_t n)
+{
+	sqlite3_stmt *upd = stmt_get(s, ST_MSG_SET_LEASED);
+	int r;
+
+	for (size_t i = 0; i < n; i++) {
+		sqlite3_bind_int64(upd, 1, mb->id);
+		sqlite3_bind_int64(upd, 2, rg[i].priority);
+		sqlite3_bind_int64(upd, 3, rg[i].lo);
+		sqlite3_bind_int64(upd, 4, rg[i].hi);
+		sqlite3_bind_int64(upd, 5, now_ns_);
+		r = stmt_run(s, upd, "lease messages");
+		if (r < 0)
+			return r;
+		if (sqlite3_changes(s->db) != rg[i].count)
+			return store_error(s, -EIO,
+					   "%d messages of %s leased where %d "
+					   "were taken",
+					   sqlite3_changes(s->db), mb->name,
+					   rg[i].count);
+	}
+	return 0;
+}
+
 /*
- * Each row is marked LEASED before fn sees it, so every message fn was
- * called for is leased, the one for which fn stopped the walk included.
- * On an error after some calls of fn, the caller must roll back, or
- * release the rows fn saw (store_msg_release).
- * fn must not call the store (it gets -EBUSY).
+ * Every message fn was called for is leased, the one for which fn
+ * stopped the walk included. The rows are marked after the walk, one
+ * UPDATE for each priority it went through instead of one per row: a
+ * statement costs more than the row it changes (doc/performance.md). fn
+ * cannot tell: it must not call the store (it gets -EBUSY). On an error
+ * after some calls of fn, the caller must roll back, or release the rows
+ * fn saw (store_msg_release).
  */
 int
 store_msg_lease(Store *s, StoreMailbox *mb, int64_t now_ns_, size_t max,
 		StoreMsgFn fn, void *ctx)
 {
 	sqlite3_stmt *sel = stmt_get(s, ST_MSG_LEASE);
-	sqlite3_stmt *upd = stmt_get(s, ST_MSG_SET_LEASED);
 	Entry *e = entry_of(mb);
+	LeaseRange rg[MBOX_PRIORITY_MAX + 1];
+	size_t n_rg = 0;
 	int n = 0, r, rc;
 
 	r = store_check_write(s, mb);
@@ -1706,17 +1752,23 @@ store_msg_lease(Store *s, StoreMailbox *mb, int64_t now_ns_, size_t max,
 	sqlite3_bind_int64(sel, 1, mb->id);
 	sqlite3_bind_int64(sel, 2, now_ns_);
 	sqlite3_bind_int64(sel, 3, (int64_t)max);
-	/* Updating rows under a running SELECT is fine here: a leased row
-	 * moves to state 1, outside the (mailbox_id, 0) index range the
-	 * SELECT walks, so it is neither seen again nor skipped over. */
 	while ((rc = sqlite3_step(sel)) == SQLITE_ROW) {
 		StoreMsg m;
 
 		msg_from_row(sel, &m);
-		sqlite3_bind_int64(upd, 1, (int64_t)m.id);
-		r = stmt_run(s, upd, "lease message");
-		if (r < 0)
-			goto out;
+		if (!n_rg || rg[n_rg - 1].priority != m.priority) {
+			if (n_rg == MBOX_PRIORITY_MAX + 1) {
+				r = store_error(
+					s, -EIO,
+					"priority %u out of order in %s",
+					m.priority, mb->name);
+				goto out;
+			}
+			rg[n_rg++] = (LeaseRange){m.priority, (int64_t)m.id,
+						  (int64_t)m.id, 0};
+		}
+		rg[n_rg - 1].hi = (int64_t)m.id;
+		rg[n_rg - 1].count++;
 		m.state = STORE_LEASED;
 		m.deliveries++;
 		counter_sub(&mb->n_ready, 1);
@@ -1734,6 +1786,11 @@ store_msg_lease(Store *s, StoreMailbox *mb, int64_t now_ns_, size_t max,
 	r = n;
 out:
 	stmt_done(sel);
+	if (r >= 0 && n_rg) {
+		int mr = lease_mark(s, mb, now_ns_, rg, n_rg);
+		if (mr < 0)
+			r = mr;
+	}
 	return r;
 }
 
@@ -1810,6 +1867,39 @@ store_msg_delete(Store *s, StoreMailbox *mb, uint64_t id)
 	if (r < 0)
 		return r;
 	counters_remove(mb, ms.state, ms.len);
+	s->txn_wrote = true;
+	return 0;
+}
+
+/*
+ * An ack is the hot path of every consumer: one DELETE that finds the row
+ * only in the state the caller says, instead of store_msg_delete's SELECT
+ * of it first (8 % of the broker's CPU in the pipeline,
+ * doc/performance.md). The length cannot be checked without that read;
+ * it is what the lease delivered.
+ */
+int
+store_msg_ack(Store *s, StoreMailbox *mb, uint64_t id, uint64_t len)
+{
+	sqlite3_stmt *st;
+	Entry *e = entry_of(mb);
+	int r;
+
+	r = store_check_write(s, mb);
+	if (r == 0)
+		r = journal_touch(s, e);
+	if (r < 0)
+		return r;
+	st = stmt_get(s, ST_MSG_ACK);
+	sqlite3_bind_int64(st, 1, clamp_i64(id));
+	sqlite3_bind_int64(st, 2, mb->id);
+	r = stmt_run(s, st, "delete message");
+	if (r < 0)
+		return r;
+	if (sqlite3_changes(s->db) == 0)
+		return store_error(s, -ENOENT, "no leased message %llu in %s",
+				   (unsigned long long)id, mb->name);
+	counters_remove(mb, STORE_LEASED, len);
 	s->txn_wrote = true;
 	return 0;
 }

@@ -191,6 +191,13 @@ int store_msg_lease(Store *s, StoreMailbox *mb, int64_t now_ns, size_t max,
 /* Delete message id of mb (any state). -ENOENT if it is not there. */
 int store_msg_delete(Store *s, StoreMailbox *mb, uint64_t id);
 /*
+ * store_msg_ack - delete message id of mb that the caller knows to be
+ * LEASED, with len bytes of data (what its lease delivered), without
+ * reading the row first. -ENOENT, and nothing done, when mb holds no
+ * leased message id: store_msg_delete then says what is there.
+ */
+int store_msg_ack(Store *s, StoreMailbox *mb, uint64_t id, uint64_t len);
+/*
  * store_msg_release - LEASED -> READY, deliverable from ready_ns (0 = at
  * once); the message keeps its id and so its place in line. When
  * mb->max_deliveries is not 0 and the message has been delivered that

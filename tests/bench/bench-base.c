@@ -300,7 +300,7 @@ store_batch(Store *s, StoreMailbox *mb, size_t k, const void *data, size_t size,
 		r = store_msg_lease(s, mb, INT64_MAX, k, store_note_leased,
 				    leased);
 	for (size_t i = 0; r >= 0 && i < acked->n; i++)
-		r = store_msg_delete(s, mb, acked->id[i]);
+		r = store_msg_ack(s, mb, acked->id[i], size);
 	acked->n = 0;
 	if (r >= 0)
 		r = store_commit(s, true);

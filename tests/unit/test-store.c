@@ -1114,6 +1114,134 @@ test_store_lease_respects_ready_ns(void **state)
 	check_counters(fx, mb);
 }
 
+/* The state and delivery count of message id, from the database. */
+static void
+raw_state(const Fx *fx, uint64_t id, int64_t *state, int64_t *deliveries)
+{
+	sqlite3 *db = raw_open(fx);
+	char sql[128];
+
+	snprintf(sql, sizeof(sql), "SELECT state FROM message WHERE id = %llu",
+		 (unsigned long long)id);
+	*state = raw_int(db, sql);
+	snprintf(sql, sizeof(sql),
+		 "SELECT deliveries FROM message WHERE id = %llu",
+		 (unsigned long long)id);
+	*deliveries = raw_int(db, sql);
+	sqlite3_close(db);
+}
+
+/*
+ * A lease marks the rows it took by ranges of ids, one per priority: the
+ * delayed and expired rows between them stay READY and uncounted, and so
+ * do those after the row where the walk stopped.
+ */
+static void
+test_store_lease_marks_only_taken(void **state)
+{
+	Fx *fx = *state;
+	StoreMailbox *mb;
+	uint64_t id[9];
+	int64_t st, dl;
+	Seen sn;
+	/* priority, ready_ns, expires_ns; and whether the lease takes it */
+	static const struct {
+		uint32_t prio;
+		int64_t ready_ns, expires_ns;
+		bool taken;
+	} row[9] = {
+		{5, 0, 0, true},	   {5, NOW + 1000, 0, false},
+		{5, 0, 0, true},	   {5, 0, NOW - 1, false},
+		{5, 0, NOW + 1000, true},  {3, 0, 0, true},
+		{3, NOW + 1000, 0, false}, {3, 0, 0, true},
+		{3, 0, 0, false}, /* after the stop */
+	};
+
+	fx_open(fx, STORE_SYNC_FULL);
+	mb = mk_mailbox(fx->s, "ranges");
+	assert_int_equal(store_begin(fx->s), 0);
+	for (int i = 0; i < 9; i++) {
+		StoreMsg m = {.priority = row[i].prio,
+			      .time_ns = NOW,
+			      .ready_ns = row[i].ready_ns,
+			      .expires_ns = row[i].expires_ns,
+			      .data = "x",
+			      .len = 1};
+		assert_int_equal(store_msg_insert(fx->s, mb, &m), 0);
+		id[i] = m.id;
+	}
+	assert_int_equal(store_commit(fx->s, true), 0);
+
+	memset(&sn, 0, sizeof(sn));
+	sn.stop_after = 5;
+	assert_int_equal(store_begin(fx->s), 0);
+	assert_int_equal(store_msg_lease(fx->s, mb, NOW, 10, seen_cb, &sn), 7);
+	assert_int_equal(store_commit(fx->s, true), 0);
+	assert_int_equal(sn.n, 5);
+	for (int i = 0, k = 0; i < 9; i++) {
+		raw_state(fx, id[i], &st, &dl);
+		assert_int_equal(st, row[i].taken ? STORE_LEASED : STORE_READY);
+		assert_int_equal(dl, row[i].taken ? 1 : 0);
+		if (row[i].taken)
+			assert_int_equal(sn.id[k++], id[i]);
+	}
+	assert_int_equal(mb->n_leased, 5);
+	check_counters(fx, mb);
+
+	/* The next lease takes the one after the stop, and none twice. */
+	assert_int_equal(lease(fx->s, mb, NOW, 10, &sn), 1);
+	assert_int_equal(sn.id[0], id[8]);
+	check_counters(fx, mb);
+}
+
+/*
+ * store_msg_ack deletes only a leased message of its mailbox, and counts
+ * the length it is given; anything else is -ENOENT with nothing done.
+ */
+static void
+test_store_ack_leased_only(void **state)
+{
+	Fx *fx = *state;
+	StoreMailbox *mb, *other;
+	uint64_t a, b, c;
+	Seen sn;
+
+	fx_open(fx, STORE_SYNC_FULL);
+	mb = mk_mailbox(fx->s, "acks");
+	other = mk_mailbox(fx->s, "other");
+	a = post(fx->s, mb, 0, "aaaa");
+	b = post(fx->s, mb, 0, "bbbbbbbb");
+	c = post(fx->s, other, 0, "cc");
+	assert_int_equal(lease(fx->s, mb, NOW, 1, &sn), 1);
+	assert_int_equal(lease(fx->s, other, NOW, 1, &sn), 1);
+
+	assert_int_equal(store_begin(fx->s), 0);
+	/* b is READY, c is another mailbox's, 999 is nowhere. */
+	assert_int_equal(store_msg_ack(fx->s, mb, b, 8), -ENOENT);
+	assert_non_null(strstr(store_errmsg(fx->s), "no leased message"));
+	assert_int_equal(store_msg_ack(fx->s, mb, c, 2), -ENOENT);
+	assert_int_equal(store_msg_ack(fx->s, mb, 999, 1), -ENOENT);
+	assert_int_equal(mb->n_ready, 1);
+	assert_int_equal(mb->n_leased, 1);
+	assert_int_equal(mb->bytes, 12);
+	assert_int_equal(store_msg_ack(fx->s, mb, a, 4), 0);
+	assert_int_equal(store_msg_ack(fx->s, mb, a, 4), -ENOENT);
+	assert_int_equal(store_commit(fx->s, true), 0);
+	assert_int_equal(mb->n_leased, 0);
+	assert_int_equal(mb->n_ready, 1);
+	assert_int_equal(mb->bytes, 8);
+	check_counters(fx, mb);
+	check_counters(fx, other);
+
+	/* Rolled back, the ack and its counting are undone. */
+	assert_int_equal(store_begin(fx->s), 0);
+	assert_int_equal(store_msg_ack(fx->s, other, c, 2), 0);
+	assert_int_equal(store_rollback(fx->s), 0);
+	assert_int_equal(other->n_leased, 1);
+	assert_int_equal(other->bytes, 2);
+	check_counters(fx, other);
+}
+
 static void
 test_store_release_keeps_place(void **state)
 {
@@ -3548,6 +3676,8 @@ main(void)
 		T(test_store_callback_reentry_refused),
 		T(test_store_lease_order),
 		T(test_store_lease_respects_ready_ns),
+		T(test_store_lease_marks_only_taken),
+		T(test_store_ack_leased_only),
 		T(test_store_release_keeps_place),
 		T(test_store_counters_exact),
 		T(test_store_peek),
