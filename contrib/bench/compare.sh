@@ -40,6 +40,9 @@ RUN_TIMEOUT=300 # seconds, any one benchmark run
 PRODUCERS=4
 CONSUMERS=2
 DEPTH=64
+# Most messages a consumer holds: mboxd's consumers subscribe with this
+# window, the peers' take up to this many at once.
+BATCH=512
 
 die()
 {
@@ -326,7 +329,7 @@ measure()
 	if ! bench "$name" "$WORK/$name.runs" \
 		--workload pipeline,scale,latency --messages "$MESSAGES" \
 		--count "$COUNT" --scale 1,16 --producers "$PRODUCERS" \
-		--consumers "$CONSUMERS" --depth "$DEPTH"; then
+		--consumers "$CONSUMERS" --depth "$DEPTH" --batch "$BATCH"; then
 		FAILED=1
 		echo '{}' >"$WORK/$name.runs"
 	fi
@@ -360,6 +363,7 @@ if ! TMPDIR=$WORK timeout "$((RUN_TIMEOUT * 2))" "$MBOX_BENCH" \
 	--workload pipeline,scale,latency,memory --messages "$MESSAGES" \
 	--count "$COUNT" --scale 1,16 --backlog "$FILL" \
 	--producers "$PRODUCERS" --consumers "$CONSUMERS" --depth "$DEPTH" \
+	--consumer-window "$BATCH" \
 	>"$WORK/mboxd.json" 2>"$WORK/mboxd.err"; then
 	say "mbox-bench failed: $(tail -n 5 "$WORK/mboxd.err")"
 	echo '{}' >"$WORK/mboxd.json"
@@ -384,11 +388,12 @@ fi
 	done
 } >"$WORK/machine"
 
-python3 - "$WORK" "$JSON" "$MESSAGES" "$FILL" "$COUNT" "${RUN_PEERS[@]}" <<'EOF'
+python3 - "$WORK" "$JSON" "$MESSAGES" "$FILL" "$COUNT" "$BATCH" \
+	"${RUN_PEERS[@]}" <<'EOF'
 import json, sys
 
-work, as_json, messages, fill, count = sys.argv[1:6]
-peers = sys.argv[6:]
+work, as_json, messages, fill, count, batch = sys.argv[1:7]
+peers = sys.argv[7:]
 machine = dict(l.rstrip("\n").split("=", 1) for l in open(work + "/machine"))
 data = {"mboxd": json.load(open(work + "/mboxd.json"))}
 for p in peers:
@@ -495,6 +500,9 @@ print("baselines (mbox-bench): fsync of 1 KiB %s/s (p50 %s us), SOCK_SEQPACKET "
       "ping-pong p50 %s us, SQLite insert+delete 1024/transaction %s/s"
       % (fmt(m.get("fsync_per_sec")), fmt(m.get("fsync_p50_us")),
          fmt(m.get("seqpacket_rtt_p50_us"), 1), fmt(m.get("sqlite_batch1024_per_sec"))))
+print("pipeline consumers: mboxd subscribes (window %s) and acks what has come in one "
+      "request; peers take what is there, up to %s (reserve one at a time / XREADGROUP "
+      "COUNT / pull batch), then ack." % (batch, batch))
 print("mboxd latency: post -> push subscriber (sync=full); peers: put -> a consumer "
       "waiting in reserve / XREADGROUP BLOCK / pull of 1. %s round trips." % count)
 print()

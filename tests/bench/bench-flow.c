@@ -321,13 +321,77 @@ consumer_take(mbox *m, const char *mailbox, size_t k, mbox_msg **msgs,
 	return (int)n;
 }
 
+/* Under mu: count n more acked; whether the flow is over. */
+static bool
+flow_acked(Flow *f, size_t n)
+{
+	if (n) {
+		f->acked += n;
+		flow_moved(f);
+	} else {
+		flow_check_stall(f, "consumer");
+	}
+	return f->stop || f->acked >= f->spec->acks;
+}
+
+/*
+ * A consumer with a push subscription: take what has come, up to the
+ * window, and ack it in one request as soon as nothing more is there
+ * (holding ids while the window is full would stall). Only what is left
+ * of spec->acks is acked; pushes beyond it go back when the connection
+ * closes, so a backlog loses exactly spec->acks messages.
+ */
+static int
+subscriber_take(Flow *f, mbox *m, uint64_t *ids, char *what, size_t size)
+{
+	const FlowSpec *s = f->spec;
+	size_t n = 0, k;
+	mbox_msg *msg;
+	bool over = false;
+	int r = mbox_subscribe(m, s->mailbox, s->window, 0, 0, NULL);
+
+	if (r < 0) {
+		snprintf(what, size, "subscribe: %s (%s)", mbox_strerror(r),
+			 mbox_last_error(m));
+		return r;
+	}
+	while (!over) {
+		r = mbox_next(m, n ? 0 : FLOW_WAIT_MS, &msg);
+		if (r == 0) {
+			ids[n++] = mbox_msg_id(msg);
+			mbox_msg_free(msg);
+			if (n < s->window)
+				continue;
+		} else if (r != -ETIMEDOUT) {
+			snprintf(what, size, "next: %s (%s)", mbox_strerror(r),
+				 mbox_last_error(m));
+			return r;
+		}
+		pthread_mutex_lock(&f->mu);
+		k = flow_claim_acks(f, n);
+		pthread_mutex_unlock(&f->mu);
+		if (k && (r = mbox_ack(m, ids, k)) < 0) {
+			snprintf(what, size, "ack of %zu: %s (%s)", k,
+				 mbox_strerror(r), mbox_last_error(m));
+			return r;
+		}
+		pthread_mutex_lock(&f->mu);
+		over = flow_acked(f, k) || k < n;
+		pthread_mutex_unlock(&f->mu);
+		n = 0;
+	}
+	return 0;
+}
+
 static void *
 flow_consumer(void *arg)
 {
 	Flow *f = arg;
 	const FlowSpec *s = f->spec;
 	mbox_msg **msgs = calloc(s->recv_batch, sizeof(*msgs));
-	uint64_t *ids = calloc(s->recv_batch, sizeof(*ids));
+	uint64_t *ids =
+		calloc(s->window > s->recv_batch ? s->window : s->recv_batch,
+		       sizeof(*ids));
 	char what[WHAT_MAX] = "out of memory";
 	mbox *m = NULL;
 	size_t k;
@@ -339,7 +403,14 @@ flow_consumer(void *arg)
 	pthread_mutex_lock(&f->mu);
 	if (r < 0)
 		flow_fail(f, r, "consumer", what);
-	while ((k = flow_claim_acks(f, s->recv_batch)) > 0) {
+	if (r == 0 && s->window) {
+		pthread_mutex_unlock(&f->mu);
+		r = subscriber_take(f, m, ids, what, sizeof(what));
+		pthread_mutex_lock(&f->mu);
+		if (r < 0)
+			flow_fail(f, r, "consumer", what);
+	}
+	while (!s->window && (k = flow_claim_acks(f, s->recv_batch)) > 0) {
 		pthread_mutex_unlock(&f->mu);
 		r = consumer_take(m, s->mailbox, k, msgs, ids, what,
 				  sizeof(what));
@@ -349,12 +420,7 @@ flow_consumer(void *arg)
 			break;
 		}
 		f->ack_claimed -= k - (size_t)r;
-		if (r > 0) {
-			f->acked += (size_t)r;
-			flow_moved(f);
-		} else {
-			flow_check_stall(f, "consumer");
-		}
+		flow_acked(f, (size_t)r);
 	}
 	pthread_mutex_unlock(&f->mu);
 	mbox_close(m);

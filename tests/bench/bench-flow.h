@@ -36,6 +36,8 @@ typedef struct FlowSpec {
 	size_t posts;	      /* messages posted in all */
 	unsigned consumers;   /* threads taking with mbox_recv */
 	unsigned recv_batch;  /* most messages per recv (1..1024), one ack */
+	unsigned window;      /* 0: consumers recv; else they subscribe with
+				 this window and ack recv_batch at a time */
 	size_t acks;	      /* messages taken and acked in all */
 	size_t live;	      /* most posted and not acked at once, 0 = any */
 	const char *progress; /* label of progress lines on stderr, or NULL */

@@ -52,14 +52,15 @@ typedef struct Options {
 	List windows;	    /* windows of the push grid, 1..1024 */
 	unsigned ack_batch; /* ids per ack of a push subscriber, 1..1024 */
 	unsigned consumers; /* consumer threads of pipeline and churn */
-	unsigned depth;	    /* post batch of a pipeline producer */
-	List scale;	    /* producer counts of the scale workload */
-	size_t backlog;	    /* messages queued for memory and backlog */
-	size_t idle_conns;  /* idle connections of conns */
-	unsigned active;    /* most active clients of conns */
-	size_t churn;	    /* messages through the churn workload */
-	size_t live;	    /* most queued at once during churn */
-	size_t cli_lines;   /* lines of the cli workload */
+	unsigned consumer_window; /* their subscriptions' window, 0: recv */
+	unsigned depth;		  /* post batch of a pipeline producer */
+	List scale;		  /* producer counts of the scale workload */
+	size_t backlog;		  /* messages queued for memory and backlog */
+	size_t idle_conns;	  /* idle connections of conns */
+	unsigned active;	  /* most active clients of conns */
+	size_t churn;		  /* messages through the churn workload */
+	size_t live;		  /* most queued at once during churn */
+	size_t cli_lines;	  /* lines of the cli workload */
 	char mboxctl[PATH_MAX];
 	bool json;
 } Options;
@@ -74,6 +75,7 @@ typedef struct Results {
 	double fs_rate, fs_p50, sp_p50;	   /* baselines: /s, s, s */
 	bool sp_across;		      /* the ping-pong ran pinned on two CPUs */
 	double pipe_s;		      /* WL_PIPELINE */
+	double pipe_pull_s;	      /* the same with recv consumers, or 0 */
 	double sql_rate[SQL_BATCHES]; /* rows/s for 1, 64, 1024 a txn */
 	double store_rate;	      /* the store module alone, 64 a txn */
 	double scale_s[LIST_MAX];     /* WL_SCALE, per --scale entry */

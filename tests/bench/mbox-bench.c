@@ -23,10 +23,12 @@
  *             the posts to the last ack. Then the push round trip: as rtt,
  *             but the receiver is a subscriber (window 1) in mbox_next.
  *   pipeline  (target 1) P producers post batches of --depth with
- *             mbox_post_batch while --consumers C take batches of 64 with
- *             mbox_recv and ack each batch at once, --messages in all;
- *             against SQLite's own insert+delete rate at 1, 64 and 1024
- *             rows a transaction (WAL, synchronous=FULL).
+ *             mbox_post_batch while --consumers C subscribe with
+ *             --consumer-window W and ack what has come in one request,
+ *             --messages in all; against SQLite's own insert+delete rate
+ *             at 1, 64 and 1024 rows a transaction (WAL,
+ *             synchronous=FULL) and mboxd's store module alone. Then the
+ *             same with consumers that recv 64 and ack each batch.
  *   scale     (targets 2, 3) one post in flight per producer, for each
  *             producer count of --scale (default 1,16).
  *   latency   (target 4) post -> push round trips at sync=full and at
@@ -120,6 +122,14 @@ usage(FILE *f, const char *argv0)
 		"                    (default 1: one ack per message)\n"
 		"  --consumers N     consumers of pipeline, backlog, churn "
 		"(default 2)\n"
+		"  --consumer-window N  pipeline and backlog consumers "
+		"subscribe with this\n"
+		"                    window and ack what has come in one "
+		"request (default\n"
+		"                    512); 0: they recv 64 and ack each "
+		"batch. The pipeline\n"
+		"                    also runs with recv consumers, for "
+		"reference\n"
 		"  --depth N         post batch of a pipeline producer "
 		"(default 64)\n"
 		"  --scale LIST      producer counts of scale (default 1,16)\n"
@@ -229,21 +239,23 @@ static const struct {
 	{"depth", 1, 1024},	     {"backlog", 1, 100000000},
 	{"idle-conns", 0, 100000},   {"active", 1, 4096},
 	{"churn", 1, 1000000000},    {"live", 1, 100000000},
-	{"cli-lines", 1, 100000000},
+	{"cli-lines", 1, 100000000}, {"consumer-window", 0, 1024},
 };
 
 /* Where the value of number_opts[i] goes. */
 static void
 set_number(Options *o, size_t i, size_t v)
 {
-	size_t *const sizes[] = {
-		&o->size,  NULL,     &o->messages, &o->count,	   NULL,
-		NULL,	   NULL,     &o->backlog,  &o->idle_conns, NULL,
-		&o->churn, &o->live, &o->cli_lines};
+	size_t *const sizes[] = {&o->size,	NULL,	     &o->messages,
+				 &o->count,	NULL,	     NULL,
+				 NULL,		&o->backlog, &o->idle_conns,
+				 NULL,		&o->churn,   &o->live,
+				 &o->cli_lines, NULL};
 	unsigned *const units[] = {
-		NULL,	       &o->producers, NULL, NULL, &o->ack_batch,
-		&o->consumers, &o->depth,     NULL, NULL, &o->active,
-		NULL,	       NULL,	      NULL};
+		NULL,	       &o->producers,	   NULL,      NULL,
+		&o->ack_batch, &o->consumers,	   &o->depth, NULL,
+		NULL,	       &o->active,	   NULL,      NULL,
+		NULL,	       &o->consumer_window};
 
 	if (sizes[i])
 		*sizes[i] = v;
@@ -298,6 +310,7 @@ options_default(Options *o)
 		.windows = {.v = {1, 64}, .n = 2},
 		.ack_batch = 1,
 		.consumers = 2,
+		.consumer_window = 512,
 		.depth = 64,
 		.scale = {.v = {1, 16}, .n = 2},
 		.backlog = 1000000,
@@ -420,10 +433,11 @@ drain(const Options *o, const char *sock, const char *mailbox, size_t n,
 	return flow_run(&s, &fr);
 }
 
-/* The pipeline: o->messages posted in batches and taken at once. */
+/* The pipeline: o->messages posted in batches and taken at once, by
+ * subscribers with window, or by recv (window 0). */
 static int
 pipeline(const Options *o, const char *sock, const char *mailbox, size_t n,
-	 double *secs)
+	 unsigned window, double *secs)
 {
 	FlowSpec s = {
 		.sock = sock,
@@ -435,6 +449,7 @@ pipeline(const Options *o, const char *sock, const char *mailbox, size_t n,
 		.consumers = o->consumers,
 		.recv_batch = BATCH,
 		.acks = n,
+		.window = window,
 	};
 	FlowResult fr;
 	int err = flow_run(&s, &fr);
@@ -459,7 +474,10 @@ wl_pipeline(const Options *o, const char *sock, const char *sql_dir,
 	int err = make_mailbox(sock, mailbox_name(mb, sizeof(mb), "pipe"));
 
 	if (!err)
-		err = pipeline(o, sock, mb, o->messages, &res->pipe_s);
+		err = pipeline(o, sock, mb, o->messages, o->consumer_window,
+			       &res->pipe_s);
+	if (!err && o->consumer_window)
+		err = pipeline(o, sock, mb, o->messages, 0, &res->pipe_pull_s);
 	for (unsigned i = 0; !err && i < SQL_BATCHES; i++)
 		err = baseline_sqlite(sql_dir, sql_batches[i], o->messages,
 				      o->size, &res->sql_rate[i]);
@@ -602,7 +620,7 @@ wl_store(const Options *o, Results *res)
 		o->messages > o->backlog / 10 ? o->messages : o->backlog / 10;
 	if (!err && backlog)
 		err = pipeline(o, sock, empty, res->backlog_msgs,
-			       &res->empty_s);
+			       o->consumer_window, &res->empty_s);
 	if (!err)
 		err = fill(o, sock, full);
 	res->filled = !err;
@@ -610,7 +628,7 @@ wl_store(const Options *o, Results *res)
 	res->rss_anon = broker_status_kib(&b, "RssAnon");
 	if (!err && backlog)
 		err = pipeline(o, sock, full, res->backlog_msgs,
-			       &res->backlog_s);
+			       o->consumer_window, &res->backlog_s);
 	if (!err && backlog && b.pid)
 		err = broker_restart_ready(&b, &res->ready_s);
 	if (!err)

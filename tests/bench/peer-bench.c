@@ -6,8 +6,9 @@
  *
  * Workloads (--workload picks some; pipeline,scale,latency by default):
  *   pipeline  P producers (own connection each) keep D puts in flight
- *             (send D, read D replies) while C consumers take in batches
- *             of 64 and ack/delete each batch, all at once; msgs/s from
+ *             (send D, read D replies) while C consumers take what is
+ *             there, up to --batch B (default 64), and ack/delete each
+ *             batch, all at once; msgs/s from
  *             the first put to the last confirmed ack/delete.
  *   scale     for each producer count of --scale, that many producers
  *             with one put in flight each; msgs/s of the puts alone, then
@@ -21,11 +22,11 @@
  * What "put", "take" and "ack" are for each peer:
  *   beanstalkd  put / reserve-with-timeout, one job at a time (no batch
  *               in the protocol) / delete, pipelined per batch.
- *   redis       XADD (no MAXLEN: nothing trimmed) / XREADGROUP COUNT 64
+ *   redis       XADD (no MAXLEN: nothing trimmed) / XREADGROUP COUNT B
  *               BLOCK / XACK then XDEL of the batch (a queue forgets what
  *               was acked, as beanstalkd's delete and mboxd's ack do).
  *   nats        PUB with a reply inbox, answered by JetStream's PubAck /
- *               a durable pull consumer's MSG.NEXT {"batch":64,
+ *               a durable pull consumer's MSG.NEXT {"batch":B,
  *               "no_wait":true}, and when nothing was there one pull of 1
  *               that waits ("expires") followed by a no_wait pull of the
  *               rest / an empty PUB to each message's ack subject (no
@@ -63,7 +64,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define BATCH	     64u    /* messages a consumer takes at once */
+#define BATCH_MAX    1024u  /* most messages a consumer takes at once */
 #define WARMUP	     20u    /* latency round trips not measured */
 #define STALL_MS     10000  /* a read that gets nothing this long fails */
 #define WAIT_MS	     500u   /* a consumer's blocking take, then it looks */
@@ -92,6 +93,7 @@ typedef struct Options {
 	unsigned producers;  /* of pipeline and fill */
 	unsigned consumers;  /* of pipeline and the drains */
 	unsigned depth;	     /* puts in flight per producer, pipeline/fill */
+	unsigned batch;	     /* most messages a consumer takes at once */
 	List scale;	     /* producer counts of the scale runs */
 	size_t count;	     /* latency round trips measured */
 	unsigned workloads;  /* WL_* bits */
@@ -545,13 +547,13 @@ static int
 bs_take(Conn *c, const char *q, unsigned max, unsigned wait_ms, size_t *got,
 	double *t_got)
 {
-	unsigned long long ids[BATCH], id;
+	unsigned long long ids[BATCH_MAX], id;
 	unsigned n = 0, i;
 	int err = 0;
 
 	(void)q;
-	if (max > BATCH)
-		max = BATCH;
+	if (max > BATCH_MAX)
+		max = BATCH_MAX;
 	while (n < max) {
 		err = bs_reserve(c, n ? 0 : (wait_ms + 999) / 1000, &id);
 		if (err < 0 || id == 0)
@@ -1311,7 +1313,7 @@ consumer_main(void *arg)
 					r->o->timeout_s);
 			break;
 		}
-		err = r->peer->take(&c, r->q, BATCH, WAIT_MS, &got, &t);
+		err = r->peer->take(&c, r->q, r->o->batch, WAIT_MS, &got, &t);
 		if (err < 0 || got == 0)
 			continue;
 		mine += got;
@@ -1572,6 +1574,8 @@ usage(FILE *f, const char *argv0)
 		"  --producers N     pipeline and fill producers (default 4)\n"
 		"  --consumers N     pipeline and drain consumers (default 2)\n"
 		"  --depth N         puts in flight per producer (default 64)\n"
+		"  --batch N         most messages a consumer takes at once "
+		"(default 64)\n"
 		"  --scale LIST      producer counts of the scale runs "
 		"(default 1,16)\n"
 		"  --count N         latency round trips (default 2000)\n"
@@ -1672,6 +1676,7 @@ parse_options(int argc, char **argv, Options *o)
 		{"producers", required_argument, NULL, 'p'},
 		{"consumers", required_argument, NULL, 'c'},
 		{"depth", required_argument, NULL, 'd'},
+		{"batch", required_argument, NULL, 'b'},
 		{"scale", required_argument, NULL, 'S'},
 		{"count", required_argument, NULL, 'n'},
 		{"timeout", required_argument, NULL, 't'},
@@ -1688,6 +1693,7 @@ parse_options(int argc, char **argv, Options *o)
 		       .producers = 4,
 		       .consumers = 2,
 		       .depth = 64,
+		       .batch = 64,
 		       .scale = {.v = {1, 16}, .n = 2},
 		       .count = 2000,
 		       .workloads = WL_PIPELINE | WL_SCALE | WL_LATENCY,
@@ -1728,6 +1734,10 @@ parse_options(int argc, char **argv, Options *o)
 		case 'd':
 			rc = parse_value("depth", optarg, 1, 4096, &v);
 			o->depth = (unsigned)v;
+			break;
+		case 'b':
+			rc = parse_value("batch", optarg, 1, BATCH_MAX, &v);
+			o->batch = (unsigned)v;
 			break;
 		case 'S':
 			if (parse_list(optarg, &o->scale) < 0) {
@@ -1797,7 +1807,7 @@ print_json(const Options *o, const Peer *p, const Results *r)
 	       "\"messages\":%zu,\"producers\":%u,\"consumers\":%u,"
 	       "\"depth\":%u,\"batch\":%u,\"ack\":\"%s\"",
 	       p->name, o->address, o->size, o->messages, o->producers,
-	       o->consumers, o->depth, BATCH, p->ack);
+	       o->consumers, o->depth, o->batch, p->ack);
 	json_num("pipeline_seconds", pipe, 6, r->pipeline_s);
 	json_num("pipeline_msgs_per_sec", pipe, 1, o->messages / r->pipeline_s);
 	fputs(",\"scale\":", stdout);

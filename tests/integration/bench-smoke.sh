@@ -2,7 +2,8 @@
 # bench-smoke.sh - the benchmark still runs: a short mbox-bench against
 # brokers it starts itself (every workload, tiny counts), and against ours
 # with --socket (every workload again, then push alone with other
-# subscriber counts, windows and batched acks, then the workloads whose
+# subscriber counts, windows and batched acks, then the pipeline and
+# backlog with consumers that recv, then the workloads whose
 # figures need the broker's pid, which must then be null). Its JSON output
 # must be one object with a number for every figure; no timing is checked.
 . "${TOP_SRCDIR:-$(dirname "$0")/../..}/tests/integration/lib.sh"
@@ -39,7 +40,8 @@ assert_eq 4 "$(grep -o '"push":\[[^]]*\]' "$T_DIR/bench.json" |
 # The figures of every target of issue 7, and their ratios.
 has_number "$T_DIR/bench.json" \
 	pipeline_msgs_per_sec pipeline_producers pipeline_consumers \
-	pipeline_depth sqlite_batch1_per_sec sqlite_batch64_per_sec \
+	pipeline_depth pipeline_consumer_window pipeline_recv_msgs_per_sec \
+	sqlite_batch1_per_sec sqlite_batch64_per_sec \
 	sqlite_batch1024_per_sec store_alone_batch64_per_sec \
 	latency_full_p50_us latency_full_p99_us latency_normal_p50_us \
 	latency_normal_p99_us \
@@ -75,6 +77,17 @@ grep -q 'push, 3 subscribers, window 8' "$T_DIR/rc.out" ||
 	fail "no push row from mbox-bench: $(cat "$T_DIR/rc.out")"
 grep -q 'post -> push' "$T_DIR/rc.out" ||
 	fail "no push round trip from mbox-bench: $(cat "$T_DIR/rc.out")"
+# Consumers that recv: the pipeline and the backlog still run, and there
+# is no second run of recv consumers to report.
+expect_rc 0 "mbox-bench --consumer-window 0" timeout 120 "$BENCH" \
+	--socket "$SOCK" --workload pipeline,backlog --consumer-window 0 \
+	"${SMALL[@]}" --messages 100 --json
+cp "$T_DIR/rc.out" "$T_DIR/recv.json"
+check_json_lines "$T_DIR/recv.json"
+has_number "$T_DIR/recv.json" pipeline_msgs_per_sec backlog_msgs_per_sec
+grep -q '"pipeline_consumer_window":0,"pipeline_recv_msgs_per_sec":null' \
+	"$T_DIR/recv.json" ||
+	fail "recv consumers reported wrong: $(cat "$T_DIR/recv.json")"
 # A running broker: no pid, no files of its own, so those figures are null.
 expect_rc 0 "mbox-bench --socket --json" timeout 120 "$BENCH" --socket "$SOCK" \
 	--workload latency,memory,backlog,churn "${SMALL[@]}" --json
