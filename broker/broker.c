@@ -77,12 +77,20 @@ broker_on_again(EV_P_ ev_timer *w, int revents)
  * both go back to the system after a quiet tick. */
 #define BROKER_TRIM_S 1.0
 
-/* Give back the page cache and the heap's free pages; sleep until a
- * request (broker_note_request). */
+/* Give back the WAL's disk space, the page cache and the heap's free
+ * pages; sleep until a request (broker_note_request). */
 static void
 broker_trim(Broker *b)
 {
+	int r;
+
 	ev_timer_stop(b->loop, &b->trim_timer);
+	r = store_wal_empty(b->store);
+	if (r < 0)
+		log_write(b->log, r == -EBUSY ? LOG_DEBUG : LOG_WARNING,
+			  "cannot empty the WAL while idle: %s (it is "
+			  "checkpointed again as it grows)",
+			  store_errmsg(b->store));
 	store_release_memory(b->store);
 	malloc_trim(0);
 }

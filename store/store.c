@@ -63,10 +63,15 @@
  * table fit; payloads go through it only once. Measured with 1M messages
  * queued: 2 MiB is as fast as 16 MiB, and the broker stays under 7 MiB. */
 #define STORE_CACHE_SIZE "-2048"
-/* Checkpoint when the WAL reaches this many pages (SQLite's default,
- * about 4 MiB), and cut the WAL file back to this size afterwards so a
- * burst of large payloads does not pin disk space forever. */
-#define STORE_WAL_AUTOCHECKPOINT 1000
+/* Checkpoint when the WAL reaches this many pages (16 MiB; SQLite's
+ * default is 1000). A queue rewrites the same few pages over and over,
+ * and a checkpoint copies each page once however often it was written
+ * since the last: the longer the WAL, the fewer copies, reads and fsyncs
+ * of the database per message (doc/performance.md). store_wal_empty
+ * gives the file back when the broker is quiet; cut the WAL file back to
+ * this size after a checkpoint, so that a burst of large payloads does
+ * not pin disk space until then. */
+#define STORE_WAL_AUTOCHECKPOINT 4000
 #define STORE_JOURNAL_SIZE_LIMIT 67108864
 /* Under a small cap: never checkpoint more often than every this many
  * pages, each checkpoint costing fsyncs. */
@@ -1162,6 +1167,21 @@ store_release_memory(Store *s)
 		sqlite3_db_release_memory(s->db);
 		walbuf_release_memory(s->walbuf);
 	}
+}
+
+int
+store_wal_empty(Store *s)
+{
+	int rc;
+
+	if (s->in_txn)
+		return store_error(s, -EBUSY, "a transaction is open");
+	rc = sqlite3_wal_checkpoint_v2(s->db, "main",
+				       SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL);
+	if (rc == SQLITE_BUSY)
+		return store_error(s, -EBUSY,
+				   "another connection reads the database");
+	return rc == SQLITE_OK ? 0 : store_sql_error(s, rc, "checkpoint");
 }
 
 const char *

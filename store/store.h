@@ -132,6 +132,14 @@ Store *store_free(Store *s);
 int store_set_max_bytes(Store *s, uint64_t bytes);
 /* Give SQLite's unused cache memory back (the broker is idle). */
 void store_release_memory(Store *s);
+/*
+ * store_wal_empty - copy the WAL into the database and cut its file to
+ * nothing (the broker is idle; under load the WAL holds up to 16 MiB).
+ * Outside a transaction. 0; -EBUSY when another connection (an
+ * operator's sqlite3) still reads frames of it, after the busy timeout;
+ * another negative errno if the checkpoint failed.
+ */
+int store_wal_empty(Store *s);
 /* Last SQLite error text, for logs. */
 const char *store_errmsg(const Store *s);
 

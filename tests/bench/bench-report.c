@@ -219,6 +219,8 @@ json_targets(const Options *o, const Results *r)
 		 (long long)(r->churn_peak * o->size));
 	json_int("churn_db_bytes", churn && r->churn_db >= 0, r->churn_db);
 	json_int("churn_wal_bytes", churn && r->churn_wal >= 0, r->churn_wal);
+	json_int("churn_wal_busy_bytes", churn && r->churn_wal_busy >= 0,
+		 r->churn_wal_busy);
 	json_int("cli_lines", cli, (long long)o->cli_lines);
 	json_num("cli_post_s", cli, 6, r->cli.cli_post);
 	json_num("lib_post_s", cli, 6, r->cli.lib_post);
@@ -601,6 +603,9 @@ table_churn(const Options *o, const Results *r)
 	row("throughput", true, o->churn / r->churn_s, 0, "msgs/s");
 	row("peak live data", true, (double)(r->churn_peak * o->size), 0,
 	    "bytes");
+	row("WAL file at the end of the run", r->churn_wal_busy >= 0,
+	    (double)r->churn_wal_busy, 0, "bytes");
+	printf("  then, once the broker was quiet (WAL checkpointed):\n");
 	row("database file", r->churn_db >= 0, (double)r->churn_db, 0, "bytes");
 	row("WAL file", r->churn_wal >= 0, (double)r->churn_wal, 0, "bytes");
 	ratio("(database + WAL) / peak live data", have,

@@ -92,7 +92,8 @@ typedef struct Results {
 	double active16_s, active_s;   /* WL_CONNS */
 	size_t churn_peak;	       /* most messages queued at once */
 	double churn_s;		       /* WL_CHURN */
-	long long churn_db, churn_wal; /* bytes, or -1 */
+	long long churn_db, churn_wal; /* bytes when quiet, or -1 */
+	long long churn_wal_busy;      /* bytes right after the run, or -1 */
 	CliResult cli;		       /* WL_CLI */
 } Results;
 

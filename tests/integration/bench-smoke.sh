@@ -50,6 +50,7 @@ has_number "$T_DIR/bench.json" \
 	idle_conns idle_conns_rss_kib active_16_msgs_per_sec \
 	active_max_msgs_per_sec active_max \
 	churn_messages churn_peak_live_bytes churn_db_bytes churn_wal_bytes \
+	churn_wal_busy_bytes \
 	cli_post_s lib_post_s cli_recv_s lib_recv_s \
 	pipeline_per_sqlite_ceiling store_alone_per_ceiling \
 	pipeline_per_store_alone scale_max_per_1 scale_1_per_fsync \
