@@ -205,6 +205,10 @@ json_targets(const Options *o, const Results *r)
 		 r->backlog_msgs / r->backlog_s);
 	json_num("empty_msgs_per_sec", backlog, 1,
 		 r->backlog_msgs / r->empty_s);
+	json_num("backlog_recv_msgs_per_sec", backlog && r->backlog_pull_s > 0,
+		 1, r->backlog_msgs / r->backlog_pull_s);
+	json_num("empty_recv_msgs_per_sec", backlog && r->empty_pull_s > 0, 1,
+		 r->backlog_msgs / r->empty_pull_s);
 	json_num("ready_ms", r->ready_s >= 0, 1, r->ready_s * 1e3);
 	json_int("idle_conns", conns, (long long)o->idle_conns);
 	json_int("idle_conns_rss_kib", conns && r->conns_rss != -1,
@@ -570,6 +574,19 @@ table_backlog(const Options *o, const Results *r)
 	snprintf(label, sizeof(label), "pipeline, %zu queued", o->backlog);
 	row(label, true, r->backlog_msgs / r->backlog_s, 0, "msgs/s");
 	ratio("backlog / empty", true, r->empty_s / r->backlog_s, ">= 0.8");
+	if (r->backlog_pull_s > 0 && r->empty_pull_s > 0) {
+		snprintf(label, sizeof(label),
+			 "the same, consumers recv %u + ack:", BATCH);
+		printf("  %s\n", label);
+		row("  pipeline, empty mailbox", true,
+		    r->backlog_msgs / r->empty_pull_s, 0, "msgs/s");
+		snprintf(label, sizeof(label), "  pipeline, %zu queued",
+			 o->backlog);
+		row(label, true, r->backlog_msgs / r->backlog_pull_s, 0,
+		    "msgs/s");
+		ratio("  backlog / empty", true,
+		      r->empty_pull_s / r->backlog_pull_s, NULL);
+	}
 	row_t("start-up to READY=1 with the backlog", r->ready_s >= 0,
 	      r->ready_s * 1e3, 1, "ms", "<= 1000 (1M queued)");
 }

@@ -73,12 +73,13 @@ typedef struct Results {
 	double push_s[LIST_MAX][LIST_MAX]; /* [subscribers][window], WL_PUSH */
 	double push_med, push_p99;	   /* seconds, WL_PUSH */
 	double fs_rate, fs_p50, sp_p50;	   /* baselines: /s, s, s */
-	bool sp_across;		      /* the ping-pong ran pinned on two CPUs */
-	double pipe_s;		      /* WL_PIPELINE */
-	double pipe_pull_s;	      /* the same with recv consumers, or 0 */
-	double sql_rate[SQL_BATCHES]; /* rows/s for 1, 64, 1024 a txn */
-	double store_rate;	      /* the store module alone, 64 a txn */
-	double scale_s[LIST_MAX];     /* WL_SCALE, per --scale entry */
+	bool sp_across;	    /* the ping-pong ran pinned on two CPUs */
+	double pipe_s;	    /* WL_PIPELINE */
+	double pipe_pull_s; /* the same with recv consumers, or 0 */
+	double empty_pull_s, backlog_pull_s; /* WL_BACKLOG so, or 0 */
+	double sql_rate[SQL_BATCHES];	     /* rows/s for 1, 64, 1024 a txn */
+	double store_rate;	  /* the store module alone, 64 a txn */
+	double scale_s[LIST_MAX]; /* WL_SCALE, per --scale entry */
 	double lat_full_med, lat_full_p99; /* WL_LATENCY, seconds */
 	double lat_norm_med, lat_norm_p99; /* only with a broker of ours */
 	bool lat_full_own;		   /* full: a broker we started */

@@ -618,9 +618,15 @@ wl_store(const Options *o, Results *res)
 	 * for the same build): at least a tenth of the backlog. */
 	res->backlog_msgs =
 		o->messages > o->backlog / 10 ? o->messages : o->backlog / 10;
+	/* Each with the pipeline's consumers, then (for reference, as in
+	 * the pipeline) with recv consumers. A run posts as many as it
+	 * takes: the backlog stays whole. */
 	if (!err && backlog)
 		err = pipeline(o, sock, empty, res->backlog_msgs,
 			       o->consumer_window, &res->empty_s);
+	if (!err && backlog && o->consumer_window)
+		err = pipeline(o, sock, empty, res->backlog_msgs, 0,
+			       &res->empty_pull_s);
 	if (!err)
 		err = fill(o, sock, full);
 	res->filled = !err;
@@ -629,6 +635,9 @@ wl_store(const Options *o, Results *res)
 	if (!err && backlog)
 		err = pipeline(o, sock, full, res->backlog_msgs,
 			       o->consumer_window, &res->backlog_s);
+	if (!err && backlog && o->consumer_window)
+		err = pipeline(o, sock, full, res->backlog_msgs, 0,
+			       &res->backlog_pull_s);
 	if (!err && backlog && b.pid)
 		err = broker_restart_ready(&b, &res->ready_s);
 	if (!err)

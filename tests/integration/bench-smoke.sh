@@ -47,6 +47,7 @@ has_number "$T_DIR/bench.json" \
 	latency_normal_p99_us \
 	rss_idle_kib rss_backlog_kib rss_backlog_anon_kib rss_drained_kib \
 	backlog_messages backlog_msgs_per_sec empty_msgs_per_sec ready_ms \
+	backlog_recv_msgs_per_sec empty_recv_msgs_per_sec \
 	idle_conns idle_conns_rss_kib active_16_msgs_per_sec \
 	active_max_msgs_per_sec active_max \
 	churn_messages churn_peak_live_bytes churn_db_bytes churn_wal_bytes \
@@ -89,6 +90,9 @@ has_number "$T_DIR/recv.json" pipeline_msgs_per_sec backlog_msgs_per_sec
 grep -q '"pipeline_consumer_window":0,"pipeline_recv_msgs_per_sec":null' \
 	"$T_DIR/recv.json" ||
 	fail "recv consumers reported wrong: $(cat "$T_DIR/recv.json")"
+grep -q '"backlog_recv_msgs_per_sec":null,"empty_recv_msgs_per_sec":null' \
+	"$T_DIR/recv.json" ||
+	fail "recv consumers of the backlog reported wrong: $(cat "$T_DIR/recv.json")"
 # A running broker: no pid, no files of its own, so those figures are null.
 expect_rc 0 "mbox-bench --socket --json" timeout 120 "$BENCH" --socket "$SOCK" \
 	--workload latency,memory,backlog,churn "${SMALL[@]}" --json
