@@ -1050,14 +1050,15 @@ broker_deliver_cb(void *ctx, const StoreMsg *m)
 	Lease *l;
 	int r;
 
-	/* Recorded first: the store has already marked it LEASED, so an
-	 * error below must give it back too. */
+	/* Recorded first: the store counts it LEASED (and marks it so
+	 * before store_msg_lease returns), so an error below must give it
+	 * back too. */
 	d->ids[d->n++] = m->id;
 	r = lease_add(&b->leases, &d->conn->leases, m->id, d->mb->id, d->conn,
 		      d->deadline_ns, &l);
 	if (r == 0) {
 		l->lease_ms = d->lease_ms;
-		l->msg_len = m->len;
+		l->msg_len = m->data_text ? LEASE_LEN_UNKNOWN : m->len;
 	}
 	if (r < 0) {
 		d->err = r;

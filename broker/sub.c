@@ -250,7 +250,7 @@ push_one_cb(void *ctx, const StoreMsg *m)
 		return 1;
 	}
 	l->lease_ms = ps->lease_ms;
-	l->msg_len = m->len;
+	l->msg_len = m->data_text ? LEASE_LEN_UNKNOWN : m->len;
 	l->sub = ps->sub;
 	ps->sub->unacked++;
 	ps->ids[ps->n++] = m->id;

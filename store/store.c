@@ -1036,6 +1036,18 @@ txn_abort(Store *s)
 	return r;
 }
 
+/* The open transaction holds a write the store could not finish (or undo)
+ * and must not commit: store_commit refuses it with err and the current
+ * error text, and rolls it back. */
+static void
+txn_refuse(Store *s, int err)
+{
+	if (s->in_txn && !s->txn_err) {
+		s->txn_err = err;
+		memcpy(s->txn_errmsg, s->errmsg, sizeof(s->txn_errmsg));
+	}
+}
+
 /* fsync the WAL: makes every committed frame durable. */
 static int
 store_sync_wal(Store *s)
@@ -1176,6 +1188,10 @@ store_wal_empty(Store *s)
 
 	if (s->in_txn)
 		return store_error(s, -EBUSY, "a transaction is open");
+	/* After a failed fsync, frames of unknown durability stay where
+	 * recovery checks them. */
+	if (s->failed)
+		return store_error(s, s->failed, "%s", s->failmsg);
 	rc = sqlite3_wal_checkpoint_v2(s->db, "main",
 				       SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL);
 	if (rc == SQLITE_BUSY)
@@ -1523,6 +1539,8 @@ msg_from_row(sqlite3_stmt *st, StoreMsg *m)
 		m->headers_len = 0;
 	m->dedup = (const char *)sqlite3_column_text(st, 13);
 	m->dead_reason = (const char *)sqlite3_column_text(st, 14);
+	/* Asked first: reading the value as a blob converts it. */
+	m->data_text = sqlite3_column_type(st, 15) == SQLITE_TEXT;
 	m->data = sqlite3_column_blob(st, 15);
 	m->len = (size_t)sqlite3_column_bytes(st, 15);
 	/* SQLite hands out NULL for a zero-length blob. */
@@ -1572,12 +1590,11 @@ dedup_put(Store *s, StoreMailbox *mb, const StoreMsg *msg)
 		memcpy(why, s->errmsg, sizeof(why));
 		st = stmt_get(s, ST_MSG_DELETE);
 		sqlite3_bind_int64(st, 1, (int64_t)msg->id);
-		if (stmt_run(s, st, "take back the message") < 0 &&
-		    !s->txn_err) {
-			/* A row the counters do not know of: the transaction
-			 * must not commit. */
-			s->txn_err = r;
-			memcpy(s->txn_errmsg, why, sizeof(s->txn_errmsg));
+		/* A row the counters do not know of: the transaction must not
+		 * commit. */
+		if (stmt_run(s, st, "take back the message") < 0) {
+			memcpy(s->errmsg, why, sizeof(why));
+			txn_refuse(s, r);
 		}
 		memcpy(s->errmsg, why, sizeof(why));
 	}
@@ -1706,14 +1723,19 @@ out:
 	return r;
 }
 
-/* The rows one walk of store_msg_lease took at one priority: all those
- * it may take with ids lo..hi (it takes them in id order). */
+/* The rows one walk of store_msg_lease took at one priority: ids lo..hi,
+ * and every row between them it may take (it takes them in id order).
+ * The priority is the value the row holds: another program may have
+ * written a REAL one (5.5 passes the CHECK), a line of its own. */
 typedef struct LeaseRange {
-	int64_t priority, lo, hi;
+	double priority;
+	int64_t lo, hi;
 	int count;
 } LeaseRange;
 
-/* Mark the rows of the walk's ranges LEASED, one UPDATE per priority. */
+#define LEASE_RANGES 16 /* ranges marked at once */
+
+/* Mark the rows of the walk's ranges LEASED, one UPDATE per range. */
 static int
 lease_mark(Store *s, StoreMailbox *mb, int64_t now_ns_, const LeaseRange *rg,
 	   size_t n)
@@ -1723,7 +1745,7 @@ lease_mark(Store *s, StoreMailbox *mb, int64_t now_ns_, const LeaseRange *rg,
 
 	for (size_t i = 0; i < n; i++) {
 		sqlite3_bind_int64(upd, 1, mb->id);
-		sqlite3_bind_int64(upd, 2, rg[i].priority);
+		sqlite3_bind_double(upd, 2, rg[i].priority);
 		sqlite3_bind_int64(upd, 3, rg[i].lo);
 		sqlite3_bind_int64(upd, 4, rg[i].hi);
 		sqlite3_bind_int64(upd, 5, now_ns_);
@@ -1743,11 +1765,11 @@ lease_mark(Store *s, StoreMailbox *mb, int64_t now_ns_, const LeaseRange *rg,
 /*
  * Every message fn was called for is leased, the one for which fn
  * stopped the walk included. The rows are marked after the walk, one
- * UPDATE for each priority it went through instead of one per row: a
+ * UPDATE for each range of ids at one priority instead of one per row: a
  * statement costs more than the row it changes (doc/performance.md). fn
- * cannot tell: it must not call the store (it gets -EBUSY). On an error
- * after some calls of fn, the caller must roll back, or release the rows
- * fn saw (store_msg_release).
+ * cannot tell: it must not call the store (it gets -EBUSY). An error
+ * after fn saw rows leaves some of them unmarked: the transaction then
+ * refuses to commit (txn_refuse), and the caller must roll back.
  */
 int
 store_msg_lease(Store *s, StoreMailbox *mb, int64_t now_ns_, size_t max,
@@ -1755,7 +1777,7 @@ store_msg_lease(Store *s, StoreMailbox *mb, int64_t now_ns_, size_t max,
 {
 	sqlite3_stmt *sel = stmt_get(s, ST_MSG_LEASE);
 	Entry *e = entry_of(mb);
-	LeaseRange rg[MBOX_PRIORITY_MAX + 1];
+	LeaseRange rg[LEASE_RANGES];
 	size_t n_rg = 0;
 	int n = 0, r, rc;
 
@@ -1773,18 +1795,22 @@ store_msg_lease(Store *s, StoreMailbox *mb, int64_t now_ns_, size_t max,
 	sqlite3_bind_int64(sel, 2, now_ns_);
 	sqlite3_bind_int64(sel, 3, (int64_t)max);
 	while ((rc = sqlite3_step(sel)) == SQLITE_ROW) {
+		double prio = sqlite3_column_double(sel, 3);
 		StoreMsg m;
 
 		msg_from_row(sel, &m);
-		if (!n_rg || rg[n_rg - 1].priority != m.priority) {
-			if (n_rg == MBOX_PRIORITY_MAX + 1) {
-				r = store_error(
-					s, -EIO,
-					"priority %u out of order in %s",
-					m.priority, mb->name);
-				goto out;
+		if (!n_rg || rg[n_rg - 1].priority != prio ||
+		    (int64_t)m.id <= rg[n_rg - 1].hi) {
+			if (n_rg == LEASE_RANGES) {
+				/* Updating rows under the running SELECT is
+				 * fine: a leased row leaves the (mailbox_id,
+				 * 0) part of the index it walks. */
+				r = lease_mark(s, mb, now_ns_, rg, n_rg);
+				if (r < 0)
+					goto out;
+				n_rg = 0;
 			}
-			rg[n_rg++] = (LeaseRange){m.priority, (int64_t)m.id,
+			rg[n_rg++] = (LeaseRange){prio, (int64_t)m.id,
 						  (int64_t)m.id, 0};
 		}
 		rg[n_rg - 1].hi = (int64_t)m.id;
@@ -1811,6 +1837,8 @@ out:
 		if (mr < 0)
 			r = mr;
 	}
+	if (r < 0 && n)
+		txn_refuse(s, r);
 	return r;
 }
 
@@ -3036,7 +3064,7 @@ cap_add_pages(int64_t all)
  * statement fails with SQLITE_FULL before anything reaches a file (and
  * SQLite rolls back the whole transaction). The WAL file is outside it:
  * it holds the frames since the last checkpoint, so under a cap
- * checkpoints come every quarter of the cap's pages (at most 1000, at
+ * checkpoints come every quarter of the cap's pages (at most 4000, at
  * least 16) and the file is cut back to the cap's size after one.
  *
  * Draining needs room too: leasing a message moves its index entry,

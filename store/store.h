@@ -84,6 +84,9 @@ typedef struct StoreMsg {
 	char comm[MBOX_COMM_MAX + 1];
 	const void *data;
 	size_t len;
+	/* data is TEXT, written by another program: the store's counters
+	 * count it in characters (SQLite's length()), not len bytes */
+	bool data_text;
 	const void *headers; /* encoded HEADER fields, opaque to the store */
 	size_t headers_len;
 	const char *dedup;	 /* NULL = none */
@@ -123,7 +126,7 @@ Store *store_free(Store *s);
  *
  * The cap bounds the database file (and what it holds after a
  * checkpoint), not the WAL beside it: under a cap the WAL is checkpointed
- * every quarter of the cap's pages (16 to 1000 pages), so on disk the
+ * every quarter of the cap's pages (16 to 4000 pages), so on disk the
  * files take up to about 1.25 times the cap plus the largest transaction,
  * and more while another connection holds a read snapshot open. The cap
  * is per connection: set it again after every store_open.
@@ -200,9 +203,10 @@ int store_msg_lease(Store *s, StoreMailbox *mb, int64_t now_ns, size_t max,
 int store_msg_delete(Store *s, StoreMailbox *mb, uint64_t id);
 /*
  * store_msg_ack - delete message id of mb that the caller knows to be
- * LEASED, with len bytes of data (what its lease delivered), without
- * reading the row first. -ENOENT, and nothing done, when mb holds no
- * leased message id: store_msg_delete then says what is there.
+ * LEASED, with len bytes of data (what its lease delivered; not for
+ * data_text messages), without reading the row first. -ENOENT, and nothing
+ * done, when mb holds no leased message id: store_msg_delete then says what is
+ * there.
  */
 int store_msg_ack(Store *s, StoreMailbox *mb, uint64_t id, uint64_t len);
 /*

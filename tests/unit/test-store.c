@@ -1194,6 +1194,144 @@ test_store_lease_marks_only_taken(void **state)
 	check_counters(fx, mb);
 }
 
+/* What a callback saw of one message's storage. */
+typedef struct TextSeen {
+	size_t n;
+	uint64_t id[8];
+	bool text[8];
+	uint32_t priority[8];
+} TextSeen;
+
+static int
+text_cb(void *ctx, const StoreMsg *m)
+{
+	TextSeen *ts = ctx;
+
+	if (ts->n < 8) {
+		ts->id[ts->n] = m->id;
+		ts->text[ts->n] = m->data_text;
+		ts->priority[ts->n] = m->priority;
+	}
+	ts->n++;
+	return 0;
+}
+
+/*
+ * Rows another program wrote: a REAL priority (5.5 passes the CHECK) is a
+ * line of its own, above 5; TEXT data is counted in characters. A lease
+ * takes them in order and marks exactly those, and the counters stay
+ * those of the database.
+ */
+static void
+test_store_lease_foreign_rows(void **state)
+{
+	Fx *fx = *state;
+	StoreMailbox *mb;
+	uint64_t a, c, b;
+	int64_t st, dl;
+	TextSeen ts = {0};
+	sqlite3 *db;
+	char sql[512];
+
+	fx_open(fx, STORE_SYNC_FULL);
+	mb = mk_mailbox(fx->s, "foreign");
+	a = post(fx->s, mb, 5, "aaa");
+	c = post(fx->s, mb, 5, "ccc");
+	b = c + 1000;
+	db = raw_open(fx);
+	snprintf(sql, sizeof(sql),
+		 "INSERT INTO message (id, mailbox_id, state, priority,"
+		 " time_ns, pid, uid, gid, data) VALUES (%llu, %lld, 0, 5.5,"
+		 " 1, 1, 1, 1, 'h\xc3\xa9llo')",
+		 (unsigned long long)b, (long long)mb->id);
+	/* The escape above is C's: the SQL holds "héllo", 6 bytes. */
+	raw_exec(db, sql);
+	assert_int_equal(raw_int(db, "SELECT typeof(priority) = 'real'"
+				     " AND typeof(data) = 'text'"
+				     " FROM message WHERE priority > 5"),
+			 1);
+	sqlite3_close(db);
+	fx_reopen(fx);
+	mb = store_mailbox_get(fx->s, "foreign");
+	assert_non_null(mb);
+	assert_int_equal(mb->bytes, 3 + 3 + 5);
+
+	assert_int_equal(store_begin(fx->s), 0);
+	assert_int_equal(store_msg_lease(fx->s, mb, NOW, 10, text_cb, &ts), 3);
+	assert_int_equal(store_commit(fx->s, true), 0);
+	assert_int_equal(ts.n, 3);
+	assert_int_equal(ts.id[0], b);
+	assert_true(ts.text[0]);
+	assert_int_equal(ts.id[1], a);
+	assert_false(ts.text[1]);
+	assert_int_equal(ts.id[2], c);
+	for (int i = 0; i < 3; i++) {
+		raw_state(fx, ts.id[i], &st, &dl);
+		assert_int_equal(st, STORE_LEASED);
+		assert_int_equal(dl, 1);
+	}
+	check_counters(fx, mb);
+
+	/* The TEXT one is acked the long way (its lease has no length):
+	 * the counters lose what they counted. */
+	assert_int_equal(store_begin(fx->s), 0);
+	assert_int_equal(store_msg_delete(fx->s, mb, b), 0);
+	assert_int_equal(store_msg_ack(fx->s, mb, a, 3), 0);
+	assert_int_equal(store_commit(fx->s, true), 0);
+	assert_int_equal(mb->bytes, 3);
+	check_counters(fx, mb);
+}
+
+/* A callback that fails on the second message. */
+static int
+fail_second_cb(void *ctx, const StoreMsg *m)
+{
+	size_t *n = ctx;
+
+	(void)m;
+	return ++*n == 2 ? -EIO : 0;
+}
+
+/*
+ * A lease that fails after its callback saw messages has not marked them
+ * all: its transaction refuses to commit, and the rollback leaves rows
+ * and counters as they were.
+ */
+static void
+test_store_lease_failure_refuses_commit(void **state)
+{
+	Fx *fx = *state;
+	StoreMailbox *mb;
+	uint64_t id[3];
+	int64_t st, dl;
+	size_t n = 0;
+
+	fx_open(fx, STORE_SYNC_FULL);
+	mb = mk_mailbox(fx->s, "fails");
+	for (int i = 0; i < 3; i++)
+		id[i] = post(fx->s, mb, 0, "x");
+	assert_int_equal(store_begin(fx->s), 0);
+	assert_int_equal(
+		store_msg_lease(fx->s, mb, NOW, 10, fail_second_cb, &n), -EIO);
+	assert_int_equal(n, 2);
+	assert_int_equal(store_commit(fx->s, true), -EIO);
+	assert_non_null(strstr(store_errmsg(fx->s), "commit refused"));
+	assert_int_equal(mb->n_ready, 3);
+	assert_int_equal(mb->n_leased, 0);
+	for (int i = 0; i < 3; i++) {
+		raw_state(fx, id[i], &st, &dl);
+		assert_int_equal(st, STORE_READY);
+		assert_int_equal(dl, 0);
+	}
+	check_counters(fx, mb);
+	/* And the next lease takes them all, in order. */
+	n = 0;
+	assert_int_equal(store_begin(fx->s), 0);
+	assert_int_equal(store_msg_lease(fx->s, mb, NOW, 10, NULL, NULL), 3);
+	assert_int_equal(store_commit(fx->s, true), 0);
+	check_counters(fx, mb);
+}
+
 /*
  * store_msg_ack deletes only a leased message of its mailbox, and counts
  * the length it is given; anything else is -ENOENT with nothing done.
@@ -3678,6 +3816,8 @@ main(void)
 		T(test_store_lease_respects_ready_ns),
 		T(test_store_lease_marks_only_taken),
 		T(test_store_ack_leased_only),
+		T(test_store_lease_foreign_rows),
+		T(test_store_lease_failure_refuses_commit),
 		T(test_store_release_keeps_place),
 		T(test_store_counters_exact),
 		T(test_store_peek),
