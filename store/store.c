@@ -948,6 +948,16 @@ store_check_write(Store *s, const StoreMailbox *mb)
 	return store_check_write_cap(s, mb, CAP_ALL);
 }
 
+/* Before a draining write to mb's messages: the check above, then mb's
+ * counters snapshotted for a rollback. */
+static int
+mb_write_begin(Store *s, StoreMailbox *mb)
+{
+	int r = store_check_write(s, mb);
+
+	return r < 0 ? r : journal_touch(s, entry_of(mb));
+}
+
 static int
 cap_count(Store *s, int which, int64_t *out)
 {
@@ -1407,9 +1417,7 @@ store_mailbox_delete(Store *s, StoreMailbox *mb)
 	Entry *e = entry_of(mb);
 	int r;
 
-	r = store_check_write(s, mb);
-	if (r == 0)
-		r = journal_touch(s, e);
+	r = mb_write_begin(s, mb);
 	if (r < 0)
 		return r;
 	for (size_t i = 0; i < sizeof(steps) / sizeof(steps[0]); i++) {
@@ -1897,13 +1905,10 @@ int
 store_msg_delete(Store *s, StoreMailbox *mb, uint64_t id)
 {
 	sqlite3_stmt *st;
-	Entry *e = entry_of(mb);
 	MsgStat ms;
 	int r;
 
-	r = store_check_write(s, mb);
-	if (r == 0)
-		r = journal_touch(s, e);
+	r = mb_write_begin(s, mb);
 	if (r == 0)
 		r = msg_stat(s, mb, id, &ms);
 	if (r < 0)
@@ -1930,12 +1935,9 @@ int
 store_msg_ack(Store *s, StoreMailbox *mb, uint64_t id, uint64_t len)
 {
 	sqlite3_stmt *st;
-	Entry *e = entry_of(mb);
 	int r;
 
-	r = store_check_write(s, mb);
-	if (r == 0)
-		r = journal_touch(s, e);
+	r = mb_write_begin(s, mb);
 	if (r < 0)
 		return r;
 	st = stmt_get(s, ST_MSG_ACK);
@@ -1958,13 +1960,10 @@ int
 store_msg_release(Store *s, StoreMailbox *mb, uint64_t id, int64_t ready_ns)
 {
 	sqlite3_stmt *st = stmt_get(s, ST_MSG_RELEASE);
-	Entry *e = entry_of(mb);
 	MsgStat ms;
 	int r;
 
-	r = store_check_write(s, mb);
-	if (r == 0)
-		r = journal_touch(s, e);
+	r = mb_write_begin(s, mb);
 	if (r < 0)
 		return r;
 	if (mb->max_deliveries) {
@@ -2106,9 +2105,7 @@ store_msg_kick(Store *s, StoreMailbox *mb, uint64_t max)
 	int64_t n;
 	int r;
 
-	r = store_check_write(s, mb);
-	if (r == 0)
-		r = journal_touch(s, entry_of(mb));
+	r = mb_write_begin(s, mb);
 	if (r < 0)
 		return r;
 	if (mb->n_dead == 0)
@@ -2135,9 +2132,7 @@ store_msg_purge(Store *s, StoreMailbox *mb, bool dead)
 	int64_t n = 0, bytes = 0;
 	int r, rc;
 
-	r = store_check_write(s, mb);
-	if (r == 0)
-		r = journal_touch(s, entry_of(mb));
+	r = mb_write_begin(s, mb);
 	if (r < 0)
 		return r;
 	if ((dead ? mb->n_dead : mb->n_ready) == 0)
