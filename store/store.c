@@ -323,7 +323,13 @@ static const char *const store_sql[ST_COUNT] = {
 struct Store {
 	sqlite3 *db;
 	WalBuf *walbuf; /* the VFS db writes its WAL through */
+	/* Prepared on first use: a broker that never peeks, purges or binds
+	 * does not hold those programs (idle RSS, doc/performance.md). */
 	sqlite3_stmt *stmt[ST_COUNT];
+	/* What stmt_get hands out for one that cannot be prepared: it fails
+	 * when stepped, with unprepared_why, down the usual error paths. */
+	sqlite3_stmt *unprepared;
+	char unprepared_why[256];
 	StoreSync sync;
 	int lock_fd; /* flock'd: one mboxd per database */
 
@@ -453,10 +459,34 @@ store_sql_error(Store *s, int rc, const char *what)
 /* ------------------------------------------------------------------ */
 /* Statements */
 
+/* Statement id, prepared now if this is its first use. Never NULL: one
+ * that cannot be prepared is s->unprepared, which takes the binds of
+ * any of them and fails when stepped, saying why. */
 static sqlite3_stmt *
 stmt_get(Store *s, int id)
 {
-	return s->stmt[id];
+	int rc;
+
+	if (s->stmt[id])
+		return s->stmt[id];
+	rc = sqlite3_prepare_v3(s->db, store_sql[id], -1,
+				SQLITE_PREPARE_PERSISTENT, &s->stmt[id], NULL);
+	if (rc == SQLITE_OK)
+		return s->stmt[id];
+	snprintf(s->unprepared_why, sizeof(s->unprepared_why),
+		 "cannot prepare a statement: %s", sqlite3_errmsg(s->db));
+	return s->unprepared;
+}
+
+/* SQL function mboxd_unprepared(...): fails with what stmt_get saw. */
+static void
+unprepared_fn(sqlite3_context *ctx, int argc, sqlite3_value **argv)
+{
+	const Store *s = sqlite3_user_data(ctx);
+
+	(void)argc;
+	(void)argv;
+	sqlite3_result_error(ctx, s->unprepared_why, -1);
 }
 
 static void
@@ -2659,20 +2689,24 @@ store_open_db(Store *s, const char *path, char *errbuf, size_t errlen)
 	return 0;
 }
 
+/* The statements themselves are prepared on first use (stmt_get); what
+ * stands in for one that cannot be is prepared now. */
 static int
 store_prepare(Store *s, char *errbuf, size_t errlen)
 {
-	for (int i = 0; i < ST_COUNT; i++) {
-		int rc = sqlite3_prepare_v3(s->db, store_sql[i], -1,
-					    SQLITE_PREPARE_PERSISTENT,
-					    &s->stmt[i], NULL);
+	int rc = sqlite3_create_function_v2(s->db, "mboxd_unprepared", -1,
+					    SQLITE_UTF8 | SQLITE_DIRECTONLY, s,
+					    unprepared_fn, NULL, NULL, NULL);
 
-		if (rc != SQLITE_OK) {
-			snprintf(errbuf, errlen,
-				 "cannot prepare statement %d: %s", i,
-				 sqlite3_errmsg(s->db));
-			return rc == SQLITE_NOMEM ? -ENOMEM : -EIO;
-		}
+	if (rc == SQLITE_OK)
+		/* ?64: more parameters than any statement binds. */
+		rc = sqlite3_prepare_v3(s->db, "SELECT mboxd_unprepared(?64)",
+					-1, SQLITE_PREPARE_PERSISTENT,
+					&s->unprepared, NULL);
+	if (rc != SQLITE_OK) {
+		snprintf(errbuf, errlen, "cannot prepare statements: %s",
+			 sqlite3_errmsg(s->db));
+		return rc == SQLITE_NOMEM ? -ENOMEM : -EIO;
 	}
 	return 0;
 }
@@ -2945,6 +2979,7 @@ store_free(Store *s)
 	free(s->bundo);
 	for (int i = 0; i < ST_COUNT; i++)
 		sqlite3_finalize(s->stmt[i]);
+	sqlite3_finalize(s->unprepared);
 	for (int i = 0; i < CAP_N; i++)
 		sqlite3_finalize(s->cap_stmt[i]);
 	/* Last connection: SQLite checkpoints and removes the WAL. A

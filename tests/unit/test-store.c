@@ -1282,6 +1282,41 @@ test_store_lease_foreign_rows(void **state)
 	check_counters(fx, mb);
 }
 
+/*
+ * Statements are prepared on first use. One that cannot be (here: its
+ * table was dropped behind the store's back) fails its call with the
+ * reason, and the store goes on: its transaction rolls back, the
+ * statements already prepared still work.
+ */
+static void
+test_store_unprepared_statement_fails_cleanly(void **state)
+{
+	Fx *fx = *state;
+	StoreMailbox *mb;
+	sqlite3 *db;
+	Seen sn;
+
+	fx_open(fx, STORE_SYNC_FULL);
+	mb = mk_mailbox(fx->s, "lazy");
+	post(fx->s, mb, 0, "before");
+	db = raw_open(fx);
+	raw_exec(db, "DROP TABLE binding");
+	sqlite3_close(db);
+	/* A write reads the changed schema: the next prepare knows. */
+	post(fx->s, mb, 0, "after");
+
+	assert_int_equal(store_begin(fx->s), 0);
+	assert_true(store_binding_add(fx->s, mb, "lazy.*") < 0);
+	assert_non_null(strstr(store_errmsg(fx->s),
+			       "cannot prepare a statement: no such table"));
+	assert_int_equal(store_rollback(fx->s), 0);
+
+	assert_int_equal(lease(fx->s, mb, NOW, 10, &sn), 2);
+	assert_string_equal(sn.data[0], "before");
+	assert_string_equal(sn.data[1], "after");
+	check_counters(fx, mb);
+}
+
 /* A callback that fails on the second message. */
 static int
 fail_second_cb(void *ctx, const StoreMsg *m)
@@ -3818,6 +3853,7 @@ main(void)
 		T(test_store_ack_leased_only),
 		T(test_store_lease_foreign_rows),
 		T(test_store_lease_failure_refuses_commit),
+		T(test_store_unprepared_statement_fails_cleanly),
 		T(test_store_release_keeps_place),
 		T(test_store_counters_exact),
 		T(test_store_peek),
