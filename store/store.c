@@ -1954,6 +1954,20 @@ store_msg_delete(Store *s, StoreMailbox *mb, uint64_t id)
 	return 0;
 }
 
+/* Run st, a write of leased message id of mb (bound already): -ENOENT
+ * when it found no such row. */
+static int
+run_on_leased(Store *s, sqlite3_stmt *st, StoreMailbox *mb, uint64_t id,
+	      const char *what)
+{
+	int r = stmt_run(s, st, what);
+
+	if (r == 0 && sqlite3_changes(s->db) == 0)
+		r = store_error(s, -ENOENT, "no leased message %llu in %s",
+				(unsigned long long)id, mb->name);
+	return r;
+}
+
 /*
  * An ack is the hot path of every consumer: one DELETE that finds the row
  * only in the state the caller says, instead of store_msg_delete's SELECT
@@ -1973,12 +1987,9 @@ store_msg_ack(Store *s, StoreMailbox *mb, uint64_t id, uint64_t len)
 	st = stmt_get(s, ST_MSG_ACK);
 	sqlite3_bind_int64(st, 1, clamp_i64(id));
 	sqlite3_bind_int64(st, 2, mb->id);
-	r = stmt_run(s, st, "delete message");
+	r = run_on_leased(s, st, mb, id, "delete message");
 	if (r < 0)
 		return r;
-	if (sqlite3_changes(s->db) == 0)
-		return store_error(s, -ENOENT, "no leased message %llu in %s",
-				   (unsigned long long)id, mb->name);
 	counters_remove(mb, STORE_LEASED, len);
 	s->txn_wrote = true;
 	return 0;
@@ -2016,12 +2027,9 @@ store_msg_release(Store *s, StoreMailbox *mb, uint64_t id, int64_t ready_ns)
 	sqlite3_bind_int64(st, 1, clamp_i64(id));
 	sqlite3_bind_int64(st, 2, mb->id);
 	sqlite3_bind_int64(st, 3, ready_ns);
-	r = stmt_run(s, st, "release message");
+	r = run_on_leased(s, st, mb, id, "release message");
 	if (r < 0)
 		return r;
-	if (sqlite3_changes(s->db) == 0)
-		return store_error(s, -ENOENT, "no leased message %llu in %s",
-				   (unsigned long long)id, mb->name);
 	counter_sub(&mb->n_leased, 1);
 	mb->n_ready++;
 	s->txn_wrote = true;
