@@ -175,10 +175,32 @@ static const char schema_v3[] =
 	"CREATE INDEX message_expiry ON message (expires_ns, mailbox_id)"
 	" WHERE state = 0 AND expires_ns > 0;";
 
+/*
+ * Version 4: leases in a table of their own.
+ *
+ * A lease used to rewrite its message's row (state 1, deliveries + 1) and
+ * move its message_queue entry: with a backlog, the page of every message
+ * taken went to the WAL twice, once for the lease and once for the ack,
+ * and the index entry was deleted and inserted again
+ * (doc/performance.md). A leased message now keeps its row as posted,
+ * state 0; its lease is a row here, a few bytes on pages every lease
+ * shares. The message's delivery count is its row's plus one while it is
+ * leased: a release writes the sum to the row, a restart does the same
+ * for every lease left (leases are void after a restart, delivery counts
+ * kept). mailbox_id lets an ack check the mailbox before it deletes.
+ * State 1 stays allowed: a database from before this step has such rows
+ * until the next open turns them back to 0.
+ */
+static const char schema_v4[] = "CREATE TABLE lease ("
+				" msg_id INTEGER PRIMARY KEY,"
+				" mailbox_id INTEGER NOT NULL"
+				");";
+
 static const SchemaStep schema_steps[] = {
 	{1, schema_v1},
 	{2, schema_v2},
 	{3, schema_v3},
+	{4, schema_v4},
 };
 
 /* Map a failed SQLite call to an errno and describe it in errbuf. */

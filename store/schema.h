@@ -16,7 +16,7 @@
 #include <sqlite3.h>
 
 /* The schema version this build writes and understands. */
-#define SCHEMA_VERSION 3
+#define SCHEMA_VERSION 4
 
 /* PRAGMA application_id of an mboxd database: "mbox" in ASCII. */
 #define SCHEMA_APPLICATION_ID 0x6d626f78

@@ -40,6 +40,7 @@
 #include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -109,8 +110,25 @@ typedef struct MbCounters {
 	uint64_t n_ready, n_leased, n_dead, bytes;
 } MbCounters;
 
+/*
+ * Where the mailbox's next lease walk starts: the position after
+ * (priority prio, id id) in delivery order. Every READY row before it is
+ * leased, expired, or delayed until `until` or later, so a walk need not
+ * step over the leased head of a busy line again and again. A write that
+ * puts a deliverable row before it moves it back (lease_from_lower);
+ * known false sends the next walk from the top (a rollback, a kick, the
+ * time of a delayed row come).
+ */
+typedef struct LeaseFrom {
+	bool known;
+	double prio;
+	int64_t id;
+	int64_t until;
+} LeaseFrom;
+
 typedef struct Entry {
 	StoreMailbox mb;       /* what callers see */
+	LeaseFrom from;	       /* see LeaseFrom; not journaled */
 	MbSettings disk;       /* settings as in the database right now */
 	MbSettings saved;      /* settings at first touch in the open txn */
 	MbCounters saved_cnt;  /* counters at first touch in the open txn */
@@ -141,6 +159,9 @@ enum {
 	ST_MB_LOAD,
 	ST_MB_COUNTERS,
 	ST_MB_RESET_LEASED,
+	ST_LEASE_VOID_COUNT,
+	ST_LEASE_VOID,
+	ST_MB_DELETE_LEASES,
 	ST_MB_INSERT,
 	ST_MB_UPDATE,
 	ST_MB_DELETE_MSGS,
@@ -150,10 +171,12 @@ enum {
 	ST_MB_NEXT_READY,
 	ST_MSG_INSERT,
 	ST_MSG_LEASE,
-	ST_MSG_SET_LEASED,
+	ST_MSG_LEASE_BELOW,
+	ST_LEASE_ADD,
+	ST_LEASE_END,
 	ST_MSG_STAT,
 	ST_MSG_DELETE,
-	ST_MSG_ACK,
+	ST_MSG_DELETE_LEASE,
 	ST_MSG_RELEASE,
 	ST_MSG_GET,
 	ST_MSG_PEEK,
@@ -179,9 +202,21 @@ enum {
 };
 
 /* The columns msg_from_row reads, in its order. */
+#define MSG_COLS_AFTER_DELIVERIES                                              \
+	" time_ns, ready_ns, expires_ns, pid, uid, gid, comm, headers,"        \
+	" dedup, dead_reason, data"
 #define MSG_COLS                                                               \
-	"id, mailbox_id, state, priority, deliveries, time_ns, ready_ns,"      \
-	" expires_ns, pid, uid, gid, comm, headers, dedup, dead_reason, data"
+	"id, mailbox_id, state, priority, "                                    \
+	"deliveries," MSG_COLS_AFTER_DELIVERIES
+
+/* Whether the message row of the statement is leased (schema.c, v4). */
+#define IS_LEASED  "EXISTS (SELECT 1 FROM lease WHERE msg_id = message.id)"
+#define NOT_LEASED "NOT " IS_LEASED
+/* MSG_COLS as callers see them: a leased row is LEASED, and its lease is
+ * one more delivery. */
+#define MSG_COLS_SEEN                                                          \
+	"id, mailbox_id, CASE WHEN " IS_LEASED " THEN 1 ELSE state END,"       \
+	" priority, deliveries + " IS_LEASED "," MSG_COLS_AFTER_DELIVERIES
 
 /*
  * States are literals, not parameters: the planner can then match
@@ -197,8 +232,14 @@ static const char *const store_sql[ST_COUNT] = {
 	[ST_MB_COUNTERS] = "SELECT mailbox_id, state, count(*),"
 			   " sum(length(data)) FROM message"
 			   " GROUP BY mailbox_id, state",
+	/* State 1: written by builds before schema version 4. */
 	[ST_MB_RESET_LEASED] = "UPDATE message SET state = 0"
 			       " WHERE mailbox_id = ?1 AND state = 1",
+	[ST_LEASE_VOID_COUNT] = "UPDATE message"
+				" SET deliveries = deliveries + 1"
+				" WHERE id IN (SELECT msg_id FROM lease)",
+	[ST_LEASE_VOID] = "DELETE FROM lease",
+	[ST_MB_DELETE_LEASES] = "DELETE FROM lease WHERE mailbox_id = ?1",
 	[ST_MB_INSERT] =
 		"INSERT INTO mailbox (name, owner_uid, gid, mode,"
 		" lease_ms, max_deliveries, max_msgs, max_bytes,"
@@ -211,7 +252,8 @@ static const char *const store_sql[ST_COUNT] = {
 	[ST_MB_DELETE_MSGS] = "DELETE FROM message WHERE mailbox_id = ?1",
 	[ST_MB_DELETE] = "DELETE FROM mailbox WHERE id = ?1",
 	[ST_MB_DELAYED] = "SELECT count(*) FROM message WHERE mailbox_id = ?1"
-			  " AND state = 0 AND ready_ns > 0 AND ready_ns > ?2",
+			  " AND state = 0 AND ready_ns > 0 AND ready_ns > ?2"
+			  " AND " NOT_LEASED,
 	/* The head (lowest id) of each state/priority line is one index
 	 * seek; the oldest message is among those 30 heads. */
 	[ST_MB_OLDEST] = "SELECT min((SELECT m.time_ns FROM message AS m"
@@ -222,59 +264,68 @@ static const char *const store_sql[ST_COUNT] = {
 			 " (9)) AS p",
 	[ST_MB_NEXT_READY] = "SELECT min(ready_ns) FROM message"
 			     " WHERE mailbox_id = ?1 AND state = 0"
-			     " AND ready_ns > 0 AND ready_ns > ?2",
+			     " AND ready_ns > 0 AND ready_ns > ?2"
+			     " AND " NOT_LEASED,
 	[ST_MSG_INSERT] = "INSERT INTO message (mailbox_id, state, priority,"
 			  " deliveries, time_ns, ready_ns, expires_ns, pid,"
 			  " uid, gid, comm, headers, dedup, data, id)"
 			  " VALUES (?1, 0, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9,"
 			  " ?10, ?11, ?12, ?13, ?14)",
-	/* ready_ns and expires_ns are in message_queue: delayed and
-	 * expired messages are skipped without reading their rows. */
+	/*
+	 * The walk of a lease, from where the last one stopped (LeaseFrom):
+	 * the rest of priority ?4 after id ?5, then the lower priorities.
+	 * ready_ns and expires_ns are in message_queue: delayed and expired
+	 * messages are skipped without reading their rows, and so are the
+	 * leased ones, by a look-up in the small lease table.
+	 */
 	[ST_MSG_LEASE] = "SELECT " MSG_COLS " FROM message"
 			 " WHERE mailbox_id = ?1 AND state = 0"
+			 " AND priority = ?4 AND id > ?5"
 			 " AND ready_ns <= ?2"
 			 " AND (expires_ns = 0 OR expires_ns > ?2)"
-			 " ORDER BY priority DESC, id LIMIT ?3",
-	/* The rows one walk of ST_MSG_LEASE took at priority ?2: every
-	 * row it may take between two ids (the same conditions). */
-	[ST_MSG_SET_LEASED] = "UPDATE message SET state = 1,"
-			      " deliveries = deliveries + 1"
-			      " WHERE mailbox_id = ?1 AND state = 0"
-			      " AND priority = ?2 AND id BETWEEN ?3 AND ?4"
-			      " AND ready_ns <= ?5"
-			      " AND (expires_ns = 0 OR expires_ns > ?5)",
-	[ST_MSG_STAT] = "SELECT state, length(data), deliveries FROM message"
-			" WHERE id = ?1 AND mailbox_id = ?2",
-	[ST_MSG_DELETE] = "DELETE FROM message WHERE id = ?1",
-	[ST_MSG_ACK] = "DELETE FROM message"
-		       " WHERE id = ?1 AND mailbox_id = ?2 AND state = 1",
-	[ST_MSG_RELEASE] = "UPDATE message SET state = 0, ready_ns = ?3"
-			   " WHERE id = ?1 AND mailbox_id = ?2 AND state = 1",
-	[ST_MSG_GET] = "SELECT " MSG_COLS " FROM message"
-		       " WHERE id = ?1 AND mailbox_id = ?2",
-	/* Two lines, each already in delivery order by the index, merged
-	 * (MERGE UNION ALL): no sort of the whole mailbox. */
-	[ST_MSG_PEEK] = "SELECT " MSG_COLS " FROM message"
-			" WHERE mailbox_id = ?1 AND state = 0 AND id >= ?2"
-			" UNION ALL"
-			" SELECT " MSG_COLS " FROM message"
-			" WHERE mailbox_id = ?1 AND state = 1 AND id >= ?2"
-			" ORDER BY priority DESC, id LIMIT ?3",
-	[ST_MSG_PEEK_BY_ID] =
+			 " AND " NOT_LEASED " ORDER BY id LIMIT ?3",
+	[ST_MSG_LEASE_BELOW] =
 		"SELECT " MSG_COLS " FROM message"
-		" WHERE mailbox_id = ?1 AND state = 0 AND id >= ?2"
-		" UNION ALL"
-		" SELECT " MSG_COLS " FROM message"
-		" WHERE mailbox_id = ?1 AND state = 1 AND id >= ?2"
-		" ORDER BY id LIMIT ?3",
+		" WHERE mailbox_id = ?1 AND state = 0"
+		" AND priority < ?4 AND ready_ns <= ?2"
+		" AND (expires_ns = 0 OR expires_ns > ?2)"
+		" AND " NOT_LEASED " ORDER BY priority DESC, id LIMIT ?3",
+	[ST_LEASE_ADD] = "INSERT INTO lease (msg_id, mailbox_id)"
+			 " VALUES (?1, ?2)",
+	/* Ends the lease of message ?1 of mailbox ?2, if it has one. */
+	[ST_LEASE_END] = "DELETE FROM lease"
+			 " WHERE msg_id = ?1 AND mailbox_id = ?2",
+	[ST_MSG_STAT] = "SELECT CASE WHEN " IS_LEASED " THEN 1 ELSE state END,"
+			" length(data), deliveries + " IS_LEASED
+			" FROM message WHERE id = ?1 AND mailbox_id = ?2",
+	/* Ends its lease too, if it has one. */
+	[ST_MSG_DELETE] = "DELETE FROM message WHERE id = ?1",
+	[ST_MSG_DELETE_LEASE] = "DELETE FROM lease WHERE msg_id = ?1",
+	/* After ST_LEASE_END: the lease it ended is one more delivery. */
+	[ST_MSG_RELEASE] = "UPDATE message SET ready_ns = ?3,"
+			   " deliveries = deliveries + 1"
+			   " WHERE id = ?1 AND mailbox_id = ?2 AND state = 0"
+			   " RETURNING priority",
+	[ST_MSG_GET] = "SELECT " MSG_COLS_SEEN " FROM message"
+		       " WHERE id = ?1 AND mailbox_id = ?2",
+	/* Ready and leased messages are one line of the index, already in
+	 * delivery order: no sort of the whole mailbox. */
+	[ST_MSG_PEEK] = "SELECT " MSG_COLS_SEEN " FROM message"
+			" WHERE mailbox_id = ?1 AND state = 0 AND id >= ?2"
+			" ORDER BY priority DESC, id LIMIT ?3",
+	[ST_MSG_PEEK_BY_ID] = "SELECT " MSG_COLS_SEEN " FROM message"
+			      " WHERE mailbox_id = ?1 AND state = 0"
+			      " AND id >= ?2 ORDER BY id LIMIT ?3",
 	[ST_MSG_PEEK_DEAD] = "SELECT " MSG_COLS " FROM message"
 			     " INDEXED BY message_queue"
 			     " WHERE mailbox_id = ?1 AND state = 2"
 			     " AND id >= ?2 ORDER BY id LIMIT ?3",
 	[ST_MB_DELETE_DEDUP] = "DELETE FROM dedup WHERE mailbox_id = ?1",
 	[ST_MB_DELETE_BINDINGS] = "DELETE FROM binding WHERE mailbox_id = ?1",
-	[ST_MSG_KILL] = "UPDATE message SET state = 2, dead_reason = ?2"
-			" WHERE id = ?1",
+	/* A lease it ends (ST_MSG_DELETE_LEASE, after) was a delivery. */
+	[ST_MSG_KILL] =
+		"UPDATE message SET state = 2, dead_reason = ?2,"
+		" deliveries = deliveries + " IS_LEASED " WHERE id = ?1",
 	/* The dead line of the mailbox is in priority order in the index;
 	 * only its ids are sorted, never the rows. */
 	[ST_MSG_KICK] = "UPDATE message SET state = 0, deliveries = 0,"
@@ -287,18 +338,20 @@ static const char *const store_sql[ST_COUNT] = {
 	 * payload's overflow pages. */
 	[ST_MSG_PURGE_STAT] = "SELECT count(*), ifnull(sum(length(data)), 0)"
 			      " FROM message INDEXED BY message_queue"
-			      " WHERE mailbox_id = ?1 AND state = ?2",
+			      " WHERE mailbox_id = ?1 AND state = ?2"
+			      " AND " NOT_LEASED,
 	[ST_MSG_PURGE] = "DELETE FROM message INDEXED BY message_queue"
-			 " WHERE mailbox_id = ?1 AND state = ?2",
+			 " WHERE mailbox_id = ?1 AND state = ?2"
+			 " AND " NOT_LEASED,
 	/* A prefix of message_expiry. */
 	[ST_EXPIRE_SCAN] = "SELECT id, mailbox_id, expires_ns FROM message"
 			   " WHERE state = 0 AND expires_ns > 0"
-			   " AND expires_ns <= ?1 ORDER BY expires_ns"
-			   " LIMIT ?2",
-	/* The first entry of message_expiry. */
+			   " AND expires_ns <= ?1 AND " NOT_LEASED
+			   " ORDER BY expires_ns LIMIT ?2",
+	/* The first entry of message_expiry that is not leased. */
 	[ST_NEXT_EXPIRY] = "SELECT expires_ns FROM message"
 			   " WHERE state = 0 AND expires_ns > 0"
-			   " ORDER BY expires_ns LIMIT 1",
+			   " AND " NOT_LEASED " ORDER BY expires_ns LIMIT 1",
 	[ST_DEDUP_PUT] = "INSERT OR REPLACE INTO dedup"
 			 " (mailbox_id, key, msg_id, time_ns)"
 			 " VALUES (?1, ?2, ?3, ?4)",
@@ -883,11 +936,31 @@ journal_undo(Store *s)
 		e->mb.n_leased = e->saved_cnt.n_leased;
 		e->mb.n_dead = e->saved_cnt.n_dead;
 		e->mb.bytes = e->saved_cnt.bytes;
+		/* A walk of the rolled-back transaction may have moved it past
+		 * rows that are not leased after all. */
+		e->from.known = false;
 		if (e->txn & ENTRY_DELETED)
 			index_insert(s, e);
 		e->txn = 0;
 	}
 	s->n_journal = 0;
+}
+
+/* Row (prio, id) of e became deliverable, or will at ready_ns (0: now):
+ * the next walk must not start after it. */
+static void
+lease_from_lower(Entry *e, double prio, int64_t id, int64_t ready_ns)
+{
+	LeaseFrom *f = &e->from;
+
+	if (!f->known)
+		return;
+	if (prio > f->prio || (prio == f->prio && id <= f->id)) {
+		f->prio = prio;
+		f->id = id - 1;
+	}
+	if (ready_ns > 0 && ready_ns < f->until)
+		f->until = ready_ns;
 }
 
 static void
@@ -1439,6 +1512,7 @@ store_mailbox_delete(Store *s, StoreMailbox *mb)
 		int st;
 		const char *what;
 	} steps[] = {
+		{ST_MB_DELETE_LEASES, "delete the leases of a mailbox"},
 		{ST_MB_DELETE_MSGS, "delete the messages of a mailbox"},
 		{ST_MB_DELETE_DEDUP, "delete the dedup keys of a mailbox"},
 		{ST_MB_DELETE_BINDINGS, "delete the bindings of a mailbox"},
@@ -1745,6 +1819,7 @@ store_msg_insert(Store *s, StoreMailbox *mb, StoreMsg *msg)
 	msg->id = (uint64_t)id;
 	s->next_msg_id = id + 1;
 	stmt_done(st);
+	lease_from_lower(e, msg->priority, id, msg->ready_ns);
 	if (msg->dedup) {
 		r = dedup_put(s, mb, msg);
 		if (r < 0)
@@ -1761,63 +1836,87 @@ out:
 	return r;
 }
 
-/* The rows one walk of store_msg_lease took at one priority: ids lo..hi,
- * and every row between them it may take (it takes them in id order).
- * The priority is the value the row holds: another program may have
- * written a REAL one (5.5 passes the CHECK), a line of its own. */
-typedef struct LeaseRange {
-	double priority;
-	int64_t lo, hi;
-	int count;
-} LeaseRange;
-
-#define LEASE_RANGES 16 /* ranges marked at once */
-
-/* Mark the rows of the walk's ranges LEASED, one UPDATE per range. */
+/* Start the walks of e from the top of its line, until the first delayed
+ * row's time comes. */
 static int
-lease_mark(Store *s, StoreMailbox *mb, int64_t now_ns_, const LeaseRange *rg,
-	   size_t n)
+lease_from_top(Store *s, Entry *e, int64_t now_ns_)
 {
-	sqlite3_stmt *upd = stmt_get(s, ST_MSG_SET_LEASED);
+	int64_t next = 0;
 	int r;
 
-	for (size_t i = 0; i < n; i++) {
-		sqlite3_bind_int64(upd, 1, mb->id);
-		sqlite3_bind_double(upd, 2, rg[i].priority);
-		sqlite3_bind_int64(upd, 3, rg[i].lo);
-		sqlite3_bind_int64(upd, 4, rg[i].hi);
-		sqlite3_bind_int64(upd, 5, now_ns_);
-		r = stmt_run(s, upd, "lease messages");
-		if (r < 0)
-			return r;
-		if (sqlite3_changes(s->db) != rg[i].count)
-			return store_error(s, -EIO,
-					   "%d messages of %s leased where %d "
-					   "were taken",
-					   sqlite3_changes(s->db), mb->name,
-					   rg[i].count);
-	}
+	r = mb_query_int(s, ST_MB_NEXT_READY, &e->mb, true, now_ns_, &next,
+			 "find the next delayed message");
+	if (r < 0)
+		return r;
+	e->from = (LeaseFrom){true, INFINITY, 0, next ? next : INT64_MAX};
 	return 0;
 }
 
 /*
+ * One statement of a lease walk (ST_MSG_LEASE or ST_MSG_LEASE_BELOW): each
+ * row it yields gets its lease row, then goes to fn. Returns the number
+ * leased, or what fn returned if it stopped the walk (*n still counts),
+ * or a negative errno. *last is the position of the last row leased.
+ */
+static int
+lease_walk(Store *s, Entry *e, int which, int64_t now_ns_, size_t max,
+	   StoreMsgFn fn, void *ctx, int *n, LeaseFrom *last)
+{
+	sqlite3_stmt *sel = stmt_get(s, which);
+	sqlite3_stmt *add = stmt_get(s, ST_LEASE_ADD);
+	StoreMailbox *mb = &e->mb;
+	int r = 0, rc;
+
+	sqlite3_bind_int64(sel, 1, mb->id);
+	sqlite3_bind_int64(sel, 2, now_ns_);
+	sqlite3_bind_int64(sel, 3, (int64_t)max);
+	sqlite3_bind_double(sel, 4, e->from.prio);
+	if (which == ST_MSG_LEASE)
+		sqlite3_bind_int64(sel, 5, e->from.id);
+	while ((rc = sqlite3_step(sel)) == SQLITE_ROW) {
+		StoreMsg m;
+
+		msg_from_row(sel, &m);
+		/* The lease table is read by sel's look-up, one row at a
+		 * time: a row added behind it changes nothing it walks. */
+		sqlite3_bind_int64(add, 1, (int64_t)m.id);
+		sqlite3_bind_int64(add, 2, mb->id);
+		r = stmt_run(s, add, "lease messages");
+		if (r < 0)
+			goto out;
+		last->prio = sqlite3_column_double(sel, 3);
+		last->id = (int64_t)m.id;
+		m.state = STORE_LEASED;
+		m.deliveries++;
+		counter_sub(&mb->n_ready, 1);
+		mb->n_leased++;
+		s->txn_wrote = true;
+		(*n)++;
+		r = msg_call(s, fn, ctx, &m);
+		if (r)
+			goto out;
+	}
+	if (rc != SQLITE_DONE)
+		r = store_sql_error(s, rc, "lease messages");
+out:
+	stmt_done(sel);
+	return r;
+}
+
+/*
  * Every message fn was called for is leased, the one for which fn
- * stopped the walk included. The rows are marked after the walk, one
- * UPDATE for each range of ids at one priority instead of one per row: a
- * statement costs more than the row it changes (doc/performance.md). fn
- * cannot tell: it must not call the store (it gets -EBUSY). An error
- * after fn saw rows leaves some of them unmarked: the transaction then
- * refuses to commit (txn_refuse), and the caller must roll back.
+ * stopped the walk included: its row in the lease table is written
+ * before fn sees it. fn must not call the store (it gets -EBUSY). An
+ * error after fn saw rows leaves the transaction unable to commit
+ * (txn_refuse): the caller must roll back.
  */
 int
 store_msg_lease(Store *s, StoreMailbox *mb, int64_t now_ns_, size_t max,
 		StoreMsgFn fn, void *ctx)
 {
-	sqlite3_stmt *sel = stmt_get(s, ST_MSG_LEASE);
 	Entry *e = entry_of(mb);
-	LeaseRange rg[LEASE_RANGES];
-	size_t n_rg = 0;
-	int n = 0, r, rc;
+	LeaseFrom last = {0};
+	int n = 0, r;
 
 	r = store_check_write(s, mb);
 	if (r < 0)
@@ -1827,57 +1926,23 @@ store_msg_lease(Store *s, StoreMailbox *mb, int64_t now_ns_, size_t max,
 	if (max > INT32_MAX)
 		max = INT32_MAX; /* the count is returned as an int */
 	r = journal_touch(s, e);
+	if (r == 0 && (!e->from.known || now_ns_ >= e->from.until))
+		r = lease_from_top(s, e, now_ns_);
 	if (r < 0)
 		return r;
-	sqlite3_bind_int64(sel, 1, mb->id);
-	sqlite3_bind_int64(sel, 2, now_ns_);
-	sqlite3_bind_int64(sel, 3, (int64_t)max);
-	while ((rc = sqlite3_step(sel)) == SQLITE_ROW) {
-		double prio = sqlite3_column_double(sel, 3);
-		StoreMsg m;
-
-		msg_from_row(sel, &m);
-		if (!n_rg || rg[n_rg - 1].priority != prio ||
-		    (int64_t)m.id <= rg[n_rg - 1].hi) {
-			if (n_rg == LEASE_RANGES) {
-				/* Updating rows under the running SELECT is
-				 * fine: a leased row leaves the (mailbox_id,
-				 * 0) part of the index it walks. */
-				r = lease_mark(s, mb, now_ns_, rg, n_rg);
-				if (r < 0)
-					goto out;
-				n_rg = 0;
-			}
-			rg[n_rg++] = (LeaseRange){prio, (int64_t)m.id,
-						  (int64_t)m.id, 0};
-		}
-		rg[n_rg - 1].hi = (int64_t)m.id;
-		rg[n_rg - 1].count++;
-		m.state = STORE_LEASED;
-		m.deliveries++;
-		counter_sub(&mb->n_ready, 1);
-		mb->n_leased++;
-		s->txn_wrote = true;
-		n++;
-		r = msg_call(s, fn, ctx, &m);
-		if (r)
-			goto out;
-	}
-	if (rc != SQLITE_DONE) {
-		r = store_sql_error(s, rc, "lease messages");
-		goto out;
-	}
-	r = n;
-out:
-	stmt_done(sel);
-	if (r >= 0 && n_rg) {
-		int mr = lease_mark(s, mb, now_ns_, rg, n_rg);
-		if (mr < 0)
-			r = mr;
+	/* The rest of the line at the priority where the last walk stopped
+	 * (none at first: INFINITY), then the lines below it. */
+	r = lease_walk(s, e, ST_MSG_LEASE, now_ns_, max, fn, ctx, &n, &last);
+	if (r == 0 && (size_t)n < max)
+		r = lease_walk(s, e, ST_MSG_LEASE_BELOW, now_ns_,
+			       max - (size_t)n, fn, ctx, &n, &last);
+	if (n && r >= 0) {
+		e->from.prio = last.prio;
+		e->from.id = last.id;
 	}
 	if (r < 0 && n)
 		txn_refuse(s, r);
-	return r;
+	return r ? r : n;
 }
 
 /* What the counters need to know of message id of mb. */
@@ -1920,15 +1985,21 @@ counters_kill(StoreMailbox *mb, int from)
 }
 
 /* Mark message id DEAD with reason; the caller knows it is READY or
- * LEASED and has journaled its mailbox. */
+ * LEASED (then its lease ends) and has journaled its mailbox. */
 static int
-msg_kill(Store *s, uint64_t id, const char *reason)
+msg_kill(Store *s, uint64_t id, const char *reason, bool leased)
 {
 	sqlite3_stmt *st = stmt_get(s, ST_MSG_KILL);
+	int r;
 
 	sqlite3_bind_int64(st, 1, clamp_i64(id));
 	sqlite3_bind_text(st, 2, reason, -1, SQLITE_STATIC);
-	return stmt_run(s, st, "move a message to the dead list");
+	r = stmt_run(s, st, "move a message to the dead list");
+	if (r < 0 || !leased)
+		return r;
+	st = stmt_get(s, ST_MSG_DELETE_LEASE);
+	sqlite3_bind_int64(st, 1, clamp_i64(id));
+	return stmt_run(s, st, "end the lease of a dead message");
 }
 
 int
@@ -1947,6 +2018,11 @@ store_msg_delete(Store *s, StoreMailbox *mb, uint64_t id)
 	st = stmt_get(s, ST_MSG_DELETE);
 	sqlite3_bind_int64(st, 1, (int64_t)id);
 	r = stmt_run(s, st, "delete message");
+	if (r == 0 && ms.state == STORE_LEASED) {
+		st = stmt_get(s, ST_MSG_DELETE_LEASE);
+		sqlite3_bind_int64(st, 1, (int64_t)id);
+		r = stmt_run(s, st, "end the lease of a deleted message");
+	}
 	if (r < 0)
 		return r;
 	counters_remove(mb, ms.state, ms.len);
@@ -1968,12 +2044,23 @@ run_on_leased(Store *s, sqlite3_stmt *st, StoreMailbox *mb, uint64_t id,
 	return r;
 }
 
+/* End the lease of message id of mb: -ENOENT if it has none. */
+static int
+lease_end(Store *s, StoreMailbox *mb, uint64_t id)
+{
+	sqlite3_stmt *st = stmt_get(s, ST_LEASE_END);
+
+	sqlite3_bind_int64(st, 1, clamp_i64(id));
+	sqlite3_bind_int64(st, 2, mb->id);
+	return run_on_leased(s, st, mb, id, "end a lease");
+}
+
 /*
- * An ack is the hot path of every consumer: one DELETE that finds the row
- * only in the state the caller says, instead of store_msg_delete's SELECT
- * of it first (8 % of the broker's CPU in the pipeline,
- * doc/performance.md). The length cannot be checked without that read;
- * it is what the lease delivered.
+ * An ack is the hot path of every consumer: two DELETEs by primary key,
+ * the lease (which says the message is leased, and in mb) and the
+ * message, instead of store_msg_delete's SELECT of it first (8 % of the
+ * broker's CPU in the pipeline, doc/performance.md). The length cannot
+ * be checked without that read; it is what the lease delivered.
  */
 int
 store_msg_ack(Store *s, StoreMailbox *mb, uint64_t id, uint64_t len)
@@ -1982,12 +2069,18 @@ store_msg_ack(Store *s, StoreMailbox *mb, uint64_t id, uint64_t len)
 	int r;
 
 	r = mb_write_begin(s, mb);
+	if (r == 0)
+		r = lease_end(s, mb, id);
 	if (r < 0)
 		return r;
-	st = stmt_get(s, ST_MSG_ACK);
+	st = stmt_get(s, ST_MSG_DELETE);
 	sqlite3_bind_int64(st, 1, clamp_i64(id));
-	sqlite3_bind_int64(st, 2, mb->id);
-	r = run_on_leased(s, st, mb, id, "delete message");
+	r = stmt_run(s, st, "delete message");
+	if (r == 0 && sqlite3_changes(s->db) != 1)
+		r = store_error(s, -ENOENT,
+				"message %llu of %s was leased but is gone; "
+				"its lease is ended",
+				(unsigned long long)id, mb->name);
 	if (r < 0)
 		return r;
 	counters_remove(mb, STORE_LEASED, len);
@@ -2002,7 +2095,7 @@ store_msg_release(Store *s, StoreMailbox *mb, uint64_t id, int64_t ready_ns)
 {
 	sqlite3_stmt *st = stmt_get(s, ST_MSG_RELEASE);
 	MsgStat ms;
-	int r;
+	int r, rc;
 
 	r = mb_write_begin(s, mb);
 	if (r < 0)
@@ -2016,7 +2109,7 @@ store_msg_release(Store *s, StoreMailbox *mb, uint64_t id, int64_t ready_ns)
 		if (r < 0)
 			return r;
 		if (ms.deliveries >= mb->max_deliveries) {
-			r = msg_kill(s, id, "max-deliveries");
+			r = msg_kill(s, id, "max-deliveries", true);
 			if (r < 0)
 				return r;
 			counters_kill(mb, STORE_LEASED);
@@ -2024,10 +2117,27 @@ store_msg_release(Store *s, StoreMailbox *mb, uint64_t id, int64_t ready_ns)
 			return 1;
 		}
 	}
+	r = lease_end(s, mb, id);
+	if (r < 0)
+		return r;
+	st = stmt_get(s, ST_MSG_RELEASE);
 	sqlite3_bind_int64(st, 1, clamp_i64(id));
 	sqlite3_bind_int64(st, 2, mb->id);
 	sqlite3_bind_int64(st, 3, ready_ns);
-	r = run_on_leased(s, st, mb, id, "release message");
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW) {
+		/* Back in line at its place: the next walk starts there. */
+		lease_from_lower(entry_of(mb), sqlite3_column_double(st, 0),
+				 clamp_i64(id), ready_ns);
+	} else if (rc == SQLITE_DONE) {
+		r = store_error(s, -ENOENT,
+				"message %llu of %s was leased but is gone; "
+				"its lease is ended",
+				(unsigned long long)id, mb->name);
+	} else {
+		r = store_sql_error(s, rc, "release message");
+	}
+	stmt_done(st);
 	if (r < 0)
 		return r;
 	counter_sub(&mb->n_leased, 1);
@@ -2123,7 +2233,7 @@ store_msg_kill(Store *s, StoreMailbox *mb, uint64_t id, const char *reason)
 				"message %llu of %s is dead already",
 				(unsigned long long)id, mb->name);
 	if (r == 0)
-		r = msg_kill(s, id, reason);
+		r = msg_kill(s, id, reason, ms.state == STORE_LEASED);
 	if (r < 0)
 		return r;
 	counters_kill(mb, ms.state);
@@ -2157,6 +2267,9 @@ store_msg_kick(Store *s, StoreMailbox *mb, uint64_t max)
 	n = sqlite3_changes(s->db);
 	counter_sub(&mb->n_dead, (uint64_t)n);
 	mb->n_ready += (uint64_t)n;
+	/* Back in line anywhere, under the walks' start. */
+	if (n)
+		entry_of(mb)->from.known = false;
 	if (n)
 		s->txn_wrote = true;
 	return n;
@@ -2263,7 +2376,7 @@ store_expire(Store *s, int64_t now_ns_, StoreMsgFn fn, void *ctx)
 				if (r < 0)
 					return r;
 			}
-			r = msg_kill(s, rows[i].id, "expired");
+			r = msg_kill(s, rows[i].id, "expired", false);
 			if (r < 0)
 				return r;
 			if (mb)
@@ -2857,9 +2970,11 @@ store_load_bindings(Store *s, char *errbuf, size_t errlen)
 
 /*
  * After a restart nobody holds a lease and no connection owns a temporary
- * mailbox: every LEASED row becomes READY (same id, so same place in
- * line, deliveries kept) and temporary mailboxes go, in one durable
- * transaction.
+ * mailbox: every leased message becomes READY (same id, so same place in
+ * line), its lease counted as a delivery, and temporary mailboxes go, in
+ * one durable transaction. The counters already count a message of the
+ * lease table as READY (its row says 0); rows of state 1 come from builds
+ * before schema version 4.
  */
 static int
 store_recover(Store *s, char *errbuf, size_t errlen)
@@ -2873,6 +2988,16 @@ store_recover(Store *s, char *errbuf, size_t errlen)
 	 * or its id could be handed out again after the next restart. */
 	if (r == 0 && s->next_msg_id - 1 > s->ids_reserved)
 		r = store_reserve_ids(s, s->next_msg_id - 1);
+	if (r == 0)
+		r = stmt_run(s, stmt_get(s, ST_LEASE_VOID_COUNT),
+			     "count the void leases");
+	if (r == 0 && sqlite3_changes(s->db) > 0)
+		s->txn_wrote = true;
+	/* Leases of messages gone too (another program deleted them). */
+	if (r == 0)
+		r = stmt_run(s, stmt_get(s, ST_LEASE_VOID), "void the leases");
+	if (r == 0 && sqlite3_changes(s->db) > 0)
+		s->txn_wrote = true;
 	while (r == 0 && i < s->n_mb) {
 		Entry *e = s->by_id[i];
 		sqlite3_stmt *st;

@@ -20,10 +20,12 @@ int baseline_seqpacket(size_t n, double *p50, bool *across);
  * synchronous=FULL in a fresh directory under dir, a table (id INTEGER
  * PRIMARY KEY, data BLOB); each transaction inserts k rows of size bytes
  * and deletes the k oldest (a queue's post + ack). At least msgs rows and
- * 32 transactions; *rate is rows through per second.
+ * 32 transactions; *rate is rows through per second. With queued > 0,
+ * that many rows are in the table first (not timed, WAL checkpointed):
+ * the deletes take the oldest of them, as consumers of a backlog do.
  */
 int baseline_sqlite(const char *dir, size_t k, size_t msgs, size_t size,
-		    double *rate);
+		    size_t queued, double *rate);
 /*
  * baseline_store - what the store's design allows: mboxd's store module
  * alone (sync=full, no broker, no sockets, no clients) on a fresh

@@ -209,6 +209,10 @@ json_targets(const Options *o, const Results *r)
 		 1, r->backlog_msgs / r->backlog_pull_s);
 	json_num("empty_recv_msgs_per_sec", backlog && r->empty_pull_s > 0, 1,
 		 r->backlog_msgs / r->empty_pull_s);
+	json_num("sqlite_empty_batch64_per_sec", r->sql_empty_rate > 0, 1,
+		 r->sql_empty_rate);
+	json_num("sqlite_backlog_batch64_per_sec", r->sql_backlog_rate > 0, 1,
+		 r->sql_backlog_rate);
 	json_num("ready_ms", r->ready_s >= 0, 1, r->ready_s * 1e3);
 	json_int("idle_conns", conns, (long long)o->idle_conns);
 	json_int("idle_conns_rss_kib", conns && r->conns_rss != -1,
@@ -256,6 +260,9 @@ json_target_ratios(const Options *o, const Results *r)
 		 r->lat_full_med / rtt_model(r));
 	json_num("backlog_per_empty", (w & WL_BACKLOG) && r->filled, 3,
 		 r->empty_s / r->backlog_s);
+	json_num("sqlite_backlog_per_empty",
+		 r->sql_empty_rate > 0 && r->sql_backlog_rate > 0, 3,
+		 r->sql_backlog_rate / r->sql_empty_rate);
 	json_num("active_max_per_16", w & WL_CONNS, 3,
 		 r->active16_s / r->active_s);
 	json_num("churn_file_per_peak_live", churn, 3,
@@ -586,6 +593,16 @@ table_backlog(const Options *o, const Results *r)
 		    "msgs/s");
 		ratio("  backlog / empty", true,
 		      r->empty_pull_s / r->backlog_pull_s, NULL);
+	}
+	/* The store's own bound: a broker that adds little to its store
+	 * inherits this ratio (doc/performance.md). */
+	if (r->sql_empty_rate > 0 && r->sql_backlog_rate > 0) {
+		printf("  SQLite insert+delete, 64 a transaction:\n");
+		row("  empty table", true, r->sql_empty_rate, 0, "msgs/s");
+		snprintf(label, sizeof(label), "  %zu rows queued", o->backlog);
+		row(label, true, r->sql_backlog_rate, 0, "msgs/s");
+		ratio("  backlog / empty", true,
+		      r->sql_backlog_rate / r->sql_empty_rate, NULL);
 	}
 	row_t("start-up to READY=1 with the backlog", r->ready_s >= 0,
 	      r->ready_s * 1e3, 1, "ms", "<= 1000 (1M queued)");

@@ -78,8 +78,11 @@ typedef struct Results {
 	double pipe_pull_s; /* the same with recv consumers, or 0 */
 	double empty_pull_s, backlog_pull_s; /* WL_BACKLOG so, or 0 */
 	double sql_rate[SQL_BATCHES];	     /* rows/s for 1, 64, 1024 a txn */
-	double store_rate;	  /* the store module alone, 64 a txn */
-	double scale_s[LIST_MAX]; /* WL_SCALE, per --scale entry */
+	double store_rate; /* the store module alone, 64 a txn */
+	/* The SQLite ceiling (64 a txn) empty and with the backlog queued,
+	 * for WL_BACKLOG, or 0. */
+	double sql_empty_rate, sql_backlog_rate;
+	double scale_s[LIST_MAX];	   /* WL_SCALE, per --scale entry */
 	double lat_full_med, lat_full_p99; /* WL_LATENCY, seconds */
 	double lat_norm_med, lat_norm_p99; /* only with a broker of ours */
 	bool lat_full_own;		   /* full: a broker we started */

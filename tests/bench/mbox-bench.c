@@ -480,7 +480,7 @@ wl_pipeline(const Options *o, const char *sock, const char *sql_dir,
 		err = pipeline(o, sock, mb, o->messages, 0, &res->pipe_pull_s);
 	for (unsigned i = 0; !err && i < SQL_BATCHES; i++)
 		err = baseline_sqlite(sql_dir, sql_batches[i], o->messages,
-				      o->size, &res->sql_rate[i]);
+				      o->size, 0, &res->sql_rate[i]);
 	if (!err)
 		err = baseline_store(sql_dir, 64, o->messages, o->size,
 				     &res->store_rate);
@@ -801,6 +801,15 @@ run_rest(const Options *o, const char *dir, Results *res)
 		err = wl_conns(o, res);
 	if (!err && (w & (WL_MEMORY | WL_BACKLOG)))
 		err = wl_store(o, res);
+	/* What the backlog costs SQLite itself, the same way: the ceiling's
+	 * table, empty and then holding the backlog, moving as many rows
+	 * as each pipeline of the backlog workload. */
+	if (!err && (w & WL_BACKLOG))
+		err = baseline_sqlite(dir, 64, res->backlog_msgs, o->size, 0,
+				      &res->sql_empty_rate);
+	if (!err && (w & WL_BACKLOG))
+		err = baseline_sqlite(dir, 64, res->backlog_msgs, o->size,
+				      o->backlog, &res->sql_backlog_rate);
 	if (!err && (w & WL_CHURN))
 		err = wl_churn(o, res);
 	if (!err)

@@ -48,6 +48,7 @@ has_number "$T_DIR/bench.json" \
 	rss_idle_kib rss_backlog_kib rss_backlog_anon_kib rss_drained_kib \
 	backlog_messages backlog_msgs_per_sec empty_msgs_per_sec ready_ms \
 	backlog_recv_msgs_per_sec empty_recv_msgs_per_sec \
+	sqlite_empty_batch64_per_sec sqlite_backlog_batch64_per_sec \
 	idle_conns idle_conns_rss_kib active_16_msgs_per_sec \
 	active_max_msgs_per_sec active_max \
 	churn_messages churn_peak_live_bytes churn_db_bytes churn_wal_bytes \
@@ -56,7 +57,8 @@ has_number "$T_DIR/bench.json" \
 	pipeline_per_sqlite_ceiling store_alone_per_ceiling \
 	pipeline_per_store_alone scale_max_per_1 scale_1_per_fsync \
 	latency_normal_p50_per_seqpacket latency_full_p50_per_model \
-	backlog_per_empty active_max_per_16 churn_file_per_peak_live \
+	backlog_per_empty sqlite_backlog_per_empty active_max_per_16 \
+	churn_file_per_peak_live \
 	cli_post_per_lib cli_recv_per_lib
 # One entry per --scale count.
 grep -Eq '"scale":\[\{"producers":1,"msgs_per_sec":[0-9][^]]*\{"producers":4,"msgs_per_sec":[0-9]' \

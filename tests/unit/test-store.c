@@ -463,7 +463,11 @@ check_counters(const Fx *fx, const StoreMailbox *mb)
 	sqlite3 *db = raw_open(fx);
 	char sql[256];
 	int64_t v[4];
-	const char *what[4] = {"state = 0", "state = 1", "state = 2", "1"};
+	/* A leased message keeps state 0 and has a row in lease. */
+	const char *what[4] = {
+		"state = 0 AND id NOT IN (SELECT msg_id FROM lease)",
+		"state = 0 AND id IN (SELECT msg_id FROM lease)", "state = 2",
+		"1"};
 
 	for (int i = 0; i < 4; i++) {
 		snprintf(sql, sizeof(sql),
@@ -529,14 +533,14 @@ test_store_schema_version(void **state)
 	assert_int_equal(stat(fx->path, &st), 0);
 	assert_int_equal(st.st_mode & 0777, 0600);
 	db = raw_open(fx);
-	assert_int_equal(raw_int(db, "PRAGMA user_version"), 3);
+	assert_int_equal(raw_int(db, "PRAGMA user_version"), 4);
 	assert_int_equal(raw_int(db, "PRAGMA application_id"), 0x6d626f78);
 	assert_int_equal(raw_int(db, "SELECT count(*) FROM sqlite_master"
 				     " WHERE name IN ('mailbox', 'message',"
 				     " 'message_queue', 'message_delayed',"
 				     " 'message_expiry', 'dedup', 'dedup_time',"
-				     " 'binding', 'id_reserve')"),
-			 9);
+				     " 'binding', 'id_reserve', 'lease')"),
+			 10);
 	/* Version 3: message ids without AUTOINCREMENT. */
 	assert_int_equal(raw_int(db, "SELECT count(*) FROM sqlite_master"
 				     " WHERE name = 'message' AND sql LIKE"
@@ -562,14 +566,14 @@ test_store_newer_version_refused(void **state)
 	fx_open(fx, STORE_SYNC_FULL);
 	fx->s = store_free(fx->s);
 	db = raw_open(fx);
-	raw_exec(db, "PRAGMA user_version = 4");
+	raw_exec(db, "PRAGMA user_version = 5");
 	sqlite3_close(db);
 	assert_int_equal(
 		store_open(&fx->s, fx->path, STORE_SYNC_FULL, err, sizeof(err)),
 		-ENOTSUP);
 	assert_null(fx->s);
-	assert_non_null(strstr(err, "database schema version 4 is newer than "
-				    "this mboxd supports (3); upgrade mboxd"));
+	assert_non_null(strstr(err, "database schema version 5 is newer than "
+				    "this mboxd supports (4); upgrade mboxd"));
 }
 
 static void
@@ -1121,11 +1125,16 @@ raw_state(const Fx *fx, uint64_t id, int64_t *state, int64_t *deliveries)
 	sqlite3 *db = raw_open(fx);
 	char sql[128];
 
-	snprintf(sql, sizeof(sql), "SELECT state FROM message WHERE id = %llu",
+	/* Schema version 4: a leased message is a row of lease, its
+	 * delivery count the row's plus that lease. */
+	snprintf(sql, sizeof(sql),
+		 "SELECT CASE WHEN id IN (SELECT msg_id FROM lease) THEN 1"
+		 " ELSE state END FROM message WHERE id = %llu",
 		 (unsigned long long)id);
 	*state = raw_int(db, sql);
 	snprintf(sql, sizeof(sql),
-		 "SELECT deliveries FROM message WHERE id = %llu",
+		 "SELECT deliveries + (id IN (SELECT msg_id FROM lease))"
+		 " FROM message WHERE id = %llu",
 		 (unsigned long long)id);
 	*deliveries = raw_int(db, sql);
 	sqlite3_close(db);
@@ -1413,6 +1422,133 @@ test_store_ack_leased_only(void **state)
 	assert_int_equal(other->n_leased, 1);
 	assert_int_equal(other->bytes, 2);
 	check_counters(fx, other);
+}
+
+/*
+ * A lease walk starts where the last one stopped (schema version 4 keeps
+ * leases out of the message rows, so the leased head of a line is still
+ * in its index). Every write that puts a deliverable message before that
+ * point must move it back: a post of a higher priority, a release, the
+ * time of a delayed message coming, a kick, a rolled-back lease.
+ */
+static void
+test_store_lease_walk_start(void **state)
+{
+	Fx *fx = *state;
+	StoreMailbox *mb;
+	uint64_t id[6], u, w, x, y, z;
+	int64_t st, dl;
+	Seen sn;
+
+	fx_open(fx, STORE_SYNC_FULL);
+	mb = mk_mailbox(fx->s, "walk");
+	assert_int_equal(store_begin(fx->s), 0);
+	for (int i = 0; i < 6; i++)
+		id[i] = put(fx->s, mb, 2, 0, "m");
+	assert_int_equal(store_commit(fx->s, true), 0);
+
+	assert_int_equal(lease(fx->s, mb, NOW, 2, &sn), 2);
+	assert_int_equal(sn.id[1], id[1]);
+	assert_int_equal(lease(fx->s, mb, NOW, 2, &sn), 2);
+	assert_int_equal(sn.id[0], id[2]);
+	assert_int_equal(sn.id[1], id[3]);
+
+	/* Urgent, and lower than where the walk stopped. */
+	u = post(fx->s, mb, 9, "u");
+	y = post(fx->s, mb, 0, "y");
+	assert_int_equal(lease(fx->s, mb, NOW, 1, &sn), 1);
+	assert_int_equal(sn.id[0], u);
+
+	/* A release puts its message back before the rest of its line. */
+	assert_int_equal(store_begin(fx->s), 0);
+	assert_int_equal(store_msg_release(fx->s, mb, id[1], 0), 0);
+	assert_int_equal(store_commit(fx->s, false), 0);
+	assert_int_equal(lease(fx->s, mb, NOW, 2, &sn), 2);
+	assert_int_equal(sn.id[0], id[1]);
+	assert_int_equal(sn.deliveries[0], 2);
+	assert_int_equal(sn.id[1], id[4]);
+
+	/* A delayed post is stepped over, and taken once its time comes,
+	 * before what was posted after it. */
+	assert_int_equal(store_begin(fx->s), 0);
+	x = put(fx->s, mb, 2, NOW + 500, "x");
+	z = put(fx->s, mb, 2, 0, "z");
+	assert_int_equal(store_commit(fx->s, true), 0);
+	assert_int_equal(lease(fx->s, mb, NOW, 2, &sn), 2);
+	assert_int_equal(sn.id[0], id[5]);
+	assert_int_equal(sn.id[1], z);
+	assert_int_equal(lease(fx->s, mb, NOW + 499, 10, &sn), 1);
+	assert_int_equal(sn.id[0], y);
+	assert_int_equal(lease(fx->s, mb, NOW + 500, 10, &sn), 1);
+	assert_int_equal(sn.id[0], x);
+	assert_int_equal(lease(fx->s, mb, NOW + 500, 10, &sn), 0);
+
+	/* A lease rolled back leaves its messages to the next one. */
+	w = post(fx->s, mb, 2, "w");
+	assert_int_equal(store_begin(fx->s), 0);
+	assert_int_equal(store_msg_lease(fx->s, mb, NOW, 10, NULL, NULL), 1);
+	assert_int_equal(store_rollback(fx->s), 0);
+	assert_int_equal(lease(fx->s, mb, NOW, 10, &sn), 1);
+	assert_int_equal(sn.id[0], w);
+
+	/* A kicked message is back in its place. */
+	assert_int_equal(store_begin(fx->s), 0);
+	assert_int_equal(store_msg_kill(fx->s, mb, w, "rejected"), 0);
+	assert_int_equal(store_commit(fx->s, true), 0);
+	raw_state(fx, w, &st, &dl);
+	assert_int_equal(st, STORE_DEAD);
+	assert_int_equal(dl, 1);
+	assert_int_equal(store_begin(fx->s), 0);
+	assert_int_equal(store_msg_kick(fx->s, mb, 0), 1);
+	assert_int_equal(store_commit(fx->s, true), 0);
+	assert_int_equal(lease(fx->s, mb, NOW, 10, &sn), 1);
+	assert_int_equal(sn.id[0], w);
+	check_counters(fx, mb);
+}
+
+/*
+ * A lease is a row of its own, not a change of its message's row: the
+ * message's row stays as posted, and after a crash the lease counts as a
+ * delivery (leases are void after a restart, delivery counts kept).
+ */
+static void
+test_store_lease_row_void_at_restart(void **state)
+{
+	Fx *fx = *state;
+	StoreMailbox *mb;
+	uint64_t a, b;
+	sqlite3 *db;
+	Seen sn;
+
+	fx_open(fx, STORE_SYNC_FULL);
+	mb = mk_mailbox(fx->s, "crash");
+	a = post(fx->s, mb, 0, "a");
+	b = post(fx->s, mb, 0, "b");
+	assert_int_equal(lease(fx->s, mb, NOW, 10, &sn), 2);
+	db = raw_open(fx);
+	assert_int_equal(raw_int(db, "SELECT count(*) FROM message"
+				     " WHERE state = 0 AND deliveries = 0"),
+			 2);
+	assert_int_equal(raw_int(db, "SELECT count(*) FROM lease"), 2);
+	sqlite3_close(db);
+	/* b acked: its lease goes with it. */
+	assert_int_equal(store_begin(fx->s), 0);
+	assert_int_equal(store_msg_ack(fx->s, mb, b, 1), 0);
+	assert_int_equal(store_msg_ack(fx->s, mb, b, 1), -ENOENT);
+	assert_int_equal(store_commit(fx->s, true), 0);
+
+	fx_reopen(fx);
+	mb = store_mailbox_get(fx->s, "crash");
+	assert_non_null(mb);
+	assert_int_equal(mb->n_ready, 1);
+	assert_int_equal(mb->n_leased, 0);
+	db = raw_open(fx);
+	assert_int_equal(raw_int(db, "SELECT count(*) FROM lease"), 0);
+	sqlite3_close(db);
+	check_counters(fx, mb);
+	assert_int_equal(lease(fx->s, mb, NOW, 10, &sn), 1);
+	assert_int_equal(sn.id[0], a);
+	assert_int_equal(sn.deliveries[0], 2);
 }
 
 static void
@@ -3763,7 +3899,7 @@ test_store_migrate_from_v1(void **state)
 
 	fx_open(fx, STORE_SYNC_FULL);
 	db = raw_open(fx);
-	assert_int_equal(raw_int(db, "PRAGMA user_version"), 3);
+	assert_int_equal(raw_int(db, "PRAGMA user_version"), 4);
 	/* message_queue was rebuilt with expires_ns. */
 	assert_int_equal(raw_int(db, "SELECT count(*) FROM"
 				     " pragma_index_info('message_queue')"),
@@ -3854,6 +3990,8 @@ main(void)
 		T(test_store_lease_foreign_rows),
 		T(test_store_lease_failure_refuses_commit),
 		T(test_store_unprepared_statement_fails_cleanly),
+		T(test_store_lease_walk_start),
+		T(test_store_lease_row_void_at_restart),
 		T(test_store_release_keeps_place),
 		T(test_store_counters_exact),
 		T(test_store_peek),
