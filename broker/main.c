@@ -1354,6 +1354,8 @@ main(int argc, char **argv)
 	sigemptyset(&hup);
 	sigaddset(&hup, SIGHUP);
 	sigprocmask(SIG_BLOCK, &hup, NULL);
+	/* Before anything opens SQLite; failing, it only costs speed. */
+	store_setup_process();
 	a->argc = argc;
 	a->argv = argv;
 	if (first_pass(a) < 0)

@@ -86,6 +86,9 @@
  * leaf and its indexes on the way may take. */
 #define STORE_CAP_ROW_BYTES   256
 #define STORE_CAP_SPLIT_PAGES 4
+/* A row of the lease table, counted generously (its cell is about 20
+ * bytes): leases take the cap's reserve, see cap_lease_room. */
+#define STORE_CAP_LEASE_BYTES 32
 /* Message ids reserved by one write to id_reserve (see schema.c, v3):
  * one small page in the WAL per this many posts, and at most this many
  * ids skipped by a restart. */
@@ -124,6 +127,10 @@ typedef struct LeaseFrom {
 	double prio;
 	int64_t id;
 	int64_t until;
+	/* The latest time a walk from it was made at: a walk at an earlier
+	 * time (the wall clock stepped back) starts from the top, as rows
+	 * it stepped over may be delayed or unexpired again. */
+	int64_t seen;
 } LeaseFrom;
 
 typedef struct Entry {
@@ -298,7 +305,7 @@ static const char *const store_sql[ST_COUNT] = {
 	[ST_MSG_STAT] = "SELECT CASE WHEN " IS_LEASED " THEN 1 ELSE state END,"
 			" length(data), deliveries + " IS_LEASED
 			" FROM message WHERE id = ?1 AND mailbox_id = ?2",
-	/* Ends its lease too, if it has one. */
+	/* Its lease, if any, is the caller's: ST_MSG_DELETE_LEASE. */
 	[ST_MSG_DELETE] = "DELETE FROM message WHERE id = ?1",
 	[ST_MSG_DELETE_LEASE] = "DELETE FROM lease WHERE msg_id = ?1",
 	/* After ST_LEASE_END: the lease it ended is one more delivery. */
@@ -423,6 +430,13 @@ struct Store {
 };
 
 static const char store_empty[1];
+
+int
+store_setup_process(void)
+{
+	return sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0) == SQLITE_OK ? 0
+								       : -EBUSY;
+}
 
 /* ------------------------------------------------------------------ */
 /* Errors */
@@ -1122,6 +1136,40 @@ store_check_add(Store *s, const StoreMailbox *mb, uint64_t bytes)
 }
 
 /*
+ * Under a cap, lower *max to the leases whose rows fit in the room left,
+ * the reserve included: adds leave it free, and acks give it back. Were
+ * a lease's INSERT to fail for want of room, SQLite would roll back the
+ * whole transaction, the acks of the same batch with it, and a full
+ * store would never drain. -ENOSPC when not one fits (the holders of
+ * the leases that took the room must ack first).
+ */
+static int
+cap_lease_room(Store *s, size_t *max)
+{
+	int64_t pages = 0, free_pages = 0, room, fit;
+	int r;
+
+	if (!s->cap_pages)
+		return 0;
+	r = cap_count(s, CAP_PAGE_COUNT, &pages);
+	if (r == 0)
+		r = cap_count(s, CAP_FREELIST, &free_pages);
+	if (r < 0)
+		return r;
+	room = free_pages + s->cap_pages - pages - STORE_CAP_SPLIT_PAGES;
+	fit = room > 0 ? room * (s->cap_page_size / STORE_CAP_LEASE_BYTES) : 0;
+	if (fit <= 0)
+		return store_error(s, -ENOSPC,
+				   "the store is full: no room left for "
+				   "leases (%lld pages free); acks of leased "
+				   "messages make room",
+				   (long long)(room + STORE_CAP_SPLIT_PAGES));
+	if ((int64_t)*max > fit)
+		*max = (size_t)fit;
+	return 0;
+}
+
+/*
  * End the open transaction without committing: ROLLBACK unless SQLite
  * already did it, then restore memory. Returns 0 or the ROLLBACK error.
  */
@@ -1525,6 +1573,11 @@ store_mailbox_delete(Store *s, StoreMailbox *mb)
 	if (r < 0)
 		return r;
 	for (size_t i = 0; i < sizeof(steps) / sizeof(steps[0]); i++) {
+		/* The lease table has no index by mailbox: no scan of it for
+		 * a mailbox without leases (every temporary one at a
+		 * disconnect). */
+		if (steps[i].st == ST_MB_DELETE_LEASES && mb->n_leased == 0)
+			continue;
 		st = stmt_get(s, steps[i].st);
 		sqlite3_bind_int64(st, 1, mb->id);
 		r = stmt_run(s, st, steps[i].what);
@@ -1848,7 +1901,8 @@ lease_from_top(Store *s, Entry *e, int64_t now_ns_)
 			 "find the next delayed message");
 	if (r < 0)
 		return r;
-	e->from = (LeaseFrom){true, INFINITY, 0, next ? next : INT64_MAX};
+	e->from = (LeaseFrom){true, INFINITY, 0, next ? next : INT64_MAX,
+			      now_ns_};
 	return 0;
 }
 
@@ -1925,11 +1979,15 @@ store_msg_lease(Store *s, StoreMailbox *mb, int64_t now_ns_, size_t max,
 		return 0;
 	if (max > INT32_MAX)
 		max = INT32_MAX; /* the count is returned as an int */
-	r = journal_touch(s, e);
-	if (r == 0 && (!e->from.known || now_ns_ >= e->from.until))
+	r = cap_lease_room(s, &max);
+	if (r == 0)
+		r = journal_touch(s, e);
+	if (r == 0 && (!e->from.known || now_ns_ >= e->from.until ||
+		       now_ns_ < e->from.seen))
 		r = lease_from_top(s, e, now_ns_);
 	if (r < 0)
 		return r;
+	e->from.seen = now_ns_;
 	/* The rest of the line at the priority where the last walk stopped
 	 * (none at first: INFINITY), then the lines below it. */
 	r = lease_walk(s, e, ST_MSG_LEASE, now_ns_, max, fn, ctx, &n, &last);
@@ -1999,7 +2057,10 @@ msg_kill(Store *s, uint64_t id, const char *reason, bool leased)
 		return r;
 	st = stmt_get(s, ST_MSG_DELETE_LEASE);
 	sqlite3_bind_int64(st, 1, clamp_i64(id));
-	return stmt_run(s, st, "end the lease of a dead message");
+	r = stmt_run(s, st, "end the lease of a dead message");
+	if (r < 0)
+		txn_refuse(s, r); /* dead, and leased too */
+	return r;
 }
 
 int
@@ -2022,6 +2083,8 @@ store_msg_delete(Store *s, StoreMailbox *mb, uint64_t id)
 		st = stmt_get(s, ST_MSG_DELETE_LEASE);
 		sqlite3_bind_int64(st, 1, (int64_t)id);
 		r = stmt_run(s, st, "end the lease of a deleted message");
+		if (r < 0)
+			txn_refuse(s, r); /* gone, and leased still */
 	}
 	if (r < 0)
 		return r;
@@ -2042,6 +2105,17 @@ run_on_leased(Store *s, sqlite3_stmt *st, StoreMailbox *mb, uint64_t id,
 		r = store_error(s, -ENOENT, "no leased message %llu in %s",
 				(unsigned long long)id, mb->name);
 	return r;
+}
+
+/* Message id of mb had a lease row but no row of its own (another
+ * program deleted it): the lease was ended, and this says so. */
+static int
+lease_gone(Store *s, StoreMailbox *mb, uint64_t id)
+{
+	return store_error(s, -ENOENT,
+			   "message %llu of %s was leased but is gone; its "
+			   "lease is ended",
+			   (unsigned long long)id, mb->name);
 }
 
 /* End the lease of message id of mb: -ENOENT if it has none. */
@@ -2076,13 +2150,16 @@ store_msg_ack(Store *s, StoreMailbox *mb, uint64_t id, uint64_t len)
 	st = stmt_get(s, ST_MSG_DELETE);
 	sqlite3_bind_int64(st, 1, clamp_i64(id));
 	r = stmt_run(s, st, "delete message");
-	if (r == 0 && sqlite3_changes(s->db) != 1)
-		r = store_error(s, -ENOENT,
-				"message %llu of %s was leased but is gone; "
-				"its lease is ended",
-				(unsigned long long)id, mb->name);
-	if (r < 0)
+	if (r < 0) {
+		txn_refuse(s, r); /* its lease ended, the message still there */
 		return r;
+	}
+	if (sqlite3_changes(s->db) != 1) {
+		/* Deleted behind the store's back: the lease was all left. */
+		counters_remove(mb, STORE_LEASED, len);
+		s->txn_wrote = true;
+		return lease_gone(s, mb, id);
+	}
 	counters_remove(mb, STORE_LEASED, len);
 	s->txn_wrote = true;
 	return 0;
@@ -2130,12 +2207,12 @@ store_msg_release(Store *s, StoreMailbox *mb, uint64_t id, int64_t ready_ns)
 		lease_from_lower(entry_of(mb), sqlite3_column_double(st, 0),
 				 clamp_i64(id), ready_ns);
 	} else if (rc == SQLITE_DONE) {
-		r = store_error(s, -ENOENT,
-				"message %llu of %s was leased but is gone; "
-				"its lease is ended",
-				(unsigned long long)id, mb->name);
+		counter_sub(&mb->n_leased, 1);
+		s->txn_wrote = true;
+		r = lease_gone(s, mb, id);
 	} else {
 		r = store_sql_error(s, rc, "release message");
+		txn_refuse(s, r); /* its lease ended, its count not written */
 	}
 	stmt_done(st);
 	if (r < 0)
@@ -3230,13 +3307,16 @@ cap_add_pages(int64_t all)
  * checkpoints come every quarter of the cap's pages (at most 4000, at
  * least 16) and the file is cut back to the cap's size after one.
  *
- * Draining needs room too: leasing a message moves its index entry,
- * which can split a page. So writes that add data (posts, mailboxes,
- * bindings) stop STORE_CAP_RESERVE_DIV-th of the cap (at least
- * STORE_CAP_RESERVE_MIN pages) short of it, and every other write (lease,
- * ack, release, kill, purge, delete) may use that reserve: a store full
- * of posts can still be consumed, and its freed pages are reused (no
- * auto-vacuum), so acks make room for posts again.
+ * Draining needs room too: a lease adds a row to the lease table, a
+ * release or a kill rewrites a row, any of which can split a page. So
+ * writes that add data (posts, mailboxes, bindings) stop
+ * STORE_CAP_RESERVE_DIV-th of the cap (at least STORE_CAP_RESERVE_MIN
+ * pages) short of it, and every other write (lease, ack, release, kill,
+ * purge, delete) may use that reserve: a store full of posts can still be
+ * consumed, and its freed pages are reused (no auto-vacuum), so acks make
+ * room for posts again. Leases alone could fill the reserve (thousands of
+ * them held at once): a lease takes only what fits (cap_lease_room), so
+ * that the acks of its batch still commit and give the room back.
  */
 int
 store_set_max_bytes(Store *s, uint64_t bytes)

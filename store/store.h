@@ -98,6 +98,16 @@ typedef int (*StoreMsgFn)(void *ctx, const StoreMsg *msg);
 typedef int (*StoreMailboxFn)(void *ctx, StoreMailbox *mb);
 
 /*
+ * store_setup_process - call once at the start of a process that uses
+ * the store, before any store_open: it turns off SQLite's process-wide
+ * memory statistics, which take a global mutex on every allocation
+ * (6.5 % of the store's instructions, doc/performance.md); nothing here
+ * reads them. Returns 0, or -EBUSY when SQLite is already in use in the
+ * process, which then keeps its defaults (slower, not wrong).
+ */
+int store_setup_process(void);
+
+/*
  * store_open - open or create the database at path (its directory must
  * exist), set WAL mode, migrate the schema forward, load the mailboxes,
  * turn LEASED messages back into READY. Returns 0 and *out, or negative

@@ -80,6 +80,7 @@
 #include "bench-push.h"
 #include "bench-report.h"
 #include "bench-util.h"
+#include "store/store.h"
 
 #define FILL_BATCH  256u   /* post batch of the backlog's fill */
 #define DRAIN_BATCH 1024u  /* recv batch of a drain */
@@ -866,6 +867,8 @@ int
 main(int argc, char **argv)
 {
 	Options o;
+	/* "store alone" runs the store as mboxd does. */
+	store_setup_process();
 	Broker b = {.pid = 0};
 	Results res = {
 		.rss_idle = -1,

@@ -487,6 +487,17 @@ check_counters(const Fx *fx, const StoreMailbox *mb)
 /* ------------------------------------------------------------------ */
 /* Open, schema */
 
+/* Once SQLite is in use, its process-wide settings are fixed: the call
+ * says so and changes nothing. */
+static void
+test_store_setup_process_after_use(void **state)
+{
+	Fx *fx = *state;
+
+	fx_open(fx, STORE_SYNC_FULL);
+	assert_int_equal(store_setup_process(), -EBUSY);
+}
+
 static void
 test_store_open_close_reopen(void **state)
 {
@@ -1549,6 +1560,81 @@ test_store_lease_row_void_at_restart(void **state)
 	assert_int_equal(lease(fx->s, mb, NOW, 10, &sn), 1);
 	assert_int_equal(sn.id[0], a);
 	assert_int_equal(sn.deliveries[0], 2);
+}
+
+/*
+ * The wall clock stepped back: a walk at the earlier time may step over
+ * a row delayed at that time, or not yet expired. A later walk must
+ * still find it.
+ */
+static void
+test_store_lease_walk_clock_back(void **state)
+{
+	Fx *fx = *state;
+	StoreMailbox *mb;
+	uint64_t x, a, b, c;
+	Seen sn;
+
+	fx_open(fx, STORE_SYNC_FULL);
+	mb = mk_mailbox(fx->s, "clock");
+	assert_int_equal(store_begin(fx->s), 0);
+	x = put(fx->s, mb, 3, 0, "x");
+	a = put(fx->s, mb, 2, NOW + 150, "a");
+	b = put(fx->s, mb, 2, 0, "b");
+	c = put(fx->s, mb, 2, 0, "c");
+	assert_int_equal(store_commit(fx->s, true), 0);
+
+	assert_int_equal(lease(fx->s, mb, NOW + 200, 1, &sn), 1);
+	assert_int_equal(sn.id[0], x);
+	/* Back before a's time: a is delayed again, b comes first. */
+	assert_int_equal(lease(fx->s, mb, NOW + 100, 1, &sn), 1);
+	assert_int_equal(sn.id[0], b);
+	assert_int_equal(lease(fx->s, mb, NOW + 300, 10, &sn), 2);
+	assert_int_equal(sn.id[0], a);
+	assert_int_equal(sn.id[1], c);
+	assert_int_equal(mb->n_ready, 0);
+}
+
+/* An ack or a release of a message another program deleted ends its
+ * lease, says so, and keeps the counters those of the database. */
+static void
+test_store_lease_of_deleted_message(void **state)
+{
+	Fx *fx = *state;
+	StoreMailbox *mb;
+	uint64_t a, b;
+	sqlite3 *db;
+	char sql[128];
+	Seen sn;
+
+	fx_open(fx, STORE_SYNC_FULL);
+	mb = mk_mailbox(fx->s, "gone");
+	a = post(fx->s, mb, 0, "a");
+	b = post(fx->s, mb, 0, "b");
+	assert_int_equal(lease(fx->s, mb, NOW, 10, &sn), 2);
+	db = raw_open(fx);
+	snprintf(sql, sizeof(sql),
+		 "DELETE FROM message WHERE id IN (%llu, %llu)",
+		 (unsigned long long)a, (unsigned long long)b);
+	raw_exec(db, sql);
+	sqlite3_close(db);
+	assert_int_equal(store_begin(fx->s), 0);
+	assert_int_equal(store_msg_ack(fx->s, mb, a, 1), -ENOENT);
+	assert_non_null(strstr(store_errmsg(fx->s), "gone"));
+	assert_int_equal(store_commit(fx->s, true), 0);
+	/* The ack knows the length its lease delivered: a's byte is off
+	 * the counters, b's still on. */
+	assert_int_equal(mb->n_leased, 1);
+	assert_int_equal(mb->bytes, 1);
+	assert_int_equal(store_begin(fx->s), 0);
+	assert_int_equal(store_msg_release(fx->s, mb, b, 0), -ENOENT);
+	assert_non_null(strstr(store_errmsg(fx->s), "gone"));
+	assert_int_equal(store_commit(fx->s, true), 0);
+	assert_int_equal(mb->n_leased, 0);
+	assert_int_equal(mb->n_ready, 0);
+	db = raw_open(fx);
+	assert_int_equal(raw_int(db, "SELECT count(*) FROM lease"), 0);
+	sqlite3_close(db);
 }
 
 static void
@@ -3051,6 +3137,105 @@ test_store_cap_reserve_holds(void **state)
 	assert_int_equal(mb->n_ready + mb->n_leased, 0);
 }
 
+/* The ids a lease took, appended to a ring the test acks from. */
+typedef struct HeldIds {
+	uint64_t *id;
+	size_t head, tail, cap;
+} HeldIds;
+
+static int
+held_cb(void *ctx, const StoreMsg *m)
+{
+	HeldIds *h = ctx;
+
+	assert_true(h->tail < h->cap);
+	h->id[h->tail++] = m->id;
+	return 0;
+}
+
+/*
+ * A lease is a row of its own (schema version 4): leases take room. A
+ * store filled to its cap with small messages, consumers holding as many
+ * leases as they can get and acking 64 at a time, as the broker batches
+ * them (acks and leases in one transaction): every transaction commits,
+ * a lease that finds no room says so without writing, and the store
+ * drains to the end.
+ */
+static void
+test_store_cap_leases_drain(void **state)
+{
+	Fx *fx = *state;
+	const size_t window = 20000; /* more than the cap leaves room for */
+	StoreMailbox *mb;
+	HeldIds h = {0};
+	size_t posted = 0, acked = 0, refused = 0, limited = 0;
+	int rounds = 0, r;
+	bool ack_now = false;
+
+	fx_open(fx, STORE_SYNC_FULL);
+	mb = mk_mailbox(fx->s, "small");
+	assert_int_equal(store_set_max_bytes(fx->s, 128 * 4096), 0);
+	for (;;) {
+		assert_int_equal(store_begin(fx->s), 0);
+		for (int i = 0; i < 256; i++) {
+			StoreMsg m = {.time_ns = NOW, .data = "s", .len = 1};
+
+			r = store_msg_insert(fx->s, mb, &m);
+			if (r < 0)
+				break;
+			posted++;
+		}
+		if (r < 0) {
+			assert_int_equal(r, -ENOSPC);
+			assert_int_equal(store_rollback(fx->s), 0);
+			break;
+		}
+		assert_int_equal(store_commit(fx->s, false), 0);
+	}
+	posted = mb->n_ready;
+	assert_true(posted > 5000);
+	h.cap = posted + 1;
+	h.id = calloc(h.cap, sizeof(*h.id));
+	assert_non_null(h.id);
+
+	while (acked < posted) {
+		size_t held, want;
+
+		if (++rounds > 2000)
+			fail_msg("%zu of %zu acked after 2000 rounds", acked,
+				 posted);
+		assert_int_equal(store_begin(fx->s), 0);
+		/* The consumers take all they can get before they ack. */
+		for (int i = 0; ack_now && i < 64 && h.head < h.tail;
+		     i++, acked++)
+			assert_int_equal(
+				store_msg_ack(fx->s, mb, h.id[h.head++], 1), 0);
+		held = h.tail - h.head;
+		want = held < window ? window - held : 0;
+		if (want > 512)
+			want = 512;
+		r = store_msg_lease(fx->s, mb, NOW, want, held_cb, &h);
+		ack_now = r < 0 || (size_t)r < want;
+		if (r == -ENOSPC) {
+			refused++;
+			assert_non_null(strstr(store_errmsg(fx->s), "full"));
+		} else {
+			assert_true(r >= 0);
+			if ((size_t)r < want && mb->n_ready > 0)
+				limited++;
+		}
+		assert_int_equal(store_commit(fx->s, true), 0);
+	}
+	print_message("%zu posted, drained in %d rounds; the room for leases "
+		      "cut %zu of them short, refused %zu\n",
+		      posted, rounds, limited, refused);
+	/* The room, not the messages, bounded the leases. */
+	assert_true(limited + refused > 0);
+	assert_int_equal(mb->n_ready + mb->n_leased, 0);
+	check_counters(fx, mb);
+	free(h.id);
+}
+
 /* One binding, for store_binding_foreach. */
 static int
 cap_binding_cb(void *ctx, StoreMailbox *mb, const char *pattern)
@@ -3970,9 +4155,17 @@ test_store_migrate_without_sequence(void **state)
 int
 main(void)
 {
+	/* As mboxd does, before any SQLite use: every test below runs the
+	 * store the way the broker runs it. */
+	if (store_setup_process() != 0) {
+		fprintf(stderr, "store_setup_process failed before any use "
+				"of SQLite\n");
+		return 1;
+	}
 	const struct CMUnitTest tests[] = {
 #define T(name) cmocka_unit_test_setup_teardown(name, fx_setup, fx_teardown)
 		T(test_store_open_close_reopen),
+		T(test_store_setup_process_after_use),
 		T(test_store_schema_version),
 		T(test_store_newer_version_refused),
 		T(test_store_not_a_database_refused),
@@ -3992,6 +4185,8 @@ main(void)
 		T(test_store_unprepared_statement_fails_cleanly),
 		T(test_store_lease_walk_start),
 		T(test_store_lease_row_void_at_restart),
+		T(test_store_lease_walk_clock_back),
+		T(test_store_lease_of_deleted_message),
 		T(test_store_release_keeps_place),
 		T(test_store_counters_exact),
 		T(test_store_peek),
@@ -4016,6 +4211,7 @@ main(void)
 		T(test_store_cap_refuses),
 		T(test_store_cap_fill_ack_reopen),
 		T(test_store_cap_reserve_holds),
+		T(test_store_cap_leases_drain),
 		T(test_store_cap_rollback_memory),
 		T(test_store_kill_kick),
 		T(test_store_purge),
