@@ -1088,6 +1088,22 @@ cap_count(Store *s, int which, int64_t *out)
 				: store_sql_error(s, rc, "measure the store");
 }
 
+/* The pages writes may still take under the cap, its reserve included:
+ * free-list pages plus those the file may still grow by. */
+static int
+cap_room(Store *s, int64_t *room)
+{
+	int64_t pages = 0, free_pages = 0;
+	int r;
+
+	r = cap_count(s, CAP_PAGE_COUNT, &pages);
+	if (r == 0)
+		r = cap_count(s, CAP_FREELIST, &free_pages);
+	if (r == 0)
+		*room = free_pages + s->cap_pages - pages;
+	return r;
+}
+
 /*
  * Whether an add of about bytes leaves the cap's reserve free. The
  * max_page_count of CAP_ADD bounds only the growth of the file, and
@@ -1101,21 +1117,18 @@ cap_count(Store *s, int which, int64_t *out)
 static int
 cap_add_room(Store *s, uint64_t bytes)
 {
-	int64_t pages = 0, free_pages = 0, room, need;
+	int64_t room = 0, need;
 	uint64_t per_page = (uint64_t)s->cap_page_size - 4; /* overflow */
 	int r;
 
 	if (!s->cap_pages)
 		return 0;
-	r = cap_count(s, CAP_PAGE_COUNT, &pages);
-	if (r == 0)
-		r = cap_count(s, CAP_FREELIST, &free_pages);
+	r = cap_room(s, &room);
 	if (r < 0)
 		return r;
 	bytes += STORE_CAP_ROW_BYTES;
 	need = (int64_t)((bytes + per_page - 1) / per_page) +
 	       STORE_CAP_SPLIT_PAGES;
-	room = free_pages + s->cap_pages - pages;
 	if (room - need >= s->cap_reserve)
 		return 0;
 	return store_error(s, -ENOSPC,
@@ -1146,17 +1159,15 @@ store_check_add(Store *s, const StoreMailbox *mb, uint64_t bytes)
 static int
 cap_lease_room(Store *s, size_t *max)
 {
-	int64_t pages = 0, free_pages = 0, room, fit;
+	int64_t room = 0, fit;
 	int r;
 
 	if (!s->cap_pages)
 		return 0;
-	r = cap_count(s, CAP_PAGE_COUNT, &pages);
-	if (r == 0)
-		r = cap_count(s, CAP_FREELIST, &free_pages);
+	r = cap_room(s, &room);
 	if (r < 0)
 		return r;
-	room = free_pages + s->cap_pages - pages - STORE_CAP_SPLIT_PAGES;
+	room -= STORE_CAP_SPLIT_PAGES;
 	fit = room > 0 ? room * (s->cap_page_size / STORE_CAP_LEASE_BYTES) : 0;
 	if (fit <= 0)
 		return store_error(s, -ENOSPC,
