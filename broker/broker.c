@@ -76,6 +76,9 @@ broker_on_again(EV_P_ ev_timer *w, int revents)
  * is mostly SQLite's page cache and heap pages freed but kept by malloc:
  * both go back to the system after a quiet tick. */
 #define BROKER_TRIM_S 1.0
+/* A mailbox whose lease found no room under the store's cap is served
+ * again after this long: acks make room, but do not wake it. */
+#define LEASE_ROOM_RETRY_NS 100000000
 
 /* Give back the WAL's disk space, the page cache and the heap's free
  * pages; sleep until a request (broker_note_request). */
@@ -1166,10 +1169,13 @@ broker_deliver_mailbox(Broker *b, MailboxRt *rt, int64_t now, Outgoing **out)
 		r = store_msg_lease(b->store, mb, now, count, broker_deliver_cb,
 				    &d);
 		if (r < 0 || d.err < 0 || b->w.err) {
-			log_write(b->log, LOG_ERR,
-				  "cannot lease messages of %s: %s", mb->name,
-				  r < 0 ? store_errmsg(b->store)
-					: strerror(d.err < 0 ? -d.err
+			if (r < 0)
+				broker_lease_failed(b, rt, mb, r);
+			else
+				log_write(b->log, LOG_ERR,
+					  "cannot lease messages of %s: %s",
+					  mb->name,
+					  strerror(d.err < 0 ? -d.err
 							     : -b->w.err));
 			broker_unlease(b, w->conn, mb, d.ids, d.n, true);
 			free(d.ids);
@@ -1210,15 +1216,40 @@ broker_deliver_mailbox(Broker *b, MailboxRt *rt, int64_t now, Outgoing **out)
 	if ((rt->wait_head || sub_wants(rt)) && mb->n_ready > 0 &&
 	    !(mb->flags & STORE_MB_PAUSED)) {
 		int64_t at = 0;
-		if (store_mailbox_next_ready(b->store, mb, now, &at) == 0 &&
-		    at > now) {
+		if (store_mailbox_next_ready(b->store, mb, now, &at) < 0)
+			at = 0;
+		if (rt->no_room &&
+		    (at <= now || at > now + LEASE_ROOM_RETRY_NS))
+			at = now + LEASE_ROOM_RETRY_NS;
+		if (at > now) {
 			ev_timer_init(&rt->ready_timer, broker_on_ready_timer,
 				      (double)(at - now) / 1e9 + 0.001, 0.);
 			rt->ready_timer.data = rt;
 			ev_timer_start(b->loop, &rt->ready_timer);
 		}
 	}
+	if (!rt->no_room)
+		rt->no_room_logged = false;
+	rt->no_room = false;
 	return true;
+}
+
+void
+broker_lease_failed(Broker *b, MailboxRt *rt, StoreMailbox *mb, int r)
+{
+	if (r != -ENOSPC) {
+		log_write(b->log, LOG_ERR, "cannot lease messages of %s: %s",
+			  mb->name, store_errmsg(b->store));
+		return;
+	}
+	rt->no_room = true;
+	if (!rt->no_room_logged)
+		log_write(b->log, LOG_WARNING,
+			  "cannot lease messages of %s: %s; trying again "
+			  "every %d ms",
+			  mb->name, store_errmsg(b->store),
+			  (int)(LEASE_ROOM_RETRY_NS / 1000000));
+	rt->no_room_logged = true;
 }
 
 /*

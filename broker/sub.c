@@ -308,9 +308,7 @@ sub_push_mailbox(Broker *b, MailboxRt *rt, StoreMailbox *mb, int64_t now,
 		size_t want = room < MBOX_RECV_MAX ? room : MBOX_RECV_MAX;
 		r = store_msg_lease(b->store, mb, now, want, push_one_cb, &pc);
 		if (r < 0) {
-			log_write(b->log, LOG_ERR,
-				  "cannot lease messages of %s: %s", mb->name,
-				  store_errmsg(b->store));
+			broker_lease_failed(b, rt, mb, r);
 			break;
 		}
 		if ((size_t)r < want)

@@ -87,8 +87,12 @@
 #define STORE_CAP_ROW_BYTES   256
 #define STORE_CAP_SPLIT_PAGES 4
 /* A row of the lease table, counted generously (its cell is about 20
- * bytes): leases take the cap's reserve, see cap_lease_room. */
-#define STORE_CAP_LEASE_BYTES 32
+ * bytes), and what the release of a held lease may add later (a delay:
+ * 8 bytes more in its row and its index entry, an entry in
+ * message_delayed, and the splits of pages posts left full): leases take
+ * the cap's reserve, see cap_lease_room. */
+#define STORE_CAP_LEASE_BYTES	32
+#define STORE_CAP_RELEASE_BYTES 96
 /* Message ids reserved by one write to id_reserve (see schema.c, v3):
  * one small page in the WAL per this many posts, and at most this many
  * ids skipped by a restart. */
@@ -1148,18 +1152,31 @@ store_check_add(Store *s, const StoreMailbox *mb, uint64_t bytes)
 	return r < 0 ? r : cap_add_room(s, bytes);
 }
 
+/* Leases held in every mailbox. */
+static uint64_t
+leases_held(const Store *s)
+{
+	uint64_t n = 0;
+
+	for (size_t i = 0; i < s->n_mb; i++)
+		n += s->by_id[i]->mb.n_leased;
+	return n;
+}
+
 /*
  * Under a cap, lower *max to the leases whose rows fit in the room left,
  * the reserve included: adds leave it free, and acks give it back. Were
  * a lease's INSERT to fail for want of room, SQLite would roll back the
  * whole transaction, the acks of the same batch with it, and a full
- * store would never drain. -ENOSPC when not one fits (the holders of
- * the leases that took the room must ack first).
+ * store would never drain. What every lease held, the new ones included,
+ * may need for its release stays free too: a batch of nacks with a delay
+ * must commit as well. -ENOSPC when not one fits (the holders of the
+ * leases that took the room must ack first).
  */
 static int
 cap_lease_room(Store *s, size_t *max)
 {
-	int64_t room = 0, fit;
+	int64_t room = 0, bytes, fit;
 	int r;
 
 	if (!s->cap_pages)
@@ -1168,7 +1185,11 @@ cap_lease_room(Store *s, size_t *max)
 	if (r < 0)
 		return r;
 	room -= STORE_CAP_SPLIT_PAGES;
-	fit = room > 0 ? room * (s->cap_page_size / STORE_CAP_LEASE_BYTES) : 0;
+	bytes = room * s->cap_page_size -
+		(int64_t)leases_held(s) * STORE_CAP_RELEASE_BYTES;
+	fit = bytes > 0 ? bytes / (STORE_CAP_LEASE_BYTES +
+				   STORE_CAP_RELEASE_BYTES)
+			: 0;
 	if (fit <= 0)
 		return store_error(s, -ENOSPC,
 				   "the store is full: no room left for "
@@ -2045,6 +2066,41 @@ msg_stat(Store *s, StoreMailbox *mb, uint64_t id, MsgStat *out)
 	return r;
 }
 
+/* Message id of mb had a lease row but no row of its own (another
+ * program deleted it): the lease was ended, and this says so. */
+static int
+lease_gone(Store *s, StoreMailbox *mb, uint64_t id)
+{
+	return store_error(s, -ENOENT,
+			   "message %llu of %s was leased but is gone; its "
+			   "lease is ended",
+			   (unsigned long long)id, mb->name);
+}
+
+/* msg_stat found no message id in mb (r, -ENOENT): end the lease it may
+ * have left behind (another program deleted it), and say so. */
+static int
+msg_stat_gone(Store *s, StoreMailbox *mb, uint64_t id, int r)
+{
+	sqlite3_stmt *st = stmt_get(s, ST_LEASE_END);
+	char why[sizeof(s->errmsg)];
+	int e;
+
+	memcpy(why, s->errmsg, sizeof(why));
+	sqlite3_bind_int64(st, 1, clamp_i64(id));
+	sqlite3_bind_int64(st, 2, mb->id);
+	e = stmt_run(s, st, "end a lease");
+	if (e < 0)
+		return e;
+	if (sqlite3_changes(s->db) == 0) {
+		memcpy(s->errmsg, why, sizeof(why));
+		return r;
+	}
+	counter_sub(&mb->n_leased, 1);
+	s->txn_wrote = true;
+	return lease_gone(s, mb, id);
+}
+
 /* Move one counted message from state `from` to the dead list. */
 static void
 counters_kill(StoreMailbox *mb, int from)
@@ -2084,6 +2140,8 @@ store_msg_delete(Store *s, StoreMailbox *mb, uint64_t id)
 	r = mb_write_begin(s, mb);
 	if (r == 0)
 		r = msg_stat(s, mb, id, &ms);
+	if (r == -ENOENT)
+		r = msg_stat_gone(s, mb, id, r);
 	if (r < 0)
 		return r;
 
@@ -2116,17 +2174,6 @@ run_on_leased(Store *s, sqlite3_stmt *st, StoreMailbox *mb, uint64_t id,
 		r = store_error(s, -ENOENT, "no leased message %llu in %s",
 				(unsigned long long)id, mb->name);
 	return r;
-}
-
-/* Message id of mb had a lease row but no row of its own (another
- * program deleted it): the lease was ended, and this says so. */
-static int
-lease_gone(Store *s, StoreMailbox *mb, uint64_t id)
-{
-	return store_error(s, -ENOENT,
-			   "message %llu of %s was leased but is gone; its "
-			   "lease is ended",
-			   (unsigned long long)id, mb->name);
 }
 
 /* End the lease of message id of mb: -ENOENT if it has none. */
@@ -2190,6 +2237,8 @@ store_msg_release(Store *s, StoreMailbox *mb, uint64_t id, int64_t ready_ns)
 		return r;
 	if (mb->max_deliveries) {
 		r = msg_stat(s, mb, id, &ms);
+		if (r == -ENOENT)
+			r = msg_stat_gone(s, mb, id, r);
 		if (r == 0 && ms.state != STORE_LEASED)
 			r = store_error(s, -ENOENT,
 					"no leased message %llu in %s",
@@ -2316,6 +2365,8 @@ store_msg_kill(Store *s, StoreMailbox *mb, uint64_t id, const char *reason)
 		r = journal_touch(s, entry_of(mb));
 	if (r == 0)
 		r = msg_stat(s, mb, id, &ms);
+	if (r == -ENOENT)
+		r = msg_stat_gone(s, mb, id, r);
 	if (r == 0 && ms.state == STORE_DEAD)
 		r = store_error(s, -ENOENT,
 				"message %llu of %s is dead already",
