@@ -3170,6 +3170,29 @@ test_store_cap_reserve_holds(void **state)
 	assert_int_equal(mb->n_ready + mb->n_leased, 0);
 }
 
+/* Fill mb with one-byte messages, 256 a transaction, until the cap
+ * refuses one; returns how many are stored. */
+static size_t
+cap_fill_small(Fx *fx, StoreMailbox *mb)
+{
+	int r = 0;
+
+	while (r == 0) {
+		assert_int_equal(store_begin(fx->s), 0);
+		for (int i = 0; i < 256 && r == 0; i++) {
+			StoreMsg m = {.time_ns = NOW, .data = "s", .len = 1};
+
+			r = store_msg_insert(fx->s, mb, &m);
+		}
+		if (r < 0)
+			assert_int_equal(store_rollback(fx->s), 0);
+		else
+			assert_int_equal(store_commit(fx->s, false), 0);
+	}
+	assert_int_equal(r, -ENOSPC);
+	return mb->n_ready;
+}
+
 /* The ids a lease took, appended to a ring the test acks from. */
 typedef struct HeldIds {
 	uint64_t *id;
@@ -3208,23 +3231,7 @@ test_store_cap_leases_drain(void **state)
 	fx_open(fx, STORE_SYNC_FULL);
 	mb = mk_mailbox(fx->s, "small");
 	assert_int_equal(store_set_max_bytes(fx->s, 128 * 4096), 0);
-	for (;;) {
-		assert_int_equal(store_begin(fx->s), 0);
-		for (int i = 0; i < 256; i++) {
-			StoreMsg m = {.time_ns = NOW, .data = "s", .len = 1};
-
-			r = store_msg_insert(fx->s, mb, &m);
-			if (r < 0)
-				break;
-			posted++;
-		}
-		if (r < 0) {
-			assert_int_equal(r, -ENOSPC);
-			assert_int_equal(store_rollback(fx->s), 0);
-			break;
-		}
-		assert_int_equal(store_commit(fx->s, false), 0);
-	}
+	cap_fill_small(fx, mb);
 	posted = mb->n_ready;
 	assert_true(posted > 5000);
 	h.cap = posted + 1;
@@ -3286,21 +3293,7 @@ test_store_cap_leases_leave_room_for_releases(void **state)
 	fx_open(fx, STORE_SYNC_FULL);
 	mb = mk_mailbox(fx->s, "nacks");
 	assert_int_equal(store_set_max_bytes(fx->s, 128 * 4096), 0);
-	do {
-		assert_int_equal(store_begin(fx->s), 0);
-		for (int i = 0; i < 256; i++) {
-			StoreMsg m = {.time_ns = NOW, .data = "s", .len = 1};
-
-			r = store_msg_insert(fx->s, mb, &m);
-			if (r < 0)
-				break;
-		}
-		if (r < 0)
-			assert_int_equal(store_rollback(fx->s), 0);
-		else
-			assert_int_equal(store_commit(fx->s, false), 0);
-	} while (r == 0);
-	assert_int_equal(r, -ENOSPC);
+	cap_fill_small(fx, mb);
 	h.cap = mb->n_ready + 1;
 	h.id = calloc(h.cap, sizeof(*h.id));
 	assert_non_null(h.id);
