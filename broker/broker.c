@@ -79,6 +79,17 @@ broker_on_again(EV_P_ ev_timer *w, int revents)
 /* A mailbox whose lease found no room under the store's cap is served
  * again after this long: acks make room, but do not wake it. */
 #define LEASE_ROOM_RETRY_NS 100000000
+#define NO_ROOM_LOG_NS	    10000000000 /* and says so once in this long */
+
+/* Whether some READY message of mb is due now (not all delayed). */
+static bool
+broker_has_due(Broker *b, StoreMailbox *mb, int64_t now)
+{
+	uint64_t delayed = 0;
+
+	return store_mailbox_count_delayed(b->store, mb, now, &delayed) < 0 ||
+	       mb->n_ready > delayed;
+}
 
 /* Give back the WAL's disk space, the page cache and the heap's free
  * pages; sleep until a request (broker_note_request). */
@@ -1147,6 +1158,7 @@ broker_deliver_mailbox(Broker *b, MailboxRt *rt, int64_t now, Outgoing **out)
 		Delivery d = {b, w->conn, mb, 0, lease_ms, NULL, 0, 0};
 		size_t count = broker_conn_room(b, w->conn);
 		Outgoing *o;
+		bool failed;
 		int r;
 
 		/* A connection at max_unacked, or congested, is skipped: its
@@ -1168,10 +1180,9 @@ broker_deliver_mailbox(Broker *b, MailboxRt *rt, int64_t now, Outgoing **out)
 				   w->req_id, MBOX_S_OK);
 		r = store_msg_lease(b->store, mb, now, count, broker_deliver_cb,
 				    &d);
-		if (r < 0 || d.err < 0 || b->w.err) {
-			if (r < 0)
-				broker_lease_failed(b, rt, mb, r);
-			else
+		failed = broker_lease_done(b, rt, mb, r);
+		if (failed || d.err < 0 || b->w.err) {
+			if (!failed)
 				log_write(b->log, LOG_ERR,
 					  "cannot lease messages of %s: %s",
 					  mb->name,
@@ -1218,7 +1229,7 @@ broker_deliver_mailbox(Broker *b, MailboxRt *rt, int64_t now, Outgoing **out)
 		int64_t at = 0;
 		if (store_mailbox_next_ready(b->store, mb, now, &at) < 0)
 			at = 0;
-		if (rt->no_room &&
+		if (rt->no_room && broker_has_due(b, mb, now) &&
 		    (at <= now || at > now + LEASE_ROOM_RETRY_NS))
 			at = now + LEASE_ROOM_RETRY_NS;
 		if (at > now) {
@@ -1228,28 +1239,36 @@ broker_deliver_mailbox(Broker *b, MailboxRt *rt, int64_t now, Outgoing **out)
 			ev_timer_start(b->loop, &rt->ready_timer);
 		}
 	}
-	if (!rt->no_room)
-		rt->no_room_logged = false;
 	rt->no_room = false;
 	return true;
 }
 
-void
-broker_lease_failed(Broker *b, MailboxRt *rt, StoreMailbox *mb, int r)
+bool
+broker_lease_done(Broker *b, MailboxRt *rt, StoreMailbox *mb, int r)
 {
-	if (r != -ENOSPC) {
+	int64_t now;
+
+	if (r >= 0) {
+		if (store_lease_clipped(b->store))
+			rt->no_room = true;
+		return false;
+	}
+	if (r != -ENOBUFS) {
 		log_write(b->log, LOG_ERR, "cannot lease messages of %s: %s",
 			  mb->name, store_errmsg(b->store));
-		return;
+		return true;
 	}
 	rt->no_room = true;
-	if (!rt->no_room_logged)
+	now = broker_mono_ns();
+	if (!rt->no_room_log_ns || now - rt->no_room_log_ns >= NO_ROOM_LOG_NS) {
 		log_write(b->log, LOG_WARNING,
 			  "cannot lease messages of %s: %s; trying again "
 			  "every %d ms",
 			  mb->name, store_errmsg(b->store),
 			  (int)(LEASE_ROOM_RETRY_NS / 1000000));
-	rt->no_room_logged = true;
+		rt->no_room_log_ns = now;
+	}
+	return true;
 }
 
 /*

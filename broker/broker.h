@@ -157,10 +157,11 @@ typedef struct MailboxRt {
 	struct MailboxRt *news_next;
 	ev_timer ready_timer; /* a delayed message becomes ready */
 	Counters counters;    /* this mailbox's events (STAT) */
-	/* A lease of this pass found no room under the store's cap
-	 * (broker_lease_failed): ready_timer tries again shortly. Logged
-	 * once until a pass finds room again. */
-	bool no_room, no_room_logged;
+	/* A lease of this pass found no room, or too little, under the
+	 * store's cap: ready_timer tries again shortly. The lack of room is
+	 * logged at most every NO_ROOM_LOG_NS (no_room_log_ns: last time). */
+	bool no_room;
+	int64_t no_room_log_ns;
 } MailboxRt;
 
 enum pending_kind {
@@ -340,10 +341,11 @@ void broker_batch_frees(Broker *b);
 #define DENY_LOG_BURST 128
 #define DENY_LOG_PER_S 50
 bool broker_deny_log_ok(Broker *b, size_t *quiet);
-/* A lease for rt's mailbox mb failed with r (store_msg_lease): logged,
- * and with -ENOSPC (no room left for leases under the cap) tried again
- * shortly, as acks free room without waking this mailbox. */
-void broker_lease_failed(Broker *b, MailboxRt *rt, StoreMailbox *mb, int r);
+/* A lease for rt's mailbox mb returned r (store_msg_lease): an error is
+ * logged; with no room, or too little, under the store's cap (-ENOBUFS,
+ * or fewer taken: store_lease_clipped) rt is tried again shortly, as acks
+ * free room without waking this mailbox. Returns whether r < 0. */
+bool broker_lease_done(Broker *b, MailboxRt *rt, StoreMailbox *mb, int r);
 /* A write of the batch failed with err (a store error, -ENOMEM): it is
  * rolled back and every request in it answered STORE, naming a full disk
  * or database (-ENOSPC, e.g. --max-store-size) as such. */

@@ -307,10 +307,8 @@ sub_push_mailbox(Broker *b, MailboxRt *rt, StoreMailbox *mb, int64_t now,
 	while (room > 0 && pc.err == 0 && !pc.stopped) {
 		size_t want = room < MBOX_RECV_MAX ? room : MBOX_RECV_MAX;
 		r = store_msg_lease(b->store, mb, now, want, push_one_cb, &pc);
-		if (r < 0) {
-			broker_lease_failed(b, rt, mb, r);
+		if (broker_lease_done(b, rt, mb, r))
 			break;
-		}
 		if ((size_t)r < want)
 			break; /* nothing more is ready */
 		room -= (size_t)r;

@@ -419,6 +419,7 @@ struct Store {
 	int64_t cap_reserve; /* pages adds leave free for draining */
 	int64_t cap_page_size;
 	unsigned in_callback; /* depth of StoreMsgFn calls */
+	bool lease_clipped;   /* see store_lease_clipped */
 
 	Entry **by_name; /* n_mb entries, strcmp order */
 	Entry **by_id;	 /* n_mb entries, id order */
@@ -434,6 +435,12 @@ struct Store {
 };
 
 static const char store_empty[1];
+
+bool
+store_lease_clipped(const Store *s)
+{
+	return s->lease_clipped;
+}
 
 int
 store_setup_process(void)
@@ -1092,6 +1099,17 @@ cap_count(Store *s, int which, int64_t *out)
 				: store_sql_error(s, rc, "measure the store");
 }
 
+/* Leases held in every mailbox. */
+static uint64_t
+leases_held(const Store *s)
+{
+	uint64_t n = 0;
+
+	for (size_t i = 0; i < s->n_mb; i++)
+		n += s->by_id[i]->mb.n_leased;
+	return n;
+}
+
 /* The pages writes may still take under the cap, its reserve included:
  * free-list pages plus those the file may still grow by. */
 static int
@@ -1131,6 +1149,9 @@ cap_add_room(Store *s, uint64_t bytes)
 	if (r < 0)
 		return r;
 	bytes += STORE_CAP_ROW_BYTES;
+	/* And what the releases of the leases held may need
+	 * (cap_lease_room): a post must not take it. */
+	bytes += leases_held(s) * STORE_CAP_RELEASE_BYTES;
 	need = (int64_t)((bytes + per_page - 1) / per_page) +
 	       STORE_CAP_SPLIT_PAGES;
 	if (room - need >= s->cap_reserve)
@@ -1152,17 +1173,6 @@ store_check_add(Store *s, const StoreMailbox *mb, uint64_t bytes)
 	return r < 0 ? r : cap_add_room(s, bytes);
 }
 
-/* Leases held in every mailbox. */
-static uint64_t
-leases_held(const Store *s)
-{
-	uint64_t n = 0;
-
-	for (size_t i = 0; i < s->n_mb; i++)
-		n += s->by_id[i]->mb.n_leased;
-	return n;
-}
-
 /*
  * Under a cap, lower *max to the leases whose rows fit in the room left,
  * the reserve included: adds leave it free, and acks give it back. Were
@@ -1170,7 +1180,7 @@ leases_held(const Store *s)
  * whole transaction, the acks of the same batch with it, and a full
  * store would never drain. What every lease held, the new ones included,
  * may need for its release stays free too: a batch of nacks with a delay
- * must commit as well. -ENOSPC when not one fits (the holders of the
+ * must commit as well. -ENOBUFS when not one fits (the holders of the
  * leases that took the room must ack first).
  */
 static int
@@ -1191,13 +1201,15 @@ cap_lease_room(Store *s, size_t *max)
 				   STORE_CAP_RELEASE_BYTES)
 			: 0;
 	if (fit <= 0)
-		return store_error(s, -ENOSPC,
+		return store_error(s, -ENOBUFS,
 				   "the store is full: no room left for "
 				   "leases (%lld pages free); acks of leased "
 				   "messages make room",
 				   (long long)(room + STORE_CAP_SPLIT_PAGES));
-	if ((int64_t)*max > fit)
+	if ((int64_t)*max > fit) {
 		*max = (size_t)fit;
+		s->lease_clipped = true;
+	}
 	return 0;
 }
 
@@ -2004,6 +2016,7 @@ store_msg_lease(Store *s, StoreMailbox *mb, int64_t now_ns_, size_t max,
 	LeaseFrom last = {0};
 	int n = 0, r;
 
+	s->lease_clipped = false;
 	r = store_check_write(s, mb);
 	if (r < 0)
 		return r;
@@ -2138,9 +2151,7 @@ store_msg_delete(Store *s, StoreMailbox *mb, uint64_t id)
 	int r;
 
 	r = mb_write_begin(s, mb);
-	if (r == 0)
-		r = msg_stat(s, mb, id, &ms);
-	if (r == -ENOENT)
+	if (r == 0 && (r = msg_stat(s, mb, id, &ms)) == -ENOENT)
 		r = msg_stat_gone(s, mb, id, r);
 	if (r < 0)
 		return r;
@@ -2363,9 +2374,7 @@ store_msg_kill(Store *s, StoreMailbox *mb, uint64_t id, const char *reason)
 		r = store_error(s, -EINVAL, "a dead message needs a reason");
 	if (r == 0)
 		r = journal_touch(s, entry_of(mb));
-	if (r == 0)
-		r = msg_stat(s, mb, id, &ms);
-	if (r == -ENOENT)
+	if (r == 0 && (r = msg_stat(s, mb, id, &ms)) == -ENOENT)
 		r = msg_stat_gone(s, mb, id, r);
 	if (r == 0 && ms.state == STORE_DEAD)
 		r = store_error(s, -ENOENT,

@@ -107,6 +107,11 @@ typedef int (*StoreMailboxFn)(void *ctx, StoreMailbox *mb);
  */
 int store_setup_process(void);
 
+/* Whether the last store_msg_lease took fewer messages than asked for
+ * because the room under the cap was short (not because fewer were
+ * ready). */
+bool store_lease_clipped(const Store *s);
+
 /*
  * store_open - open or create the database at path (its directory must
  * exist), set WAL mode, migrate the schema forward, load the mailboxes,
@@ -205,7 +210,10 @@ int store_msg_insert(Store *s, StoreMailbox *mb, StoreMsg *msg);
  * now_ns and not expired (expires_ns 0 or > now_ns), in order (priority
  * descending, then id ascending), mark them LEASED with deliveries + 1, and
  * call fn for each (msg shows the new state and count). Returns the number
- * leased or negative errno.
+ * leased or negative errno. Under a size cap (store_set_max_bytes) a lease
+ * takes room: it takes fewer than it could when the room is short
+ * (store_lease_clipped says so), and returns -ENOBUFS, writing nothing,
+ * when there is none; acks of leased messages make room again.
  */
 int store_msg_lease(Store *s, StoreMailbox *mb, int64_t now_ns, size_t max,
 		    StoreMsgFn fn, void *ctx);

@@ -3102,7 +3102,7 @@ cap_lease_ack(Fx *fx, StoreMailbox *mb, size_t max, size_t batch)
 			assert_int_equal(store_begin(fx->s), 0);
 			n = store_msg_lease(fx->s, mb, NOW, batch, cap_ids_cb,
 					    ci);
-			if (n < 0 && (n != -ENOSPC || ci->n == 0))
+			if (n < 0 && (n != -ENOBUFS || ci->n == 0))
 				fail_msg("lease at full: %d %s", n,
 					 store_errmsg(fx->s));
 			assert_int_equal(store_commit(fx->s, false), 0);
@@ -3118,7 +3118,7 @@ cap_lease_ack(Fx *fx, StoreMailbox *mb, size_t max, size_t batch)
 			}
 			assert_int_equal(store_commit(fx->s, true), 0);
 		}
-	} while (n == -ENOSPC && taken + batch <= max);
+	} while (n == -ENOBUFS && taken + batch <= max);
 	free(ci);
 }
 
@@ -3256,13 +3256,15 @@ test_store_cap_leases_drain(void **state)
 			want = 512;
 		r = store_msg_lease(fx->s, mb, NOW, want, held_cb, &h);
 		ack_now = r < 0 || (size_t)r < want;
-		if (r == -ENOSPC) {
+		if (r == -ENOBUFS) {
 			refused++;
 			assert_non_null(strstr(store_errmsg(fx->s), "full"));
 		} else {
 			assert_true(r >= 0);
-			if ((size_t)r < want && mb->n_ready > 0)
+			if ((size_t)r < want && mb->n_ready > 0) {
+				assert_true(store_lease_clipped(fx->s));
 				limited++;
+			}
 		}
 		assert_int_equal(store_commit(fx->s, true), 0);
 	}
@@ -3302,7 +3304,7 @@ test_store_cap_leases_leave_room_for_releases(void **state)
 		r = store_msg_lease(fx->s, mb, NOW, 512, held_cb, &h);
 		assert_int_equal(store_commit(fx->s, false), 0);
 	} while (r > 0 && mb->n_ready > 0);
-	assert_int_equal(r, -ENOSPC); /* the room, not the messages, ran out */
+	assert_int_equal(r, -ENOBUFS); /* the room, not the messages, ran out */
 	assert_true(h.tail > 64);
 
 	assert_int_equal(store_begin(fx->s), 0);
@@ -3319,6 +3321,52 @@ test_store_cap_leases_leave_room_for_releases(void **state)
 	assert_int_equal(store_commit(fx->s, true), 0);
 	print_message("%zu leases held at the cap, all given back at once\n",
 		      h.tail);
+	assert_int_equal(mb->n_leased, 0);
+	check_counters(fx, mb);
+	free(h.id);
+}
+
+/* Leases taken first, posts up to the cap after them: the posts leave
+ * what the releases of those leases may need. */
+static void
+test_store_cap_posts_leave_room_for_releases(void **state)
+{
+	Fx *fx = *state;
+	StoreMailbox *mb;
+	HeldIds h = {0};
+	int r;
+
+	fx_open(fx, STORE_SYNC_FULL);
+	mb = mk_mailbox(fx->s, "late");
+	assert_int_equal(store_set_max_bytes(fx->s, 256 * 4096), 0);
+	assert_int_equal(store_begin(fx->s), 0);
+	for (int i = 0; i < 8000; i++) {
+		StoreMsg m = {.time_ns = NOW, .data = "s", .len = 1};
+
+		assert_int_equal(store_msg_insert(fx->s, mb, &m), 0);
+	}
+	assert_int_equal(store_commit(fx->s, false), 0);
+	h.cap = 8001;
+	h.id = calloc(h.cap, sizeof(*h.id));
+	assert_non_null(h.id);
+	do {
+		assert_int_equal(store_begin(fx->s), 0);
+		r = store_msg_lease(fx->s, mb, NOW, 512, held_cb, &h);
+		assert_int_equal(store_commit(fx->s, false), 0);
+	} while (r > 0 && !store_lease_clipped(fx->s));
+	cap_fill_small(fx, mb);
+	print_message("%zu leases taken, then posts up to the cap\n", h.tail);
+
+	assert_int_equal(store_begin(fx->s), 0);
+	for (size_t i = 0; i < h.tail; i++) {
+		r = i < 64 ? store_msg_ack(fx->s, mb, h.id[i], 1)
+			   : store_msg_release(fx->s, mb, h.id[i],
+					       NOW + 1000 + (int64_t)i);
+		if (r < 0)
+			fail_msg("message %zu of %zu held: %s", i, h.tail,
+				 store_errmsg(fx->s));
+	}
+	assert_int_equal(store_commit(fx->s, true), 0);
 	assert_int_equal(mb->n_leased, 0);
 	check_counters(fx, mb);
 	free(h.id);
@@ -4301,6 +4349,7 @@ main(void)
 		T(test_store_cap_reserve_holds),
 		T(test_store_cap_leases_drain),
 		T(test_store_cap_leases_leave_room_for_releases),
+		T(test_store_cap_posts_leave_room_for_releases),
 		T(test_store_cap_rollback_memory),
 		T(test_store_kill_kick),
 		T(test_store_purge),
