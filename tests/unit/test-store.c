@@ -3278,6 +3278,27 @@ test_store_cap_leases_drain(void **state)
 	free(h.id);
 }
 
+/* In one transaction, ack the first 64 messages held and give all the
+ * others back with a delay, as consumers may at any time: it commits. */
+static void
+give_back_held(Fx *fx, StoreMailbox *mb, const HeldIds *h)
+{
+	int r;
+
+	assert_int_equal(store_begin(fx->s), 0);
+	for (size_t i = 0; i < h->tail; i++) {
+		r = i < 64 ? store_msg_ack(fx->s, mb, h->id[i], 1)
+			   : store_msg_release(fx->s, mb, h->id[i],
+					       NOW + 1000 + (int64_t)i);
+		if (r < 0)
+			fail_msg("message %zu of %zu held: %s", i, h->tail,
+				 store_errmsg(fx->s));
+	}
+	assert_int_equal(store_commit(fx->s, true), 0);
+	assert_int_equal(mb->n_leased, 0);
+	check_counters(fx, mb);
+}
+
 /*
  * Leases taken until the cap has no room for more leave enough for what
  * their holders may do next: one transaction acking some and giving all
@@ -3307,22 +3328,9 @@ test_store_cap_leases_leave_room_for_releases(void **state)
 	assert_int_equal(r, -ENOBUFS); /* the room, not the messages, ran out */
 	assert_true(h.tail > 64);
 
-	assert_int_equal(store_begin(fx->s), 0);
-	for (size_t i = 0; i < h.tail; i++) {
-		if (i < 64)
-			r = store_msg_ack(fx->s, mb, h.id[i], 1);
-		else
-			r = store_msg_release(fx->s, mb, h.id[i],
-					      NOW + 1000 + (int64_t)i);
-		if (r < 0)
-			fail_msg("message %zu of %zu held: %s", i, h.tail,
-				 store_errmsg(fx->s));
-	}
-	assert_int_equal(store_commit(fx->s, true), 0);
+	give_back_held(fx, mb, &h);
 	print_message("%zu leases held at the cap, all given back at once\n",
 		      h.tail);
-	assert_int_equal(mb->n_leased, 0);
-	check_counters(fx, mb);
 	free(h.id);
 }
 
@@ -3357,18 +3365,7 @@ test_store_cap_posts_leave_room_for_releases(void **state)
 	cap_fill_small(fx, mb);
 	print_message("%zu leases taken, then posts up to the cap\n", h.tail);
 
-	assert_int_equal(store_begin(fx->s), 0);
-	for (size_t i = 0; i < h.tail; i++) {
-		r = i < 64 ? store_msg_ack(fx->s, mb, h.id[i], 1)
-			   : store_msg_release(fx->s, mb, h.id[i],
-					       NOW + 1000 + (int64_t)i);
-		if (r < 0)
-			fail_msg("message %zu of %zu held: %s", i, h.tail,
-				 store_errmsg(fx->s));
-	}
-	assert_int_equal(store_commit(fx->s, true), 0);
-	assert_int_equal(mb->n_leased, 0);
-	check_counters(fx, mb);
+	give_back_held(fx, mb, &h);
 	free(h.id);
 }
 
