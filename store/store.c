@@ -1111,19 +1111,25 @@ leases_held(const Store *s)
 }
 
 /* The pages writes may still take under the cap, its reserve included:
- * free-list pages plus those the file may still grow by. */
+ * free-list pages plus those the file may still grow by, less what the
+ * releases of the leases held may need. No write takes that but a
+ * release: a batch giving leases back must never find the store full
+ * (cap_lease_room). */
 static int
 cap_room(Store *s, int64_t *room)
 {
-	int64_t pages = 0, free_pages = 0;
+	int64_t pages = 0, free_pages = 0, release;
 	int r;
 
 	r = cap_count(s, CAP_PAGE_COUNT, &pages);
 	if (r == 0)
 		r = cap_count(s, CAP_FREELIST, &free_pages);
-	if (r == 0)
-		*room = free_pages + s->cap_pages - pages;
-	return r;
+	if (r < 0)
+		return r;
+	release = (int64_t)leases_held(s) * STORE_CAP_RELEASE_BYTES;
+	*room = free_pages + s->cap_pages - pages -
+		(release + s->cap_page_size - 1) / s->cap_page_size;
+	return 0;
 }
 
 /*
@@ -1149,9 +1155,6 @@ cap_add_room(Store *s, uint64_t bytes)
 	if (r < 0)
 		return r;
 	bytes += STORE_CAP_ROW_BYTES;
-	/* And what the releases of the leases held may need
-	 * (cap_lease_room): a post must not take it. */
-	bytes += leases_held(s) * STORE_CAP_RELEASE_BYTES;
 	need = (int64_t)((bytes + per_page - 1) / per_page) +
 	       STORE_CAP_SPLIT_PAGES;
 	if (room - need >= s->cap_reserve)
@@ -1195,8 +1198,7 @@ cap_lease_room(Store *s, size_t *max)
 	if (r < 0)
 		return r;
 	room -= STORE_CAP_SPLIT_PAGES;
-	bytes = room * s->cap_page_size -
-		(int64_t)leases_held(s) * STORE_CAP_RELEASE_BYTES;
+	bytes = room * s->cap_page_size;
 	fit = bytes > 0 ? bytes / (STORE_CAP_LEASE_BYTES +
 				   STORE_CAP_RELEASE_BYTES)
 			: 0;
