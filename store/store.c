@@ -64,16 +64,16 @@
  * table fit; payloads go through it only once. Measured with 1M messages
  * queued: 2 MiB is as fast as 16 MiB, and the broker stays under 7 MiB. */
 #define STORE_CACHE_SIZE "-2048"
-/* Checkpoint when the WAL reaches this many pages (16 MiB; SQLite's
- * default is 1000). A queue rewrites the same few pages over and over,
+/* Checkpoint when the WAL reaches this size (16 MiB; SQLite's default is
+ * 1000 pages). A queue rewrites the same few pages over and over,
  * and a checkpoint copies each page once however often it was written
  * since the last: the longer the WAL, the fewer copies, reads and fsyncs
  * of the database per message (doc/performance.md). store_wal_empty
  * gives the file back when the broker is quiet; cut the WAL file back to
  * this size after a checkpoint, so that a burst of large payloads does
  * not pin disk space until then. */
-#define STORE_WAL_AUTOCHECKPOINT 4000
-#define STORE_JOURNAL_SIZE_LIMIT 67108864
+#define STORE_WAL_CHECKPOINT_BYTES (16 * 1024 * 1024)
+#define STORE_JOURNAL_SIZE_LIMIT   67108864
 /* Under a small cap: never checkpoint more often than every this many
  * pages, each checkpoint costing fsyncs. */
 #define STORE_WAL_AUTOCHECKPOINT_MIN 16
@@ -2817,6 +2817,8 @@ open_exec(Store *s, const char *sql, char *errbuf, size_t errlen)
 	return r;
 }
 
+static int cap_wal(Store *s, int64_t cap_pages, int64_t page_size);
+
 /* Run a PRAGMA that yields one integer. */
 static int
 pragma_int(Store *s, const char *sql, int64_t *out)
@@ -2868,6 +2870,7 @@ static int
 store_open_db(Store *s, const char *path, char *errbuf, size_t errlen)
 {
 	char sql[64];
+	int64_t page_size = 0;
 	int version = 0, rc, r;
 
 	/* SQLite writes a WAL frame in two pwrites; walbuf makes a commit
@@ -2906,7 +2909,11 @@ store_open_db(Store *s, const char *path, char *errbuf, size_t errlen)
 		snprintf(errbuf, errlen, "%s: %s", path, why);
 		return r;
 	}
-	r = open_wal(s, path, errbuf, errlen);
+	/* Before the file is written: a no-op on an existing database. */
+	r = open_exec(s, "PRAGMA page_size = " STR(STORE_PAGE_SIZE), errbuf,
+		      errlen);
+	if (r == 0)
+		r = open_wal(s, path, errbuf, errlen);
 	if (r < 0)
 		return r;
 	snprintf(sql, sizeof(sql), "PRAGMA synchronous = %s",
@@ -2928,16 +2935,13 @@ store_open_db(Store *s, const char *path, char *errbuf, size_t errlen)
 	if (r == 0)
 		r = open_exec(s, "PRAGMA cache_size = " STORE_CACHE_SIZE,
 			      errbuf, errlen);
-	if (r == 0)
-		r = open_exec(s,
-			      "PRAGMA wal_autocheckpoint = " STR(
-				      STORE_WAL_AUTOCHECKPOINT),
-			      errbuf, errlen);
-	if (r == 0)
-		r = open_exec(s,
-			      "PRAGMA journal_size_limit = " STR(
-				      STORE_JOURNAL_SIZE_LIMIT),
-			      errbuf, errlen);
+	if (r == 0) {
+		r = pragma_int(s, "PRAGMA page_size", &page_size);
+		if (r == 0)
+			r = cap_wal(s, 0, page_size);
+		if (r < 0)
+			snprintf(errbuf, errlen, "%s: %s", path, s->errmsg);
+	}
 	/* What "no cap" is to this SQLite (store_set_max_bytes(s, 0)). */
 	if (r == 0) {
 		r = pragma_int(s, "PRAGMA max_page_count",
@@ -3304,15 +3308,20 @@ cap_prepare(Store *s, int64_t pages, sqlite3_stmt **out)
 static int
 cap_wal(Store *s, int64_t cap_pages, int64_t page_size)
 {
-	int64_t ckpt = cap_pages ? cap_pages / 4 : STORE_WAL_AUTOCHECKPOINT;
-	int64_t limit = STORE_JOURNAL_SIZE_LIMIT, v;
+	int64_t most, ckpt, limit = STORE_JOURNAL_SIZE_LIMIT, v;
 	char sql[96];
 	int r;
 
+	if (page_size <= 0)
+		return store_error(s, -EIO, "the page size is %lld",
+				   (long long)page_size);
+	most = STORE_WAL_CHECKPOINT_BYTES / page_size;
+	ckpt = cap_pages ? cap_pages / 4 : most;
+
 	if (ckpt < STORE_WAL_AUTOCHECKPOINT_MIN)
 		ckpt = STORE_WAL_AUTOCHECKPOINT_MIN;
-	if (ckpt > STORE_WAL_AUTOCHECKPOINT)
-		ckpt = STORE_WAL_AUTOCHECKPOINT;
+	if (ckpt > most)
+		ckpt = most;
 	if (cap_pages && cap_pages * page_size < limit)
 		limit = cap_pages * page_size;
 	snprintf(sql, sizeof(sql), "PRAGMA wal_autocheckpoint = %lld",
@@ -3377,7 +3386,7 @@ cap_add_pages(int64_t all)
  * statement fails with SQLITE_FULL before anything reaches a file (and
  * SQLite rolls back the whole transaction). The WAL file is outside it:
  * it holds the frames since the last checkpoint, so under a cap
- * checkpoints come every quarter of the cap's pages (at most 4000, at
+ * checkpoints come every quarter of the cap's pages (at most 16 MiB, at
  * least 16) and the file is cut back to the cap's size after one.
  *
  * Draining needs room too: a lease adds a row to the lease table, a

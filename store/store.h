@@ -29,6 +29,14 @@
 
 typedef struct Store Store;
 
+/* The page size of a database the store creates (SQLite's default is
+ * 4096; a database keeps the size it was made with). 1 KiB messages fill
+ * 8 KiB pages to 96 %, 4 KiB ones to 82 %; with a backlog, every page of
+ * messages is read back and checkpointed, so larger pages cost fewer
+ * reads and writes per message (doc/performance.md). Larger still, a
+ * commit of one small post would write and fsync more. */
+#define STORE_PAGE_SIZE 8192
+
 typedef enum StoreSync {
 	STORE_SYNC_OFF,	   /* no fsync at all: tests only */
 	STORE_SYNC_NORMAL, /* survives a crash of mboxd, not of the machine */
@@ -141,7 +149,7 @@ Store *store_free(Store *s);
  *
  * The cap bounds the database file (and what it holds after a
  * checkpoint), not the WAL beside it: under a cap the WAL is checkpointed
- * every quarter of the cap's pages (16 to 4000 pages), so on disk the
+ * every quarter of the cap (16 pages to 16 MiB), so on disk the
  * files take up to about 1.25 times the cap plus the largest transaction,
  * and more while another connection holds a read snapshot open. The cap
  * is per connection: set it again after every store_open.

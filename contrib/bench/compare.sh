@@ -496,10 +496,13 @@ for name, r, target in ratios:
     print("  %-46s %6s%s" % (name, fmt(r, 2), t))
 m = data["mboxd"]
 print()
+ceiling_page = m.get("sqlite_ceiling_page_size")
 print("baselines (mbox-bench): fsync of 1 KiB %s/s (p50 %s us), SOCK_SEQPACKET "
-      "ping-pong p50 %s us, SQLite insert+delete 1024/transaction %s/s"
+      "ping-pong p50 %s us, SQLite insert+delete at its best %s/s (%s KiB pages, "
+      "%s a transaction)"
       % (fmt(m.get("fsync_per_sec")), fmt(m.get("fsync_p50_us")),
-         fmt(m.get("seqpacket_rtt_p50_us"), 1), fmt(m.get("sqlite_batch1024_per_sec"))))
+         fmt(m.get("seqpacket_rtt_p50_us"), 1), fmt(m.get("sqlite_ceiling_per_sec")),
+         ceiling_page // 1024 if ceiling_page else "-", fmt(m.get("sqlite_ceiling_batch"))))
 print("pipeline consumers: mboxd subscribes (window %s) and acks what has come in one "
       "request; peers take what is there, up to %s (reserve one at a time / XREADGROUP "
       "COUNT / pull batch), then ack." % (batch, batch))

@@ -167,12 +167,15 @@ sql_step(SqlQueue *q, sqlite3_stmt *st)
 }
 
 static int
-sql_open(SqlQueue *q, const char *path)
+sql_open(SqlQueue *q, const char *path, unsigned page_size)
 {
-	static const char setup[] =
-		"PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;"
-		"CREATE TABLE q (id INTEGER PRIMARY KEY, data BLOB);";
+	char setup[192];
 
+	snprintf(setup, sizeof(setup),
+		 "PRAGMA page_size = %u;"
+		 "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;"
+		 "CREATE TABLE q (id INTEGER PRIMARY KEY, data BLOB);",
+		 page_size);
 	if (sqlite3_open_v2(path, &q->db,
 			    SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE,
 			    NULL) != SQLITE_OK)
@@ -240,8 +243,8 @@ sql_fill(SqlQueue *q, size_t queued, const void *data, size_t size)
 }
 
 int
-baseline_sqlite(const char *dir, size_t k, size_t msgs, size_t size,
-		size_t queued, double *rate)
+baseline_sqlite(const char *dir, unsigned page_size, size_t k, size_t msgs,
+		size_t size, size_t queued, double *rate)
 {
 	static const char *const files[] = {"q.db", "q.db-wal", "q.db-shm"};
 	char tmp[PATH_MAX], path[PATH_MAX + 16];
@@ -264,7 +267,7 @@ baseline_sqlite(const char *dir, size_t k, size_t msgs, size_t size,
 		return -errno;
 	}
 	snprintf(path, sizeof(path), "%s/q.db", tmp);
-	r = sql_open(&q, path);
+	r = sql_open(&q, path, page_size);
 	if (!r)
 		r = sql_fill(&q, queued, data, size);
 	if (!r)

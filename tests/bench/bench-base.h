@@ -16,16 +16,17 @@ int baseline_fsync(const char *dir, size_t n, double *rate, double *p50);
  * *across says whether they were pinned to two different CPUs. */
 int baseline_seqpacket(size_t n, double *p50, bool *across);
 /*
- * baseline_sqlite - the store's ceiling: a WAL database with
- * synchronous=FULL in a fresh directory under dir, a table (id INTEGER
- * PRIMARY KEY, data BLOB); each transaction inserts k rows of size bytes
- * and deletes the k oldest (a queue's post + ack). At least msgs rows and
- * 32 transactions; *rate is rows through per second. With queued > 0,
- * that many rows are in the table first (not timed, WAL checkpointed):
- * the deletes take the oldest of them, as consumers of a backlog do.
+ * baseline_sqlite - the store's ceiling: a WAL database of page_size
+ * bytes a page with synchronous=FULL in a fresh directory under dir, a
+ * table (id INTEGER PRIMARY KEY, data BLOB); each transaction inserts k
+ * rows of size bytes and deletes the k oldest (a queue's post + ack). At
+ * least msgs rows and 32 transactions; *rate is rows through per second.
+ * With queued > 0, that many rows are in the table first (not timed, WAL
+ * checkpointed): the deletes take the oldest of them, as consumers of a
+ * backlog do.
  */
-int baseline_sqlite(const char *dir, size_t k, size_t msgs, size_t size,
-		    size_t queued, double *rate);
+int baseline_sqlite(const char *dir, unsigned page_size, size_t k, size_t msgs,
+		    size_t size, size_t queued, double *rate);
 /*
  * baseline_store - what the store's design allows: mboxd's store module
  * alone (sync=full, no broker, no sockets, no clients) on a fresh

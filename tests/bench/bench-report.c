@@ -9,19 +9,37 @@
 #include <string.h>
 
 #include "bench-report.h"
+#include "store/store.h"
 
 const size_t sql_batches[SQL_BATCHES] = {1, 64, 1024};
+const unsigned sql_pages[SQL_PAGES] = {4096, 8192, 16384, 32768, 65536};
 
-/* Index of the fastest SQLite batch size: the store's ceiling. */
-static unsigned
+unsigned
+sql_store_page(void)
+{
+	unsigned p = 0;
+
+	while (p + 1 < SQL_PAGES && sql_pages[p] != STORE_PAGE_SIZE)
+		p++;
+	return p;
+}
+
+/* The fastest SQLite run, page size and batch: the store's ceiling. */
+typedef struct SqlBest {
+	unsigned page, batch;
+	double rate;
+} SqlBest;
+
+static SqlBest
 sql_best(const Results *r)
 {
-	unsigned best = 0;
+	SqlBest b = {sql_store_page(), 0, 0};
 
-	for (unsigned i = 1; i < SQL_BATCHES; i++)
-		if (r->sql_rate[i] > r->sql_rate[best])
-			best = i;
-	return best;
+	for (unsigned p = 0; p < SQL_PAGES; p++)
+		for (unsigned i = 0; i < SQL_BATCHES; i++)
+			if (r->sql_rate[p][i] > b.rate)
+				b = (SqlBest){p, i, r->sql_rate[p][i]};
+	return b;
 }
 
 static const struct {
@@ -164,6 +182,8 @@ json_targets(const Options *o, const Results *r)
 	bool pipe = w & WL_PIPELINE, scale = w & WL_SCALE;
 	bool lat = w & WL_LATENCY, conns = w & WL_CONNS, churn = w & WL_CHURN;
 	bool backlog = (w & WL_BACKLOG) && r->filled, cli = w & WL_CLI;
+	const double *sp = r->sql_rate[sql_store_page()];
+	SqlBest best = sql_best(r);
 
 	json_num("pipeline_msgs_per_sec", pipe, 1, o->messages / r->pipe_s);
 	json_int("pipeline_producers", pipe, o->producers);
@@ -172,13 +192,23 @@ json_targets(const Options *o, const Results *r)
 	json_int("pipeline_consumer_window", pipe, o->consumer_window);
 	json_num("pipeline_recv_msgs_per_sec", pipe && r->pipe_pull_s > 0, 1,
 		 o->messages / r->pipe_pull_s);
-	json_num("sqlite_batch1_per_sec", pipe, 1, r->sql_rate[0]);
-	json_num("sqlite_batch64_per_sec", pipe, 1, r->sql_rate[1]);
-	json_num("sqlite_batch1024_per_sec", pipe, 1, r->sql_rate[2]);
-	/* The ceiling is the best of the three, whichever batch it was. */
-	json_num("sqlite_ceiling_per_sec", pipe, 1, r->sql_rate[sql_best(r)]);
+	/* At the store's page size; the others in sqlite_pages. */
+	json_int("sqlite_page_size", pipe, STORE_PAGE_SIZE);
+	json_num("sqlite_batch1_per_sec", pipe, 1, sp[0]);
+	json_num("sqlite_batch64_per_sec", pipe, 1, sp[1]);
+	json_num("sqlite_batch1024_per_sec", pipe, 1, sp[2]);
+	/* The ceiling is the best run, whichever page size and batch. */
+	json_num("sqlite_ceiling_per_sec", pipe, 1, best.rate);
 	json_int("sqlite_ceiling_batch", pipe,
-		 (long long)sql_batches[sql_best(r)]);
+		 (long long)sql_batches[best.batch]);
+	json_int("sqlite_ceiling_page_size", pipe, sql_pages[best.page]);
+	printf(",\"sqlite_pages\":[");
+	for (unsigned p = 0; pipe && p < SQL_PAGES; p++)
+		printf("%s{\"page_size\":%u,\"batch64_per_sec\":%.1f,"
+		       "\"batch1024_per_sec\":%.1f}",
+		       p ? "," : "", sql_pages[p], r->sql_rate[p][1],
+		       r->sql_rate[p][2]);
+	printf("]");
 	json_num("store_alone_batch64_per_sec", pipe, 1, r->store_rate);
 	printf(",\"scale\":[");
 	for (unsigned i = 0; scale && i < o->scale.n && i < LIST_MAX; i++)
@@ -245,9 +275,9 @@ json_target_ratios(const Options *o, const Results *r)
 	bool churn = (w & WL_CHURN) && r->churn_db >= 0 && r->churn_peak;
 
 	json_num("pipeline_per_sqlite_ceiling", w & WL_PIPELINE, 3,
-		 o->messages / r->pipe_s / r->sql_rate[sql_best(r)]);
+		 o->messages / r->pipe_s / sql_best(r).rate);
 	json_num("store_alone_per_ceiling", w & WL_PIPELINE, 3,
-		 r->store_rate / r->sql_rate[sql_best(r)]);
+		 r->store_rate / sql_best(r).rate);
 	json_num("pipeline_per_store_alone", w & WL_PIPELINE, 3,
 		 o->messages / r->pipe_s / r->store_rate);
 	json_num("scale_max_per_1", scale, 2,
@@ -263,6 +293,13 @@ json_target_ratios(const Options *o, const Results *r)
 	json_num("sqlite_backlog_per_empty",
 		 r->sql_empty_rate > 0 && r->sql_backlog_rate > 0, 3,
 		 r->sql_backlog_rate / r->sql_empty_rate);
+	json_num("backlog_cost_us", (w & WL_BACKLOG) && r->filled, 2,
+		 (r->backlog_s - r->empty_s) * 1e6 / (double)r->backlog_msgs);
+	json_num("sqlite_backlog_cost_us",
+		 r->sql_empty_rate > 0 && r->sql_backlog_rate > 0, 2,
+		 1e6 / r->sql_backlog_rate - 1e6 / r->sql_empty_rate);
+	json_num("backlog_cost_allowed_us", (w & WL_BACKLOG) && r->filled, 2,
+		 0.25 * r->empty_s * 1e6 / (double)r->backlog_msgs);
 	json_num("active_max_per_16", w & WL_CONNS, 3,
 		 r->active16_s / r->active_s);
 	json_num("churn_file_per_peak_live", churn, 3,
@@ -457,6 +494,7 @@ ratio(const char *label, bool have, double v, const char *target)
 static void
 table_pipeline(const Options *o, const Results *r)
 {
+	SqlBest best = sql_best(r);
 	char label[64];
 
 	printf("\npipeline (target 1): %u producers posting batches of %u "
@@ -475,22 +513,29 @@ table_pipeline(const Options *o, const Results *r)
 		 BATCH);
 	row(label, r->pipe_pull_s > 0, o->messages / r->pipe_pull_s, 0,
 	    "msgs/s");
-	for (unsigned i = 0; i < SQL_BATCHES; i++) {
-		snprintf(label, sizeof(label),
-			 "SQLite insert+delete, %zu a transaction",
-			 sql_batches[i]);
-		row(label, true, r->sql_rate[i], 0, "msgs/s");
-	}
-	snprintf(label, sizeof(label), "pipeline / SQLite ceiling (%zu a txn)",
-		 sql_batches[sql_best(r)]);
-	ratio(label, true, o->messages / r->pipe_s / r->sql_rate[sql_best(r)],
-	      ">= 0.7");
+	printf("  SQLite insert+delete, by page size and rows a "
+	       "transaction:\n");
+	for (unsigned p = 0; p < SQL_PAGES; p++)
+		for (unsigned i = 0; i < SQL_BATCHES; i++) {
+			if (r->sql_rate[p][i] <= 0)
+				continue;
+			snprintf(label, sizeof(label),
+				 "  %2u KiB, %4zu a txn%s", sql_pages[p] / 1024,
+				 sql_batches[i],
+				 p == sql_store_page() ? " (the store's)" : "");
+			row(label, true, r->sql_rate[p][i], 0, "msgs/s");
+		}
+	snprintf(label, sizeof(label), "SQLite ceiling (%u KiB, %zu a txn)",
+		 sql_pages[best.page] / 1024, sql_batches[best.batch]);
+	row(label, true, best.rate, 0, "msgs/s");
+	ratio("pipeline / SQLite ceiling", true,
+	      o->messages / r->pipe_s / best.rate, ">= 0.7");
 	/* What the store's design allows, with no protocol, no sockets and
 	 * no clients: whether the pipeline's time goes to SQLite or not. */
 	row("store alone (no broker), 64 a txn", true, r->store_rate, 0,
 	    "msgs/s");
-	ratio("store alone / SQLite ceiling", true,
-	      r->store_rate / r->sql_rate[sql_best(r)], NULL);
+	ratio("store alone / SQLite ceiling", true, r->store_rate / best.rate,
+	      NULL);
 	ratio("pipeline / store alone", true,
 	      o->messages / r->pipe_s / r->store_rate, NULL);
 	printf("  (against Redis Streams, target >= 2x: "
@@ -568,6 +613,27 @@ table_memory(const Options *o, const Results *r)
 		printf("  (only for a broker mbox-bench starts)\n");
 }
 
+/* What the backlog adds to each message's time, in µs: the pipeline's,
+ * SQLite's own, and the most that target 6 (backlog >= 0.8 x empty)
+ * allows at the empty pipeline's rate, a quarter of its time per message.
+ * A broker whose store adds at least SQLite's own cost meets the target
+ * only while its empty rate is at most a quarter of SQLite's cost's
+ * inverse (doc/performance.md). */
+static void
+backlog_costs(const Results *r)
+{
+	double per = 1e6 / (double)r->backlog_msgs;
+	double sql = 1e6 / r->sql_backlog_rate - 1e6 / r->sql_empty_rate;
+
+	printf("  what the backlog adds to each message:\n");
+	row("  the pipeline", true, (r->backlog_s - r->empty_s) * per, 2, "us");
+	row("  SQLite insert+delete", true, sql, 2, "us");
+	row("  most target 6 allows at the empty rate", true,
+	    0.25 * r->empty_s * per, 2, "us");
+	row("  fastest empty rate SQLite's own cost allows", sql > 0,
+	    sql > 0 ? 0.25e6 / sql : 0, 0, "msgs/s");
+}
+
 static void
 table_backlog(const Options *o, const Results *r)
 {
@@ -603,6 +669,7 @@ table_backlog(const Options *o, const Results *r)
 		row(label, true, r->sql_backlog_rate, 0, "msgs/s");
 		ratio("  backlog / empty", true,
 		      r->sql_backlog_rate / r->sql_empty_rate, NULL);
+		backlog_costs(r);
 	}
 	row_t("start-up to READY=1 with the backlog", r->ready_s >= 0,
 	      r->ready_s * 1e3, 1, "ms", "<= 1000 (1M queued)");

@@ -16,6 +16,7 @@
 #define PUSH_RTT_WINDOW                                                        \
 	1u /* window of the push round trip's subscriber: one at a time */
 #define SQL_BATCHES 3u /* rows per transaction of the SQLite baseline */
+#define SQL_PAGES   5u /* page sizes of the SQLite baseline */
 
 /* Workloads (--workload); the baselines always run. */
 enum {
@@ -77,10 +78,12 @@ typedef struct Results {
 	double pipe_s;	    /* WL_PIPELINE */
 	double pipe_pull_s; /* the same with recv consumers, or 0 */
 	double empty_pull_s, backlog_pull_s; /* WL_BACKLOG so, or 0 */
-	double sql_rate[SQL_BATCHES];	     /* rows/s for 1, 64, 1024 a txn */
+	/* rows/s for each page size and 1, 64, 1024 a txn; 0: not run (one
+	 * a txn runs at the store's page size only) */
+	double sql_rate[SQL_PAGES][SQL_BATCHES];
 	double store_rate; /* the store module alone, 64 a txn */
-	/* The SQLite ceiling (64 a txn) empty and with the backlog queued,
-	 * for WL_BACKLOG, or 0. */
+	/* SQLite, 64 a txn at the store's page size, empty and with the
+	 * backlog queued, for WL_BACKLOG, or 0. */
 	double sql_empty_rate, sql_backlog_rate;
 	double scale_s[LIST_MAX];	   /* WL_SCALE, per --scale entry */
 	double lat_full_med, lat_full_p99; /* WL_LATENCY, seconds */
@@ -102,6 +105,9 @@ typedef struct Results {
 } Results;
 
 extern const size_t sql_batches[SQL_BATCHES];
+extern const unsigned sql_pages[SQL_PAGES];
+/* The index of STORE_PAGE_SIZE in sql_pages. */
+unsigned sql_store_page(void);
 
 /* The WL_* bit of the workload named by s[0..len), or 0. */
 unsigned workload_bit(const char *s, size_t len);

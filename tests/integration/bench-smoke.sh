@@ -43,6 +43,8 @@ has_number "$T_DIR/bench.json" \
 	pipeline_depth pipeline_consumer_window pipeline_recv_msgs_per_sec \
 	sqlite_batch1_per_sec sqlite_batch64_per_sec \
 	sqlite_batch1024_per_sec store_alone_batch64_per_sec \
+	sqlite_page_size sqlite_ceiling_per_sec sqlite_ceiling_batch \
+	sqlite_ceiling_page_size \
 	latency_full_p50_us latency_full_p99_us latency_normal_p50_us \
 	latency_normal_p99_us \
 	rss_idle_kib rss_backlog_kib rss_backlog_anon_kib rss_drained_kib \
@@ -58,8 +60,14 @@ has_number "$T_DIR/bench.json" \
 	pipeline_per_store_alone scale_max_per_1 scale_1_per_fsync \
 	latency_normal_p50_per_seqpacket latency_full_p50_per_model \
 	backlog_per_empty sqlite_backlog_per_empty active_max_per_16 \
+	backlog_cost_us sqlite_backlog_cost_us backlog_cost_allowed_us \
 	churn_file_per_peak_live \
 	cli_post_per_lib cli_recv_per_lib
+# The SQLite baseline at every page size it tries.
+for page in 4096 8192 16384 32768 65536; do
+	grep -Eq "\"page_size\":$page,\"batch64_per_sec\":[0-9]+[.0-9]*,\"batch1024_per_sec\":[0-9]" \
+		"$T_DIR/bench.json" || fail "no SQLite figures for $page-byte pages in $(cat "$T_DIR/bench.json")"
+done
 # One entry per --scale count.
 grep -Eq '"scale":\[\{"producers":1,"msgs_per_sec":[0-9][^]]*\{"producers":4,"msgs_per_sec":[0-9]' \
 	"$T_DIR/bench.json" || fail "no scale runs in $(cat "$T_DIR/bench.json")"

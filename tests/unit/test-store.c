@@ -33,7 +33,8 @@
 #include "store/store.h"
 #include "store/walbuf.h"
 
-#define NOW 1700000000000000000LL /* a fixed "now", ns since the epoch */
+#define NOW  1700000000000000000LL /* a fixed "now", ns since the epoch */
+#define PAGE 8192 /* the page size of a new store (STORE_PAGE_SIZE) */
 
 /* ------------------------------------------------------------------ */
 /* A VFS shim that counts fsyncs of WAL files. Test-only global state. */
@@ -520,6 +521,55 @@ test_store_open_close_reopen(void **state)
 	assert_int_equal(lease(fx->s, mb, NOW, 10, &sn), 2);
 	assert_string_equal(sn.data[0], "one");
 	assert_string_equal(sn.data[1], "two");
+}
+
+static int put_batch(Fx *fx, StoreMailbox *mb, int n, size_t size,
+		     bool durable);
+
+/* A new database gets the store's page size; one made with another
+ * keeps it (SQLite cannot change it in WAL mode) and works as before,
+ * across a reopen. */
+static void
+test_store_page_size(void **state)
+{
+	Fx *fx = *state;
+	StoreMailbox *mb;
+	sqlite3 *db;
+	Seen sn;
+
+	fx_open(fx, STORE_SYNC_FULL);
+	mk_mailbox(fx->s, "new");
+	db = raw_open(fx);
+	assert_int_equal(raw_int(db, "PRAGMA page_size"), PAGE);
+	sqlite3_close(db);
+	fx->s = store_free(fx->s);
+	for (size_t i = 0; i < 3; i++) {
+		char path[PATH_MAX + 8];
+
+		snprintf(path, sizeof(path), "%s%s", fx->path,
+			 (const char *[]){"", "-wal", "-shm"}[i]);
+		unlink(path);
+	}
+
+	/* An empty database of 4 KiB pages: no tables, so a new one. */
+	db = raw_open(fx);
+	raw_exec(db, "PRAGMA page_size = 4096; CREATE TABLE x (a);"
+		     "DROP TABLE x;");
+	assert_int_equal(raw_int(db, "PRAGMA page_size"), 4096);
+	sqlite3_close(db);
+	fx_open(fx, STORE_SYNC_FULL);
+	mb = mk_mailbox(fx->s, "old");
+	for (int i = 0; i < 50; i++)
+		assert_int_equal(put_batch(fx, mb, 20, 1000, false), 0);
+	fx_reopen(fx);
+	mb = store_mailbox_get(fx->s, "old");
+	assert_non_null(mb);
+	assert_int_equal(mb->n_ready, 1000);
+	assert_int_equal(lease(fx->s, mb, NOW, 10, &sn), 10);
+	db = raw_open(fx);
+	assert_int_equal(raw_int(db, "PRAGMA page_size"), 4096);
+	assert_int_equal(raw_int(db, "SELECT count(*) FROM message"), 1000);
+	sqlite3_close(db);
 }
 
 static void
@@ -2717,9 +2767,9 @@ test_store_disk_full_at_insert(void **state)
 /* ------------------------------------------------------------------ */
 /* A size cap (store_set_max_bytes) */
 
-#define CAP_BYTES    (256u * 1024) /* 64 pages of 4 KiB */
-#define CAP_MSG	     1000	   /* payload bytes of each message */
-#define CAP_MAX_MSGS 2000 /* far more than fit: the fill loop's bound */
+#define CAP_BYTES    (64u * PAGE) /* 64 pages */
+#define CAP_MSG	     1000	  /* payload bytes of each message */
+#define CAP_MAX_MSGS 2000	  /* far more than fit: the fill loop's bound */
 
 /* Which message was committed under which id: payload k is a pattern
  * seeded by k, so every byte read back can be checked. */
@@ -2926,7 +2976,7 @@ cap_drain_check(Fx *fx, StoreMailbox *mb, const CapLog *lg)
 				store_msg_release(fx->s, mb, ci->id[i], 0), 0);
 		assert_int_equal(store_commit(fx->s, true), 0);
 	}
-	assert_true(raw_pages(fx) <= CAP_BYTES / 4096);
+	assert_true(raw_pages(fx) <= CAP_BYTES / PAGE);
 	cap_check_all(fx, mb, lg);
 	free(ci);
 }
@@ -2946,14 +2996,15 @@ test_store_cap_refuses(void **state)
 	pages = raw_pages(fx);
 	/* Smaller than what is there already; 1 byte is less than a page. */
 	assert_int_equal(
-		store_set_max_bytes(fx->s, (uint64_t)(pages - 1) * 4096),
+		store_set_max_bytes(fx->s, (uint64_t)(pages - 1) * PAGE),
 		-EINVAL);
 	assert_non_null(strstr(store_errmsg(fx->s), "holds"));
 	assert_int_equal(store_set_max_bytes(fx->s, 1), -EINVAL);
 	/* Exactly what is there: allowed, and full at the next page (a
 	 * message or two may still fit in the room left in the last). */
 	assert_int_equal(
-		store_set_max_bytes(fx->s, (uint64_t)pages * 4096 + 4095), 0);
+		store_set_max_bytes(fx->s, (uint64_t)pages * PAGE + (PAGE - 1)),
+		0);
 	for (i = 0; i < 8 && cap_post(fx, mb, lg) == 0; i++)
 		;
 	assert_true(i < 8);
@@ -2987,10 +3038,10 @@ test_store_cap_fill_ack_reopen(void **state)
 	mb = mk_mailbox(fx->s, "full");
 	assert_int_equal(store_set_max_bytes(fx->s, CAP_BYTES), 0);
 	first = cap_fill(fx, mb, lg);
-	/* 1000-byte rows: three a page. Posts leave the reserve (1/16 of
+	/* 1000-byte rows: seven a page. Posts leave the reserve (1/16 of
 	 * the cap, at least 8 pages) free. */
 	assert_true(first > 100);
-	assert_true(raw_pages(fx) <= CAP_BYTES / 4096 - 8);
+	assert_true(raw_pages(fx) <= CAP_BYTES / PAGE - 8);
 	cap_check_all(fx, mb, lg);
 	cap_drain_check(fx, mb, lg);
 
@@ -3007,7 +3058,7 @@ test_store_cap_fill_ack_reopen(void **state)
 		if (again < live / 2 - live / 8)
 			fail_msg("round %d: %zu deleted, only %zu fit again",
 				 round, live / 2, again);
-		assert_true(raw_pages(fx) <= CAP_BYTES / 4096);
+		assert_true(raw_pages(fx) <= CAP_BYTES / PAGE);
 		cap_check_all(fx, mb, lg);
 	}
 	/* The WAL is not under the cap, but checkpoints keep it small. */
@@ -3017,7 +3068,7 @@ test_store_cap_fill_ack_reopen(void **state)
 	/* At most: the frames before a checkpoint (a quarter of the cap)
 	 * plus one transaction, which can rewrite every page. */
 	assert_true(lg->max_wal <=
-		    32 + (off_t)(CAP_BYTES / 4096 * 5 / 4) * (4096 + 24));
+		    32 + (off_t)(CAP_BYTES / PAGE * 5 / 4) * (PAGE + 24));
 
 	/* A new connection has no cap until it is set again; the database
 	 * is as full as the cap, which is allowed. */
@@ -3133,7 +3184,7 @@ static void
 test_store_cap_reserve_holds(void **state)
 {
 	Fx *fx = *state;
-	const int64_t cap_pages = 128, reserve = 8; /* 512 KiB, 1/16 */
+	const int64_t cap_pages = 128, reserve = 8; /* 1/16 */
 	StoreMailbox *mb;
 	int64_t room, min_room = INT64_MAX;
 	uint32_t seed = 1;
@@ -3141,7 +3192,7 @@ test_store_cap_reserve_holds(void **state)
 
 	fx_open(fx, STORE_SYNC_FULL);
 	mb = mk_mailbox(fx->s, "full");
-	assert_int_equal(store_set_max_bytes(fx->s, cap_pages * 4096), 0);
+	assert_int_equal(store_set_max_bytes(fx->s, cap_pages * PAGE), 0);
 	for (int round = 0; round < 20; round++) {
 		n = cap_fill_mixed(fx, mb, &seed);
 		room = cap_headroom(fx, cap_pages);
@@ -3230,7 +3281,7 @@ test_store_cap_leases_drain(void **state)
 
 	fx_open(fx, STORE_SYNC_FULL);
 	mb = mk_mailbox(fx->s, "small");
-	assert_int_equal(store_set_max_bytes(fx->s, 128 * 4096), 0);
+	assert_int_equal(store_set_max_bytes(fx->s, 512u * 1024), 0);
 	cap_fill_small(fx, mb);
 	posted = mb->n_ready;
 	assert_true(posted > 5000);
@@ -3315,7 +3366,7 @@ test_store_cap_leases_leave_room_for_releases(void **state)
 
 	fx_open(fx, STORE_SYNC_FULL);
 	mb = mk_mailbox(fx->s, "nacks");
-	assert_int_equal(store_set_max_bytes(fx->s, 128 * 4096), 0);
+	assert_int_equal(store_set_max_bytes(fx->s, 512u * 1024), 0);
 	cap_fill_small(fx, mb);
 	h.cap = mb->n_ready + 1;
 	h.id = calloc(h.cap, sizeof(*h.id));
@@ -3346,7 +3397,7 @@ test_store_cap_posts_leave_room_for_releases(void **state)
 
 	fx_open(fx, STORE_SYNC_FULL);
 	mb = mk_mailbox(fx->s, "late");
-	assert_int_equal(store_set_max_bytes(fx->s, 256 * 4096), 0);
+	assert_int_equal(store_set_max_bytes(fx->s, 1024u * 1024), 0);
 	assert_int_equal(store_begin(fx->s), 0);
 	for (int i = 0; i < 8000; i++) {
 		StoreMsg m = {.time_ns = NOW, .data = "s", .len = 1};
@@ -3444,8 +3495,10 @@ test_store_cap_rollback_memory(void **state)
 	sqlite3_close(db);
 	cap_check_all(fx, mb, lg);
 
-	/* The store goes on: an ack makes room, and a post fits. */
-	cap_delete(fx, mb, lg, 0, 8);
+	/* The store goes on: acks make room, and a post fits. A post needs
+	 * room for its row and the page splits on its way (4 pages); 40
+	 * messages of CAP_MSG bytes free more than 5 pages. */
+	cap_delete(fx, mb, lg, 0, 40);
 	assert_int_equal(cap_post(fx, mb, lg), 0);
 	cap_check_all(fx, mb, lg);
 	fx_reopen(fx);
@@ -4298,6 +4351,7 @@ main(void)
 	const struct CMUnitTest tests[] = {
 #define T(name) cmocka_unit_test_setup_teardown(name, fx_setup, fx_teardown)
 		T(test_store_open_close_reopen),
+		T(test_store_page_size),
 		T(test_store_setup_process_after_use),
 		T(test_store_schema_version),
 		T(test_store_newer_version_refused),
