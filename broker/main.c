@@ -116,7 +116,8 @@ static const LimitOpt limit_opts[] = {
 		  max_connections_per_uid),
 	LIMIT_OPT("max-unacked", 1, UINT32_MAX, false, max_unacked),
 	LIMIT_OPT("max-in-flight", 1, 1u << 20, false, max_in_flight),
-	/* 0 = none; below one page nothing could be stored at all. */
+	/* 0 = none; less could not hold a database at all (and the store
+	 * refuses a cap below what the database already holds). */
 	{"max-store-size", 4096, INT64_MAX, true, true,
 	 offsetof(Options, max_store_bytes)},
 	/* Not a limit, but a number SIGHUP applies the same way. */

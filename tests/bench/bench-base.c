@@ -221,6 +221,13 @@ sql_batch(SqlQueue *q, size_t k, const void *data, size_t size, bool fill)
 	return r ? r : sql_step(q, q->commit);
 }
 
+/* SQLite's default checkpoint interval, in pages, which the baseline
+ * keeps whatever the page size. */
+#define SQL_CKPT_PAGES 1000
+/* Checkpoints a timed run spans at least: with large pages an interval is
+ * tens of megabytes, and a run inside one would leave its cost out. */
+#define SQL_CKPT_SPAN 4
+
 /* Rows of a backlog written per transaction, before the timed part. */
 #define SQL_FILL_BATCH 4096
 
@@ -249,6 +256,10 @@ baseline_sqlite(const char *dir, unsigned page_size, size_t k, size_t msgs,
 	static const char *const files[] = {"q.db", "q.db-wal", "q.db-shm"};
 	char tmp[PATH_MAX], path[PATH_MAX + 16];
 	size_t txns = (msgs + k - 1) / k, i;
+	/* About the pages a transaction adds to the WAL: its rows, the
+	 * page the deletes empty, the index's interior pages. */
+	size_t frames = (k * size + page_size - 1) / page_size + 2;
+	size_t span = SQL_CKPT_SPAN * SQL_CKPT_PAGES / frames + 1;
 	SqlQueue q = {.head = 1, .tail = 1};
 	void *data = calloc(1, size);
 	double t0;
@@ -259,6 +270,7 @@ baseline_sqlite(const char *dir, unsigned page_size, size_t k, size_t msgs,
 	/* At least 32 transactions: a figure from a handful of them is
 	 * one checkpoint more or less, not a rate. */
 	txns = txns < 32 ? 32 : txns;
+	txns = txns < span ? span : txns;
 	snprintf(tmp, sizeof(tmp), "%s/sqlite.XXXXXX", dir);
 	if (!mkdtemp(tmp)) {
 		fprintf(stderr, "mbox-bench: mkdtemp %s: %s\n", tmp,

@@ -20,7 +20,9 @@ int baseline_seqpacket(size_t n, double *p50, bool *across);
  * bytes a page with synchronous=FULL in a fresh directory under dir, a
  * table (id INTEGER PRIMARY KEY, data BLOB); each transaction inserts k
  * rows of size bytes and deletes the k oldest (a queue's post + ack). At
- * least msgs rows and 32 transactions; *rate is rows through per second.
+ * least msgs rows, 32 transactions and about four of SQLite's
+ * checkpoints (every 1000 pages, its default); *rate is rows through per
+ * second.
  * With queued > 0, that many rows are in the table first (not timed, WAL
  * checkpointed): the deletes take the oldest of them, as consumers of a
  * backlog do.

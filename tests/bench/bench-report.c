@@ -6,6 +6,7 @@
 #include "config.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "bench-report.h"
@@ -17,11 +18,15 @@ const unsigned sql_pages[SQL_PAGES] = {4096, 8192, 16384, 32768, 65536};
 unsigned
 sql_store_page(void)
 {
-	unsigned p = 0;
-
-	while (p + 1 < SQL_PAGES && sql_pages[p] != STORE_PAGE_SIZE)
-		p++;
-	return p;
+	for (unsigned p = 0; p < SQL_PAGES; p++)
+		if (sql_pages[p] == STORE_PAGE_SIZE)
+			return p;
+	/* A new STORE_PAGE_SIZE belongs in sql_pages. */
+	fprintf(stderr,
+		"mbox-bench: the store's page size %u is not among "
+		"the baseline's\n",
+		(unsigned)STORE_PAGE_SIZE);
+	abort();
 }
 
 /* The fastest SQLite run, page size and batch: the store's ceiling. */
