@@ -65,6 +65,10 @@ static bool fail_wal_run_once;
 static int64_t fail_wal_run_end;
 /* Make WAL writes from this offset on fail (-1: none). */
 static int64_t fail_wal_from = -1;
+/* The page size of the plain databases walbuf_open makes: SQLite's
+ * default, and the store's (PAGE) in the tests run a second time at it
+ * (fx_setup_store_pages). Row sizes scale with it (wal_bytes_at). */
+static int walbuf_page = 4096;
 
 #define REAL(f) (((CountFile *)(f))->real)
 
@@ -91,9 +95,9 @@ cf_write(sqlite3_file *f, const void *buf, int n, sqlite3_int64 off)
 		if (fail_wal_commit_header && n == 24 &&
 		    (h[4] | h[5] | h[6] | h[7]))
 			return SQLITE_IOERR_WRITE;
-		if (fail_wal_lone_page && n == 4096)
+		if (fail_wal_lone_page && n == walbuf_page)
 			return SQLITE_IOERR_WRITE;
-		if (fail_wal_run_once && n > 24 + 4096) {
+		if (fail_wal_run_once && n > 24 + walbuf_page) {
 			fail_wal_run_once = false;
 			fail_wal_run_end = off + n;
 			return SQLITE_IOERR_WRITE;
@@ -278,6 +282,14 @@ fx_setup(void **state)
 	return 0;
 }
 
+/* The same, for a walbuf test run again with the store's page size. */
+static int
+fx_setup_store_pages(void **state)
+{
+	walbuf_page = PAGE;
+	return fx_setup(state);
+}
+
 static int
 fx_teardown(void **state)
 {
@@ -285,6 +297,7 @@ fx_teardown(void **state)
 	DIR *d;
 	struct dirent *de;
 
+	walbuf_page = 4096;
 	fail_wal_sync = false;
 	fail_wal_write = false;
 	fail_wal_commit_header = false;
@@ -2509,6 +2522,7 @@ static sqlite3 *
 walbuf_open(const Fx *fx, WalBuf **wb)
 {
 	sqlite3 *db = NULL;
+	char sql[64];
 
 	assert_int_equal(walbuf_new(wb, NULL), 0);
 	assert_int_equal(
@@ -2518,10 +2532,21 @@ walbuf_open(const Fx *fx, WalBuf **wb)
 		SQLITE_OK);
 	/* Two pages of cache: SQLite spills to the WAL mid-transaction.
 	 * synchronous=NORMAL as in the store: a commit does not sync. */
+	snprintf(sql, sizeof(sql), "PRAGMA page_size = %d;", walbuf_page);
+	raw_exec(db, sql);
 	raw_exec(db, "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;"
 		     "PRAGMA cache_size = 2;"
 		     "CREATE TABLE IF NOT EXISTS t (n INTEGER, x BLOB);");
+	assert_int_equal(raw_int(db, "PRAGMA page_size"), walbuf_page);
 	return db;
+}
+
+/* A row size of the walbuf tests, given for 4 KiB pages: the same share
+ * of a page at walbuf_page. */
+static int
+wal_bytes_at(int bytes_4k)
+{
+	return bytes_4k * (walbuf_page / 4096);
 }
 
 static void
@@ -2531,12 +2556,22 @@ walbuf_close(sqlite3 *db, WalBuf *wb)
 	walbuf_free(wb);
 }
 
-/* Insert n rows of 3000 bytes into t, then rewrite them all: frames
- * spilled and written again in one transaction. */
-#define SPILL_AND_REWRITE(n)                                                   \
-	"WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM c"       \
-	" WHERE n < " #n ") INSERT INTO t SELECT n, randomblob(3000) FROM c;"  \
-	"UPDATE t SET x = zeroblob(2999 + n % 2);"
+/* BEGIN, insert n rows of 3000 bytes (at 4 KiB pages) into t, then
+ * rewrite them all, 1 byte shorter or not: frames spilled and written
+ * again in one transaction. Then the SQL of after. */
+static void
+spill_and_rewrite(sqlite3 *db, int n, const char *after)
+{
+	char sql[512];
+
+	snprintf(sql, sizeof(sql),
+		 "BEGIN; WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL"
+		 " SELECT n + 1 FROM c WHERE n < %d)"
+		 " INSERT INTO t SELECT n, randomblob(%d) FROM c;"
+		 " UPDATE t SET x = zeroblob(%d + n %% 2);%s",
+		 n, wal_bytes_at(3000), wal_bytes_at(3000) - 1, after);
+	raw_exec(db, sql);
+}
 
 /* The database and WAL as a kill -9 would leave them, copied aside and
  * opened without walbuf: rows of t (and of the table of sql). */
@@ -2588,15 +2623,15 @@ test_store_wal_reads_back_spilled(void **state)
 	Fx *fx = *state;
 	WalBuf *wb = NULL;
 	sqlite3 *db = walbuf_open(fx, &wb);
+	int64_t bytes = 60 * (wal_bytes_at(3000) - 1) + 30;
 
-	raw_exec(db, "BEGIN;" SPILL_AND_REWRITE(60));
-	assert_int_equal(raw_int(db, "SELECT sum(length(x)) FROM t"),
-			 60 * 2999 + 30);
+	spill_and_rewrite(db, 60, "");
+	assert_int_equal(raw_int(db, "SELECT sum(length(x)) FROM t"), bytes);
 	assert_int_equal(raw_int(db, "SELECT sum(n) FROM t"), 60 * 61 / 2);
 	raw_exec(db, "COMMIT");
 	/* Committed means in the file: a crash now keeps it. */
 	assert_int_equal(crash_copy_int(fx, "SELECT sum(length(x)) FROM t"),
-			 60 * 2999 + 30);
+			 bytes);
 	walbuf_close(db, wb);
 }
 
@@ -2610,7 +2645,7 @@ test_store_wal_rewrite_error_fails_commit(void **state)
 	WalBuf *wb = NULL;
 	sqlite3 *db = walbuf_open(fx, &wb);
 
-	raw_exec(db, "BEGIN;" SPILL_AND_REWRITE(60));
+	spill_and_rewrite(db, 60, "");
 	fail_wal_commit_header = true;
 	assert_int_not_equal(sqlite3_exec(db, "COMMIT", NULL, NULL, NULL),
 			     SQLITE_OK);
@@ -2651,7 +2686,8 @@ test_store_wal_commit_page_after_full_run(void **state)
 			 " SELECT n + 1 FROM c WHERE n < %d)"
 			 " INSERT INTO t SELECT n, zeroblob(%d) FROM c;"
 			 " COMMIT;",
-			 i <= 70 ? i : i - 70, i <= 70 ? 3900 : 1900);
+			 i <= 70 ? i : i - 70,
+			 wal_bytes_at(i <= 70 ? 3900 : 1900));
 		if (sqlite3_exec(db, sql, NULL, NULL, NULL) == SQLITE_OK) {
 			rows += i <= 70 ? i : i - 70;
 		} else {
@@ -2680,7 +2716,7 @@ static void
 test_store_wal_after_failed_spill(void **state)
 {
 	Fx *fx = *state;
-	char sql[128];
+	char sql[256];
 	int failed = 0;
 
 	for (int k = 25; k <= 34; k++) {
@@ -2696,25 +2732,29 @@ test_store_wal_after_failed_spill(void **state)
 			unlink(path);
 		}
 		db = walbuf_open(fx, &wb);
-		raw_exec(db, "PRAGMA wal_autocheckpoint = 0;"
-			     "PRAGMA cache_size = 1000;"
-			     "WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL"
-			     " SELECT n + 1 FROM c WHERE n < 80)"
-			     " INSERT INTO t SELECT n, randomblob(3000) FROM c;"
-			     "PRAGMA cache_size = 2;");
+		snprintf(sql, sizeof(sql),
+			 "PRAGMA wal_autocheckpoint = 0;"
+			 "PRAGMA cache_size = 1000;"
+			 "WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL"
+			 " SELECT n + 1 FROM c WHERE n < 80)"
+			 " INSERT INTO t SELECT n, randomblob(%d) FROM c;"
+			 "PRAGMA cache_size = 2;",
+			 wal_bytes_at(3000));
+		raw_exec(db, sql);
 		fail_wal_run_end = 0;
 		fail_wal_run_once = true;
-		sqlite3_exec(db,
-			     "BEGIN; UPDATE t SET x = randomblob(3000)"
-			     " WHERE n <= 60",
-			     NULL, NULL, NULL);
+		snprintf(sql, sizeof(sql),
+			 "BEGIN; UPDATE t SET x = randomblob(%d) WHERE n <= 60",
+			 wal_bytes_at(3000));
+		sqlite3_exec(db, sql, NULL, NULL, NULL);
 		fail_wal_run_once = false;
 		if (!sqlite3_get_autocommit(db))
 			raw_exec(db, "ROLLBACK");
 		assert_true(fail_wal_run_end > 0);
 		fail_wal_from = fail_wal_run_end;
 		snprintf(sql, sizeof(sql),
-			 "UPDATE t SET x = zeroblob(2000) WHERE n <= %d", k);
+			 "UPDATE t SET x = zeroblob(%d) WHERE n <= %d",
+			 wal_bytes_at(2000), k);
 		rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
 		fail_wal_from = -1;
 		failed += rc != SQLITE_OK;
@@ -2722,9 +2762,10 @@ test_store_wal_after_failed_spill(void **state)
 		assert_int_equal(raw_int(other, "SELECT quick_check = 'ok'"
 						" FROM pragma_quick_check"),
 				 1);
-		assert_int_equal(raw_int(other, "SELECT count(*) FROM t WHERE"
-						" length(x) = 2000"),
-				 rc == SQLITE_OK ? k : 0);
+		snprintf(sql, sizeof(sql),
+			 "SELECT count(*) FROM t WHERE length(x) = %d",
+			 wal_bytes_at(2000));
+		assert_int_equal(raw_int(other, sql), rc == SQLITE_OK ? k : 0);
 		sqlite3_close(other);
 		walbuf_close(db, wb);
 	}
@@ -2739,13 +2780,17 @@ test_store_wal_rollback_drops_spill(void **state)
 	Fx *fx = *state;
 	WalBuf *wb = NULL;
 	sqlite3 *db = walbuf_open(fx, &wb), *other;
+	char sql[256];
 
-	raw_exec(db, "CREATE TABLE t2 (n INTEGER, x BLOB);"
-		     "BEGIN;" SPILL_AND_REWRITE(12) "ROLLBACK;");
+	raw_exec(db, "CREATE TABLE t2 (n INTEGER, x BLOB)");
+	spill_and_rewrite(db, 12, "ROLLBACK;");
 	other = raw_open(fx);
-	raw_exec(other, "WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL"
-			" SELECT n + 1 FROM c WHERE n < 12)"
-			" INSERT INTO t2 SELECT n, randomblob(3000) FROM c");
+	snprintf(sql, sizeof(sql),
+		 "WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL"
+		 " SELECT n + 1 FROM c WHERE n < 12)"
+		 " INSERT INTO t2 SELECT n, randomblob(%d) FROM c",
+		 wal_bytes_at(3000));
+	raw_exec(other, sql);
 	sqlite3_close(other);
 	assert_int_equal(raw_int(db, "SELECT count(*) FROM t2"), 12);
 	assert_int_equal(raw_int(db, "SELECT count(*) FROM t"), 0);
@@ -4377,6 +4422,10 @@ main(void)
 	}
 	const struct CMUnitTest tests[] = {
 #define T(name) cmocka_unit_test_setup_teardown(name, fx_setup, fx_teardown)
+/* A walbuf test again, at the store's page size. */
+#define T_STORE_PAGES(name)                                                    \
+	{#name " (store's pages)", name, fx_setup_store_pages, fx_teardown,    \
+	 NULL}
 		T(test_store_open_close_reopen),
 		T(test_store_page_size),
 		T(test_store_wal_checkpoint_interval),
@@ -4421,6 +4470,11 @@ main(void)
 		T(test_store_wal_rollback_drops_spill),
 		T(test_store_wal_commit_page_after_full_run),
 		T(test_store_wal_after_failed_spill),
+		T_STORE_PAGES(test_store_wal_reads_back_spilled),
+		T_STORE_PAGES(test_store_wal_rewrite_error_fails_commit),
+		T_STORE_PAGES(test_store_wal_rollback_drops_spill),
+		T_STORE_PAGES(test_store_wal_commit_page_after_full_run),
+		T_STORE_PAGES(test_store_wal_after_failed_spill),
 		T(test_store_disk_full_at_commit),
 		T(test_store_disk_full_at_insert),
 		T(test_store_cap_refuses),
