@@ -256,10 +256,11 @@ baseline_sqlite(const char *dir, unsigned page_size, size_t k, size_t msgs,
 	static const char *const files[] = {"q.db", "q.db-wal", "q.db-shm"};
 	char tmp[PATH_MAX], path[PATH_MAX + 16];
 	size_t txns = (msgs + k - 1) / k, i;
-	/* About the pages a transaction adds to the WAL: its rows, the
-	 * page the deletes empty, the index's interior pages. */
-	size_t frames = (k * size + page_size - 1) / page_size + 2;
-	size_t span = SQL_CKPT_SPAN * SQL_CKPT_PAGES / frames + 1;
+	/* At most the pages a transaction adds to the WAL, counting only
+	 * its rows (so that span errs long): one at least. */
+	size_t frames = (k * size + page_size - 1) / page_size;
+	size_t span =
+		SQL_CKPT_SPAN * SQL_CKPT_PAGES / (frames ? frames : 1) + 1;
 	SqlQueue q = {.head = 1, .tail = 1};
 	void *data = calloc(1, size);
 	double t0;

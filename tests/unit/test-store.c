@@ -286,8 +286,11 @@ fx_setup(void **state)
 static int
 fx_setup_store_pages(void **state)
 {
+	int r = fx_setup(state);
+
+	/* Only now: a failed setup skips the teardown that resets it. */
 	walbuf_page = PAGE;
-	return fx_setup(state);
+	return r;
 }
 
 static int
@@ -2546,7 +2549,7 @@ walbuf_open(const Fx *fx, WalBuf **wb)
 static int
 wal_bytes_at(int bytes_4k)
 {
-	return bytes_4k * (walbuf_page / 4096);
+	return bytes_4k * walbuf_page / 4096;
 }
 
 static void
@@ -2562,15 +2565,19 @@ walbuf_close(sqlite3 *db, WalBuf *wb)
 static void
 spill_and_rewrite(sqlite3 *db, int n, const char *after)
 {
+	int64_t before = wal_bytes;
 	char sql[512];
 
 	snprintf(sql, sizeof(sql),
 		 "BEGIN; WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL"
 		 " SELECT n + 1 FROM c WHERE n < %d)"
 		 " INSERT INTO t SELECT n, randomblob(%d) FROM c;"
-		 " UPDATE t SET x = zeroblob(%d + n %% 2);%s",
-		 n, wal_bytes_at(3000), wal_bytes_at(3000) - 1, after);
+		 " UPDATE t SET x = zeroblob(%d + n %% 2);",
+		 n, wal_bytes_at(3000), wal_bytes_at(3000) - 1);
 	raw_exec(db, sql);
+	/* Spilled: pages of the open transaction reached the WAL. */
+	assert_true(wal_bytes > before);
+	raw_exec(db, after);
 }
 
 /* The database and WAL as a kill -9 would leave them, copied aside and
