@@ -1369,7 +1369,7 @@ main(int argc, char **argv)
 	 * delivery queued (conn_send), up to about 600 KiB, freed once sent.
 	 * glibc gave that top of the heap back every time and the kernel
 	 * zeroed it again for the next one: a brk down and up per copy,
-	 * about 8 % of the pipeline's rate (doc/performance.md). Keep up to
+	 * about 5 % of the pipeline's rate (doc/performance.md). Keep up to
 	 * TRIM of free heap while busy; broker_trim gives it all back once
 	 * the broker is quiet. Setting one threshold turns glibc's dynamic
 	 * ones off, so both are set.
