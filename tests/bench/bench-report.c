@@ -278,11 +278,12 @@ json_target_ratios(const Options *o, const Results *r)
 	unsigned one = scale_index(o, 1), max = scale_max_index(o);
 	bool scale = (w & WL_SCALE) && one < LIST_MAX;
 	bool churn = (w & WL_CHURN) && r->churn_db >= 0 && r->churn_peak;
+	double ceiling = sql_best(r).rate;
 
 	json_num("pipeline_per_sqlite_ceiling", w & WL_PIPELINE, 3,
-		 o->messages / r->pipe_s / sql_best(r).rate);
+		 o->messages / r->pipe_s / ceiling);
 	json_num("store_alone_per_ceiling", w & WL_PIPELINE, 3,
-		 r->store_rate / sql_best(r).rate);
+		 r->store_rate / ceiling);
 	json_num("pipeline_per_store_alone", w & WL_PIPELINE, 3,
 		 o->messages / r->pipe_s / r->store_rate);
 	json_num("scale_max_per_1", scale, 2,

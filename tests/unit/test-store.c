@@ -344,6 +344,21 @@ fx_reopen(Fx *fx)
 	fx_open(fx, STORE_SYNC_FULL);
 }
 
+/* Remove the database and its WAL and shared-memory files: the next open
+ * makes a new one. */
+static void
+fx_remove_db(const Fx *fx)
+{
+	static const char *const ext[] = {"", "-wal", "-shm"};
+
+	for (size_t i = 0; i < sizeof(ext) / sizeof(ext[0]); i++) {
+		char path[PATH_MAX + 8];
+
+		snprintf(path, sizeof(path), "%s%s", fx->path, ext[i]);
+		unlink(path);
+	}
+}
+
 /* A plain connection to the database, for looking behind the store. */
 static sqlite3 *
 raw_open(const Fx *fx)
@@ -559,13 +574,7 @@ test_store_page_size(void **state)
 	assert_int_equal(raw_int(db, "PRAGMA page_size"), PAGE);
 	sqlite3_close(db);
 	fx->s = store_free(fx->s);
-	for (size_t i = 0; i < 3; i++) {
-		char path[PATH_MAX + 8];
-
-		snprintf(path, sizeof(path), "%s%s", fx->path,
-			 (const char *[]){"", "-wal", "-shm"}[i]);
-		unlink(path);
-	}
+	fx_remove_db(fx);
 
 	/* An empty database of 4 KiB pages: no tables, so a new one. */
 	db = raw_open(fx);
@@ -2731,13 +2740,7 @@ test_store_wal_after_failed_spill(void **state)
 		sqlite3 *db, *other;
 		int rc;
 
-		for (size_t i = 0; i < 3; i++) {
-			char path[PATH_MAX + 8];
-
-			snprintf(path, sizeof(path), "%s%s", fx->path,
-				 (const char *[]){"", "-wal", "-shm"}[i]);
-			unlink(path);
-		}
+		fx_remove_db(fx);
 		db = walbuf_open(fx, &wb);
 		snprintf(sql, sizeof(sql),
 			 "PRAGMA wal_autocheckpoint = 0;"
