@@ -2923,6 +2923,17 @@ store_open_db(Store *s, const char *path, char *errbuf, size_t errlen)
 		r = open_exec(s, "PRAGMA foreign_keys = ON", errbuf, errlen);
 	if (r == 0)
 		r = open_exec(s, "PRAGMA temp_store = MEMORY", errbuf, errlen);
+	/* Debian builds SQLite with secure_delete on by default: every page
+	 * a delete empties is zeroed and written to the WAL, checkpointed
+	 * and synced, although it only goes on the free list, and every
+	 * deleted row is zeroed in its page. A queue empties pages all the
+	 * time: off, the backlog moves 4-13 % faster and the store runs 12 %
+	 * fewer instructions a message (doc/performance.md). SQLite's own
+	 * default; an acked payload may stay in a free page of the database
+	 * (mode 0600, readable only by whoever can read every queued message)
+	 * until the page is reused. */
+	if (r == 0)
+		r = open_exec(s, "PRAGMA secure_delete = OFF", errbuf, errlen);
 	/* The CHECKs of the message table are for other writers (an
 	 * operator's sqlite3 shell): this code checks priority itself and
 	 * writes states from its own constants. SQLite evaluates

@@ -169,10 +169,12 @@ sql_step(SqlQueue *q, sqlite3_stmt *st)
 static int
 sql_open(SqlQueue *q, const char *path, unsigned page_size)
 {
-	char setup[192];
+	char setup[224];
 
+	/* secure_delete off, as the store runs it (Debian's SQLite turns it
+	 * on by default), and as SQLite is faster. */
 	snprintf(setup, sizeof(setup),
-		 "PRAGMA page_size = %u;"
+		 "PRAGMA page_size = %u; PRAGMA secure_delete = OFF;"
 		 "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;"
 		 "CREATE TABLE q (id INTEGER PRIMARY KEY, data BLOB);",
 		 page_size);
