@@ -317,7 +317,8 @@ store_note_leased(void *ctx, const StoreMsg *m)
 }
 
 /* One transaction of baseline_store: k posts, their lease, and the acks
- * of the k leased before (acked, which it empties). */
+ * of the k leased before (acked, which it empties). With leased NULL, the
+ * posts alone, not made durable (a backlog being filled). */
 static int
 store_batch(Store *s, StoreMailbox *mb, size_t k, const void *data, size_t size,
 	    StoreIds *leased, StoreIds *acked)
@@ -336,15 +337,17 @@ store_batch(Store *s, StoreMailbox *mb, size_t k, const void *data, size_t size,
 		m.time_ns = (int64_t)(now_s() * 1e9);
 		r = store_msg_insert(s, mb, &m);
 	}
-	leased->n = 0;
+	if (leased) {
+		leased->n = 0;
+		if (r >= 0)
+			r = store_msg_lease(s, mb, INT64_MAX, k,
+					    store_note_leased, leased);
+		for (size_t i = 0; r >= 0 && i < acked->n; i++)
+			r = store_msg_ack(s, mb, acked->id[i], size);
+		acked->n = 0;
+	}
 	if (r >= 0)
-		r = store_msg_lease(s, mb, INT64_MAX, k, store_note_leased,
-				    leased);
-	for (size_t i = 0; r >= 0 && i < acked->n; i++)
-		r = store_msg_ack(s, mb, acked->id[i], size);
-	acked->n = 0;
-	if (r >= 0)
-		r = store_commit(s, true);
+		r = store_commit(s, leased != NULL);
 	if (r < 0) {
 		fprintf(stderr, "mbox-bench: store baseline: %s\n",
 			store_errmsg(s));
@@ -355,7 +358,7 @@ store_batch(Store *s, StoreMailbox *mb, size_t k, const void *data, size_t size,
 
 int
 baseline_store(const char *dir, size_t k, size_t msgs, size_t size,
-	       double *rate)
+	       size_t queued, double *rate)
 {
 	static const char *const files[] = {"q.db", "q.db-wal", "q.db-shm"};
 	char tmp[PATH_MAX], path[PATH_MAX + 16], err[256] = "";
@@ -390,6 +393,15 @@ baseline_store(const char *dir, size_t k, size_t msgs, size_t size,
 	if (r >= 0 && (r = store_begin(s)) >= 0 &&
 	    (r = store_mailbox_create(s, &tmpl, &mb)) >= 0)
 		r = store_commit(s, true);
+	/* The backlog, as baseline_sqlite's: then the WAL emptied. */
+	for (size_t done = 0; r >= 0 && done < queued; done += SQL_FILL_BATCH)
+		r = store_batch(s, mb,
+				queued - done < SQL_FILL_BATCH ? queued - done
+							       : SQL_FILL_BATCH,
+				data, size, NULL, NULL);
+	if (r >= 0 && queued && (r = store_wal_empty(s)) < 0)
+		fprintf(stderr, "mbox-bench: store baseline: %s\n",
+			store_errmsg(s));
 	/* The first batch gives the acks of the second something. */
 	if (r >= 0)
 		r = store_batch(s, mb, k, data, size, &a, &b);

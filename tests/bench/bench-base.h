@@ -36,8 +36,11 @@ int baseline_sqlite(const char *dir, unsigned page_size, size_t k, size_t msgs,
  * into one mailbox, leases them as a waiting consumer would, and deletes
  * the k leased in the transaction before (their acks). At least msgs
  * messages and 32 transactions; *rate is messages through per second.
+ * With queued > 0, the mailbox holds that many messages first (not
+ * timed, WAL checkpointed): the leases take the oldest of them, as
+ * consumers of a backlog do.
  */
 int baseline_store(const char *dir, size_t k, size_t msgs, size_t size,
-		   double *rate);
+		   size_t queued, double *rate);
 
 #endif

@@ -248,6 +248,10 @@ json_targets(const Options *o, const Results *r)
 		 r->sql_empty_rate);
 	json_num("sqlite_backlog_batch64_per_sec", r->sql_backlog_rate > 0, 1,
 		 r->sql_backlog_rate);
+	json_num("store_empty_batch64_per_sec", r->store_empty_rate > 0, 1,
+		 r->store_empty_rate);
+	json_num("store_backlog_batch64_per_sec", r->store_backlog_rate > 0, 1,
+		 r->store_backlog_rate);
 	json_num("ready_ms", r->ready_s >= 0, 1, r->ready_s * 1e3);
 	json_int("idle_conns", conns, (long long)o->idle_conns);
 	json_int("idle_conns_rss_kib", conns && r->conns_rss != -1,
@@ -304,6 +308,12 @@ json_target_ratios(const Options *o, const Results *r)
 	json_num("sqlite_backlog_cost_us",
 		 r->sql_empty_rate > 0 && r->sql_backlog_rate > 0, 2,
 		 1e6 / r->sql_backlog_rate - 1e6 / r->sql_empty_rate);
+	json_num("store_backlog_per_empty",
+		 r->store_empty_rate > 0 && r->store_backlog_rate > 0, 3,
+		 r->store_backlog_rate / r->store_empty_rate);
+	json_num("store_backlog_cost_us",
+		 r->store_empty_rate > 0 && r->store_backlog_rate > 0, 2,
+		 1e6 / r->store_backlog_rate - 1e6 / r->store_empty_rate);
 	json_num("backlog_cost_allowed_us", (w & WL_BACKLOG) && r->filled, 2,
 		 0.25 * r->empty_s * 1e6 / (double)r->backlog_msgs);
 	json_num("active_max_per_16", w & WL_CONNS, 3,
@@ -620,7 +630,8 @@ table_memory(const Options *o, const Results *r)
 }
 
 /* What the backlog adds to each message's time, in µs: the pipeline's,
- * SQLite's own, and the most that target 6 (backlog >= 0.8 x empty)
+ * the store module's alone, SQLite's own, and the most that target 6
+ * (backlog >= 0.8 x empty)
  * allows at the empty pipeline's rate, a quarter of its time per message.
  * A broker whose store adds at least SQLite's own cost meets the target
  * only while its empty rate is at most a quarter of SQLite's cost's
@@ -630,9 +641,13 @@ backlog_costs(const Results *r)
 {
 	double per = 1e6 / (double)r->backlog_msgs;
 	double sql = 1e6 / r->sql_backlog_rate - 1e6 / r->sql_empty_rate;
+	bool store = r->store_empty_rate > 0 && r->store_backlog_rate > 0;
 
 	printf("  what the backlog adds to each message:\n");
 	row("  the pipeline", true, (r->backlog_s - r->empty_s) * per, 2, "us");
+	row("  the store alone", store,
+	    store ? 1e6 / r->store_backlog_rate - 1e6 / r->store_empty_rate : 0,
+	    2, "us");
 	row("  SQLite insert+delete", true, sql, 2, "us");
 	row("  most target 6 allows at the empty rate", true,
 	    0.25 * r->empty_s * per, 2, "us");
@@ -675,6 +690,18 @@ table_backlog(const Options *o, const Results *r)
 		row(label, true, r->sql_backlog_rate, 0, "msgs/s");
 		ratio("  backlog / empty", true,
 		      r->sql_backlog_rate / r->sql_empty_rate, NULL);
+		if (r->store_empty_rate > 0 && r->store_backlog_rate > 0) {
+			printf("  the store alone (no broker), 64 a "
+			       "transaction:\n");
+			row("  empty mailbox", true, r->store_empty_rate, 0,
+			    "msgs/s");
+			snprintf(label, sizeof(label), "  %zu queued",
+				 o->backlog);
+			row(label, true, r->store_backlog_rate, 0, "msgs/s");
+			ratio("  backlog / empty", true,
+			      r->store_backlog_rate / r->store_empty_rate,
+			      NULL);
+		}
 		backlog_costs(r);
 	}
 	row_t("start-up to READY=1 with the backlog", r->ready_s >= 0,

@@ -82,9 +82,11 @@ typedef struct Results {
 	 * a txn runs at the store's page size only) */
 	double sql_rate[SQL_PAGES][SQL_BATCHES];
 	double store_rate; /* the store module alone, 64 a txn */
-	/* SQLite, 64 a txn at the store's page size, empty and with the
-	 * backlog queued, for WL_BACKLOG, or 0. */
+	/* SQLite, 64 a txn at the store's page size, and the store module
+	 * alone, 64 a txn, each empty and with the backlog queued, for
+	 * WL_BACKLOG, or 0. */
 	double sql_empty_rate, sql_backlog_rate;
+	double store_empty_rate, store_backlog_rate;
 	double scale_s[LIST_MAX];	   /* WL_SCALE, per --scale entry */
 	double lat_full_med, lat_full_p99; /* WL_LATENCY, seconds */
 	double lat_norm_med, lat_norm_p99; /* only with a broker of ours */

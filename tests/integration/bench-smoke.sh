@@ -51,6 +51,7 @@ has_number "$T_DIR/bench.json" \
 	backlog_messages backlog_msgs_per_sec empty_msgs_per_sec ready_ms \
 	backlog_recv_msgs_per_sec empty_recv_msgs_per_sec \
 	sqlite_empty_batch64_per_sec sqlite_backlog_batch64_per_sec \
+	store_empty_batch64_per_sec store_backlog_batch64_per_sec \
 	idle_conns idle_conns_rss_kib active_16_msgs_per_sec \
 	active_max_msgs_per_sec active_max \
 	churn_messages churn_peak_live_bytes churn_db_bytes churn_wal_bytes \
@@ -61,6 +62,7 @@ has_number "$T_DIR/bench.json" \
 	latency_normal_p50_per_seqpacket latency_full_p50_per_model \
 	backlog_per_empty sqlite_backlog_per_empty active_max_per_16 \
 	backlog_cost_us sqlite_backlog_cost_us backlog_cost_allowed_us \
+	store_backlog_per_empty store_backlog_cost_us \
 	churn_file_per_peak_live \
 	cli_post_per_lib cli_recv_per_lib
 # The SQLite baseline at every page size it tries.
