@@ -2927,11 +2927,11 @@ store_open_db(Store *s, const char *path, char *errbuf, size_t errlen)
 	 * a delete empties is zeroed and written to the WAL, checkpointed
 	 * and synced, although it only goes on the free list, and every
 	 * deleted row is zeroed in its page. A queue empties pages all the
-	 * time: off, the backlog moves 4-13 % faster and the store runs 12 %
+	 * time: off, the backlog moves 4-12 % faster and the store runs 12 %
 	 * fewer instructions a message (doc/performance.md). SQLite's own
-	 * default; an acked payload may stay in a free page of the database
-	 * (mode 0600, readable only by whoever can read every queued message)
-	 * until the page is reused. */
+	 * default. Deleted messages may then stay in the database and WAL
+	 * files until overwritten (doc/security.md): the files are mode 0600,
+	 * readable only by whoever can read every queued message anyway. */
 	if (r == 0)
 		r = open_exec(s, "PRAGMA secure_delete = OFF", errbuf, errlen);
 	/* The CHECKs of the message table are for other writers (an

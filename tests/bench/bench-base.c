@@ -318,7 +318,8 @@ store_note_leased(void *ctx, const StoreMsg *m)
 
 /* One transaction of baseline_store: k posts, their lease, and the acks
  * of the k leased before (acked, which it empties). With leased NULL, the
- * posts alone, not made durable (a backlog being filled). */
+ * posts alone, not made durable (a backlog being filled); acked is then
+ * ignored and may be NULL. */
 static int
 store_batch(Store *s, StoreMailbox *mb, size_t k, const void *data, size_t size,
 	    StoreIds *leased, StoreIds *acked)
@@ -394,14 +395,16 @@ baseline_store(const char *dir, size_t k, size_t msgs, size_t size,
 	    (r = store_mailbox_create(s, &tmpl, &mb)) >= 0)
 		r = store_commit(s, true);
 	/* The backlog, as baseline_sqlite's: then the WAL emptied. */
-	for (size_t done = 0; r >= 0 && done < queued; done += SQL_FILL_BATCH)
-		r = store_batch(s, mb,
-				queued - done < SQL_FILL_BATCH ? queued - done
-							       : SQL_FILL_BATCH,
-				data, size, NULL, NULL);
+	for (size_t done = 0; r >= 0 && done < queued; done += SQL_FILL_BATCH) {
+		size_t n = queued - done < SQL_FILL_BATCH ? queued - done
+							  : SQL_FILL_BATCH;
+
+		r = store_batch(s, mb, n, data, size, NULL, NULL);
+	}
 	if (r >= 0 && queued && (r = store_wal_empty(s)) < 0)
-		fprintf(stderr, "mbox-bench: store baseline: %s\n",
-			store_errmsg(s));
+		fprintf(stderr,
+			"mbox-bench: store baseline: after queueing %zu: %s\n",
+			queued, store_errmsg(s));
 	/* The first batch gives the acks of the second something. */
 	if (r >= 0)
 		r = store_batch(s, mb, k, data, size, &a, &b);

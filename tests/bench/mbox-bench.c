@@ -37,7 +37,10 @@
  *             queued, and drained.
  *   backlog   (target 6) the pipeline on a mailbox holding --backlog
  *             messages against an empty one; the start-up time (fork to
- *             READY=1 on NOTIFY_SOCKET) with the backlog in the store.
+ *             READY=1 on NOTIFY_SOCKET) with the backlog in the store;
+ *             then SQLite alone (64 a transaction, at the store's page
+ *             size) and mboxd's store module alone, each empty and with
+ *             the backlog queued.
  *   conns     (target 7) the RSS of --idle-conns idle connections; the
  *             post rate of 16 and of --active clients, one post in flight
  *             each.
