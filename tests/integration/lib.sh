@@ -425,16 +425,22 @@ wait_out()
 		fail "$1 did not print '$2': $(cat "$T_DIR/$1.err")"
 }
 
-# wait_holds NAME N: wait (at most 5 s) until the driver NAME printed N
-# "hold" lines. It never fails: the caller checks what is held.
-wait_holds()
+# wait_said NAME WORD N: wait (at most 5 s) until the driver NAME printed
+# N lines starting with WORD. It never fails: the caller checks them.
+wait_said()
 {
 	local i
 	for ((i = 0; i < 50; i++)); do
-		[ "$(grep -c '^hold ' "$T_DIR/$1.out")" -ge "$2" ] && return 0
+		[ "$(grep -c "^$2 " "$T_DIR/$1.out")" -ge "$3" ] && return 0
 		sleep 0.1
 	done
 	return 0
+}
+
+# wait_holds NAME N: wait_said NAME hold N.
+wait_holds()
+{
+	wait_said "$1" hold "$2"
 }
 
 # wait_subscribed NAME: the driver NAME has subscribed.
