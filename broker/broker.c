@@ -1581,21 +1581,15 @@ broker_mailbox_drop(Broker *b, StoreMailbox *mb)
 {
 	MailboxRt *rt = mb->user;
 	Waiter *w;
+	Lease *l;
 
 	if (mb->n_ready + mb->n_leased + mb->n_dead)
 		broker_batch_frees(b);
 	/* Leases of its messages are void. Their give-backs find no
 	 * mailbox once the deletion is committed; if it is rolled back,
 	 * they make the rows ready again. */
-	for (size_t i = 0; i < b->leases.n_buckets; i++) {
-		Lease *l = b->leases.buckets[i];
-		while (l) {
-			Lease *next = l->hash_next;
-			if (l->mailbox_id == mb->id)
-				broker_lease_drop(b, l, true);
-			l = next;
-		}
-	}
+	while ((l = lease_first_of_mailbox(&b->leases, mb->id)))
+		broker_lease_drop(b, l, true);
 	if (rt) {
 		while ((w = rt->wait_head))
 			broker_answer_waiter(b, w, MBOX_S_NOT_FOUND,

@@ -4,7 +4,11 @@
  * Chained buckets, grown at load factor 1: acks look leases up by id at
  * every request, so lookups must not degrade with a large window. A
  * binary min-heap by deadline lets one timer serve every lease: the broker
- * arms it for lease_first_deadline() instead of scanning.
+ * arms it for lease_first_deadline() instead of scanning. A second chained
+ * table holds one group per mailbox with leases, listing them: deleting a
+ * mailbox (every temporary reply mailbox of a CALL) voids its own leases
+ * instead of walking everyone's, which let any client stall the broker
+ * for as long as the walk of a million leases takes, again and again.
  */
 #include "config.h"
 
@@ -13,12 +17,31 @@
 
 #include "broker/lease.h"
 
+struct LeaseGroup {
+	int64_t mailbox_id;
+	Lease *head;
+	LeaseGroup *next; /* in its bucket */
+};
+
+/* Ids are sequential; mix them so neighbours spread out over n (a power
+ * of two) buckets. */
+static size_t
+id_bucket(uint64_t id, size_t n)
+{
+	id *= UINT64_C(0x9E3779B97F4A7C15);
+	return (size_t)(id >> 32) & (n - 1);
+}
+
 static size_t
 lease_bucket(const LeaseTable *t, uint64_t id)
 {
-	/* Ids are sequential; mix them so neighbours spread out. */
-	id *= UINT64_C(0x9E3779B97F4A7C15);
-	return (size_t)(id >> 32) & (t->n_buckets - 1);
+	return id_bucket(id, t->n_buckets);
+}
+
+static size_t
+group_bucket(const LeaseTable *t, int64_t mailbox_id)
+{
+	return id_bucket((uint64_t)mailbox_id, t->n_group_buckets);
 }
 
 void
@@ -29,6 +52,9 @@ lease_table_init(LeaseTable *t)
 	t->count = 0;
 	t->heap = NULL;
 	t->heap_cap = 0;
+	t->groups = NULL;
+	t->n_group_buckets = 0;
+	t->n_groups = 0;
 }
 
 static void
@@ -90,8 +116,17 @@ lease_table_release(LeaseTable *t)
 			l = next;
 		}
 	}
+	for (size_t i = 0; i < t->n_group_buckets; i++) {
+		LeaseGroup *g = t->groups[i];
+		while (g) {
+			LeaseGroup *next = g->next;
+			free(g);
+			g = next;
+		}
+	}
 	free(t->buckets);
 	free(t->heap);
+	free(t->groups);
 	lease_table_init(t);
 }
 
@@ -118,6 +153,114 @@ lease_table_grow(LeaseTable *t)
 	t->buckets = b;
 	t->n_buckets = n;
 	return 0;
+}
+
+static int
+group_table_grow(LeaseTable *t)
+{
+	size_t n = t->n_group_buckets ? t->n_group_buckets * 2 : 64;
+	LeaseGroup **b = calloc(n, sizeof(*b));
+
+	if (!b)
+		return -ENOMEM;
+	for (size_t i = 0; i < t->n_group_buckets; i++) {
+		LeaseGroup *g = t->groups[i];
+		while (g) {
+			LeaseGroup *next = g->next;
+			size_t k = id_bucket((uint64_t)g->mailbox_id, n);
+			g->next = b[k];
+			b[k] = g;
+			g = next;
+		}
+	}
+	free(t->groups);
+	t->groups = b;
+	t->n_group_buckets = n;
+	return 0;
+}
+
+static LeaseGroup *
+group_find(const LeaseTable *t, int64_t mailbox_id)
+{
+	if (!t->n_group_buckets)
+		return NULL;
+	for (LeaseGroup *g = t->groups[group_bucket(t, mailbox_id)]; g;
+	     g = g->next)
+		if (g->mailbox_id == mailbox_id)
+			return g;
+	return NULL;
+}
+
+/* The group of mailbox_id, made if it has none: NULL if out of memory. */
+static LeaseGroup *
+group_get(LeaseTable *t, int64_t mailbox_id)
+{
+	LeaseGroup *g = group_find(t, mailbox_id);
+	size_t k;
+
+	if (g)
+		return g;
+	if (t->n_groups >= t->n_group_buckets && group_table_grow(t) < 0)
+		return NULL;
+	g = calloc(1, sizeof(*g));
+	if (!g)
+		return NULL;
+	g->mailbox_id = mailbox_id;
+	k = group_bucket(t, mailbox_id);
+	g->next = t->groups[k];
+	t->groups[k] = g;
+	t->n_groups++;
+	return g;
+}
+
+static void
+group_link(LeaseGroup *g, Lease *l)
+{
+	l->group = g;
+	l->group_prev = NULL;
+	l->group_next = g->head;
+	if (g->head)
+		g->head->group_prev = l;
+	g->head = l;
+}
+
+/* A group lives while it has leases. */
+static void
+group_free_if_empty(LeaseTable *t, LeaseGroup *g)
+{
+	LeaseGroup **pp;
+
+	if (g->head)
+		return;
+	pp = &t->groups[group_bucket(t, g->mailbox_id)];
+	while (*pp != g)
+		pp = &(*pp)->next;
+	*pp = g->next;
+	t->n_groups--;
+	free(g);
+}
+
+static void
+group_unlink(LeaseTable *t, Lease *l)
+{
+	LeaseGroup *g = l->group;
+
+	if (l->group_prev)
+		l->group_prev->group_next = l->group_next;
+	else
+		g->head = l->group_next;
+	if (l->group_next)
+		l->group_next->group_prev = l->group_prev;
+	l->group = NULL;
+	group_free_if_empty(t, g);
+}
+
+Lease *
+lease_first_of_mailbox(const LeaseTable *t, int64_t mailbox_id)
+{
+	LeaseGroup *g = group_find(t, mailbox_id);
+
+	return g ? g->head : NULL;
 }
 
 Lease *
@@ -167,6 +310,7 @@ int
 lease_add(LeaseTable *t, LeaseList *list, uint64_t msg_id, int64_t mailbox_id,
 	  void *holder, int64_t deadline_ns, Lease **out)
 {
+	LeaseGroup *g;
 	Lease *l;
 	size_t k;
 
@@ -182,9 +326,14 @@ lease_add(LeaseTable *t, LeaseList *list, uint64_t msg_id, int64_t mailbox_id,
 		t->heap = h;
 		t->heap_cap = cap;
 	}
-	l = calloc(1, sizeof(*l));
-	if (!l)
+	g = group_get(t, mailbox_id);
+	if (!g)
 		return -ENOMEM;
+	l = calloc(1, sizeof(*l));
+	if (!l) {
+		group_free_if_empty(t, g);
+		return -ENOMEM;
+	}
 	l->msg_id = msg_id;
 	l->mailbox_id = mailbox_id;
 	l->msg_len = LEASE_LEN_UNKNOWN;
@@ -198,6 +347,7 @@ lease_add(LeaseTable *t, LeaseList *list, uint64_t msg_id, int64_t mailbox_id,
 	t->count++;
 	heap_up(t, l->heap_index);
 	list_append(list, l);
+	group_link(g, l);
 	if (out)
 		*out = l;
 	return 0;
@@ -237,5 +387,6 @@ lease_remove(LeaseTable *t, Lease *l)
 		}
 	}
 	list_unlink(l);
+	group_unlink(t, l);
 	free(l);
 }

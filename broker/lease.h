@@ -3,8 +3,9 @@
  *
  * Leases live only in memory: after a restart every one is void (the
  * store turns LEASED rows back to READY). Each lease is in a hash table by
- * message id (for ACK/NACK) and on its holder's list (to give everything
- * back when the holder disconnects).
+ * message id (for ACK/NACK), on its holder's list (to give everything
+ * back when the holder disconnects) and in its mailbox's group (to void
+ * them when the mailbox is deleted, without a walk of every lease).
  */
 #ifndef MBOX_BROKER_LEASE_H
 #define MBOX_BROKER_LEASE_H
@@ -16,6 +17,7 @@
 
 typedef struct Lease Lease;
 typedef struct LeaseList LeaseList;
+typedef struct LeaseGroup LeaseGroup;
 struct Lease {
 	uint64_t msg_id;
 	int64_t mailbox_id;
@@ -28,6 +30,8 @@ struct Lease {
 	Lease *hash_next;
 	Lease *prev, *next; /* on list */
 	size_t heap_index;  /* position in the deadline heap */
+	LeaseGroup *group;  /* the leases of its mailbox */
+	Lease *group_prev, *group_next;
 };
 
 typedef struct LeaseTable {
@@ -36,6 +40,9 @@ typedef struct LeaseTable {
 	size_t count;
 	Lease **heap; /* min-heap by deadline_ns, count entries */
 	size_t heap_cap;
+	LeaseGroup **groups;	/* by mailbox id, chained */
+	size_t n_group_buckets; /* power of two */
+	size_t n_groups;
 } LeaseTable;
 
 /* A list of leases of one holder. */
@@ -60,5 +67,8 @@ void lease_move(Lease *l, LeaseList *list, void *holder);
 void lease_set_deadline(LeaseTable *t, Lease *l, int64_t deadline_ns);
 /* The lease that runs out first, or NULL. */
 Lease *lease_first_deadline(const LeaseTable *t);
+/* A lease of a message of mailbox_id, or NULL if it has none: in time
+ * proportional to that mailbox's leases, not all of them. */
+Lease *lease_first_of_mailbox(const LeaseTable *t, int64_t mailbox_id);
 
 #endif
