@@ -489,18 +489,24 @@ post_limit(uint64_t own, const char *own_name, uint64_t broker,
 /* A full mailbox refuses posts; it never drops what it holds. */
 bool
 post_would_overflow(Request *q, const StoreMailbox *mb, const PostItem *items,
-		    size_t n)
+		    size_t n, const bool *dup)
 {
 	const BrokerConfig *cfg = &q->b->cfg;
 	uint64_t held = mb->n_ready + mb->n_leased + mb->n_dead;
-	uint64_t bytes = mb->bytes, lim;
+	uint64_t bytes = mb->bytes, lim, adds = 0;
 	const char *name;
 
-	for (size_t i = 0; i < n; i++)
+	for (size_t i = 0; i < n; i++) {
+		if (dup && dup[i])
+			continue;
 		bytes += items[i].data.len;
+		adds++;
+	}
+	if (!adds)
+		return false;
 	post_limit(mb->max_msgs, "max_msgs", cfg->max_mailbox_msgs,
 		   "max_mailbox_msgs", &lim, &name);
-	if (lim && held + n > lim) {
+	if (lim && held + adds > lim) {
 		reply_errorf(q, MBOX_S_FULL, name,
 			     "mailbox %s is full: it holds %llu messages "
 			     "(dead ones included) and %s is %llu; consume, "
@@ -559,6 +565,39 @@ post_fill_msg(Request *q, const StoreMailbox *mb, const PostItem *item,
 	}
 }
 
+/* Whether a dedup key of items[i] answers with an earlier id instead of
+ * being stored (SPEC 3.2): the key is in mb within the window, or an
+ * earlier item of the same POST that is stored has it. Sets dup[i] for
+ * each and returns how many items would be stored. mb NULL: a mailbox
+ * this POST creates. The insert checks each key again; this only keeps
+ * a retry from being refused by limits it would not touch. */
+static size_t
+post_find_dups(Request *q, StoreMailbox *mb, const PostItem *items, size_t n,
+	       int64_t since, bool *dup)
+{
+	char key[MBOX_NAME_MAX + 1];
+	size_t adds = 0;
+	uint64_t id;
+
+	for (size_t i = 0; i < n; i++) {
+		const ProtoSlice *k = &items[i].dedup;
+
+		dup[i] = false;
+		if (k->len && mb) {
+			memcpy(key, k->ptr, k->len);
+			key[k->len] = '\0';
+			dup[i] = store_dedup_find(q->b->store, mb, key, since,
+						  &id) == 0;
+		}
+		for (size_t j = 0; k->len && !dup[i] && j < i; j++)
+			dup[i] =
+				!dup[j] && items[j].dedup.len == k->len &&
+				memcmp(items[j].dedup.ptr, k->ptr, k->len) == 0;
+		adds += !dup[i];
+	}
+	return adds;
+}
+
 static void
 op_post(Request *q)
 {
@@ -567,8 +606,10 @@ op_post(Request *q)
 	StoreMailbox *mb, tmpl;
 	PostItem *items = NULL;
 	uint64_t *ids = NULL;
-	size_t n = 0;
+	bool *dup = NULL;
+	size_t n = 0, adds;
 	int64_t now = broker_now_ns();
+	int64_t since = now - (int64_t)b->cfg.dedup_window_ms * 1000000;
 	bool stored = false;
 	int r = 0;
 
@@ -610,23 +651,27 @@ op_post(Request *q)
 	}
 	if (post_parse(q, &items, &n) < 0)
 		return;
+	ids = calloc(n, sizeof(*ids));
+	dup = calloc(n, sizeof(*dup));
+	if (!ids || !dup) {
+		reply_error(q, MBOX_S_LIMIT, "memory", "out of memory");
+		goto out;
+	}
+	/* A retry whose keys were all posted stores nothing: no limit
+	 * refuses it, full mailbox or full store. */
+	adds = post_find_dups(q, mb, items, n, since, dup);
 	if (!mb) {
 		/* A new mailbox holds nothing yet, but the broker's limits
 		 * apply to its first POST all the same. */
 		mailbox_defaults(&tmpl, q->c, name);
 		if (mailbox_limit_hit(q, name) ||
-		    post_would_overflow(q, &tmpl, items, n))
+		    post_would_overflow(q, &tmpl, items, n, dup))
 			goto out;
-	} else if (post_would_overflow(q, mb, items, n)) {
+	} else if (post_would_overflow(q, mb, items, n, dup)) {
 		goto out;
 	}
-	if (broker_refuse_add(b, q->c, q->h->opcode, q->h->id))
+	if ((adds || !mb) && broker_refuse_add(b, q->c, q->h->opcode, q->h->id))
 		goto out;
-	ids = calloc(n, sizeof(*ids));
-	if (!ids) {
-		reply_error(q, MBOX_S_LIMIT, "memory", "out of memory");
-		goto out;
-	}
 	if (request_txn(q) < 0)
 		goto out;
 	if (!mb)
@@ -637,11 +682,8 @@ op_post(Request *q)
 		post_fill_msg(q, mb, &items[i], now, &m, key);
 		/* A key seen within the window: answer the first id, store
 		 * nothing (a producer retrying after a lost answer). */
-		if (m.dedup &&
-		    store_dedup_find(b->store, mb, m.dedup,
-				     now - (int64_t)b->cfg.dedup_window_ms *
-						     1000000,
-				     &ids[i]) == 0)
+		if (m.dedup && store_dedup_find(b->store, mb, m.dedup, since,
+						&ids[i]) == 0)
 			continue;
 		r = store_msg_insert(b->store, mb, &m);
 		ids[i] = m.id;
@@ -663,6 +705,7 @@ op_post(Request *q)
 	ids = NULL;
 out:
 	free(ids);
+	free(dup);
 	post_items_free(items, n);
 }
 

@@ -411,7 +411,7 @@ op_publish(Request *q)
 		goto out;
 	}
 	for (size_t i = 0; i < t.n; i++)
-		if (post_would_overflow(q, t.mb[i], item, 1))
+		if (post_would_overflow(q, t.mb[i], item, 1, NULL))
 			goto out;
 	if (t.n && broker_refuse_add(q->b, q->c, q->h->opcode, q->h->id))
 		goto out;

@@ -80,9 +80,11 @@ typedef struct PostItem {
  */
 int post_parse(Request *q, PostItem **out, size_t *n_out);
 void post_items_free(PostItem *items, size_t n);
-/* Would storing items overflow mb's max_msgs / max_bytes? Answers FULL. */
+/* Would storing items overflow mb's max_msgs / max_bytes? Answers FULL.
+ * Items with dup[i] set store nothing and are not counted (dup may be
+ * NULL: all are stored). */
 bool post_would_overflow(Request *q, const StoreMailbox *mb,
-			 const PostItem *items, size_t n);
+			 const PostItem *items, size_t n, const bool *dup);
 /*
  * Fill a StoreMsg for item (stamped with the caller's identity, enqueue
  * time now, ready and expiry times from the item and mb's ttl). The

@@ -168,9 +168,16 @@ check_exact()
 
 start_broker --max-store-size 2M
 mbctl create q
+mbctl create dk
+dk_id=$(mbctl post dk keyed --dedup job-1)
 fill A 250
 [ -s "$UNCONF" ] || fail "no post was refused"
 fill_singles S
+# Right after a refusal: a retry of a post already stored adds nothing,
+# so the full store answers it with the first id (SPEC 3.2).
+assert_eq "$dk_id" "$(mbctl post dk again --dedup job-1)" \
+	"a dedup retry while the store is full"
+expect_rc 1 "a new post to dk while the store is full" mbctl post dk new
 n_full=$(wc -l <"$CONF")
 [ "$n_full" -gt 1000 ] || fail "only $n_full messages fit under 2 MiB"
 db_pages=$(($(stat -c %s "$DB") / 4096))

@@ -51,11 +51,17 @@ def client(path):
     return c
 
 
-def msg(data, headers=()):
+def msg(data, headers=(), dedup=None):
     body = field("DATA", data)
     for k, v in headers:
         body += field("HEADER", field("KEY", k) + field("VALUE", v))
+    if dedup is not None:
+        body += field("DEDUP", dedup)
     return field("MSG", body)
+
+
+def ids_of(f):
+    return [u64(v) for t, v in f if t == TAG["ID"]]
 
 
 def post(c, mb, *msgs):
@@ -134,6 +140,30 @@ def requests(path):
     check(post(c, "m1", msg("one"))[0] == 0, "POST to m1")
     refused(*post(c, "m1", msg("two")), S_FULL, "max_msgs",
             "the mailbox's own lower max_msgs")
+
+    # A dedup retry stores nothing, so a full mailbox answers it with the
+    # first id (SPEC 3.2: the retry after a lost answer), and so does a
+    # POST whose second MSG repeats the first's key at the limit. The
+    # broker's mailboxes are all taken: "autocreated" (holding "now")
+    # gets room for one more.
+    st, f = c.call("SET", field("MAILBOX", "autocreated") +
+                   field("SETTING", "max_msgs=2"))
+    check(st == 0, "SET autocreated max_msgs=2: " + text_of(f))
+    st, f = post(c, "autocreated", msg("k", dedup="job-1"),
+                 msg("k2", dedup="job-1"))
+    check(st == 0 and len(ids_of(f)) == 2 and len(set(ids_of(f))) == 1,
+          "two MSGs with one key into room for one: %d %r %s" %
+          (st, ids_of(f), text_of(f)))
+    first = ids_of(f)[0]
+    st, f = post(c, "autocreated", msg("retry", dedup="job-1"))
+    check(st == 0 and ids_of(f) == [first],
+          "a dedup retry into a full mailbox answers the first id: %d %r %s"
+          % (st, ids_of(f), text_of(f)))
+    refused(*post(c, "autocreated", msg("retry", dedup="job-1"),
+                  msg("new")), S_FULL, "max_msgs",
+            "a retry with a new message: the new one counts")
+    check(peek(c, "autocreated") == [b"now", b"k"],
+          "the full mailbox kept its two messages")
 
     # max_mailbox_bytes 1000, and a lower max_bytes.
     check(post(c, "m2", msg(b"p" * 600))[0] == 0, "600 bytes into m2")
