@@ -170,6 +170,7 @@ enum {
 	ST_MB_LOAD,
 	ST_MB_COUNTERS,
 	ST_MB_RESET_LEASED,
+	ST_LEASE_VOID_KILL,
 	ST_LEASE_VOID_COUNT,
 	ST_LEASE_VOID,
 	ST_MB_DELETE_LEASES,
@@ -246,9 +247,21 @@ static const char *const store_sql[ST_COUNT] = {
 	/* State 1: written by builds before schema version 4. */
 	[ST_MB_RESET_LEASED] = "UPDATE message SET state = 0"
 			       " WHERE mailbox_id = ?1 AND state = 1",
+	/* A lease voided by a restart is given back, and counted: as in
+	 * store_msg_release, the message goes dead if that reaches its
+	 * mailbox's max_deliveries (0: no limit). */
+	[ST_LEASE_VOID_KILL] =
+		"UPDATE message SET state = 2, dead_reason = 'max-deliveries',"
+		" deliveries = deliveries + 1"
+		" WHERE id IN (SELECT msg_id FROM lease) AND state = 0"
+		" AND EXISTS (SELECT 1 FROM mailbox AS b"
+		" WHERE b.id = message.mailbox_id AND b.max_deliveries > 0"
+		" AND message.deliveries + 1 >= b.max_deliveries)"
+		" RETURNING mailbox_id",
 	[ST_LEASE_VOID_COUNT] = "UPDATE message"
 				" SET deliveries = deliveries + 1"
-				" WHERE id IN (SELECT msg_id FROM lease)",
+				" WHERE id IN (SELECT msg_id FROM lease)"
+				" AND state = 0",
 	[ST_LEASE_VOID] = "DELETE FROM lease",
 	[ST_MB_DELETE_LEASES] = "DELETE FROM lease WHERE mailbox_id = ?1",
 	[ST_MB_INSERT] =
@@ -3133,10 +3146,39 @@ store_load_bindings(Store *s, char *errbuf, size_t errlen)
 	return r;
 }
 
+/* The void leases that spend their message's last delivery: to the dead
+ * list. store_load counted them READY (state 0). */
+static int
+recover_kill_spent(Store *s)
+{
+	sqlite3_stmt *st = stmt_get(s, ST_LEASE_VOID_KILL);
+	int r = 0, rc;
+
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		StoreMailbox *mb =
+			store_mailbox_by_id(s, sqlite3_column_int64(st, 0));
+
+		if (!mb)
+			continue; /* the foreign key makes this impossible */
+		r = journal_touch(s, entry_of(mb));
+		if (r < 0)
+			break;
+		counter_sub(&mb->n_ready, 1);
+		mb->n_dead++;
+		s->txn_wrote = true;
+	}
+	if (r == 0 && rc != SQLITE_DONE)
+		r = store_sql_error(s, rc,
+				    "move spent messages to the dead list");
+	stmt_done(st);
+	return r;
+}
+
 /*
  * After a restart nobody holds a lease and no connection owns a temporary
  * mailbox: every leased message becomes READY (same id, so same place in
- * line), its lease counted as a delivery, and temporary mailboxes go, in
+ * line), its lease counted as a delivery (DEAD if that was its mailbox's
+ * max_deliveries-th, as at a release), and temporary mailboxes go, in
  * one durable transaction. The counters already count a message of the
  * lease table as READY (its row says 0); rows of state 1 come from builds
  * before schema version 4.
@@ -3153,6 +3195,8 @@ store_recover(Store *s, char *errbuf, size_t errlen)
 	 * or its id could be handed out again after the next restart. */
 	if (r == 0 && s->next_msg_id - 1 > s->ids_reserved)
 		r = store_reserve_ids(s, s->next_msg_id - 1);
+	if (r == 0)
+		r = recover_kill_spent(s);
 	if (r == 0)
 		r = stmt_run(s, stmt_get(s, ST_LEASE_VOID_COUNT),
 			     "count the void leases");

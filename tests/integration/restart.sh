@@ -66,6 +66,28 @@ expect_rc 3 "recv on the drained mailbox after a restart" mbctl recv r --wait 0.
 mbctl ls --json >"$T_DIR/ls"
 grep -q '"r"' "$T_DIR/ls" || fail "mailbox r is gone after a restart: $(cat "$T_DIR/ls")"
 
+# A lease voided by a crash is a give-back: with max_deliveries reached the
+# message goes dead, as when its reader dies (SPEC 3.4), instead of being
+# delivered again after every restart.
+mbctl create md --lease 600 --max-deliveries 2
+mbctl post md poison >/dev/null
+mbctl post md fine >/dev/null
+start_holder 1 "$HOLDER" "$SOCK" md 1
+kill9_broker
+kill9_pid "$holder"
+start_broker
+assert_eq "2 0" "$(ls_num md ready) $(ls_num md dead)" "md after one crash (ready, dead)"
+start_holder 2 "$HOLDER" "$SOCK" md 2
+kill9_broker
+kill9_pid "$holder"
+start_broker
+assert_eq "1 1" "$(ls_num md ready) $(ls_num md dead)" "md after two crashes (ready, dead)"
+mbctl peek md --dead --json >"$T_DIR/peekdead"
+assert_eq poison "$(data_of "$T_DIR/peekdead")" "the dead message"
+grep -q '"max-deliveries"' "$T_DIR/peekdead" ||
+	fail "dead for another reason: $(cat "$T_DIR/peekdead")"
+assert_eq fine "$(mbctl recv md)" "the other message, delivered once before"
+
 # New ids keep growing across restarts.
 id=$(mbctl post r after)
 [ "$id" -gt "$(tail -n 1 "$T_DIR/ids")" ] ||

@@ -4034,6 +4034,69 @@ test_store_expire(void **state)
 	}
 }
 
+/* A restart voids leases as give-backs: a message whose voided lease was
+ * its max_deliveries-th delivery goes dead, as a release would send it
+ * (SPEC 3.4), instead of being delivered again and again by restarts. */
+static void
+test_store_restart_max_deliveries(void **state)
+{
+	Fx *fx = *state;
+	StoreMailbox *mb, *free_mb;
+	uint64_t a, b, c;
+	DeadSeen ds;
+	Seen sn;
+
+	fx_open(fx, STORE_SYNC_FULL);
+	mb = mk_mailbox(fx->s, "md");
+	free_mb = mk_mailbox(fx->s, "unlimited");
+	mb->max_deliveries = 2;
+	assert_int_equal(store_begin(fx->s), 0);
+	assert_int_equal(store_mailbox_update(fx->s, mb), 0);
+	assert_int_equal(store_commit(fx->s, true), 0);
+	a = post(fx->s, mb, 0, "a");
+	c = post(fx->s, mb, 0, "c");
+	b = post(fx->s, free_mb, 0, "b");
+
+	/* Delivery 1 of a, then a crash: ready again, counted. */
+	assert_int_equal(lease(fx->s, mb, NOW, 1, &sn), 1);
+	assert_int_equal(sn.id[0], a);
+	assert_int_equal(lease(fx->s, free_mb, NOW, 1, &sn), 1);
+	fx_reopen(fx);
+	mb = store_mailbox_get(fx->s, "md");
+	free_mb = store_mailbox_get(fx->s, "unlimited");
+	assert_int_equal(mb->n_ready, 2);
+	assert_int_equal(mb->n_dead, 0);
+	check_counters(fx, mb);
+
+	/* Delivery 2 of a (its last) and 1 of c, then a crash: a dead. */
+	assert_int_equal(lease(fx->s, mb, NOW, 2, &sn), 2);
+	assert_int_equal(sn.id[0], a);
+	assert_int_equal(sn.deliveries[0], 2);
+	assert_int_equal(lease(fx->s, free_mb, NOW, 1, &sn), 1);
+	fx_reopen(fx);
+	mb = store_mailbox_get(fx->s, "md");
+	free_mb = store_mailbox_get(fx->s, "unlimited");
+	assert_int_equal(mb->n_ready, 1);
+	assert_int_equal(mb->n_leased, 0);
+	assert_int_equal(mb->n_dead, 1);
+	check_counters(fx, mb);
+	get_one(fx->s, mb, a, &ds);
+	assert_int_equal(ds.state[0], STORE_DEAD);
+	assert_string_equal(ds.reason[0], "max-deliveries");
+	assert_int_equal(ds.deliveries[0], 2);
+	assert_int_equal(lease(fx->s, mb, NOW, 10, &sn), 1);
+	assert_int_equal(sn.id[0], c);
+	assert_int_equal(sn.deliveries[0], 2);
+
+	/* max_deliveries 0: restarts count, never kill. */
+	assert_int_equal(free_mb->n_ready, 1);
+	assert_int_equal(free_mb->n_dead, 0);
+	check_counters(fx, free_mb);
+	assert_int_equal(lease(fx->s, free_mb, NOW, 1, &sn), 1);
+	assert_int_equal(sn.id[0], b);
+	assert_int_equal(sn.deliveries[0], 3);
+}
+
 static void
 test_store_release_max_deliveries(void **state)
 {
@@ -4536,6 +4599,7 @@ main(void)
 		T(test_store_unprepared_statement_fails_cleanly),
 		T(test_store_lease_walk_start),
 		T(test_store_lease_row_void_at_restart),
+		T(test_store_restart_max_deliveries),
 		T(test_store_lease_walk_clock_back),
 		T(test_store_lease_of_deleted_message),
 		T(test_store_release_keeps_place),
