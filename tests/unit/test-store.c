@@ -4034,6 +4034,19 @@ test_store_expire(void **state)
 	}
 }
 
+/* A new store with mailboxes "md" (max_deliveries 2) and "unlimited". */
+static void
+open_max_deliveries(Fx *fx, StoreMailbox **md, StoreMailbox **unlimited)
+{
+	fx_open(fx, STORE_SYNC_FULL);
+	*md = mk_mailbox(fx->s, "md");
+	*unlimited = mk_mailbox(fx->s, "unlimited");
+	(*md)->max_deliveries = 2;
+	assert_int_equal(store_begin(fx->s), 0);
+	assert_int_equal(store_mailbox_update(fx->s, *md), 0);
+	assert_int_equal(store_commit(fx->s, true), 0);
+}
+
 /* A restart voids leases as give-backs: a message whose voided lease was
  * its max_deliveries-th delivery goes dead, as a release would send it
  * (SPEC 3.4), instead of being delivered again and again by restarts. */
@@ -4046,13 +4059,7 @@ test_store_restart_max_deliveries(void **state)
 	DeadSeen ds;
 	Seen sn;
 
-	fx_open(fx, STORE_SYNC_FULL);
-	mb = mk_mailbox(fx->s, "md");
-	free_mb = mk_mailbox(fx->s, "unlimited");
-	mb->max_deliveries = 2;
-	assert_int_equal(store_begin(fx->s), 0);
-	assert_int_equal(store_mailbox_update(fx->s, mb), 0);
-	assert_int_equal(store_commit(fx->s, true), 0);
+	open_max_deliveries(fx, &mb, &free_mb);
 	a = post(fx->s, mb, 0, "a");
 	c = post(fx->s, mb, 0, "c");
 	b = post(fx->s, free_mb, 0, "b");
@@ -4106,13 +4113,7 @@ test_store_release_max_deliveries(void **state)
 	DeadSeen ds;
 	Seen sn;
 
-	fx_open(fx, STORE_SYNC_FULL);
-	mb = mk_mailbox(fx->s, "md");
-	free_mb = mk_mailbox(fx->s, "unlimited");
-	mb->max_deliveries = 2;
-	assert_int_equal(store_begin(fx->s), 0);
-	assert_int_equal(store_mailbox_update(fx->s, mb), 0);
-	assert_int_equal(store_commit(fx->s, true), 0);
+	open_max_deliveries(fx, &mb, &free_mb);
 	a = post(fx->s, mb, 0, "a");
 
 	assert_int_equal(lease(fx->s, mb, NOW, 1, &sn), 1);
