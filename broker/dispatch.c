@@ -566,18 +566,18 @@ post_fill_msg(Request *q, const StoreMailbox *mb, const PostItem *item,
 }
 
 /* Whether a dedup key of items[i] answers with an earlier id instead of
- * being stored (SPEC 3.2): the key is in mb within the window, or an
- * earlier item of the same POST that is stored has it. Sets dup[i] for
+ * being stored (SPEC 3.2): the key is in mb within the window (ids[i] is
+ * then that id), or an earlier item of the same POST that is stored has
+ * it (ids[i] stays 0: that item's id, once it has one). Sets dup[i] for
  * each and returns how many items would be stored. mb NULL: a mailbox
- * this POST creates. The insert checks each key again; this only keeps
- * a retry from being refused by limits it would not touch. */
+ * this POST creates. Done before the limits are checked, so that a
+ * retry is not refused by limits it would not touch. */
 static size_t
 post_find_dups(Request *q, StoreMailbox *mb, const PostItem *items, size_t n,
-	       int64_t since, bool *dup)
+	       int64_t since, bool *dup, uint64_t *ids)
 {
 	char key[MBOX_NAME_MAX + 1];
 	size_t adds = 0;
-	uint64_t id;
 
 	for (size_t i = 0; i < n; i++) {
 		const ProtoSlice *k = &items[i].dedup;
@@ -587,7 +587,7 @@ post_find_dups(Request *q, StoreMailbox *mb, const PostItem *items, size_t n,
 			memcpy(key, k->ptr, k->len);
 			key[k->len] = '\0';
 			dup[i] = store_dedup_find(q->b->store, mb, key, since,
-						  &id) == 0;
+						  &ids[i]) == 0;
 		}
 		for (size_t j = 0; k->len && !dup[i] && j < i; j++)
 			dup[i] =
@@ -659,7 +659,7 @@ op_post(Request *q)
 	}
 	/* A retry whose keys were all posted stores nothing: no limit
 	 * refuses it, full mailbox or full store. */
-	adds = post_find_dups(q, mb, items, n, since, dup);
+	adds = post_find_dups(q, mb, items, n, since, dup, ids);
 	if (!mb) {
 		/* A new mailbox holds nothing yet, but the broker's limits
 		 * apply to its first POST all the same. */
@@ -681,10 +681,15 @@ op_post(Request *q)
 
 		post_fill_msg(q, mb, &items[i], now, &m, key);
 		/* A key seen within the window: answer the first id, store
-		 * nothing (a producer retrying after a lost answer). */
-		if (m.dedup && store_dedup_find(b->store, mb, m.dedup, since,
-						&ids[i]) == 0)
+		 * nothing (a producer retrying after a lost answer). A key
+		 * of an earlier item of this POST: that item is stored now,
+		 * under its key. */
+		if (dup[i]) {
+			if (!ids[i])
+				r = store_dedup_find(b->store, mb, m.dedup,
+						     since, &ids[i]);
 			continue;
+		}
 		r = store_msg_insert(b->store, mb, &m);
 		ids[i] = m.id;
 		stored = true;
