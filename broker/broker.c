@@ -238,6 +238,14 @@ broker_new(Broker **out, struct ev_loop *loop, const Log *log,
 	return 0;
 }
 
+static void
+broker_rt_free(Broker *b, MailboxRt *rt)
+{
+	ev_timer_stop(b->loop, &rt->ready_timer);
+	free(rt->name);
+	free(rt);
+}
+
 static int
 broker_free_rt_cb(void *ctx, StoreMailbox *mb)
 {
@@ -245,8 +253,7 @@ broker_free_rt_cb(void *ctx, StoreMailbox *mb)
 	MailboxRt *rt = mb->user;
 
 	if (rt) {
-		ev_timer_stop(b->loop, &rt->ready_timer);
-		free(rt);
+		broker_rt_free(b, rt);
 		mb->user = NULL;
 	}
 	return 0;
@@ -267,6 +274,18 @@ broker_free(Broker *b)
 	while ((c = b->dead)) {
 		b->dead = c->next;
 		conn_free(c);
+	}
+	/* Deletions not settled: those rolled back are freed with their
+	 * mailbox below, the others here. */
+	while (b->dropped) {
+		MailboxRt *rt = b->dropped;
+		StoreMailbox *mb =
+			b->store ? store_mailbox_by_id(b->store, rt->mailbox_id)
+				 : NULL;
+
+		b->dropped = rt->dropped_next;
+		if (!mb || mb->user != rt)
+			broker_rt_free(b, rt);
 	}
 	while (b->pending_head) {
 		PendingOp *p = b->pending_head;
@@ -607,8 +626,12 @@ broker_mailbox_rt(Broker *b, StoreMailbox *mb)
 	if (rt)
 		return rt;
 	rt = calloc(1, sizeof(*rt));
-	if (!rt)
+	if (rt)
+		rt->name = strdup(mb->name);
+	if (!rt || !rt->name) {
+		free(rt);
 		return NULL;
+	}
 	rt->broker = b;
 	rt->mailbox_id = mb->id;
 	mb->user = rt;
@@ -618,8 +641,10 @@ broker_mailbox_rt(Broker *b, StoreMailbox *mb)
 static void
 broker_rt_news(Broker *b, MailboxRt *rt)
 {
-	/* No runtime state means nobody waits: nothing to deliver. */
-	if (!rt || rt->news || (!rt->wait_head && !rt->sub_head))
+	/* No runtime state means nobody waits: nothing to deliver. A
+	 * mailbox being deleted delivers nothing either; if the deletion is
+	 * rolled back, broker_settle_dropped puts it here again. */
+	if (!rt || rt->news || rt->dropped || (!rt->wait_head && !rt->sub_head))
 		return;
 	rt->news = true;
 	rt->news_next = b->news;
@@ -1140,16 +1165,13 @@ broker_deliver_mailbox(Broker *b, MailboxRt *rt, int64_t now, Outgoing **out)
 	StoreMailbox *mb = store_mailbox_by_id(b->store, rt->mailbox_id);
 	Waiter *w, *next;
 
+	if (rt->dropped)
+		return false; /* broker_settle_dropped's, once committed */
 	if (!mb || mb->user != rt) {
-		/* The mailbox was deleted, or its creation rolled back. */
-		while ((w = rt->wait_head))
-			broker_answer_waiter(b, w, MBOX_S_NOT_FOUND,
-					     "no such mailbox (it was deleted, "
-					     "or its creation failed)");
-		while (rt->sub_head)
-			sub_remove(b, rt->sub_head);
-		ev_timer_stop(b->loop, &rt->ready_timer);
-		free(rt);
+		/* Its creation was rolled back. */
+		broker_rt_end(b, rt,
+			      "no such mailbox (its creation failed: the "
+			      "store refused it)");
 		return false;
 	}
 	for (w = rt->wait_head;
@@ -1579,10 +1601,12 @@ broker_on_dedup_timer(EV_P_ ev_timer *w, int revents)
 int
 broker_mailbox_drop(Broker *b, StoreMailbox *mb)
 {
-	MailboxRt *rt = mb->user;
-	Waiter *w;
+	MailboxRt *rt = broker_mailbox_rt(b, mb);
 	Lease *l;
 
+	/* Before anything changes: the ENDED pushes need the name. */
+	if (!rt)
+		return -ENOMEM;
 	if (mb->n_ready + mb->n_leased + mb->n_dead)
 		broker_batch_frees(b);
 	/* Leases of its messages are void. Their give-backs find no
@@ -1590,19 +1614,70 @@ broker_mailbox_drop(Broker *b, StoreMailbox *mb)
 	 * they make the rows ready again. */
 	while ((l = lease_first_of_mailbox(&b->leases, mb->id)))
 		broker_lease_drop(b, l, true);
-	if (rt) {
-		while ((w = rt->wait_head))
-			broker_answer_waiter(b, w, MBOX_S_NOT_FOUND,
-					     "the mailbox was deleted");
-		while (rt->sub_head)
-			sub_remove(b, rt->sub_head);
-		ev_timer_stop(b->loop, &rt->ready_timer);
-		mb->user = NULL;
-		/* On the news list, the delivery phase frees it. */
-		if (!rt->news)
-			free(rt);
-	}
+	/* Its waiters and subscribers stay until the transaction ends: a
+	 * rollback brings mb back with rt (mb->user) as it was. */
+	rt->dropped = true;
+	rt->dropped_next = b->dropped;
+	b->dropped = rt;
 	return store_mailbox_delete(b->store, mb);
+}
+
+void
+broker_rt_end(Broker *b, MailboxRt *rt, const char *why)
+{
+	Waiter *w;
+
+	while ((w = rt->wait_head))
+		broker_answer_waiter(b, w, MBOX_S_NOT_FOUND, why);
+	while (rt->sub_head) {
+		Sub *s = rt->sub_head;
+
+		/* Parked in a hand-off: its claimer never hears of it. */
+		if (s->conn) {
+			proto_writer_begin(&b->w, MBOX_OP_ENDED, MBOX_FLAG_PUSH,
+					   0, MBOX_S_OK);
+			proto_put_str(&b->w, MBOX_TAG_MAILBOX, rt->name);
+			proto_put_str(&b->w, MBOX_TAG_TEXT, why);
+			conn_send_writer(s->conn, &b->w);
+		}
+		sub_remove(b, s);
+	}
+	if (rt->news) {
+		/* Rare (a deletion): the walk costs nothing that matters. */
+		for (MailboxRt **p = &b->news; *p; p = &(*p)->news_next)
+			if (*p == rt) {
+				*p = rt->news_next;
+				break;
+			}
+	}
+	broker_rt_free(b, rt);
+}
+
+/*
+ * The transaction of the deletions on b->dropped has ended. Committed,
+ * a mailbox is gone (not found, or found anew under another runtime
+ * state): its RECVs are answered and its subscribers told. Rolled back,
+ * it is back with rt, and deliveries go on.
+ */
+static void
+broker_settle_dropped(Broker *b)
+{
+	MailboxRt *rt;
+
+	if (store_in_txn(b->store))
+		return;
+	while ((rt = b->dropped)) {
+		StoreMailbox *mb =
+			store_mailbox_by_id(b->store, rt->mailbox_id);
+
+		b->dropped = rt->dropped_next;
+		rt->dropped_next = NULL;
+		rt->dropped = false;
+		if (mb && mb->user == rt)
+			broker_rt_news(b, rt);
+		else
+			broker_rt_end(b, rt, "the mailbox was deleted");
+	}
 }
 
 /* The commit_wait timer woke the loop: the flush that follows commits. */
@@ -1704,6 +1779,7 @@ broker_flush(Broker *b)
 				  store_errmsg(b->store));
 		}
 	}
+	broker_settle_dropped(b);
 	while ((c = b->dead)) {
 		b->dead = c->next;
 		conn_free(c);
@@ -1754,6 +1830,7 @@ broker_stop(Broker *b)
 		PendingOp *answers = broker_commit_batch(b, &r);
 		broker_answer_batch(b, answers, r);
 	}
+	broker_settle_dropped(b);
 	while ((c = b->dead)) {
 		b->dead = c->next;
 		conn_free(c);

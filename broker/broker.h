@@ -148,6 +148,12 @@ typedef struct Claim {
 typedef struct MailboxRt {
 	Broker *broker;
 	int64_t mailbox_id;
+	/* The mailbox's name, for the ENDED pushes once it is gone. */
+	char *name;
+	/* Deleted in a transaction not settled yet (broker_settle_dropped):
+	 * its waiters and subscribers are told only once it is committed. */
+	bool dropped;
+	struct MailboxRt *dropped_next;
 	Waiter *wait_head, *wait_tail;
 	size_t n_waiters;
 	Sub *sub_head, *sub_tail;
@@ -248,6 +254,7 @@ struct Broker {
 	bool batch_failed;  /* a write failed: roll the batch back */
 	int batch_err;	    /* its error (-ENOSPC: disk or database full) */
 	MailboxRt *news;    /* mailboxes whose queue may have changed */
+	MailboxRt *dropped; /* deleted, deletion not settled yet */
 	/* Mailboxes served by this flush's delivery phase (still alive). */
 	MailboxRt **served;
 	size_t n_served, cap_served;
@@ -371,11 +378,15 @@ void broker_put_msg(ProtoWriter *w, const StoreMailbox *mb, const StoreMsg *m,
 void broker_expiry_changed(Broker *b, int64_t expires_ns);
 /*
  * broker_mailbox_drop - delete mb and its messages in the open batch
- * transaction: leases of its messages become void, RECVs waiting on it
- * are answered NOT_FOUND, its subscriptions end. mb is freed. Returns 0
- * or the store's error (then the batch must fail).
+ * transaction: leases of its messages become void. Once the deletion is
+ * committed, RECVs waiting on it are answered NOT_FOUND and its
+ * subscriptions end with an ENDED push; if it is rolled back, they go on.
+ * Returns 0 or an error (then the batch must fail).
  */
 int broker_mailbox_drop(Broker *b, StoreMailbox *mb);
+/* Answer rt's RECVs with NOT_FOUND and why, end its subscriptions with an
+ * ENDED push saying why, and free rt: its mailbox is gone. */
+void broker_rt_end(Broker *b, MailboxRt *rt, const char *why);
 /* Return every lease of c (connection closing), end its subscriptions. */
 void broker_release_conn(Broker *b, Conn *c);
 /*

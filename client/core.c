@@ -263,6 +263,12 @@ push_queue(mbox *m, mbox_msg *msg)
 	return 0;
 }
 
+const mbox_msg *
+core_push_peek(const mbox *m)
+{
+	return m->push_n ? m->pushq[m->push_head] : NULL;
+}
+
 mbox_msg *
 core_push_pop(mbox *m)
 {
@@ -285,6 +291,52 @@ core_push_drop_all(mbox *m)
 		mbox_msg_free(msg);
 }
 
+/* A push that could not be queued (r: -ENOMEM, or undecodable): break
+ * the connection, saying what (a noun) and why. */
+static int
+push_fail(mbox *m, int r, const char *what, const char *why)
+{
+	if (r == -ENOMEM) {
+		error_set(m, "out of memory queueing %s", what);
+		return core_break(m, -ENOMEM);
+	}
+	error_set(m, "cannot decode %s pushed by the broker%s%s", what,
+		  why[0] ? ": " : "", why);
+	return core_break(m, -EPROTO);
+}
+
+/*
+ * Queue the end of a subscription (an ENDED push) after the messages
+ * pushed before it; frees f. As with a DELIVER, one that cannot be read
+ * or kept breaks the connection rather than leave the caller waiting for
+ * pushes that will never come.
+ */
+static int
+push_take_end(mbox *m, Frame *f)
+{
+	ProtoFields fields;
+	ProtoSlice text;
+	mbox_msg *end;
+	char why[128] = "";
+	int r;
+
+	r = msg_parse_fields(&fields, f->body ? f->body : core_empty, f->len,
+			     ~UINT64_C(0), PROTO_BIT(MBOX_TAG_MAILBOX), why);
+	if (r == 0) {
+		text = fields.first[MBOX_TAG_TEXT];
+		if (!proto_has(&fields, MBOX_TAG_TEXT))
+			text.len = 0;
+		r = msg_new_end(fields.first[MBOX_TAG_MAILBOX], text, &end);
+		if (r == 0) {
+			r = push_queue(m, end);
+			if (r < 0)
+				mbox_msg_free(end);
+		}
+	}
+	core_frame_free(f);
+	return r < 0 ? push_fail(m, r, "the end of a subscription", why) : 0;
+}
+
 /*
  * Queue every MSG of a DELIVER push; frees f. The broker has leased these
  * messages to us, so one we cannot keep would stay leased to nobody who
@@ -300,6 +352,8 @@ push_take(mbox *m, Frame *f)
 	char why[128] = "";
 	int r;
 
+	if (f->hdr.opcode == MBOX_OP_ENDED && !f->too_large)
+		return push_take_end(m, f);
 	if (f->hdr.opcode != MBOX_OP_DELIVER) {
 		/* A push of a later protocol revision: not for us. */
 		core_frame_free(f);
@@ -324,16 +378,7 @@ push_take(mbox *m, Frame *f)
 			break;
 	}
 	core_frame_free(f);
-	if (r == -ENOMEM) {
-		error_set(m, "out of memory queueing a pushed message");
-		return core_break(m, -ENOMEM);
-	}
-	if (r < 0) {
-		error_set(m, "undecodable pushed message%s%s",
-			  why[0] ? ": " : "", why);
-		return core_break(m, -EPROTO);
-	}
-	return 0;
+	return r < 0 ? push_fail(m, r, "a pushed message", why) : 0;
 }
 
 /*

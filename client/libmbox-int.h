@@ -66,6 +66,9 @@ struct mbox {
 	mbox_msg **pushq; /* pushed messages not handed out yet: a ring */
 	size_t push_head, push_n, push_cap;
 	char *reply_box; /* mbox_call's temporary mailbox, NULL until used */
+	/* The mailbox of the last subscription the broker ended, handed
+	 * out by mbox_next or mbox_dispatch ("" if none). */
+	char ended[MBOX_NAME_MAX + 1];
 	char error[512];
 };
 
@@ -135,6 +138,8 @@ int core_poll(mbox *m);
 
 /* The oldest queued pushed message (the caller owns it), or NULL. */
 mbox_msg *core_push_pop(mbox *m);
+/* The oldest queued pushed message, left in the queue, or NULL. */
+const mbox_msg *core_push_peek(const mbox *m);
 
 /* Free every queued pushed message. */
 void core_push_drop_all(mbox *m);

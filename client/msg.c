@@ -12,6 +12,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,6 +37,7 @@ struct mbox_msg {
 	size_t len;
 	size_t n_headers;
 	const char **headers; /* key, value, key, value... (2 * n_headers) */
+	bool ended; /* not a message: the subscription to mailbox ended */
 };
 
 /* Copy a slice as a NUL-terminated string at *pos; advance *pos. */
@@ -187,6 +189,31 @@ msg_decode(const uint8_t *p, size_t len, const char *dflt_mailbox,
 	}
 	*out = msg;
 	return 0;
+}
+
+int
+msg_new_end(ProtoSlice mailbox, ProtoSlice why, mbox_msg **out)
+{
+	mbox_msg *msg;
+	char *pos;
+
+	msg = calloc(1, sizeof(*msg) + mailbox.len + 1 + why.len + 1);
+	if (!msg)
+		return -ENOMEM;
+	pos = (char *)(msg + 1);
+	msg->ended = true;
+	msg->mailbox = msg_put_str(&pos, mailbox.ptr, mailbox.len);
+	msg->len = why.len;
+	msg->data = (const uint8_t *)msg_put_str(&pos, why.ptr, why.len);
+	msg->comm = "";
+	*out = msg;
+	return 0;
+}
+
+bool
+msg_is_end(const mbox_msg *msg)
+{
+	return msg->ended;
 }
 
 uint64_t

@@ -11,6 +11,7 @@
 #ifndef MBOX_CLIENT_MSG_H
 #define MBOX_CLIENT_MSG_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -37,5 +38,14 @@ int msg_parse_fields(ProtoFields *f, const uint8_t *p, size_t len,
  */
 int msg_decode(const uint8_t *p, size_t len, const char *dflt_mailbox,
 	       mbox_msg **out, char why[128]);
+
+/*
+ * msg_new_end - a marker for the push queue, in its place among the
+ * messages: the broker ended the subscription to mailbox (an ENDED push),
+ * why says why. Returns 0 and *out (free with mbox_msg_free) or -ENOMEM.
+ */
+int msg_new_end(ProtoSlice mailbox, ProtoSlice why, mbox_msg **out);
+/* Is msg such a marker rather than a message? */
+bool msg_is_end(const mbox_msg *msg);
 
 #endif

@@ -11,9 +11,11 @@
 #include <errno.h>
 #include <limits.h>
 #include <poll.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "client/libmbox-int.h"
+#include "client/msg.h"
 #include "client/proto.h"
 
 int
@@ -64,6 +66,26 @@ mbox_pending(const mbox *m)
 	return m ? m->push_n : 0;
 }
 
+const char *
+mbox_ended_mailbox(const mbox *m)
+{
+	return m && m->ended[0] ? m->ended : NULL;
+}
+
+/* Take the end of a subscription off the queue: -ENOENT, saying which. */
+static int
+take_end(mbox *m)
+{
+	mbox_msg *end = core_push_pop(m);
+	const char *why = (const char *)mbox_msg_data(end, NULL);
+
+	snprintf(m->ended, sizeof(m->ended), "%s", mbox_msg_mailbox(end));
+	error_set(m, "the broker ended the subscription to %s: %s", m->ended,
+		  why[0] ? why : "no reason given");
+	mbox_msg_free(end);
+	return -ENOENT;
+}
+
 int
 mbox_next(mbox *m, int64_t wait_ms, mbox_msg **msg)
 {
@@ -82,6 +104,8 @@ mbox_next(mbox *m, int64_t wait_ms, mbox_msg **msg)
 
 		/* Queued ones first, even from a connection that broke
 		 * since: they were read whole. */
+		if (core_push_peek(m) && msg_is_end(core_push_peek(m)))
+			return take_end(m);
 		*msg = core_push_pop(m);
 		if (*msg)
 			return 0;
@@ -133,7 +157,15 @@ mbox_dispatch(mbox *m, mbox_deliver_fn fn, void *ctx)
 	 * queued; mbox_pending tells the loop.
 	 */
 	budget = m->push_n;
-	while (done < budget && (msg = core_push_pop(m))) {
+	while (done < budget && core_push_peek(m)) {
+		/* The messages before an end are handed out first; the end
+		 * is the answer of the next call. */
+		if (msg_is_end(core_push_peek(m))) {
+			if (done)
+				break;
+			return take_end(m);
+		}
+		msg = core_push_pop(m);
 		fn(ctx, msg);
 		done++;
 	}

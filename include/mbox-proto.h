@@ -82,6 +82,7 @@ enum mbox_op {
 	MBOX_OP_CHMOD = 28,
 	MBOX_OP_CHOWN = 29,
 	MBOX_OP_DELIVER = 64, /* push only */
+	MBOX_OP_ENDED = 65,   /* push only: a subscription ended */
 };
 
 /* Field tags. Type: u64 = 8-byte integer, str = UTF-8, bytes, nest. */

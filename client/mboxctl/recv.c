@@ -436,6 +436,11 @@ sub_loop(SubRun *s)
 		r = mbox_next(s->c->m, 0, &msg);
 		if (r == -ETIMEDOUT)
 			continue; /* woken, but no whole message yet */
+		if (r == -ENOENT) {
+			/* The mailbox was deleted: the text says so. */
+			s->c->enoent = "subscription ended";
+			return ctl_fail(s->c, r, NULL);
+		}
 		if (r < 0)
 			return ctl_fail(s->c, r, "subscription ended");
 		r = sub_handle(s, msg);

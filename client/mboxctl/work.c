@@ -519,7 +519,12 @@ work_take_pushed(WorkRun *w)
 		if (r == -ETIMEDOUT)
 			return;
 		if (r < 0) {
-			ctl_fail(w->c, r, "subscription ended");
+			/* -ENOENT: the mailbox was deleted; the text says so.
+			 */
+			if (r == -ENOENT)
+				w->c->enoent = "subscription ended";
+			ctl_fail(w->c, r,
+				 r == -ENOENT ? NULL : "subscription ended");
 			w->broken = true;
 			return;
 		}

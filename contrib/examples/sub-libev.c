@@ -116,6 +116,13 @@ sub_dispatch(Sub *s)
 {
 	int r = mbox_dispatch(s->m, sub_on_message, s);
 
+	if (r == -ENOENT) {
+		/* The broker ended the subscription: the mailbox was deleted.
+		 * mbox_last_error says which and why. */
+		fprintf(stderr, "sub-libev: %s\n", mbox_last_error(s->m));
+		sub_stop(s, r);
+		return;
+	}
 	if (r < 0) {
 		fprintf(stderr, "sub-libev: receiving pushes: %s\n",
 			mbox_strerror(r));

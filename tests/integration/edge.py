@@ -12,6 +12,7 @@ Usage: edge.py SOCKET_PATH [SCENARIO...] (default: all, in order).
 Exits non-zero on the first failure. Every wait is bounded.
 """
 import os
+import signal
 import socket
 import sys
 import time
@@ -235,6 +236,11 @@ def delete_mix():
         check(st == S["NOT_LEASED"], "its lease is void")
     st, f = s.call("ACK", b"".join(field("ID", i) for i in ids[:2]))
     check(st == S["NOT_LEASED"], "leases of the deleted mailbox are void")
+    ends = s.ended(1)
+    check([e[:2] for e in ends] == [("dm", "the mailbox was deleted")],
+          "the subscriber is told its subscription ended: %r" % ends)
+    check(s.pushed(1, 0.2) == [] and s.ended(1, 0.2) == [],
+          "and nothing is pushed after that")
     c = client(PATH)
     st, f = c.call("CLAIM", field("TOKEN", token))
     check(st == 0 and u64(value(f, "COUNT")) == 0 and c.pushed(1, 0.2) == [],
@@ -275,6 +281,10 @@ def temp_drop():
     check(counts(w, "td") is None, "LIST no longer shows it")
     st, f = s.call("UNSUBSCRIBE", field("MAILBOX", "td"))
     check(st == S["NOT_FOUND"], "the subscription ended with it")
+    ends = s.ended(1)
+    check([e[:2] for e in ends] == [("td", "the mailbox was deleted")] and
+          ends[0][2] == 2, "an ENDED push, after the 2 pushes, says so: %r"
+          % ends)
     b = client(PATH)
     create(b, "td", "mode=0666")
     nid = post(b, "td", "fresh")
@@ -303,14 +313,89 @@ def excl_failover():
     check(got == ids, "b closed: c takes over all 5 in order: %r" % got)
 
 
+def delete_ends():
+    """DELETE with FORCE ends every subscription of the mailbox with an
+    ENDED push after the messages pushed before it, the standby's too;
+    other subscriptions of the same connections go on."""
+    a, x, y = (client(PATH) for _ in range(3))
+    create(a, "de", "mode=0666")
+    create(a, "de.other", "mode=0666")
+    ids = [post(a, "de", "m%d" % i) for i in range(3)]
+    subscribe(x, "de", count=2, flags=EXCLUSIVE)
+    check(ids_of(x.pushed(2)) == ids[:2], "x (active) is pushed 2")
+    check(subscribe(y, "de", count=2, flags=EXCLUSIVE) & STANDBY,
+          "y is a standby")
+    subscribe(x, "de.other")
+    st, f = a.call("DELETE", field("MAILBOX", "de") + field("FLAGS", FORCE))
+    check(st == 0, "DELETE FORCE")
+    for who, c, before in (("x", x, 2), ("y", y, 0)):
+        ends = c.ended(1)
+        check([e[:2] for e in ends] == [("de", "the mailbox was deleted")]
+              and ends[0][2] == before,
+              "%s hears that its subscription ended, after its %d pushes: "
+              "%r" % (who, before, ends))
+    check(y.pushed(1, 0.2) == [], "the standby is not made active")
+    nid = post(a, "de.other", "o")
+    check(ids_of(x.pushed(1)) == [nid], "x's other subscription goes on")
+
+
+def delete_rollback():
+    """A DELETE rolled back with its group commit (the store is full):
+    the subscribers and the waiting RECV of the mailbox are neither told
+    nor dropped, and go on once there is room. Needs a broker with
+    --max-store-size of about 1 MiB and an empty database, and its pid in
+    MBOXD_PID: it is stopped while the two requests are sent, so that it
+    reads them in one batch."""
+    pid = int(os.environ["MBOXD_PID"])
+    a, s, w = (client(PATH) for _ in range(3))
+    create(a, "rb", "mode=0666")
+    create(a, "rb.fill", "mode=0666")
+    subscribe(s, "rb")
+    wid = w.send_frame(OP["RECV"], field("MAILBOX", "rb") +
+                       field("WAIT_MS", 20000))
+    pad = "x" * 1024
+    for i in range(4000):
+        st, f = a.call("POST", field("MAILBOX", "rb.fill") +
+                       field("MSG", field("DATA", pad)))
+        if st == S["STORE"]:
+            break
+        check(st == 0, "POST to fill the store: %s" % wire.text_of(f))
+    check(st == S["STORE"], "the store fills up")
+    # Past the second the broker waits before it tries an add again.
+    time.sleep(1.2)
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        a.send_frame(OP["DELETE"], field("MAILBOX", "rb"))
+        a.send_frame(OP["POST"], field("MAILBOX", "rb.fill") +
+                     field("MSG", field("DATA", pad * 60)))
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    replies = sorted(a.read_frame()[0:4:3] for _ in range(2))
+    check(replies == [(OP["DELETE"], S["STORE"]), (OP["POST"], S["STORE"])],
+          "DELETE and the POST that fills the store fail together: %r"
+          % replies)
+    check(s.ended(1, 0.5) == [], "no ENDED push for a rolled-back DELETE")
+    st, f = a.call("PURGE", field("MAILBOX", "rb.fill"))
+    check(st == 0, "PURGE makes room")
+    nid = post(a, "rb", "after")
+    op, flags, rid, st, body = w.read_frame()
+    check(rid == wid and st == 0 and
+          ids_of(msgs_of(wire.fields(body))) == [nid],
+          "the waiting RECV is still there and takes the post (%d)" % st)
+    nid = post(a, "rb", "after2")
+    check(ids_of(s.pushed(1)) == [nid], "the subscription still pushes")
+
+
 SCENARIOS = [claim_close, release_lost, excl_phase, excl_unsub, delete_mix,
-             temp_drop, excl_failover]
+             delete_ends, temp_drop, excl_failover]
+# Run only when named: they need a broker started for them.
+NAMED_ONLY = [delete_rollback]
 
 if __name__ == "__main__":
     PATH = sys.argv[1]
     names = sys.argv[2:] or [f.__name__ for f in SCENARIOS]
     for name in names:
-        fn = dict((f.__name__, f) for f in SCENARIOS)[name]
+        fn = dict((f.__name__, f) for f in SCENARIOS + NAMED_ONLY)[name]
         print("# " + name)
         t0 = time.monotonic()
         try:

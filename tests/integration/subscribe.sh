@@ -3,7 +3,8 @@
 # messages are pushed to waiting subscribers without any recv, at most
 # WINDOW unacked at a time; competing subscribers share fairly; a killed
 # subscriber's messages go to another one in order; after a kill -9 of the
-# broker every unacked message comes again and no acked one does.
+# broker every unacked message comes again and no acked one does; deleting
+# the mailbox ends its subscriptions and tells the subscribers.
 . "${TOP_SRCDIR:-$(dirname "$0")/../..}/tests/integration/lib.sh"
 
 SUB=$(driver subscriber-driver)
@@ -154,5 +155,65 @@ cmp -s <(expected f 21 28 2; expected f 29 50 1) "$T_DIR/fB.log" || {
 }
 expect_rc 3 "(f) recv after the restart" mbctl recv f --wait 0.2
 note "(f) broker kill -9: the 30 unacked came again, none of the 20 acked"
+
+# --- (g) deleting a mailbox ends its subscriptions, and says so ---
+# libmbox (mbox_next): the end comes after the messages pushed before it,
+# names its mailbox, and the connection's other subscription goes on.
+mbctl create g
+mbctl create g.other
+start_sub g ends g g.other --count 3
+g_pid=$SUB_PID
+wait_subscribed g
+post_n g 2
+wait_said g msg 2
+mbctl rm g --force
+post_n g.other 1
+finish "$g_pid" g
+assert_eq "subscribed g g.other|msg g g-1|msg g g-2|ended g|msg g.other g.other-1|done 3" \
+	"$(paste -sd'|' "$T_DIR/g.out")" "(g) what the libmbox subscriber saw"
+# mboxctl sub (mbox_next), sub-libev (mbox_dispatch) and a waiting recv.
+mbctl create g2
+start_ctl g2sub subscribe g2
+g2sub=$CTL_PID
+start_ctl g2recv recv g2 --wait 60
+g2recv=$CTL_PID
+g2ev=
+if [ -x "$SUB_LIBEV" ]; then
+	timeout 20 "$SUB_LIBEV" -S "$SOCK" g2 5 >"$T_DIR/g2ev.out" 2>"$T_DIR/g2ev.err" &
+	g2ev=$!
+	track_pid "$g2ev"
+fi
+# All of them wait on g2 once STAT counts them (bounded: 10 s).
+want=$((g2ev ? 3 : 2))
+for ((i = 0; i < 100; i++)); do
+	[ "$(mbctl stat g2 --json | json_num consumers)" = "$want" ] && break
+	sleep 0.1
+done
+assert_eq "$want" "$(mbctl stat g2 --json | json_num consumers)" "(g) consumers of g2 before its deletion"
+mbctl rm g2 --force
+for p in $g2sub $g2recv $g2ev; do
+	wait_dead "$p" 100 || fail "(g) pid $p still running 10 s after the deletion of g2"
+done
+for name in g2sub g2recv; do
+	pid=${name/g2sub/$g2sub}
+	pid=${pid/g2recv/$g2recv}
+	rc=0
+	wait "$pid" || rc=$?
+	untrack_pid "$pid"
+	assert_eq 5 "$rc" "(g) exit status of mboxctl ${name#g2} after the deletion ($(cat "$T_DIR/$name.err"))"
+done
+grep -q "ended the subscription to g2: the mailbox was deleted" "$T_DIR/g2sub.err" ||
+	fail "(g) mboxctl sub did not say why it ended: $(cat "$T_DIR/g2sub.err")"
+grep -q "deleted" "$T_DIR/g2recv.err" ||
+	fail "(g) the waiting recv did not say the mailbox was deleted: $(cat "$T_DIR/g2recv.err")"
+if [ -n "$g2ev" ]; then
+	rc=0
+	wait "$g2ev" || rc=$?
+	untrack_pid "$g2ev"
+	[ "$rc" -ne 0 ] || fail "(g) sub-libev exited 0 after its mailbox was deleted"
+	grep -q "ended the subscription to g2" "$T_DIR/g2ev.err" ||
+		fail "(g) sub-libev did not say why it ended: $(cat "$T_DIR/g2ev.err")"
+fi
+note "(g) deleting a mailbox ended its subscriptions (libmbox, mboxctl sub, sub-libev) and its waiting recv, each saying why"
 
 stop_broker

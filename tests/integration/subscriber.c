@@ -45,6 +45,13 @@
  *   temp NAME
  *	Create NAME with temp=1, print "ready", wait for EOF on stdin.
  *
+ *   ends MAILBOX OTHER [--count N]
+ *	Subscribe to both, print "subscribed MAILBOX OTHER", then take
+ *	pushes with mbox_next, acking each: "msg MAILBOX PAYLOAD" for a
+ *	message, "ended NAME" (mbox_ended_mailbox) when the broker ends a
+ *	subscription and mbox_last_error names NAME. Stops after N messages
+ *	("done N").
+ *
  * Exit status: 0 ok, 1 error, 2 usage, 3 timeout (call), 4 denied,
  * 5 not found, 6 cannot connect.
  */
@@ -585,6 +592,58 @@ mode_temp(const Opts *o)
 	return 0;
 }
 
+static int
+mode_ends(const Opts *o)
+{
+	int64_t deadline = driver_now_ms() + 1000LL * o->timeout_s, left;
+	char word[PAYLOAD_SHOWN + 1];
+	const char *name;
+	mbox_msg *msg;
+	long got = 0;
+	uint64_t id;
+	mbox *m;
+	int r;
+
+	if (!o->arg2)
+		return 2;
+	if (driver_connect(&m, prog, o->sock) < 0)
+		return 6;
+	r = mbox_subscribe(m, o->arg1, 1, 0, 0, NULL);
+	if (r == 0)
+		r = mbox_subscribe(m, o->arg2, 1, 0, 0, NULL);
+	if (r < 0)
+		return complain("subscribe", m, r);
+	driver_say("subscribed %s %s", o->arg1, o->arg2);
+	while (got < o->count && (left = deadline - driver_now_ms()) > 0) {
+		r = mbox_next(m, left, &msg);
+		if (r == -ETIMEDOUT)
+			continue;
+		if (r == -ENOENT) {
+			name = mbox_ended_mailbox(m);
+			if (!name || !strstr(mbox_last_error(m), name))
+				return complain("ended, but not said which", m,
+						r);
+			driver_say("ended %s", name);
+			continue;
+		}
+		if (r < 0)
+			return complain("next", m, r);
+		payload_word(msg, word, sizeof(word));
+		driver_say("msg %s %s", mbox_msg_mailbox(msg), word);
+		id = mbox_msg_id(msg);
+		mbox_msg_free(msg);
+		r = mbox_ack(m, &id, 1);
+		if (r < 0)
+			return complain("ack", m, r);
+		got++;
+	}
+	if (got < o->count)
+		return complain("next", m, -ETIMEDOUT);
+	driver_say("done %ld", got);
+	mbox_close(m);
+	return 0;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -600,7 +659,7 @@ main(int argc, char **argv)
 	if (parse_args(&o, argc, argv) < 0) {
 		fprintf(stderr,
 			"usage: %s [-S SOCKET] "
-			"sub|window|serve|call|claim|temp "
+			"sub|window|serve|call|claim|temp|ends "
 			"ARGS... (see subscriber.c)\n",
 			argv[0]);
 		return 2;
@@ -619,6 +678,8 @@ main(int argc, char **argv)
 		return mode_claim(&o);
 	if (!strcmp(o.mode, "temp"))
 		return mode_temp(&o);
+	if (!strcmp(o.mode, "ends"))
+		return mode_ends(&o);
 	fprintf(stderr, "%s: unknown mode %s\n", argv[0], o.mode);
 	return 2;
 }

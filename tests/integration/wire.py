@@ -18,7 +18,7 @@ MAX_MSG = 1048576
 OP = dict(HELLO=1, PING=2, CREATE=3, DELETE=4, POST=5, RECV=6, ACK=7,
           NACK=8, TOUCH=9, REJECT=10, LIST=11, PEEK=12, SUBSCRIBE=13,
           UNSUBSCRIBE=14, PUBLISH=15, BIND=16, UNBIND=17, HANDOFF=23,
-          CLAIM=24, STATS=27, DELIVER=64)
+          PURGE=19, CLAIM=24, STATS=27, DELIVER=64, ENDED=65)
 TAG = dict(MAILBOX=1, DATA=2, ID=3, COUNT=4, WAIT_MS=5, PRIORITY=6,
            DELAY_MS=7, TTL_MS=8, LEASE_MS=9, DEDUP=10,
            HEADER=11, KEY=12, VALUE=13, MSG=14, DELIVERIES=16, TEXT=21,
@@ -28,7 +28,7 @@ TAG = dict(MAILBOX=1, DATA=2, ID=3, COUNT=4, WAIT_MS=5, PRIORITY=6,
            EXPIRES_NS=47)
 S = dict(OK=0, MALFORMED=1, UNKNOWN_OP=2, VERSION=3, NOT_FOUND=4,
          DENIED=5, EXISTS=6, TOO_LARGE=9, INVALID=10, NOT_LEASED=11,
-         NOT_EMPTY=14, BUSY=15)
+         STORE=12, NOT_EMPTY=14, BUSY=15)
 
 
 def field(tag, value):
@@ -56,21 +56,48 @@ class Client:
         self.s.connect(path)
         self.next_id = 1
         self.pushes = []
+        # (MAILBOX, TEXT) of each ENDED push, with how many messages had
+        # been pushed before it (its place in the stream).
+        self.ends = []
+        self.n_pushed = 0
 
-    def pushed(self, n, timeout=5.0):
-        """Wait for n pushed messages (fewer if the time runs out)."""
+    def take_push(self, op, flags, rid, status, body):
+        """Keep a push (sections 5.13 and 5.14) for pushed() or ended()."""
+        check(flags == 2 and rid == 0 and status == 0 and
+              op in (OP["DELIVER"], OP["ENDED"]),
+              "an unsolicited frame is a DELIVER or ENDED push, id 0, "
+              "status 0")
+        if op == OP["DELIVER"]:
+            got = msgs_of(fields(body))
+            self.pushes += got
+            self.n_pushed += len(got)
+            return
+        d = dict(fields(body))
+        check(TAG["MAILBOX"] in d, "ENDED names its MAILBOX")
+        self.ends.append((d[TAG["MAILBOX"]].decode(),
+                          d.get(TAG["TEXT"], b"").decode(), self.n_pushed))
+
+    def wait_push(self, done, timeout):
         self.s.settimeout(timeout)
         try:
-            while len(self.pushes) < n:
-                op, flags, rid, status, body = self.read_frame()
-                check(flags == 2 and op == OP["DELIVER"] and rid == 0,
-                      "unsolicited frame is a DELIVER push")
-                self.pushes += msgs_of(fields(body))
+            while not done():
+                self.take_push(*self.read_frame())
         except socket.timeout:
             pass
         finally:
             self.s.settimeout(10)
+
+    def pushed(self, n, timeout=5.0):
+        """Wait for n pushed messages (fewer if the time runs out)."""
+        self.wait_push(lambda: len(self.pushes) >= n, timeout)
         got, self.pushes = self.pushes[:n], self.pushes[n:]
+        return got
+
+    def ended(self, n=1, timeout=5.0):
+        """Wait for n ENDED pushes (fewer if the time runs out); each is
+        (mailbox, text, messages pushed to this client before it)."""
+        self.wait_push(lambda: len(self.ends) >= n, timeout)
+        got, self.ends = self.ends[:n], self.ends[n:]
         return got
 
     def send_frame(self, op, body, rid=None, flags=0, status=0):
@@ -98,10 +125,8 @@ class Client:
         while True:
             rop, flags, got, status, rbody = self.read_frame()
             if flags & 2:
-                # A push (section 5.13): keep it for pushed().
-                check(rop == OP["DELIVER"] and got == 0 and status == 0,
-                      "a push is DELIVER with id 0 and status 0")
-                self.pushes += msgs_of(fields(rbody))
+                # A push: keep it for pushed() or ended().
+                self.take_push(rop, flags, got, status, rbody)
                 continue
             check(got == rid and rop == OP[op] and flags == 1,
                   "reply matches request %d" % rid)
