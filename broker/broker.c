@@ -1881,6 +1881,7 @@ static const struct {
 	LIMIT_SZ("max-in-flight", max_in_flight),
 	LIMIT_U64("max-store-size", max_store_bytes),
 	LIMIT_U64("commit-delay-us", commit_delay_us),
+	LIMIT_SZ("max-subscriptions", max_subscriptions),
 };
 
 static uint64_t

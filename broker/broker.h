@@ -39,6 +39,7 @@ typedef struct BrokerConfig {
 	uint64_t max_mailbox_bytes;	/* payload bytes of one mailbox */
 	size_t max_connections_per_uid; /* admins are not counted */
 	size_t max_unacked;		/* leases one connection may hold */
+	size_t max_subscriptions;	/* subscriptions of one connection */
 	uint64_t max_store_bytes;	/* database size cap, 0 = none */
 	uint64_t commit_delay_us;	/* group commit's wait for posters */
 } BrokerConfig;
@@ -315,7 +316,8 @@ int broker_status_line(Broker *b, char *buf, size_t size);
 /*
  * broker_reload_limits - take the limits of cfg (max_header_bytes,
  * max_mailboxes, max_mailbox_msgs, max_mailbox_bytes, max_connections,
- * max_connections_per_uid, max_unacked, max_in_flight, max_store_bytes)
+ * max_connections_per_uid, max_unacked, max_in_flight, max_store_bytes,
+ * max_subscriptions)
  * and log each change at notice as "reload: NAME OLD -> NEW". The other
  * fields of cfg are ignored: they need a restart. A lower limit applies to
  * later requests; nothing stored or connected is removed. A max_store_bytes
@@ -421,6 +423,8 @@ void broker_queue_release(Broker *b, uint64_t msg_id, int64_t mailbox_id);
 /* sub.c: subscriptions and pushes. */
 /* c's subscription to the mailbox of rt, or NULL. */
 Sub *sub_find(Conn *c, MailboxRt *rt);
+/* Subscriptions on the owner list that starts at head. */
+size_t sub_count(const Sub *head);
 /* Subscribe c (at the end of rt's list). -ENOMEM. */
 int sub_add(Broker *b, Conn *c, MailboxRt *rt, uint32_t window,
 	    uint64_t lease_ms, bool exclusive, Sub **out);

@@ -1004,6 +1004,15 @@ op_subscribe(Request *q)
 			     mb->name);
 		return;
 	}
+	if (sub_count(q->c->subs) >= q->b->cfg.max_subscriptions) {
+		reply_errorf(q, MBOX_S_LIMIT, "max_subscriptions",
+			     "this connection has %zu subscriptions "
+			     "(max_subscriptions); unsubscribe from one, "
+			     "subscribe on another connection, or raise "
+			     "mboxd --max-subscriptions",
+			     q->b->cfg.max_subscriptions);
+		return;
+	}
 	if (rt->sub_head && rt->sub_head->exclusive != excl) {
 		reply_errorf(q, MBOX_S_BUSY, NULL,
 			     "%s has %s subscribers; exclusive and shared "
@@ -1168,6 +1177,18 @@ op_claim(Request *q)
 			     "kept)",
 			     h->leases.count, q->c->leases.count,
 			     q->b->cfg.max_unacked);
+		return;
+	}
+	if (sub_count(q->c->subs) + sub_count(h->subs) >
+	    q->b->cfg.max_subscriptions) {
+		reply_errorf(q, MBOX_S_LIMIT, "max_subscriptions",
+			     "the hand-off holds %zu subscriptions and this "
+			     "connection %zu, over max_subscriptions (%zu); "
+			     "unsubscribe from some first, claim on another "
+			     "connection, or raise mboxd --max-subscriptions "
+			     "(the hand-off is kept)",
+			     sub_count(h->subs), sub_count(q->c->subs),
+			     q->b->cfg.max_subscriptions);
 		return;
 	}
 	/* The reply follows the pushes of the messages (handoff.c). */

@@ -75,6 +75,7 @@ typedef struct Options {
 	uint64_t max_in_flight;
 	uint64_t max_store_bytes;
 	uint64_t commit_delay_us;
+	uint64_t max_subscriptions;
 } Options;
 
 static const Options options_default = {
@@ -94,6 +95,7 @@ static const Options options_default = {
 	.max_in_flight = 1024,
 	.max_store_bytes = 0,
 	.commit_delay_us = 100,
+	.max_subscriptions = 1024,
 };
 
 /*
@@ -129,6 +131,7 @@ static const LimitOpt limit_opts[] = {
 	 offsetof(Options, max_store_bytes)},
 	/* Not a limit, but a number SIGHUP applies the same way. */
 	LIMIT_OPT("commit-delay-us", 0, 1000000, false, commit_delay_us),
+	LIMIT_OPT("max-subscriptions", 1, UINT32_MAX, false, max_subscriptions),
 };
 #define N_LIMIT_OPTS (sizeof(limit_opts) / sizeof(limit_opts[0]))
 
@@ -169,6 +172,7 @@ static const struct option longopts[] = {
 	{"max-in-flight", required_argument, NULL, OPT_LIMIT0 + 7},
 	{"max-store-size", required_argument, NULL, OPT_LIMIT0 + 8},
 	{"commit-delay-us", required_argument, NULL, OPT_LIMIT0 + 9},
+	{"max-subscriptions", required_argument, NULL, OPT_LIMIT0 + 10},
 	{"help", no_argument, NULL, 'h'},
 	{"version", no_argument, NULL, 'V'},
 	{NULL, 0, NULL, 0},
@@ -325,6 +329,9 @@ usage(FILE *f)
 		"      --max-in-flight N        requests of one connection "
 		"not yet\n"
 		"                               answered (default 1024)\n"
+		"      --max-subscriptions N    subscriptions of one "
+		"connection (default\n"
+		"                               1024)\n"
 		"      --max-store-size N       database file size, 0 = no "
 		"cap (default 0)\n"
 		"\n"
@@ -1108,6 +1115,7 @@ broker_config(const Options *o, const char *socket_path)
 		.max_mailbox_bytes = o->max_mailbox_bytes,
 		.max_connections_per_uid = (size_t)o->max_connections_per_uid,
 		.max_unacked = (size_t)o->max_unacked,
+		.max_subscriptions = (size_t)o->max_subscriptions,
 		.max_store_bytes = o->max_store_bytes,
 		.commit_delay_us = o->commit_delay_us,
 	};

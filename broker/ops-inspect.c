@@ -292,14 +292,18 @@ put_subscription(ProtoWriter *w, const Broker *b, const Sub *s)
 	proto_nest_end(w);
 }
 
+static bool reply_full(const Request *q);
+
 /*
  * One CLIENT: c's identity and what it holds. With only (a mailbox's
  * runtime state) its leases, waiting RECVs and subscriptions of that
- * mailbox only, else all of them.
+ * mailbox only, else all of them. Returns true when the reply filled up
+ * before all its subscriptions were listed.
  */
-static void
+static bool
 put_client(Request *q, const Conn *c, const MailboxRt *only)
 {
+	bool cut = false;
 	ProtoWriter *w = &q->b->w;
 	size_t leased = 0, waiting = 0;
 
@@ -322,10 +326,18 @@ put_client(Request *q, const Conn *c, const MailboxRt *only)
 	proto_put_u64(w, MBOX_TAG_LEASED, leased);
 	proto_put_u64(w, MBOX_TAG_WAITING, waiting);
 	proto_put_u64(w, MBOX_TAG_FLAGS, c == q->c ? MBOX_CLIENT_SELF : 0);
-	for (const Sub *s = c->subs; s; s = s->owner_next)
-		if (!only || s->rt == only)
-			put_subscription(w, q->b, s);
+	for (const Sub *s = c->subs; s; s = s->owner_next) {
+		if (only && s->rt != only)
+			continue;
+		/* One connection may have many (max_subscriptions). */
+		if (reply_full(q)) {
+			cut = true;
+			break;
+		}
+		put_subscription(w, q->b, s);
+	}
 	proto_nest_end(w);
+	return cut;
 }
 
 /* Past this many body bytes no more CLIENTs are added: the reply stays
@@ -356,16 +368,14 @@ put_consumers(Request *q, const MailboxRt *rt)
 	for (const Sub *s = rt->sub_head; s; s = s->mb_next) {
 		if (!s->conn)
 			continue; /* parked in a hand-off */
-		if (reply_full(q))
+		if (reply_full(q) || put_client(q, s->conn, rt))
 			return true;
-		put_client(q, s->conn, rt);
 	}
 	for (const Waiter *w = rt->wait_head; w; w = w->mb_next) {
 		if (stat_listed(rt, w))
 			continue;
-		if (reply_full(q))
+		if (reply_full(q) || put_client(q, w->conn, rt))
 			return true;
-		put_client(q, w->conn, rt);
 	}
 	return false;
 }
@@ -444,11 +454,10 @@ op_clients(Request *q)
 	qsort(v, n, sizeof(*v), conn_cmp);
 	w = reply_begin(q);
 	for (size_t i = 0; i < n; i++) {
-		if (reply_full(q)) {
+		if (reply_full(q) || put_client(q, v[i], NULL)) {
 			cut = true;
 			break;
 		}
-		put_client(q, v[i], NULL);
 	}
 	proto_put_u64(w, MBOX_TAG_FLAGS, cut ? MBOX_REPLY_TRUNCATED : 0);
 	free(v);

@@ -25,6 +25,16 @@ sub_find(Conn *c, MailboxRt *rt)
 	return NULL;
 }
 
+size_t
+sub_count(const Sub *head)
+{
+	size_t n = 0;
+
+	for (const Sub *s = head; s; s = s->owner_next)
+		n++;
+	return n;
+}
+
 int
 sub_add(Broker *b, Conn *c, MailboxRt *rt, uint32_t window, uint64_t lease_ms,
 	bool exclusive, Sub **out)

@@ -324,6 +324,7 @@ run_start(Run *r)
 		.max_mailbox_bytes = 65536,
 		.max_connections_per_uid = 4,
 		.max_unacked = 16,
+		.max_subscriptions = 4,
 		.max_store_bytes = 0,
 	};
 	fd = listen_on(r->sock_path);

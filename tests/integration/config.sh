@@ -82,6 +82,7 @@ max-unacked = 1000
 max-in-flight = 64
 max-store-size = 64M
 commit-delay-us = 250
+max-subscriptions = 8
 CONF
 while read -r k; do
 	grep -q "^$k = " "$CONF" || fail "option --$k is not in the test's file"
@@ -116,13 +117,15 @@ refused "a fourth message (max-mailbox-msgs 3)" mbctl post a m4
 sed -i -e 's/^max-mailboxes = 2$/max-mailboxes = 3/' \
 	-e 's/^log-level = debug$/log-level = notice/' \
 	-e 's/^commit-delay-us = 250$/commit-delay-us = 50/' \
+	-e 's/^max-subscriptions = 8$/max-subscriptions = 9/' \
 	-e 's/^sync = normal$/sync = off/' "$CONF"
 hup_and_wait 1
 grep -q 'reload: max-mailboxes 2 -> 3' "$LOG" || fail "max-mailboxes change not logged"
 grep -q 'reload: commit-delay-us 250 -> 50' "$LOG" || fail "commit-delay-us change not logged"
 grep -q 'reload: log-level debug -> notice' "$LOG" || fail "log-level change not logged"
 grep -q "reload: sync changed.*needs a restart" "$LOG" || fail "no restart warning for sync"
-grep -q 'reloaded .*: 3 settings changed' "$LOG" || fail "no reload summary: $(tail -5 "$LOG")"
+grep -q 'reload: max-subscriptions 8 -> 9' "$LOG" || fail "max-subscriptions change not logged"
+grep -q 'reloaded .*: 4 settings changed' "$LOG" || fail "no reload summary: $(tail -5 "$LOG")"
 mbctl create c || fail "max-mailboxes 3 not applied by SIGHUP"
 n=$(grep -c 'client [0-9]* connected' "$LOG")
 mbctl ping >/dev/null

@@ -389,6 +389,51 @@ def list_pages(path, n):
     check(pages > 2, "it took %d pages" % pages)
 
 
+def subscriptions(path, n):
+    """max_subscriptions n, max_msg_size 4096: the SUBSCRIBE of one
+    mailbox too many is LIMIT; so is a CLAIM that would pass it, and the
+    hand-off is kept. A connection with n subscriptions of long names
+    fills more than MAX_FRAME: CLIENTS and STAT stop short of it and say
+    TRUNCATED."""
+    c, h, d = client(path), client(path), client(path)
+    max_frame = u64(Client(path).hello()[TAG["MAX_FRAME"]])
+    boxes = ["sub-%03d-%s" % (i, "y" * 190) for i in range(n + 1)]
+    bad = [b for b in boxes if c.call("CREATE", field("MAILBOX", b))[0]]
+    check(not bad, "CREATE %d mailboxes (%d failed)" % (n + 1, len(bad)))
+    bad = [b for b in boxes[:n]
+           if c.call("SUBSCRIBE", field("MAILBOX", b))[0]]
+    check(not bad, "SUBSCRIBE to %d (%d failed)" % (n, len(bad)))
+    refused(*c.call("SUBSCRIBE", field("MAILBOX", boxes[n])), S_LIMIT,
+            "max_subscriptions", "SUBSCRIBE number %d" % (n + 1))
+    check(c.call("UNSUBSCRIBE", field("MAILBOX", boxes[0]))[0] == 0 and
+          c.call("SUBSCRIBE", field("MAILBOX", boxes[n]))[0] == 0,
+          "after an UNSUBSCRIBE there is room for one more")
+
+    for op, body in (("CLIENTS", b""), ("STAT", field("MAILBOX", boxes[1]))):
+        rid = c.send_frame(OP[op], body)
+        rop, flags, got, st, rbody = c.read_frame()
+        fl = [u64(v) for t, v in fields(rbody) if t == TAG["FLAGS"]]
+        check(got == rid and st == 0, "%s answered" % op)
+        check(len(rbody) <= max_frame,
+              "%s: the reply is %d bytes, MAX_FRAME %d" %
+              (op, len(rbody), max_frame))
+        if op == "CLIENTS":
+            check(fl and fl[-1] == 1, "CLIENTS says TRUNCATED")
+
+    for b in boxes[:3]:
+        check(h.call("SUBSCRIBE", field("MAILBOX", b))[0] == 0,
+              "h subscribes")
+    st, f = h.call("HANDOFF")
+    check(st == 0, "HANDOFF of 3 subscriptions")
+    token = value(f, "TOKEN")
+    refused(*c.call("CLAIM", field("TOKEN", token)), S_LIMIT,
+            "max_subscriptions", "a CLAIM of 3 more subscriptions")
+    st, f = d.call("CLAIM", field("TOKEN", token))
+    check(st == 0, "the hand-off was kept: another connection claims it")
+    st, f = d.call("SUBSCRIBE", field("MAILBOX", boxes[0]))
+    check(st == 6, "the claimer has the subscriptions (EXISTS %d)" % st)
+
+
 def connections(path, n_ok):
     """max_connections: n_ok connections work, the next HELLO is LIMIT."""
     cs = [client(path) for _ in range(n_ok)]
@@ -559,6 +604,8 @@ if __name__ == "__main__":
         store_full(path)
     elif mode == "list-pages":
         list_pages(path, int(sys.argv[3]))
+    elif mode == "subscriptions":
+        subscriptions(path, int(sys.argv[3]))
 EOF
 
 py()
@@ -625,6 +672,14 @@ BROKER_SYNC=off start_broker --max-msg-size 4096
 py list-pages 150
 # libmbox follows the pages: mboxctl ls lists every one, each once.
 assert_eq 150 "$(mbctl ls --json | sort -u | wc -l)" "mailboxes listed by mboxctl ls over pages"
+stop_broker
+
+note "max_subscriptions; CLIENTS of a connection with many"
+rm -f "$DB" "$DB"-*
+BROKER_SYNC=off start_broker --max-msg-size 4096 --max-subscriptions 400
+py subscriptions 400
+expect_rc 2 "mboxd --max-subscriptions 0" "$MBOXD" --socket "$SOCK" --db "$DB" \
+	--max-subscriptions 0
 stop_broker
 
 # ---- Connections ----
