@@ -634,6 +634,7 @@ broker_mailbox_rt(Broker *b, StoreMailbox *mb)
 	}
 	rt->broker = b;
 	rt->mailbox_id = mb->id;
+	rt->created_ns = mb->created_ns;
 	mb->user = rt;
 	return rt;
 }
@@ -1630,17 +1631,21 @@ broker_rt_end(Broker *b, MailboxRt *rt, const char *why)
 	while ((w = rt->wait_head))
 		broker_answer_waiter(b, w, MBOX_S_NOT_FOUND, why);
 	while (rt->sub_head) {
-		Sub *s = rt->sub_head;
-
 		/* Parked in a hand-off: its claimer never hears of it. */
-		if (s->conn) {
+		Conn *c = rt->sub_head->conn;
+
+		/* Removed before the send: a send that fails closes c, and
+		 * closing ends c's subscriptions. */
+		sub_remove(b, rt->sub_head);
+		if (c && !c->closing) {
 			proto_writer_begin(&b->w, MBOX_OP_ENDED, MBOX_FLAG_PUSH,
 					   0, MBOX_S_OK);
 			proto_put_str(&b->w, MBOX_TAG_MAILBOX, rt->name);
+			proto_put_u64(&b->w, MBOX_TAG_TIME_NS,
+				      (uint64_t)rt->created_ns);
 			proto_put_str(&b->w, MBOX_TAG_TEXT, why);
-			conn_send_writer(s->conn, &b->w);
+			conn_send_writer(c, &b->w);
 		}
-		sub_remove(b, s);
 	}
 	if (rt->news) {
 		/* Rare (a deletion): the walk costs nothing that matters. */
@@ -1764,8 +1769,17 @@ broker_flush(Broker *b)
 	if (gen != b->commit_gen)
 		b->answered_ns = broker_mono_ns();
 	broker_maintain(b);
-	/* Connections closed while delivering. */
-	if (broker_drop_temps(b)) {
+	/*
+	 * Connections closed while delivering, or while the deletions were
+	 * settled (an ENDED push or a RECV's answer that could not be
+	 * sent): their temporary mailboxes go, and those deletions are
+	 * settled in turn. Each round empties the temporary mailboxes of
+	 * the connections closed before it, so the loop ends.
+	 */
+	for (;;) {
+		broker_settle_dropped(b);
+		if (!broker_drop_temps(b))
+			break;
 		if (b->batch_failed) {
 			/* A half-done deletion is not committed; the next
 			 * batch must not inherit its failure either. */
@@ -1779,7 +1793,6 @@ broker_flush(Broker *b)
 				  store_errmsg(b->store));
 		}
 	}
-	broker_settle_dropped(b);
 	while ((c = b->dead)) {
 		b->dead = c->next;
 		conn_free(c);

@@ -149,8 +149,10 @@ typedef struct Claim {
 typedef struct MailboxRt {
 	Broker *broker;
 	int64_t mailbox_id;
-	/* The mailbox's name, for the ENDED pushes once it is gone. */
+	/* The mailbox's name and creation time, for the ENDED pushes once
+	 * it is gone. */
 	char *name;
+	int64_t created_ns;
 	/* Deleted in a transaction not settled yet (broker_settle_dropped):
 	 * its waiters and subscribers are told only once it is committed. */
 	bool dropped;

@@ -1028,6 +1028,8 @@ op_subscribe(Request *q)
 	w = reply_begin(q);
 	proto_put_u64(w, MBOX_TAG_FLAGS,
 		      sub_is_active(s) ? 0 : MBOX_SUB_STANDBY);
+	/* Which mailbox of that name: an ENDED push says it too. */
+	proto_put_u64(w, MBOX_TAG_TIME_NS, (uint64_t)mb->created_ns);
 	conn_send_writer(q->c, w);
 }
 

@@ -339,6 +339,42 @@ def delete_ends():
     check(ids_of(x.pushed(1)) == [nid], "x's other subscription goes on")
 
 
+def delete_hangup():
+    """Subscribers and waiters of a deleted mailbox that cannot be told
+    any more (they shut their reading side: the ENDED push and the
+    RECV's answer fail with EPIPE) are closed cleanly: the broker goes
+    on (it used to free the subscription twice), and a temporary
+    mailbox of such a connection goes with it."""
+    a, s, w, t = (client(PATH) for _ in range(4))
+    create(a, "dh", "mode=0666")
+    create(s, "dh.temp", "temp=1")
+    check(counts(a, "dh.temp") is not None, "s's temporary mailbox")
+    st, f = s.call("SUBSCRIBE", field("MAILBOX", "dh"))
+    check(st == 0, "s subscribes")
+    created = u64(value(f, "TIME_NS"))
+    check(created > 0, "the SUBSCRIBE reply says when dh was created")
+    subscribe(t, "dh")
+    w.send_frame(OP["RECV"], field("MAILBOX", "dh") +
+                 field("WAIT_MS", 10000))
+    time.sleep(0.1)
+    s.s.shutdown(socket.SHUT_RD)
+    w.s.shutdown(socket.SHUT_RD)
+    st, f = a.call("DELETE", field("MAILBOX", "dh"))
+    check(st == 0, "DELETE")
+    ends = t.ended(1)
+    check([e[:2] for e in ends] == [("dh", "the mailbox was deleted")] and
+          ends[0][3] == created,
+          "the subscriber that still reads is told, with dh's creation "
+          "time: %r" % ends)
+    end = time.monotonic() + 5
+    while counts(a, "dh.temp") is not None and time.monotonic() < end:
+        time.sleep(0.02)
+    check(counts(a, "dh.temp") is None,
+          "the temporary mailbox of the closed subscriber is gone")
+    st, f = a.call("PING")
+    check(st == 0, "the broker goes on")
+
+
 def delete_rollback():
     """A DELETE rolled back with its group commit (the store is full):
     the subscribers and the waiting RECV of the mailbox are neither told
@@ -387,7 +423,7 @@ def delete_rollback():
 
 
 SCENARIOS = [claim_close, release_lost, excl_phase, excl_unsub, delete_mix,
-             delete_ends, temp_drop, excl_failover]
+             delete_ends, delete_hangup, temp_drop, excl_failover]
 # Run only when named: they need a broker started for them.
 NAMED_ONLY = [delete_rollback]
 

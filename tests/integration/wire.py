@@ -26,7 +26,7 @@ TAG = dict(MAILBOX=1, DATA=2, ID=3, COUNT=4, WAIT_MS=5, PRIORITY=6,
            VERSION_MIN=22, VERSION_MAX=23, VERSION=24, MAX_MSG_SIZE=25,
            MAX_FRAME=26, SENDER_PID=17, SETTING=27, DEAD=32, FLAGS=36,
            DEAD_REASON=38, DEADLINE_NS=44, TOPIC=45, TOKEN=46,
-           EXPIRES_NS=47)
+           EXPIRES_NS=47, TIME_NS=15)
 S = dict(OK=0, MALFORMED=1, UNKNOWN_OP=2, VERSION=3, NOT_FOUND=4,
          DENIED=5, EXISTS=6, TOO_LARGE=9, INVALID=10, NOT_LEASED=11,
          STORE=12, NOT_EMPTY=14, BUSY=15)
@@ -57,8 +57,8 @@ class Client:
         self.s.connect(path)
         self.next_id = 1
         self.pushes = []
-        # (MAILBOX, TEXT) of each ENDED push, with how many messages had
-        # been pushed before it (its place in the stream).
+        # (MAILBOX, TEXT, messages pushed before it, TIME_NS) of each
+        # ENDED push.
         self.ends = []
         self.n_pushed = 0
 
@@ -74,9 +74,11 @@ class Client:
             self.n_pushed += len(got)
             return
         d = dict(fields(body))
-        check(TAG["MAILBOX"] in d, "ENDED names its MAILBOX")
+        check(TAG["MAILBOX"] in d and TAG["TIME_NS"] in d,
+              "ENDED names its MAILBOX and its TIME_NS")
         self.ends.append((d[TAG["MAILBOX"]].decode(),
-                          d.get(TAG["TEXT"], b"").decode(), self.n_pushed))
+                          d.get(TAG["TEXT"], b"").decode(), self.n_pushed,
+                          u64(d[TAG["TIME_NS"]])))
 
     def wait_push(self, done, timeout):
         self.s.settimeout(timeout)
@@ -96,7 +98,8 @@ class Client:
 
     def ended(self, n=1, timeout=5.0):
         """Wait for n ENDED pushes (fewer if the time runs out); each is
-        (mailbox, text, messages pushed to this client before it)."""
+        (mailbox, text, messages pushed to this client before it,
+        the mailbox's creation time)."""
         self.wait_push(lambda: len(self.ends) >= n, timeout)
         got, self.ends = self.ends[:n], self.ends[n:]
         return got
