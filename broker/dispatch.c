@@ -1007,9 +1007,10 @@ op_subscribe(Request *q)
 	if (sub_count(q->c->subs) >= q->b->cfg.max_subscriptions) {
 		reply_errorf(q, MBOX_S_LIMIT, "max_subscriptions",
 			     "this connection has %zu subscriptions "
-			     "(max_subscriptions); unsubscribe from one, "
-			     "subscribe on another connection, or raise "
+			     "(max_subscriptions is %zu); unsubscribe from "
+			     "one, subscribe on another connection, or raise "
 			     "mboxd --max-subscriptions",
+			     sub_count(q->c->subs),
 			     q->b->cfg.max_subscriptions);
 		return;
 	}

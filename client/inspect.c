@@ -243,6 +243,9 @@ mbox_clients(mbox *m, mbox_client_info **list, size_t *n)
 		return r;
 	r = clients_decode(f.body, f.len, f.count[MBOX_TAG_CLIENT], list, n,
 			   why);
+	if (r == 0 && *n &&
+	    (proto_u64(&f, MBOX_TAG_FLAGS, 0) & MBOX_REPLY_TRUNCATED))
+		(*list)[*n - 1].flags |= MBOX_CLIENT_CUT_FLAG;
 	core_frame_free(fr);
 	return r < 0 ? decode_error(m, r, "CLIENTS", why) : 0;
 }

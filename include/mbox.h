@@ -197,6 +197,7 @@ int mbox_publish(mbox *m, const char *topic, const void *data, size_t len,
  * subscriber of the mailbox is active, later ones wait as standbys in
  * arrival order; *standby (may be NULL) says whether this one waits.
  * Pushed messages are leased like mbox_recv's: ack, nack or reject them.
+ * -EDQUOT: the connection has the broker's max_subscriptions already.
  */
 int mbox_subscribe(mbox *m, const char *mailbox, unsigned window,
 		   uint64_t lease_ms, unsigned flags, int *standby);
@@ -253,8 +254,8 @@ int mbox_handoff(mbox *m, uint64_t wait_ms, char token[MBOX_TOKEN_SIZE],
  * returns: read them with mbox_next or mbox_dispatch. *count (may be
  * NULL) receives how many. -ENOENT: no such token, or its deadline passed.
  * -EDQUOT: the caller would hold more than the broker's max_unacked
- * leases; settle some, or claim on another connection (the token stays
- * valid).
+ * leases or max_subscriptions subscriptions; settle or unsubscribe some,
+ * or claim on another connection (the token stays valid).
  */
 int mbox_claim(mbox *m, const char *token, size_t *count);
 
@@ -353,6 +354,9 @@ typedef struct mbox_subscription_info {
 } mbox_subscription_info;
 
 #define MBOX_CLIENT_SELF_FLAG 0x1u /* the connection that asked */
+/* On the last one: the list was cut short after it (its subscriptions
+ * may be too), more than one reply of the broker holds. */
+#define MBOX_CLIENT_CUT_FLAG 0x2u
 /* One connection to the broker. */
 typedef struct mbox_client_info {
 	uint64_t conn_id; /* connection number, as in the broker's log */

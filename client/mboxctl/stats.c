@@ -468,6 +468,13 @@ cmd_clients(Ctl *c, int argc, char **argv)
 	} else if (clients_table(list, n, ctl_realtime_ns()) < 0) {
 		r = ctl_error(c, "out of memory");
 	}
+	if (n && (list[n - 1].flags & MBOX_CLIENT_CUT_FLAG))
+		fprintf(stderr,
+			"mboxctl: the list was cut short after connection "
+			"%" PRIu64 ": more connections or subscriptions than "
+			"one reply of the broker holds (mboxd "
+			"--max-msg-size)\n",
+			list[n - 1].conn_id);
 	mbox_clients_free(list, n);
 	return flush_stdout(c, r);
 }

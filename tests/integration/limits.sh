@@ -23,6 +23,7 @@ cat >"$PY" <<'EOF'
 import os
 import socket
 import struct
+import subprocess
 import sys
 import time
 
@@ -389,17 +390,17 @@ def list_pages(path, n):
     check(pages > 2, "it took %d pages" % pages)
 
 
-def subscriptions(path, n):
+def subscriptions(path, n, mboxctl):
     """max_subscriptions n, max_msg_size 4096: the SUBSCRIBE of one
     mailbox too many is LIMIT; so is a CLAIM that would pass it, and the
-    hand-off is kept. A connection with n subscriptions of long names
-    fills more than MAX_FRAME: CLIENTS and STAT stop short of it and say
-    TRUNCATED."""
-    c, h, d = client(path), client(path), client(path)
+    hand-off is kept; one that fits exactly is taken. A connection with n
+    subscriptions of long names fills more than MAX_FRAME: CLIENTS stops
+    short of it and says TRUNCATED, and mboxctl clients says so."""
+    c, h = client(path), client(path)
     max_frame = u64(Client(path).hello()[TAG["MAX_FRAME"]])
-    boxes = ["sub-%03d-%s" % (i, "y" * 190) for i in range(n + 1)]
+    boxes = ["sub-%03d-%s" % (i, "y" * 190) for i in range(n + 3)]
     bad = [b for b in boxes if c.call("CREATE", field("MAILBOX", b))[0]]
-    check(not bad, "CREATE %d mailboxes (%d failed)" % (n + 1, len(bad)))
+    check(not bad, "CREATE %d mailboxes (%d failed)" % (n + 3, len(bad)))
     bad = [b for b in boxes[:n]
            if c.call("SUBSCRIBE", field("MAILBOX", b))[0]]
     check(not bad, "SUBSCRIBE to %d (%d failed)" % (n, len(bad)))
@@ -409,18 +410,20 @@ def subscriptions(path, n):
           c.call("SUBSCRIBE", field("MAILBOX", boxes[n]))[0] == 0,
           "after an UNSUBSCRIBE there is room for one more")
 
-    for op, body in (("CLIENTS", b""), ("STAT", field("MAILBOX", boxes[1]))):
-        rid = c.send_frame(OP[op], body)
-        rop, flags, got, st, rbody = c.read_frame()
-        fl = [u64(v) for t, v in fields(rbody) if t == TAG["FLAGS"]]
-        check(got == rid and st == 0, "%s answered" % op)
-        check(len(rbody) <= max_frame,
-              "%s: the reply is %d bytes, MAX_FRAME %d" %
-              (op, len(rbody), max_frame))
-        if op == "CLIENTS":
-            check(fl and fl[-1] == 1, "CLIENTS says TRUNCATED")
+    rid = c.send_frame(OP["CLIENTS"], b"")
+    rop, flags, got, st, rbody = c.read_frame()
+    fl = [u64(v) for t, v in fields(rbody) if t == TAG["FLAGS"]]
+    check(got == rid and st == 0, "CLIENTS answered")
+    check(len(rbody) <= max_frame, "CLIENTS: the reply is %d bytes, "
+          "MAX_FRAME %d" % (len(rbody), max_frame))
+    check(fl and fl[-1] == 1, "CLIENTS says TRUNCATED")
+    run = subprocess.run([mboxctl, "-S", path, "clients", "--json"],
+                         capture_output=True, text=True, timeout=20)
+    check(run.returncode == 0 and "cut short" in run.stderr,
+          "mboxctl clients says the list was cut short: %r" % run.stderr)
 
-    for b in boxes[:3]:
+    # c holds boxes[1..n]; h parks 3 others.
+    for b in [boxes[0]] + boxes[n + 1:]:
         check(h.call("SUBSCRIBE", field("MAILBOX", b))[0] == 0,
               "h subscribes")
     st, f = h.call("HANDOFF")
@@ -428,10 +431,16 @@ def subscriptions(path, n):
     token = value(f, "TOKEN")
     refused(*c.call("CLAIM", field("TOKEN", token)), S_LIMIT,
             "max_subscriptions", "a CLAIM of 3 more subscriptions")
-    st, f = d.call("CLAIM", field("TOKEN", token))
-    check(st == 0, "the hand-off was kept: another connection claims it")
-    st, f = d.call("SUBSCRIBE", field("MAILBOX", boxes[0]))
+    for b in boxes[1:4]:
+        check(c.call("UNSUBSCRIBE", field("MAILBOX", b))[0] == 0,
+              "c unsubscribes")
+    st, f = c.call("CLAIM", field("TOKEN", token))
+    check(st == 0, "the hand-off was kept, and a CLAIM that makes exactly "
+          "max_subscriptions is taken: " + text_of(f))
+    st, f = c.call("SUBSCRIBE", field("MAILBOX", boxes[0]))
     check(st == 6, "the claimer has the subscriptions (EXISTS %d)" % st)
+    refused(*c.call("SUBSCRIBE", field("MAILBOX", boxes[1])), S_LIMIT,
+            "max_subscriptions", "and no room for one more")
 
 
 def connections(path, n_ok):
@@ -605,7 +614,7 @@ if __name__ == "__main__":
     elif mode == "list-pages":
         list_pages(path, int(sys.argv[3]))
     elif mode == "subscriptions":
-        subscriptions(path, int(sys.argv[3]))
+        subscriptions(path, int(sys.argv[3]), sys.argv[4])
 EOF
 
 py()
@@ -677,7 +686,7 @@ stop_broker
 note "max_subscriptions; CLIENTS of a connection with many"
 rm -f "$DB" "$DB"-*
 BROKER_SYNC=off start_broker --max-msg-size 4096 --max-subscriptions 400
-py subscriptions 400
+py subscriptions 400 "$MBOXCTL"
 expect_rc 2 "mboxd --max-subscriptions 0" "$MBOXD" --socket "$SOCK" --db "$DB" \
 	--max-subscriptions 0
 stop_broker
