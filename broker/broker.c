@@ -1602,12 +1602,9 @@ broker_on_dedup_timer(EV_P_ ev_timer *w, int revents)
 int
 broker_mailbox_drop(Broker *b, StoreMailbox *mb)
 {
-	MailboxRt *rt = broker_mailbox_rt(b, mb);
+	MailboxRt *rt = mb->user;
 	Lease *l;
 
-	/* Before anything changes: the ENDED pushes need the name. */
-	if (!rt)
-		return -ENOMEM;
 	if (mb->n_ready + mb->n_leased + mb->n_dead)
 		broker_batch_frees(b);
 	/* Leases of its messages are void. Their give-backs find no
@@ -1616,10 +1613,13 @@ broker_mailbox_drop(Broker *b, StoreMailbox *mb)
 	while ((l = lease_first_of_mailbox(&b->leases, mb->id)))
 		broker_lease_drop(b, l, true);
 	/* Its waiters and subscribers stay until the transaction ends: a
-	 * rollback brings mb back with rt (mb->user) as it was. */
-	rt->dropped = true;
-	rt->dropped_next = b->dropped;
-	b->dropped = rt;
+	 * rollback brings mb back with rt (mb->user) as it was. Without
+	 * runtime state nobody waits or subscribes: nothing to settle. */
+	if (rt) {
+		rt->dropped = true;
+		rt->dropped_next = b->dropped;
+		b->dropped = rt;
+	}
 	return store_mailbox_delete(b->store, mb);
 }
 

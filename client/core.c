@@ -241,6 +241,8 @@ rx_frame(mbox *m, Frame **out, bool nonblock)
 /* -------------------------------------------------------------------- */
 /* Push queue */
 
+/* Append msg, which the queue owns from now on (freed if it cannot be
+ * kept: -ENOMEM). */
 static int
 push_queue(mbox *m, mbox_msg *msg)
 {
@@ -248,8 +250,10 @@ push_queue(mbox *m, mbox_msg *msg)
 		size_t cap = m->push_cap ? 2 * m->push_cap : 16, i;
 		mbox_msg **v = malloc(cap * sizeof(*v));
 
-		if (!v)
+		if (!v) {
+			mbox_msg_free(msg);
 			return -ENOMEM;
+		}
 		/* Unroll the ring so that it starts at 0 again. */
 		for (i = 0; i < m->push_n; i++)
 			v[i] = m->pushq[(m->push_head + i) % m->push_cap];
@@ -327,11 +331,8 @@ push_take_end(mbox *m, Frame *f)
 		if (!proto_has(&fields, MBOX_TAG_TEXT))
 			text.len = 0;
 		r = msg_new_end(fields.first[MBOX_TAG_MAILBOX], text, &end);
-		if (r == 0) {
+		if (r == 0)
 			r = push_queue(m, end);
-			if (r < 0)
-				mbox_msg_free(end);
-		}
 	}
 	core_frame_free(f);
 	return r < 0 ? push_fail(m, r, "the end of a subscription", why) : 0;
@@ -369,11 +370,8 @@ push_take(mbox *m, Frame *f)
 		if (fl.tag != MBOX_TAG_MSG)
 			continue;
 		r = msg_decode(fl.val, fl.len, NULL, &msg, why);
-		if (r == 0) {
+		if (r == 0)
 			r = push_queue(m, msg);
-			if (r < 0)
-				mbox_msg_free(msg);
-		}
 		if (r < 0)
 			break;
 	}
