@@ -1895,6 +1895,7 @@ static const struct {
 	LIMIT_U64("max-store-size", max_store_bytes),
 	LIMIT_U64("commit-delay-us", commit_delay_us),
 	LIMIT_SZ("max-subscriptions", max_subscriptions),
+	LIMIT_SZ("max-mailboxes-per-uid", max_mailboxes_per_uid),
 };
 
 static uint64_t

@@ -35,6 +35,7 @@ typedef struct BrokerConfig {
 	/* Limits (doc/protocol.md 8.3). */
 	size_t max_header_bytes;	/* header keys + values of a message */
 	size_t max_mailboxes;		/* mailboxes in all */
+	size_t max_mailboxes_per_uid;	/* owned by one uid; admins free */
 	uint64_t max_mailbox_msgs;	/* messages of one mailbox, any state */
 	uint64_t max_mailbox_bytes;	/* payload bytes of one mailbox */
 	size_t max_connections_per_uid; /* admins are not counted */
@@ -319,7 +320,7 @@ int broker_status_line(Broker *b, char *buf, size_t size);
  * broker_reload_limits - take the limits of cfg (max_header_bytes,
  * max_mailboxes, max_mailbox_msgs, max_mailbox_bytes, max_connections,
  * max_connections_per_uid, max_unacked, max_in_flight, max_store_bytes,
- * max_subscriptions)
+ * max_subscriptions, max_mailboxes_per_uid)
  * and log each change at notice as "reload: NAME OLD -> NEW". The other
  * fields of cfg are ignored: they need a restart. A lower limit applies to
  * later requests; nothing stored or connected is removed. A max_store_bytes

@@ -218,19 +218,38 @@ mailbox_defaults(StoreMailbox *mb, const Conn *c, const char *name)
 	mb->lease_ms = MBOX_DEFAULT_LEASE_MS;
 }
 
-/* Answer LIMIT if creating mailbox name would pass max_mailboxes. */
+/*
+ * Answer LIMIT if creating mailbox name, owned by the caller, would pass
+ * max_mailboxes or the caller's max_mailboxes_per_uid (admins are not
+ * counted per uid, as for connections).
+ */
 static bool
 mailbox_limit_hit(Request *q, const char *name)
 {
+	const BrokerConfig *cfg = &q->b->cfg;
 	size_t n = store_mailbox_count(q->b->store);
 
-	if (n < q->b->cfg.max_mailboxes)
+	if (n >= cfg->max_mailboxes) {
+		reply_errorf(q, MBOX_S_LIMIT, "max_mailboxes",
+			     "cannot create mailbox %s: the broker holds %zu "
+			     "mailboxes (max_mailboxes is %zu); delete unused "
+			     "ones ('mboxctl rm') or raise mboxd "
+			     "--max-mailboxes",
+			     name, n, cfg->max_mailboxes);
+		return true;
+	}
+	if (acl_is_admin(&q->c->peer))
 		return false;
-	reply_errorf(q, MBOX_S_LIMIT, "max_mailboxes",
-		     "cannot create mailbox %s: the broker holds %zu "
-		     "mailboxes (max_mailboxes is %zu); delete unused ones "
-		     "('mboxctl rm') or raise mboxd --max-mailboxes",
-		     name, n, q->b->cfg.max_mailboxes);
+	n = store_mailbox_count_owned(q->b->store, q->c->uid);
+	if (n < cfg->max_mailboxes_per_uid)
+		return false;
+	reply_errorf(q, MBOX_S_LIMIT, "max_mailboxes_per_uid",
+		     "cannot create mailbox %s: uid %lu owns %zu mailboxes "
+		     "(max_mailboxes_per_uid is %zu); delete unused ones "
+		     "('mboxctl rm') or ask the operator to raise mboxd "
+		     "--max-mailboxes-per-uid",
+		     name, (unsigned long)q->c->uid, n,
+		     cfg->max_mailboxes_per_uid);
 	return true;
 }
 

@@ -76,6 +76,7 @@ typedef struct Options {
 	uint64_t max_store_bytes;
 	uint64_t commit_delay_us;
 	uint64_t max_subscriptions;
+	uint64_t max_mailboxes_per_uid;
 } Options;
 
 static const Options options_default = {
@@ -96,6 +97,7 @@ static const Options options_default = {
 	.max_store_bytes = 0,
 	.commit_delay_us = 100,
 	.max_subscriptions = 1024,
+	.max_mailboxes_per_uid = 4096,
 };
 
 /*
@@ -132,6 +134,8 @@ static const LimitOpt limit_opts[] = {
 	/* Not a limit, but a number SIGHUP applies the same way. */
 	LIMIT_OPT("commit-delay-us", 0, 1000000, false, commit_delay_us),
 	LIMIT_OPT("max-subscriptions", 1, UINT32_MAX, false, max_subscriptions),
+	LIMIT_OPT("max-mailboxes-per-uid", 1, UINT32_MAX, false,
+		  max_mailboxes_per_uid),
 };
 #define N_LIMIT_OPTS (sizeof(limit_opts) / sizeof(limit_opts[0]))
 
@@ -173,6 +177,7 @@ static const struct option longopts[] = {
 	{"max-store-size", required_argument, NULL, OPT_LIMIT0 + 8},
 	{"commit-delay-us", required_argument, NULL, OPT_LIMIT0 + 9},
 	{"max-subscriptions", required_argument, NULL, OPT_LIMIT0 + 10},
+	{"max-mailboxes-per-uid", required_argument, NULL, OPT_LIMIT0 + 11},
 	{"help", no_argument, NULL, 'h'},
 	{"version", no_argument, NULL, 'V'},
 	{NULL, 0, NULL, 0},
@@ -309,6 +314,11 @@ usage(FILE *f)
 		"4096)\n"
 		"      --max-mailboxes N        mailboxes in all (default "
 		"65536)\n"
+		"      --max-mailboxes-per-uid N\n"
+		"                               mailboxes one uid owns; "
+		"root and mboxd's\n"
+		"                               own uid are not counted "
+		"(default 4096)\n"
 		"      --max-mailbox-msgs N     messages one mailbox holds, "
 		"dead ones\n"
 		"                               included (default "
@@ -1116,6 +1126,7 @@ broker_config(const Options *o, const char *socket_path)
 		.max_connections_per_uid = (size_t)o->max_connections_per_uid,
 		.max_unacked = (size_t)o->max_unacked,
 		.max_subscriptions = (size_t)o->max_subscriptions,
+		.max_mailboxes_per_uid = (size_t)o->max_mailboxes_per_uid,
 		.max_store_bytes = o->max_store_bytes,
 		.commit_delay_us = o->commit_delay_us,
 	};

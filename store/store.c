@@ -1453,6 +1453,19 @@ store_mailbox_count(const Store *s)
 	return s->n_mb;
 }
 
+/* No count per uid is kept: creating a mailbox already moves the index
+ * arrays (index_insert), so one more walk keeps it O(mailboxes), and
+ * there is no second record to keep right across rollbacks and CHOWN. */
+size_t
+store_mailbox_count_owned(const Store *s, uint32_t uid)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < s->n_mb; i++)
+		n += s->by_id[i]->mb.owner_uid == uid;
+	return n;
+}
+
 /*
  * fn may create and delete mailboxes (the current one included): the walk
  * goes on from the first name after the current one.

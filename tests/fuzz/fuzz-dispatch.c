@@ -325,6 +325,7 @@ run_start(Run *r)
 		.max_connections_per_uid = 4,
 		.max_unacked = 16,
 		.max_subscriptions = 4,
+		.max_mailboxes_per_uid = 4,
 		.max_store_bytes = 0,
 	};
 	fd = listen_on(r->sock_path);

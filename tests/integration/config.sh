@@ -83,6 +83,7 @@ max-in-flight = 64
 max-store-size = 64M
 commit-delay-us = 250
 max-subscriptions = 8
+max-mailboxes-per-uid = 10
 CONF
 while read -r k; do
 	grep -q "^$k = " "$CONF" || fail "option --$k is not in the test's file"
@@ -118,6 +119,7 @@ sed -i -e 's/^max-mailboxes = 2$/max-mailboxes = 3/' \
 	-e 's/^log-level = debug$/log-level = notice/' \
 	-e 's/^commit-delay-us = 250$/commit-delay-us = 50/' \
 	-e 's/^max-subscriptions = 8$/max-subscriptions = 9/' \
+	-e 's/^max-mailboxes-per-uid = 10$/max-mailboxes-per-uid = 11/' \
 	-e 's/^sync = normal$/sync = off/' "$CONF"
 hup_and_wait 1
 grep -q 'reload: max-mailboxes 2 -> 3' "$LOG" || fail "max-mailboxes change not logged"
@@ -125,7 +127,8 @@ grep -q 'reload: commit-delay-us 250 -> 50' "$LOG" || fail "commit-delay-us chan
 grep -q 'reload: log-level debug -> notice' "$LOG" || fail "log-level change not logged"
 grep -q "reload: sync changed.*needs a restart" "$LOG" || fail "no restart warning for sync"
 grep -q 'reload: max-subscriptions 8 -> 9' "$LOG" || fail "max-subscriptions change not logged"
-grep -q 'reloaded .*: 4 settings changed' "$LOG" || fail "no reload summary: $(tail -5 "$LOG")"
+grep -q 'reload: max-mailboxes-per-uid 10 -> 11' "$LOG" || fail "max-mailboxes-per-uid change not logged"
+grep -q 'reloaded .*: 5 settings changed' "$LOG" || fail "no reload summary: $(tail -5 "$LOG")"
 mbctl create c || fail "max-mailboxes 3 not applied by SIGHUP"
 n=$(grep -c 'client [0-9]* connected' "$LOG")
 mbctl ping >/dev/null

@@ -7,10 +7,11 @@
 # naming the limit, nothing is stored by a refused request, and a full
 # mailbox keeps every message it holds. Then connections: max_connections
 # (the HELLO of one too many answered LIMIT, silent hang-ups closed, a hard
-# cap on how many wait), max_connections_per_uid under another uid (root
-# only, through setpriv), and backpressure: a client that sends requests
-# and never reads, and a subscriber that never reads, cost the broker a
-# bounded amount of memory while another client is answered at once.
+# cap on how many wait), max_connections_per_uid and max_mailboxes_per_uid
+# under another uid (root only, through setpriv), and backpressure: a
+# client that sends requests and never reads, and a subscriber that never
+# reads, cost the broker a bounded amount of memory while another client
+# is answered at once.
 . "${TOP_SRCDIR:-$(dirname "$0")/../..}/tests/integration/lib.sh"
 
 command -v python3 >/dev/null || fail "python3 is needed (apt-get install python3)"
@@ -503,6 +504,44 @@ def per_uid(path, n_ok, limit):
     check(st == 0, "our admitted connections still work")
 
 
+def mailboxes_per_uid(path, n):
+    """As a non-admin uid, under max_mailboxes_per_uid n: its mailboxes,
+    temporary ones included, count; another uid's do not."""
+    c = client(path)
+    mine = ["u%d" % i for i in range(n - 1)]
+    for name in mine:
+        st, f = c.call("CREATE", field("MAILBOX", name))
+        check(st == 0, "CREATE %s: %s" % (name, text_of(f)))
+    st, f = c.call("CREATE", field("MAILBOX", "u.temp") +
+                   field("SETTING", "temp=1"))
+    check(st == 0, "a temporary mailbox is mailbox %d: %s" % (n, text_of(f)))
+    refused(*c.call("CREATE", field("MAILBOX", "u.more")), S_LIMIT,
+            "max_mailboxes_per_uid", "CREATE of mailbox %d of this uid" %
+            (n + 1))
+    st, f = c.call("CREATE", field("MAILBOX", "u.more"))
+    check("uid %d owns %d mailboxes" % (os.getuid(), n) in text_of(f),
+          "the text says whose and how many: " + text_of(f))
+    refused(*post(c, "u.auto", msg("lost?")), S_LIMIT,
+            "max_mailboxes_per_uid", "an autocreating POST over it")
+    # The root's mailbox is writable by all (mode 0666): posting to it
+    # creates nothing, so the limit does not apply.
+    check(post(c, "root.open", msg("to root's"))[0] == 0,
+          "a POST to another's mailbox is not refused")
+    check("u.auto" not in names(c) and "u.more" not in names(c),
+          "refused creations created nothing")
+    # A temporary mailbox goes with its connection, and frees its place.
+    c.s.close()
+    time.sleep(0.3)
+    c = client(path)
+    st, f = c.call("CREATE", field("MAILBOX", "u.again"))
+    check(st == 0, "the closed connection's temporary mailbox made room: " +
+          text_of(f))
+    st, f = c.call("DELETE", field("MAILBOX", "u0"))
+    check(st == 0, "DELETE u0")
+    check(post(c, "u.auto", msg("now"))[0] == 0,
+          "autocreate works again below the limit")
+
+
 def admins(path, n):
     """Admins (root, the broker's uid) are not counted per uid."""
     cs = [client(path) for _ in range(n)]
@@ -601,6 +640,8 @@ if __name__ == "__main__":
         connections(path, int(sys.argv[4]))
     elif mode == "per-uid":
         per_uid(path, int(sys.argv[3]), sys.argv[4])
+    elif mode == "mailboxes-per-uid":
+        mailboxes_per_uid(path, int(sys.argv[3]))
     elif mode == "admins":
         admins(path, int(sys.argv[3]))
     elif mode == "slow":
@@ -744,8 +785,43 @@ if [ "$(id -u)" -eq 0 ] && command -v setpriv >/dev/null 2>&1; then
 	untrack_pid "$uid_pid"
 	grep -v -e 'reply matches' "$T_DIR/uid.out" | sed "s/^/# per-uid: /"
 	stop_broker
+
+	note "max_mailboxes_per_uid (as uid 4012 through setpriv)"
+	rm -f "$DB" "$DB"-*
+	start_broker --max-mailboxes-per-uid 3 --max-mailboxes 20
+	# Root is an admin: its mailboxes are not counted per uid.
+	for i in 1 2 3 4; do
+		mbctl create "root.$i" || fail "root's mailbox $i refused"
+	done
+	mbctl create root.open --mode 0666 || fail "root.open refused"
+	as_4012()
+	{
+		setpriv --reuid=4012 --regid=4012 --clear-groups "$@"
+	}
+	as_4012 timeout 60 python3 "$PY" "$SOCK" mailboxes-per-uid 3 \
+		>"$T_DIR/uid.out" 2>&1 ||
+		fail "mailboxes-per-uid: $(cat "$T_DIR/uid.out")"
+	grep -v -e 'reply matches' -e 'HELLO accepted' "$T_DIR/uid.out" |
+		sed "s/^/# mailboxes-per-uid: /"
+	# u1, u.again and u.auto are the uid's three now; mboxctl says which
+	# limit refused the fourth.
+	rc=0
+	as_4012 "$MBOXCTL" --socket "$SOCK" create u.cli >"$T_DIR/rc.out" \
+		2>"$T_DIR/rc.err" || rc=$?
+	assert_eq 1 "$rc" "exit status of mboxctl create over max_mailboxes_per_uid"
+	grep -q 'max_mailboxes_per_uid' "$T_DIR/rc.err" ||
+		fail "mboxctl does not name the limit: $(cat "$T_DIR/rc.err")"
+	# An admin may give the uid more than that (CHOWN is not refused).
+	mbctl chown root.1 4012 || fail "root cannot give a mailbox to uid 4012"
+	# A higher limit lets the uid create again (restarted here; SIGHUP
+	# is config.sh's).
+	stop_broker
+	start_broker --max-mailboxes-per-uid 5 --max-mailboxes 20
+	as_4012 "$MBOXCTL" --socket "$SOCK" create u.cli ||
+		fail "a higher max_mailboxes_per_uid did not apply"
+	stop_broker
 else
-	note "SKIP max_connections_per_uid: needs root and setpriv to run a client as another uid"
+	note "SKIP max_connections_per_uid, max_mailboxes_per_uid: need root and setpriv to run a client as another uid"
 fi
 
 # ---- Backpressure ----

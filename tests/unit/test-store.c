@@ -836,6 +836,50 @@ test_store_mailbox_foreach_order(void **state)
 	assert_int_equal(store_mailbox_count(fx->s), 0);
 }
 
+/* Mailboxes owned by one uid: what max_mailboxes_per_uid counts. */
+static void
+test_store_mailbox_count_owned(void **state)
+{
+	Fx *fx = *state;
+	StoreMailbox tmpl = {0}, *mb = NULL, *a, *b;
+
+	fx_open(fx, STORE_SYNC_FULL);
+	assert_int_equal(store_mailbox_count_owned(fx->s, 1000), 0);
+	a = mk_mailbox(fx->s, "a");
+	b = mk_mailbox(fx->s, "b");
+	mk_mailbox(fx->s, "c");
+	assert_int_equal(store_mailbox_count_owned(fx->s, 1000), 3);
+	assert_int_equal(store_mailbox_count_owned(fx->s, 7), 0);
+
+	/* Given away (CHOWN): counted for the new owner. */
+	a->owner_uid = 7;
+	assert_int_equal(store_begin(fx->s), 0);
+	assert_int_equal(store_mailbox_update(fx->s, a), 0);
+	assert_int_equal(store_commit(fx->s, true), 0);
+	assert_int_equal(store_mailbox_count_owned(fx->s, 1000), 2);
+	assert_int_equal(store_mailbox_count_owned(fx->s, 7), 1);
+
+	/* A mailbox of the open transaction counts at once, and no longer
+	 * once it is rolled back; so does a deletion. */
+	snprintf(tmpl.name, sizeof(tmpl.name), "d");
+	tmpl.owner_uid = 7;
+	tmpl.mode = 0600;
+	tmpl.lease_ms = MBOX_DEFAULT_LEASE_MS;
+	assert_int_equal(store_begin(fx->s), 0);
+	assert_int_equal(store_mailbox_create(fx->s, &tmpl, &mb), 0);
+	assert_int_equal(store_mailbox_count_owned(fx->s, 7), 2);
+	assert_int_equal(store_mailbox_delete(fx->s, b), 0);
+	assert_int_equal(store_mailbox_count_owned(fx->s, 1000), 1);
+	assert_int_equal(store_rollback(fx->s), 0);
+	assert_int_equal(store_mailbox_count_owned(fx->s, 7), 1);
+	assert_int_equal(store_mailbox_count_owned(fx->s, 1000), 2);
+
+	/* The same after a reopen (loaded from the database). */
+	fx_reopen(fx);
+	assert_int_equal(store_mailbox_count_owned(fx->s, 1000), 2);
+	assert_int_equal(store_mailbox_count_owned(fx->s, 7), 1);
+}
+
 static void
 test_store_mailbox_update(void **state)
 {
@@ -4586,6 +4630,7 @@ main(void)
 		T(test_store_not_a_database_refused),
 		T(test_store_mailbox_create_get),
 		T(test_store_mailbox_foreach_order),
+		T(test_store_mailbox_count_owned),
 		T(test_store_mailbox_update),
 		T(test_store_mailbox_delete),
 		T(test_store_rollback_mailboxes),
