@@ -146,7 +146,20 @@ typedef struct Entry {
 	unsigned txn;	       /* ENTRY_* */
 	char **pat;	       /* bindings: n_pat patterns, strcmp order */
 	size_t n_pat, cap_pat; /* cap_pat never shrinks (see BindUndo) */
+	uint32_t counted_uid;  /* the owner Store.owners counts it for */
 } Entry;
+
+/*
+ * Linked mailboxes per owner uid (store_mailbox_count_owned), in uid
+ * order and without zero counts: never more entries than mailboxes, so
+ * the room index_reserve makes for the index does for these too, and
+ * counting never fails. A refused CREATE asks for the count, so it must
+ * not cost a walk of every mailbox.
+ */
+typedef struct OwnerCount {
+	uint32_t uid;
+	uint32_t n;
+} OwnerCount;
 
 /*
  * One binding change of the open transaction, undone in reverse order on
@@ -437,6 +450,8 @@ struct Store {
 	Entry **by_name; /* n_mb entries, strcmp order */
 	Entry **by_id;	 /* n_mb entries, id order */
 	size_t n_mb, cap_mb;
+	OwnerCount *owners; /* n_owners, cap_mb of room */
+	size_t n_owners;
 	Entry **journal; /* entries touched by the open transaction */
 	size_t n_journal, cap_journal;
 	BindUndo *bundo; /* binding changes of the open transaction */
@@ -655,6 +670,7 @@ index_pos_id(const Store *s, int64_t id, bool *found)
 static int
 index_reserve(Store *s, size_t n)
 {
+	OwnerCount *o;
 	Entry **a;
 	size_t cap;
 
@@ -671,8 +687,74 @@ index_reserve(Store *s, size_t n)
 	if (!a)
 		return store_error(s, -ENOMEM, "out of memory");
 	s->by_id = a;
+	o = realloc(s->owners, cap * sizeof(*o));
+	if (!o)
+		return store_error(s, -ENOMEM, "out of memory");
+	s->owners = o;
 	s->cap_mb = cap;
 	return 0;
+}
+
+static size_t
+owner_pos(const Store *s, uint32_t uid, bool *found)
+{
+	size_t lo = 0, hi = s->n_owners;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (s->owners[mid].uid < uid)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	*found = lo < s->n_owners && s->owners[lo].uid == uid;
+	return lo;
+}
+
+/* Count linked entry e for its owner; room was reserved. */
+static void
+owner_add(Store *s, Entry *e)
+{
+	bool found;
+	size_t i = owner_pos(s, e->mb.owner_uid, &found);
+
+	e->counted_uid = e->mb.owner_uid;
+	if (found) {
+		s->owners[i].n++;
+		return;
+	}
+	assert(s->n_owners < s->cap_mb);
+	memmove(&s->owners[i + 1], &s->owners[i],
+		(s->n_owners - i) * sizeof(OwnerCount));
+	s->owners[i] = (OwnerCount){e->mb.owner_uid, 1};
+	s->n_owners++;
+}
+
+/* Stop counting e, which owner_add counted. */
+static void
+owner_sub(Store *s, const Entry *e)
+{
+	bool found;
+	size_t i = owner_pos(s, e->counted_uid, &found);
+
+	assert(found && s->owners[i].n > 0);
+	if (--s->owners[i].n)
+		return;
+	memmove(&s->owners[i], &s->owners[i + 1],
+		(s->n_owners - i - 1) * sizeof(OwnerCount));
+	s->n_owners--;
+}
+
+/* Linked e's owner_uid may have changed (CHOWN, or put back): recount.
+ * The old count goes first, so the table never outgrows its room. */
+static void
+owner_sync(Store *s, Entry *e)
+{
+	if (e->counted_uid == e->mb.owner_uid)
+		return;
+	owner_sub(s, e);
+	owner_add(s, e);
 }
 
 /* Link e; room was reserved and its name and id are not linked yet. */
@@ -692,6 +774,7 @@ index_insert(Store *s, Entry *e)
 		(s->n_mb - i) * sizeof(Entry *));
 	s->by_id[i] = e;
 	s->n_mb++;
+	owner_add(s, e);
 }
 
 /* Unlink e, which is linked. */
@@ -708,6 +791,7 @@ index_remove(Store *s, Entry *e)
 	memmove(&s->by_id[j], &s->by_id[j + 1],
 		(s->n_mb - j - 1) * sizeof(Entry *));
 	s->n_mb--;
+	owner_sub(s, e);
 }
 
 /* ------------------------------------------------------------------ */
@@ -979,6 +1063,8 @@ journal_undo(Store *s)
 		e->from.known = false;
 		if (e->txn & ENTRY_DELETED)
 			index_insert(s, e);
+		else
+			owner_sync(s, e);
 		e->txn = 0;
 	}
 	s->n_journal = 0;
@@ -1453,17 +1539,13 @@ store_mailbox_count(const Store *s)
 	return s->n_mb;
 }
 
-/* No count per uid is kept: creating a mailbox already moves the index
- * arrays (index_insert), so one more walk keeps it O(mailboxes), and
- * there is no second record to keep right across rollbacks and CHOWN. */
 size_t
 store_mailbox_count_owned(const Store *s, uint32_t uid)
 {
-	size_t n = 0;
+	bool found;
+	size_t i = owner_pos(s, uid, &found);
 
-	for (size_t i = 0; i < s->n_mb; i++)
-		n += s->by_id[i]->mb.owner_uid == uid;
-	return n;
+	return found ? s->owners[i].n : 0;
 }
 
 /*
@@ -1610,10 +1692,12 @@ store_mailbox_update(Store *s, StoreMailbox *mb)
 	e->disk = mbset_from(mb);
 	s->txn_wrote = true;
 	stmt_done(st);
+	owner_sync(s, e); /* CHOWN sets mb->owner_uid before the update */
 	return 0;
 fail:
 	stmt_done(st);
 	mbset_apply(mb, &e->disk);
+	owner_sync(s, e);
 	return r;
 }
 
@@ -3073,6 +3157,7 @@ store_load(Store *s, char *errbuf, size_t errlen)
 		 * by_name is sorted once at the end. */
 		s->by_id[s->n_mb] = e;
 		s->by_name[s->n_mb] = e;
+		owner_add(s, e);
 		s->n_mb++;
 	}
 	if (rc != SQLITE_DONE) {
@@ -3330,6 +3415,7 @@ store_free(Store *s)
 		entry_free(s->by_id[i]);
 	free(s->by_id);
 	free(s->by_name);
+	free(s->owners);
 	free(s->journal);
 	free(s->bundo);
 	for (int i = 0; i < ST_COUNT; i++)

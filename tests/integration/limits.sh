@@ -531,8 +531,12 @@ def mailboxes_per_uid(path, n):
           "refused creations created nothing")
     # A temporary mailbox goes with its connection, and frees its place.
     c.s.close()
-    time.sleep(0.3)
     c = client(path)
+    deadline = time.time() + 10
+    while "u.temp" in names(c) and time.time() < deadline:
+        time.sleep(0.05)
+    check("u.temp" not in names(c), "the temporary mailbox went with its "
+          "connection")
     st, f = c.call("CREATE", field("MAILBOX", "u.again"))
     check(st == 0, "the closed connection's temporary mailbox made room: " +
           text_of(f))

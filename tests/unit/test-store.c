@@ -874,10 +874,85 @@ test_store_mailbox_count_owned(void **state)
 	assert_int_equal(store_mailbox_count_owned(fx->s, 7), 1);
 	assert_int_equal(store_mailbox_count_owned(fx->s, 1000), 2);
 
+	/* A CHOWN rolled back, and one that fails, put the count back. */
+	a->owner_uid = 1000;
+	assert_int_equal(store_begin(fx->s), 0);
+	assert_int_equal(store_mailbox_update(fx->s, a), 0);
+	assert_int_equal(store_mailbox_count_owned(fx->s, 7), 0);
+	assert_int_equal(store_rollback(fx->s), 0);
+	assert_int_equal(store_mailbox_count_owned(fx->s, 7), 1);
+	a->owner_uid = 1000;
+	a->mode = 01000; /* invalid: the update fails */
+	assert_int_equal(store_begin(fx->s), 0);
+	assert_int_equal(store_mailbox_update(fx->s, a), -EINVAL);
+	assert_int_equal(a->owner_uid, 7);
+	assert_int_equal(store_mailbox_count_owned(fx->s, 7), 1);
+	assert_int_equal(store_rollback(fx->s), 0);
+
 	/* The same after a reopen (loaded from the database). */
 	fx_reopen(fx);
 	assert_int_equal(store_mailbox_count_owned(fx->s, 1000), 2);
 	assert_int_equal(store_mailbox_count_owned(fx->s, 7), 1);
+}
+
+static int
+owner_tally(void *ctx, StoreMailbox *mb)
+{
+	size_t *n = ctx;
+
+	n[mb->owner_uid]++;
+	return 0;
+}
+
+/* The counts per owner agree with a walk of the mailboxes, whatever
+ * mix of creations, deletions, CHOWNs, commits and rollbacks led there. */
+static void
+test_store_mailbox_count_owned_mix(void **state)
+{
+	Fx *fx = *state;
+	unsigned seed = 7;
+
+	fx_open(fx, STORE_SYNC_FULL);
+	for (int round = 0; round < 60; round++) {
+		size_t walk[6] = {0};
+		bool commit = rand_r(&seed) % 3 != 0;
+
+		assert_int_equal(store_begin(fx->s), 0);
+		for (int op = 0; op < 8; op++) {
+			char name[16];
+			StoreMailbox tmpl = {0}, *mb;
+
+			snprintf(name, sizeof(name), "m%u",
+				 (unsigned)(rand_r(&seed) % 24));
+			mb = store_mailbox_get(fx->s, name);
+			if (!mb) {
+				snprintf(tmpl.name, sizeof(tmpl.name), "%s",
+					 name);
+				tmpl.owner_uid = (uint32_t)(rand_r(&seed) % 6);
+				tmpl.mode = 0600;
+				tmpl.lease_ms = MBOX_DEFAULT_LEASE_MS;
+				assert_int_equal(
+					store_mailbox_create(fx->s, &tmpl, &mb),
+					0);
+			} else if (rand_r(&seed) % 2) {
+				assert_int_equal(
+					store_mailbox_delete(fx->s, mb), 0);
+			} else {
+				mb->owner_uid = (uint32_t)(rand_r(&seed) % 6);
+				assert_int_equal(
+					store_mailbox_update(fx->s, mb), 0);
+			}
+		}
+		if (commit)
+			assert_int_equal(store_commit(fx->s, true), 0);
+		else
+			assert_int_equal(store_rollback(fx->s), 0);
+		assert_int_equal(
+			store_mailbox_foreach(fx->s, owner_tally, walk), 0);
+		for (uint32_t uid = 0; uid < 6; uid++)
+			assert_int_equal(store_mailbox_count_owned(fx->s, uid),
+					 walk[uid]);
+	}
 }
 
 static void
@@ -4631,6 +4706,7 @@ main(void)
 		T(test_store_mailbox_create_get),
 		T(test_store_mailbox_foreach_order),
 		T(test_store_mailbox_count_owned),
+		T(test_store_mailbox_count_owned_mix),
 		T(test_store_mailbox_update),
 		T(test_store_mailbox_delete),
 		T(test_store_rollback_mailboxes),
