@@ -187,8 +187,8 @@ int store_rollback(Store *s);
 StoreMailbox *store_mailbox_get(Store *s, const char *name);
 StoreMailbox *store_mailbox_by_id(Store *s, int64_t id);
 size_t store_mailbox_count(const Store *s);
-/* Mailboxes owned by uid, those of the open transaction included: a walk
- * of every mailbox held in memory. */
+/* Mailboxes owned by uid, those of the open transaction included (a
+ * look-up: the store keeps a count per owner). */
 size_t store_mailbox_count_owned(const Store *s, uint32_t uid);
 /* Visit every mailbox in name order. */
 int store_mailbox_foreach(Store *s, StoreMailboxFn fn, void *ctx);
