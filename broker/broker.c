@@ -1829,6 +1829,22 @@ broker_stop(Broker *b)
 		unlink(b->cfg.socket_path);
 	/* Finish what was begun: commit and answer, then hang up. */
 	broker_flush(b);
+	/* Every request gets its one reply (doc/protocol.md 3.2): RECVs
+	 * still waiting, and CLAIMs still pushing, are told why they end
+	 * before the connections close. */
+	for (c = b->conns; c;) {
+		/* A send that fails closes c, which moves it off the list. */
+		Conn *next = c->next;
+
+		while (c->waiters && !c->closing)
+			broker_answer_waiter(b, c->waiters, MBOX_S_SHUTDOWN,
+					     BROKER_STOPPING_TEXT);
+		c = next;
+	}
+	handoff_claims_refuse(b, MBOX_S_SHUTDOWN,
+			      "the broker is stopping before the CLAIM was "
+			      "done; its messages go back to their "
+			      "mailboxes, to be taken again once it is back");
 	for (c = b->conns; c;) {
 		Conn *next = c->next;
 		/* Best effort: one more non-blocking push. */

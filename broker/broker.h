@@ -127,6 +127,11 @@ typedef struct Handoff {
  * an hour); the caps also keep handoff_find's linear search short.
  * doc/protocol.md 5.22 and 8.3 (LIMIT "max_handoffs").
  */
+/* The TEXT of a SHUTDOWN answer. */
+#define BROKER_STOPPING_TEXT                                                   \
+	"the broker is stopping; nothing was taken for this request: "         \
+	"connect again once it is back, and repeat it"
+
 #define HANDOFF_MAX_PER_UID 64
 #define HANDOFF_MAX	    4096
 
@@ -489,6 +494,10 @@ int handoff_claim(Broker *b, Handoff *h, Conn *c, uint32_t req_id);
 void handoff_pump(Broker *b);
 /* Does c have a CLAIM still pushing? Then nothing else is leased to it. */
 bool handoff_claiming(const Broker *b, const Conn *c);
+/* Answer every unfinished CLAIM with status and text (the broker is
+ * stopping); the messages stay leased to their claimers until those
+ * close. */
+void handoff_claims_refuse(Broker *b, unsigned status, const char *text);
 /* c is closing: forget its unfinished CLAIM (its leases go back). */
 void handoff_claim_drop(Broker *b, Conn *c);
 /* Deadline passed or broker stopping: leases go back, subs end. */

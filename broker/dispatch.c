@@ -1229,6 +1229,7 @@ typedef struct ListCtx {
 	int64_t now;
 	const char *after; /* start after this name, or NULL */
 	bool more;	   /* the page is full and another mailbox follows */
+	size_t n;	   /* INFOs in the page */
 } ListCtx;
 
 void
@@ -1269,14 +1270,17 @@ list_one(void *ctx, StoreMailbox *mb)
 	     !acl_may(&q->c->peer, mb, ACL_WRITE)))
 		return 0;
 	/* Keep the reply under MAX_FRAME, as a RECV reply: a page ends
-	 * once it holds max_msg_size bytes. */
-	if (w->len >= q->b->cfg.max_msg_size) {
+	 * once it holds max_msg_size bytes. Never before its first INFO,
+	 * which fits in MAX_FRAME's slack: a client that pages on gets
+	 * somewhere whatever the size. */
+	if (lc->n && w->len >= q->b->cfg.max_msg_size) {
 		lc->more = true;
 		return 1;
 	}
 	proto_nest_begin(w, MBOX_TAG_INFO);
 	put_list_fields(q, mb, lc->now);
 	proto_nest_end(w);
+	lc->n++;
 	return 0;
 }
 
@@ -1285,7 +1289,7 @@ static void
 op_list(Request *q)
 {
 	char after[MBOX_NAME_MAX + 1];
-	ListCtx lc = {q, broker_now_ns(), NULL, false};
+	ListCtx lc = {q, broker_now_ns(), NULL, false, 0};
 
 	if (request_check(q, BIT(MBOX_TAG_MAILBOX), 0) < 0)
 		return;
@@ -1407,7 +1411,7 @@ broker_dispatch(Conn *c, const ProtoHeader *h, const uint8_t *body, size_t len)
 	}
 	if (c->broker->stopping) {
 		conn_reply_error(c, h->opcode, h->id, MBOX_S_SHUTDOWN, NULL,
-				 "the broker is shutting down");
+				 "%s", BROKER_STOPPING_TEXT);
 		return;
 	}
 	if (proto_fields_parse(&q.f, body, len, why, &whyp) < 0) {

@@ -218,6 +218,22 @@ handoff_claiming(const Broker *b, const Conn *c)
 }
 
 void
+handoff_claims_refuse(Broker *b, unsigned status, const char *text)
+{
+	Claim *cl;
+
+	while ((cl = b->claims)) {
+		Conn *c = cl->conn;
+		uint32_t req_id = cl->req_id;
+
+		handoff_claim_unlink(b, cl);
+		c->in_flight--;
+		conn_reply_error(c, MBOX_OP_CLAIM, req_id, status, NULL, "%s",
+				 text);
+	}
+}
+
+void
 handoff_claim_drop(Broker *b, Conn *c)
 {
 	for (Claim *cl = b->claims, *next; cl; cl = next) {

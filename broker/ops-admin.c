@@ -410,6 +410,17 @@ op_publish(Request *q)
 		reply_error(q, MBOX_S_LIMIT, "memory", "out of memory");
 		goto out;
 	}
+	/* The reply names every copy (COUNT, then an ID each): it must fit
+	 * in the MAX_FRAME this connection was given. */
+	if ((t.n + 1) * (MBOX_PROTO_FIELD_HDR + 8) > q->c->assembler.max_body) {
+		reply_errorf(q, MBOX_S_LIMIT, "max_frame",
+			     "topic %s matches %zu mailboxes, more than one "
+			     "reply can name (MAX_FRAME is %zu bytes); nothing "
+			     "was published: unbind some of them, or raise "
+			     "mboxd --max-msg-size, which sets MAX_FRAME",
+			     topic, t.n, (size_t)q->c->assembler.max_body);
+		goto out;
+	}
 	for (size_t i = 0; i < t.n; i++)
 		if (post_would_overflow(q, t.mb[i], item, 1, NULL))
 			goto out;

@@ -26,10 +26,10 @@ TAG = dict(MAILBOX=1, DATA=2, ID=3, COUNT=4, WAIT_MS=5, PRIORITY=6,
            VERSION_MIN=22, VERSION_MAX=23, VERSION=24, MAX_MSG_SIZE=25,
            MAX_FRAME=26, SENDER_PID=17, SETTING=27, DEAD=32, FLAGS=36,
            DEAD_REASON=38, DEADLINE_NS=44, TOPIC=45, TOKEN=46,
-           EXPIRES_NS=47, TIME_NS=15)
+           EXPIRES_NS=47, TIME_NS=15, INFO=28, LIMIT=40)
 S = dict(OK=0, MALFORMED=1, UNKNOWN_OP=2, VERSION=3, NOT_FOUND=4,
-         DENIED=5, EXISTS=6, TOO_LARGE=9, INVALID=10, NOT_LEASED=11,
-         STORE=12, NOT_EMPTY=14, BUSY=15)
+         DENIED=5, EXISTS=6, LIMIT=7, TOO_LARGE=9, INVALID=10,
+         NOT_LEASED=11, STORE=12, SHUTDOWN=13, NOT_EMPTY=14, BUSY=15)
 
 
 def field(tag, value):
@@ -424,5 +424,85 @@ def mailbox_semantics(path):
     check(st == 0, "DELETE with FORCE")
 
 
+def shutdown(path):
+    """Run against a broker that the caller stops (SIGTERM) once this
+    prints "waiting": a RECV still waiting then gets its one reply,
+    SHUTDOWN (section 3.2), before the connection closes."""
+    c = Client(path)
+    c.hello()
+    c.call("CREATE", field("MAILBOX", "idle"))
+    rid = c.send_frame(OP["RECV"], field("MAILBOX", "idle") +
+                       field("WAIT_MS", 60000))
+    print("waiting", flush=True)
+    c.s.settimeout(30)
+    op, flags, got, st, body = c.read_frame()
+    check(op == OP["RECV"] and got == rid and flags == 1 and
+          st == S["SHUTDOWN"],
+          "a waiting RECV is answered SHUTDOWN when the broker stops: "
+          "status %d" % st)
+    check("stopping" in text_of(fields(body)),
+          "its TEXT says why: " + text_of(fields(body)))
+    try:
+        d = c.s.recv(DGRAM_MAX)
+    except OSError:
+        d = b""
+    check(d == b"", "then the broker closes the connection")
+
+
+def small_frames(path):
+    """Run against a broker started with --max-msg-size 0, so that
+    MAX_FRAME is the slack alone (section 2)."""
+    c = Client(path)
+    info = c.hello()
+    check(u64(info[TAG["MAX_MSG_SIZE"]]) == 0, "MAX_MSG_SIZE 0")
+    frame = u64(info[TAG["MAX_FRAME"]])
+    # LIST pages end at MAX_MSG_SIZE bytes, but never before one INFO:
+    # paging on gets every mailbox, one a page here.
+    names = ["page-%d" % i for i in range(3)]
+    for n in names:
+        st, f = c.call("CREATE", field("MAILBOX", n))
+        check(st == 0, "CREATE " + n)
+    seen, after = [], None
+    for _ in range(100):
+        st, f = c.call("LIST", field("MAILBOX", after) if after else b"")
+        infos = [dict(fields(v)) for t, v in f if t == TAG["INFO"]]
+        flags = [u64(v) for t, v in f if t == TAG["FLAGS"]]
+        check(st == 0 and infos, "each LIST page holds an INFO")
+        seen += [i[TAG["MAILBOX"]].decode() for i in infos]
+        after = seen[-1]
+        if not (flags and flags[0] & 1):
+            break
+    check(not (flags and flags[0] & 1) and seen == sorted(set(seen)) and
+          set(names) <= set(seen),
+          "paging LIST gets every mailbox once, in order: %r" % seen)
+    # A PUBLISH whose reply (an ID of 14 bytes per copy) would not fit
+    # in MAX_FRAME is refused, and stores nothing.
+    fan = frame // 14
+    for i in range(fan):
+        mb = "fan-%05d" % i
+        st, f = c.call("CREATE", field("MAILBOX", mb))
+        st2, f2 = c.call("BIND", field("MAILBOX", mb) +
+                         field("TOPIC", "wide.t"))
+        if st or st2:
+            check(False, "CREATE and BIND %s: %s %s" %
+                  (mb, text_of(f), text_of(f2)))
+    st, f = c.call("PUBLISH", field("TOPIC", "wide.t") +
+                   field("MSG", field("DATA", "")))
+    check(st == S["LIMIT"] and value(f, "LIMIT") == b"max_frame",
+          "PUBLISH to %d mailboxes, a reply over MAX_FRAME %d, is LIMIT "
+          "max_frame: %s" % (fan, frame, text_of(f)))
+    st, f = c.call("RECV", field("MAILBOX", "fan-00000"))
+    check(st == 0 and not msgs_of(f), "and no copy was stored")
+    for i in range(fan - 8, fan):
+        st, f = c.call("UNBIND", field("MAILBOX", "fan-%05d" % i) +
+                       field("TOPIC", "wide.t"))
+        check(st == 0, "UNBIND")
+    st, f = c.call("PUBLISH", field("TOPIC", "wide.t") +
+                   field("MSG", field("DATA", "")))
+    check(st == 0 and u64(value(f, "COUNT")) == fan - 8,
+          "a PUBLISH whose reply fits goes through: %s" % text_of(f))
+
+
 if __name__ == "__main__":
-    main(sys.argv[1])
+    {"main": main, "shutdown": shutdown, "small_frames": small_frames}[
+        sys.argv[2] if len(sys.argv) > 2 else "main"](sys.argv[1])
