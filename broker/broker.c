@@ -167,6 +167,7 @@ broker_new(Broker **out, struct ev_loop *loop, const Log *log,
 	b->listen_fd = listen_fd;
 	b->own_socket = own_socket;
 	b->commit_wait_fd = -1;
+	b->flush_gen = 1; /* restored leases have 0: committed */
 	lease_table_init(&b->leases);
 	proto_writer_init(&b->w);
 	r = store_open(&b->store, cfg->db_path, cfg->sync, err, sizeof(err));
@@ -774,7 +775,8 @@ broker_waiter_free(Waiter *w)
  * row stays LEASED until a restart voids it: nothing is lost, only late.
  */
 void
-broker_queue_release(Broker *b, uint64_t msg_id, int64_t mailbox_id)
+broker_queue_release(Broker *b, uint64_t msg_id, int64_t mailbox_id,
+		     bool uncommitted)
 {
 	if (b->n_releases == b->cap_releases) {
 		size_t cap = b->cap_releases ? 2 * b->cap_releases : 64;
@@ -790,6 +792,7 @@ broker_queue_release(Broker *b, uint64_t msg_id, int64_t mailbox_id)
 	}
 	b->releases[b->n_releases].msg_id = msg_id;
 	b->releases[b->n_releases].mailbox_id = mailbox_id;
+	b->releases[b->n_releases].uncommitted = uncommitted;
 	b->n_releases++;
 }
 
@@ -803,7 +806,8 @@ broker_lease_drop(Broker *b, Lease *l, bool give_back)
 	bool was_full = holder && holder->leases.count >= b->cfg.max_unacked;
 
 	if (give_back)
-		broker_queue_release(b, l->msg_id, l->mailbox_id);
+		broker_queue_release(b, l->msg_id, l->mailbox_id,
+				     l->flush_gen == b->flush_gen);
 	if (s) {
 		s->unacked--;
 		/* The window opened: more may be pushed. */
@@ -1099,6 +1103,7 @@ broker_deliver_cb(void *ctx, const StoreMsg *m)
 	if (r == 0) {
 		l->lease_ms = d->lease_ms;
 		l->msg_len = m->data_text ? LEASE_LEN_UNKNOWN : m->len;
+		l->flush_gen = b->flush_gen;
 	}
 	if (r < 0) {
 		d->err = r;
@@ -1370,6 +1375,20 @@ broker_deliver_lease(Broker *b, size_t *applied_out)
 	}
 }
 
+/* The batch was rolled back: give-backs of leases it made are void (the
+ * rollback undid those leases; the messages may be leased to someone
+ * else again, as before the batch). The others are tried again. */
+static void
+broker_drop_uncommitted_releases(Broker *b)
+{
+	size_t kept = 0;
+
+	for (size_t i = 0; i < b->n_releases; i++)
+		if (!b->releases[i].uncommitted)
+			b->releases[kept++] = b->releases[i];
+	b->n_releases = kept;
+}
+
 /*
  * Second half, after the commit (r: its outcome): send the deliveries,
  * or on failure give their messages back and answer their RECVs with
@@ -1381,17 +1400,22 @@ broker_deliver_send(Broker *b, Outgoing *out, size_t applied, int r)
 	Outgoing *o;
 
 	b->deliver_failed = r < 0;
-	if (r < 0 && out) {
-		log_write(b->log, LOG_ERR,
-			  "store: cannot commit leases, answering the waiting "
-			  "RECVs with nothing");
-	} else if (r == 0 && applied) {
+	if (r < 0) {
+		if (out)
+			log_write(b->log, LOG_ERR,
+				  "store: cannot commit leases, answering the "
+				  "waiting RECVs with nothing");
+		broker_drop_uncommitted_releases(b);
+	} else if (applied) {
 		/* Those queued since (while sending) stay queued. */
 		b->n_releases -= applied;
 		if (b->n_releases)
 			memmove(b->releases, b->releases + applied,
 				b->n_releases * sizeof(*b->releases));
 	}
+	/* What is still queued after a commit is of committed leases. */
+	for (size_t i = 0; r == 0 && i < b->n_releases; i++)
+		b->releases[i].uncommitted = false;
 	/* Deliveries leave only now that their leases are committed. */
 	while ((o = out)) {
 		out = o->next;
@@ -1753,6 +1777,8 @@ broker_flush(Broker *b)
 	out = broker_deliver_lease(b, &applied);
 	gen = b->commit_gen;
 	answers = broker_commit_batch(b, &r);
+	/* Leases made from here on come after this commit. */
+	b->flush_gen++;
 	if (r < 0)
 		broker_renew_served(b);
 	b->n_served = 0;

@@ -273,7 +273,14 @@ struct Broker {
 	struct {
 		uint64_t msg_id;
 		int64_t mailbox_id;
+		/* Its lease was made in this flush's transaction: when
+		 * that fails to commit, the rollback has undone the lease
+		 * already, and this give-back must go too. */
+		bool uncommitted;
 	} * releases;
+	/* Goes up at every commit of a delivery phase: a lease whose
+	 * flush_gen equals it is not committed yet. */
+	uint64_t flush_gen;
 	size_t n_releases, cap_releases;
 	bool stopping;
 
@@ -426,7 +433,8 @@ void broker_lease_drop(Broker *b, Lease *l, bool give_back);
 void broker_unlease(Broker *b, Conn *c, StoreMailbox *mb, const uint64_t *ids,
 		    size_t n, bool release_rows);
 /* Queue message msg_id of mailbox_id to be made ready again. */
-void broker_queue_release(Broker *b, uint64_t msg_id, int64_t mailbox_id);
+void broker_queue_release(Broker *b, uint64_t msg_id, int64_t mailbox_id,
+			  bool uncommitted);
 
 /* sub.c: subscriptions and pushes. */
 /* c's subscription to the mailbox of rt, or NULL. */

@@ -894,9 +894,13 @@ op_settle(Request *q)
 	}
 	if (delay_ms)
 		ready_ns = broker_now_ns() + (int64_t)delay_ms * 1000000;
-	if (settle_ids(q, kinds[k].verb, &ids, &mbids, &n) < 0 ||
-	    request_txn(q) < 0)
+	if (settle_ids(q, kinds[k].verb, &ids, &mbids, &n) < 0)
 		return;
+	if (request_txn(q) < 0) {
+		free(ids);
+		free(mbids);
+		return;
+	}
 	if (op == MBOX_OP_ACK)
 		broker_batch_frees(b);
 	for (size_t i = 0; i < n; i++) {

@@ -31,6 +31,9 @@ struct Lease {
 	Lease *prev, *next; /* on list */
 	size_t heap_index;  /* position in the deadline heap */
 	LeaseGroup *group;  /* the leases of its mailbox */
+	/* The broker's flush_gen when it was made by a delivery phase; 0
+	 * for leases restored after a failed batch. */
+	uint64_t flush_gen;
 	Lease *group_prev, *group_next;
 };
 

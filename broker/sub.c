@@ -186,7 +186,8 @@ push_flush_slot(PushCtx *pc, PushSlot *ps)
 		/* Called from a store callback: the rows cannot be written
 		 * now, so they go back with the next batch. */
 		for (size_t i = 0; i < ps->n; i++)
-			broker_queue_release(pc->b, ps->ids[i], pc->mb->id);
+			broker_queue_release(pc->b, ps->ids[i], pc->mb->id,
+					     true);
 		broker_unlease(pc->b, ps->sub->conn, NULL, ps->ids, ps->n,
 			       false);
 		free(ps->ids);
@@ -261,6 +262,7 @@ push_one_cb(void *ctx, const StoreMsg *m)
 	}
 	l->lease_ms = ps->lease_ms;
 	l->msg_len = m->data_text ? LEASE_LEN_UNKNOWN : m->len;
+	l->flush_gen = b->flush_gen;
 	l->sub = ps->sub;
 	ps->sub->unacked++;
 	ps->ids[ps->n++] = m->id;
