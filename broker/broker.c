@@ -293,6 +293,7 @@ broker_free(Broker *b)
 		b->pending_head = p->next;
 		free(p->ids);
 		free(p->leases);
+		free(p->body);
 		free(p);
 	}
 	if (b->store) {
@@ -588,6 +589,19 @@ broker_deny_log_ok(Broker *b, size_t *quiet)
 	return true;
 }
 
+/* Queue p, for c, to be answered after the batch's commit. */
+static void
+broker_pending_add(Broker *b, Conn *c, PendingOp *p)
+{
+	p->conn = c;
+	if (b->pending_tail)
+		b->pending_tail->next = p;
+	else
+		b->pending_head = p;
+	b->pending_tail = p;
+	c->in_flight++;
+}
+
 int
 broker_defer(Broker *b, enum pending_kind kind, Conn *c, uint16_t op,
 	     uint32_t req_id, uint64_t *ids, PendingLease *leases, size_t n)
@@ -600,22 +614,35 @@ broker_defer(Broker *b, enum pending_kind kind, Conn *c, uint16_t op,
 		return -ENOMEM;
 	}
 	p->kind = kind;
-	p->conn = c;
 	p->op = op;
 	p->req_id = req_id;
 	p->ids = ids;
 	p->leases = leases;
 	p->n = n;
-	if (b->pending_tail)
-		b->pending_tail->next = p;
-	else
-		b->pending_head = p;
-	b->pending_tail = p;
+	broker_pending_add(b, c, p);
 	if (kind != PENDING_NACK)
 		b->batch_durable = true;
 	if ((kind == PENDING_POST || kind == PENDING_PUBLISH) && n)
 		b->batch_posts = true;
-	c->in_flight++;
+	return 0;
+}
+
+int
+broker_defer_read(Broker *b, Conn *c, const ProtoHeader *h, const uint8_t *body,
+		  size_t len)
+{
+	PendingOp *p = calloc(1, sizeof(*p));
+
+	if (!p || !(p->body = malloc(len ? len : 1))) {
+		free(p);
+		return -ENOMEM;
+	}
+	memcpy(p->body, body, len);
+	p->body_len = len;
+	p->kind = PENDING_READ;
+	p->op = h->opcode;
+	p->req_id = h->id;
+	broker_pending_add(b, c, p);
 	return 0;
 }
 
@@ -951,6 +978,11 @@ broker_answer(Broker *b, PendingOp *p, int r)
 	if (c->closing)
 		return;
 	c->in_flight--;
+	if (p->kind == PENDING_READ) {
+		/* Committed or rolled back: it reads what is stored. */
+		broker_dispatch_read(c, p->op, p->req_id, p->body, p->body_len);
+		return;
+	}
 	if (r < 0) {
 		conn_reply_error(
 			c, p->op, p->req_id, MBOX_S_STORE, NULL,
@@ -1044,6 +1076,7 @@ broker_answer_batch(Broker *b, PendingOp *p, int r)
 		broker_answer(b, p, r);
 		free(p->ids);
 		free(p->leases);
+		free(p->body);
 		free(p);
 		p = next;
 	}

@@ -187,6 +187,7 @@ enum pending_kind {
 	PENDING_REJECT,	 /* like ACK: leases restored on failure */
 	PENDING_PUBLISH, /* COUNT = n and one ID per copy */
 	PENDING_COUNT,	 /* COUNT = n, no ids */
+	PENDING_READ,	 /* LIST, PEEK, STAT, STATS: run once the batch ends */
 };
 
 /* What a settled lease was, to restore it if the batch fails. */
@@ -206,6 +207,8 @@ typedef struct PendingOp {
 	size_t n;
 	uint64_t *ids;	      /* POST: new ids; ACK/NACK: message ids */
 	PendingLease *leases; /* ACK/NACK/REJECT: restored on failure */
+	uint8_t *body;	      /* READ: the request's body */
+	size_t body_len;
 	struct PendingOp *next;
 } PendingOp;
 
@@ -377,6 +380,14 @@ void broker_batch_fail(Broker *b, int err);
 int broker_defer(Broker *b, enum pending_kind kind, Conn *c, uint16_t op,
 		 uint32_t req_id, uint64_t *ids, PendingLease *leases,
 		 size_t n);
+/*
+ * Owe the answer to a request that only reads (LIST, PEEK, STAT, STATS)
+ * and came while the batch holds changes not yet committed: it is run
+ * after the commit, so that it never shows what a failed commit takes
+ * back. Copies body.
+ */
+int broker_defer_read(Broker *b, Conn *c, const ProtoHeader *h,
+		      const uint8_t *body, size_t len);
 MailboxRt *broker_mailbox_rt(Broker *b, StoreMailbox *mb);
 void broker_mailbox_news(Broker *b, StoreMailbox *mb);
 /* A request came: memory is trimmed only once they stop for a while. */
@@ -514,5 +525,8 @@ void broker_reap(Broker *b, Conn *c);
 /* A frame from c is complete. */
 void broker_dispatch(Conn *c, const ProtoHeader *h, const uint8_t *body,
 		     size_t len);
+/* Run a request broker_defer_read kept, now that its batch has ended. */
+void broker_dispatch_read(Conn *c, uint16_t opcode, uint32_t id,
+			  const uint8_t *body, size_t len);
 
 #endif

@@ -1370,6 +1370,45 @@ op_peek(Request *q)
 	conn_send_writer(q->c, &q->b->w);
 }
 
+/* The requests that read the store and change nothing: what they show
+ * must be committed (see broker_defer_read). */
+static void
+dispatch_read(Request *q)
+{
+	switch (q->h->opcode) {
+	case MBOX_OP_LIST:
+		op_list(q);
+		break;
+	case MBOX_OP_PEEK:
+		op_peek(q);
+		break;
+	case MBOX_OP_STAT:
+		op_stat(q);
+		break;
+	case MBOX_OP_STATS:
+		op_stats(q);
+		break;
+	}
+}
+
+void
+broker_dispatch_read(Conn *c, uint16_t opcode, uint32_t id, const uint8_t *body,
+		     size_t len)
+{
+	ProtoHeader h = {.opcode = opcode, .id = id, .body_len = (uint32_t)len};
+	Request q = {.c = c, .b = c->broker, .h = &h};
+	char why[128];
+	const char *whyp = NULL;
+
+	/* It parsed when it came; the copy parses the same. */
+	if (proto_fields_parse(&q.f, body, len, why, &whyp) < 0) {
+		conn_reply_error(c, opcode, id, MBOX_S_MALFORMED, NULL, "%s",
+				 whyp ? whyp : why);
+		return;
+	}
+	dispatch_read(&q);
+}
+
 void
 broker_dispatch(Conn *c, const ProtoHeader *h, const uint8_t *body, size_t len)
 {
@@ -1460,10 +1499,13 @@ broker_dispatch(Conn *c, const ProtoHeader *h, const uint8_t *body, size_t len)
 		op_claim(&q);
 		break;
 	case MBOX_OP_LIST:
-		op_list(&q);
-		break;
 	case MBOX_OP_PEEK:
-		op_peek(&q);
+	case MBOX_OP_STAT:
+	case MBOX_OP_STATS:
+		if (!store_in_txn(q.b->store))
+			dispatch_read(&q);
+		else if (broker_defer_read(q.b, c, h, body, len) < 0)
+			conn_close(c, "out of memory");
 		break;
 	case MBOX_OP_SET:
 		op_set(&q);
@@ -1494,14 +1536,8 @@ broker_dispatch(Conn *c, const ProtoHeader *h, const uint8_t *body, size_t len)
 	case MBOX_OP_CHOWN:
 		op_chown(&q);
 		break;
-	case MBOX_OP_STAT:
-		op_stat(&q);
-		break;
 	case MBOX_OP_CLIENTS:
 		op_clients(&q);
-		break;
-	case MBOX_OP_STATS:
-		op_stats(&q);
 		break;
 	default:
 		conn_reply_error(c, h->opcode, h->id, MBOX_S_UNKNOWN_OP, NULL,

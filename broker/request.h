@@ -111,7 +111,8 @@ void op_publish(Request *q);
 void op_chmod(Request *q);
 void op_chown(Request *q);
 
-/* Handlers of ops-inspect.c (read only, answered at once). */
+/* Handlers of ops-inspect.c (read only: STAT and STATS wait for an open
+ * batch to end, see broker_defer_read). */
 void op_stat(Request *q);
 void op_clients(Request *q);
 void op_stats(Request *q);

@@ -3,7 +3,9 @@
 # from doc/protocol.md alone: payload at MAX_MSG_SIZE and one byte over,
 # malformed bodies, broken framing, pipelining, lease expiry; then a
 # RECV waiting while the broker stops (answered SHUTDOWN), and a broker
-# whose MAX_FRAME is its slack alone (LIST paging, PUBLISH's reply).
+# whose MAX_FRAME is its slack alone (LIST paging, PUBLISH's reply); then
+# a broker whose files may not grow past 512 KiB, where a commit fails:
+# reads in the same batch never show what it took back.
 . "${TOP_SRCDIR:-$(dirname "$0")/../..}/tests/integration/lib.sh"
 
 WIRE="${TOP_SRCDIR:-$(dirname "$0")/../..}/tests/integration/wire.py"
@@ -26,4 +28,23 @@ assert_eq 0 "$rc" "wire.py shutdown exit status"
 
 start_broker --max-msg-size 0 --max-mailboxes-per-uid 10000 --sync normal
 timeout 300 python3 "$WIRE" "$SOCK" small_frames || fail "wire.py small_frames failed"
+stop_broker
+
+# A soft RLIMIT_FSIZE needs no privilege (and can be raised again); it
+# fails the WAL's write as a full disk would; an ignored SIGXFSZ is
+# inherited through exec.
+cat >"$T_DIR/fsize.sh" <<'EOF'
+#!/bin/bash
+trap '' XFSZ
+ulimit -S -f 512
+exec "$@"
+EOF
+chmod +x "$T_DIR/fsize.sh"
+wrapper=$MBOXD_WRAPPER
+MBOXD_WRAPPER="$T_DIR/fsize.sh $wrapper"
+rm -f "$DB" "$DB-wal" "$DB-shm"
+start_broker
+MBOXD_WRAPPER=$wrapper
+timeout 120 python3 "$WIRE" "$SOCK" rolled_back "$BROKER_PID" ||
+	fail "wire.py rolled_back failed"
 stop_broker
