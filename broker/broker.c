@@ -1681,6 +1681,17 @@ broker_mailbox_drop(Broker *b, StoreMailbox *mb)
 }
 
 void
+broker_send_ended(Broker *b, Conn *c, const char *name, int64_t created_ns,
+		  const char *why)
+{
+	proto_writer_begin(&b->w, MBOX_OP_ENDED, MBOX_FLAG_PUSH, 0, MBOX_S_OK);
+	proto_put_str(&b->w, MBOX_TAG_MAILBOX, name);
+	proto_put_u64(&b->w, MBOX_TAG_TIME_NS, (uint64_t)created_ns);
+	proto_put_str(&b->w, MBOX_TAG_TEXT, why);
+	conn_send_writer(c, &b->w);
+}
+
+void
 broker_rt_end(Broker *b, MailboxRt *rt, const char *why)
 {
 	Waiter *w;
@@ -1688,21 +1699,21 @@ broker_rt_end(Broker *b, MailboxRt *rt, const char *why)
 	while ((w = rt->wait_head))
 		broker_answer_waiter(b, w, MBOX_S_NOT_FOUND, why);
 	while (rt->sub_head) {
-		/* Parked in a hand-off: its claimer never hears of it. */
 		Conn *c = rt->sub_head->conn;
 
+		/* Parked in a hand-off: its claimer hears of it at the
+		 * CLAIM. */
+		if (rt->sub_head->parked &&
+		    !handoff_note_ended(rt->sub_head->parked, rt, why))
+			log_write(b->log, LOG_ERR,
+				  "out of memory: the claimer of hand-off "
+				  "%.8s... will not be told that %s ended",
+				  rt->sub_head->parked->token, rt->name);
 		/* Removed before the send: a send that fails closes c, and
 		 * closing ends c's subscriptions. */
 		sub_remove(b, rt->sub_head);
-		if (c && !c->closing) {
-			proto_writer_begin(&b->w, MBOX_OP_ENDED, MBOX_FLAG_PUSH,
-					   0, MBOX_S_OK);
-			proto_put_str(&b->w, MBOX_TAG_MAILBOX, rt->name);
-			proto_put_u64(&b->w, MBOX_TAG_TIME_NS,
-				      (uint64_t)rt->created_ns);
-			proto_put_str(&b->w, MBOX_TAG_TEXT, why);
-			conn_send_writer(c, &b->w);
-		}
+		if (c && !c->closing)
+			broker_send_ended(b, c, rt->name, rt->created_ns, why);
 	}
 	if (rt->news) {
 		/* Rare (a deletion): the walk costs nothing that matters. */

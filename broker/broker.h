@@ -110,6 +110,15 @@ struct Sub {
 };
 
 /* Leases and subscriptions parked under a token (HANDOFF). */
+/* A parked subscription whose mailbox went: its ENDED push, owed to the
+ * claimer. */
+typedef struct HandoffEnded {
+	char *name;
+	char *why;
+	int64_t created_ns;
+	struct HandoffEnded *next;
+} HandoffEnded;
+
 typedef struct Handoff {
 	Broker *broker;
 	char token[MBOX_TOKEN_HEX + 1];
@@ -117,6 +126,7 @@ typedef struct Handoff {
 	int64_t deadline_ns;
 	LeaseList leases;
 	Sub *subs;
+	HandoffEnded *ended; /* pushed to the claimer first */
 	ev_timer timer;
 	struct Handoff *prev, *next;
 } Handoff;
@@ -415,6 +425,9 @@ int broker_mailbox_drop(Broker *b, StoreMailbox *mb);
 /* Answer rt's RECVs with NOT_FOUND and why, end its subscriptions with an
  * ENDED push saying why, and free rt: its mailbox is gone. */
 void broker_rt_end(Broker *b, MailboxRt *rt, const char *why);
+/* Push ENDED (doc/protocol.md 5.13) for a mailbox to c. */
+void broker_send_ended(Broker *b, Conn *c, const char *name, int64_t created_ns,
+		       const char *why);
 /* Return every lease of c (connection closing), end its subscriptions. */
 void broker_release_conn(Broker *b, Conn *c);
 /*
@@ -519,6 +532,9 @@ bool handoff_claiming(const Broker *b, const Conn *c);
 void handoff_claims_refuse(Broker *b, unsigned status, const char *text);
 /* c is closing: forget its unfinished CLAIM (its leases go back). */
 void handoff_claim_drop(Broker *b, Conn *c);
+/* The mailbox of s, parked in a hand-off, is gone: its claimer will be
+ * told (false: out of memory, it will not). */
+bool handoff_note_ended(Handoff *h, const MailboxRt *rt, const char *why);
 /* Deadline passed or broker stopping: leases go back, subs end. */
 void handoff_expire(Broker *b, Handoff *h);
 void broker_reap(Broker *b, Conn *c);

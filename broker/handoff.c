@@ -134,9 +134,39 @@ handoff_find(Broker *b, const char *token)
 	return NULL;
 }
 
+bool
+handoff_note_ended(Handoff *h, const MailboxRt *rt, const char *why)
+{
+	HandoffEnded *e = calloc(1, sizeof(*e));
+
+	if (!e || !(e->name = strdup(rt->name)) || !(e->why = strdup(why))) {
+		if (e)
+			free(e->name);
+		free(e);
+		return false;
+	}
+	e->created_ns = rt->created_ns;
+	e->next = h->ended;
+	h->ended = e;
+	return true;
+}
+
+static void
+handoff_ended_free(HandoffEnded *e)
+{
+	while (e) {
+		HandoffEnded *next = e->next;
+		free(e->name);
+		free(e->why);
+		free(e);
+		e = next;
+	}
+}
+
 static void
 handoff_unlink(Broker *b, Handoff *h)
 {
+	handoff_ended_free(h->ended);
 	ev_timer_stop(b->loop, &h->timer);
 	if (h->prev)
 		h->prev->next = h->next;
@@ -308,11 +338,33 @@ handoff_pump(Broker *b)
 	}
 }
 
+/*
+ * Subscriptions of the record that ended while it was parked: c took the
+ * record over, so c is told, oldest first, before any parked message.
+ * Frees the list.
+ */
+static void
+handoff_send_ended(Broker *b, Conn *c, HandoffEnded *ended)
+{
+	HandoffEnded *e, *oldest_first = NULL;
+
+	while ((e = ended)) {
+		ended = e->next;
+		e->next = oldest_first;
+		oldest_first = e;
+	}
+	for (e = oldest_first; e; e = e->next)
+		if (!c->closing)
+			broker_send_ended(b, c, e->name, e->created_ns, e->why);
+	handoff_ended_free(oldest_first);
+}
+
 int
 handoff_claim(Broker *b, Handoff *h, Conn *c, uint32_t req_id)
 {
 	int64_t now = broker_now_ns();
 	Claim *cl = calloc(1, sizeof(*cl)), **tail;
+	HandoffEnded *ended;
 	bool behind;
 	Lease *l;
 	Sub *s;
@@ -340,6 +392,8 @@ handoff_claim(Broker *b, Handoff *h, Conn *c, uint32_t req_id)
 				   now + (int64_t)l->lease_ms * 1000000);
 	}
 	handoff_move_subs(&h->subs, &c->subs, c, NULL);
+	ended = h->ended;
+	h->ended = NULL;
 	handoff_unlink(b, h);
 	cl->conn = c;
 	cl->req_id = req_id;
@@ -349,7 +403,9 @@ handoff_claim(Broker *b, Handoff *h, Conn *c, uint32_t req_id)
 	for (tail = &b->claims; *tail; tail = &(*tail)->link)
 		cl->prev = *tail;
 	*tail = cl;
-	if (!behind)
+	/* A send that fails closes c, which drops cl. */
+	handoff_send_ended(b, c, ended);
+	if (!behind && !c->closing)
 		handoff_claim_run(b, cl);
 	return 0;
 }

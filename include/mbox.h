@@ -252,8 +252,10 @@ int mbox_handoff(mbox *m, uint64_t wait_ms, char token[MBOX_TOKEN_SIZE],
  * (same uid as the one who parked them, or an admin). The leased
  * messages, unchanged (no delivery counted), arrive as pushes before this
  * returns: read them with mbox_next or mbox_dispatch. *count (may be
- * NULL) receives how many. -ENOENT: no such token, or its deadline passed.
- * -EDQUOT: the caller would hold more than the broker's max_unacked
+ * NULL) receives how many. A parked subscription whose mailbox was
+ * deleted meanwhile is not taken over: its end comes first (-ENOENT
+ * from mbox_next, mbox_ended_mailbox). -ENOENT: no such token, or its deadline
+ * passed. -EDQUOT: the caller would hold more than the broker's max_unacked
  * leases or max_subscriptions subscriptions; settle or unsubscribe some,
  * or claim on another connection (the token stays valid).
  */

@@ -382,6 +382,23 @@ def mailbox_semantics(path):
                    field("COUNT", 10))
     check([m[TAG["DEAD_REASON"]] for m in msgs_of(f)] ==
           [b"rejected", b"max-deliveries"], "dead reasons in id order")
+    # A parked subscription whose mailbox is deleted: the claimer gets
+    # its ENDED at the CLAIM, before the reply (section 5.23).
+    st, f = c.call("CREATE", field("MAILBOX", "ho-gone"))
+    st2, f = s.call("SUBSCRIBE", field("MAILBOX", "ho-gone"))
+    check(st == 0 and st2 == 0, "CREATE and SUBSCRIBE ho-gone")
+    st, f = s.call("HANDOFF", field("WAIT_MS", 10000))
+    token = value(f, "TOKEN").decode()
+    check(st == 0 and u64(value(f, "COUNT")) == 0, "HANDOFF of ho-gone")
+    st, f = c.call("DELETE", field("MAILBOX", "ho-gone"))
+    check(st == 0, "DELETE ho-gone while its subscription is parked")
+    u = Client(path)
+    u.hello()
+    st, f = u.call("CLAIM", field("TOKEN", token))
+    check(st == 0 and u64(value(f, "COUNT")) == 0 and
+          [(e[0], "deleted" in e[1]) for e in u.ends] == [("ho-gone", True)],
+          "the claimer gets ho-gone's ENDED (the mailbox was deleted) "
+          "before the CLAIM reply: %r" % u.ends)
     st, f = t.call("SUBSCRIBE", field("MAILBOX", "sub"))
     check(st == S["EXISTS"], "a second SUBSCRIBE is EXISTS")
     st, f = t.call("UNSUBSCRIBE", field("MAILBOX", "sub"))
