@@ -643,6 +643,7 @@ broker_defer_read(Broker *b, Conn *c, const ProtoHeader *h, const uint8_t *body,
 	p->op = h->opcode;
 	p->req_id = h->id;
 	broker_pending_add(b, c, p);
+	conn_hold(c, true);
 	return 0;
 }
 
@@ -981,6 +982,8 @@ broker_answer(Broker *b, PendingOp *p, int r)
 	if (p->kind == PENDING_READ) {
 		/* Committed or rolled back: it reads what is stored. */
 		broker_dispatch_read(c, p->op, p->req_id, p->body, p->body_len);
+		if (!c->closing)
+			conn_hold(c, false);
 		return;
 	}
 	if (r < 0) {

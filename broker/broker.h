@@ -156,8 +156,9 @@ typedef struct Claim {
 	Conn *conn;
 	uint32_t req_id;
 	uint64_t *ids;
-	size_t n, next; /* ids[next..n) are still to push */
-	size_t pushed;	/* the reply's COUNT */
+	size_t n, next;	     /* ids[next..n) are still to push */
+	HandoffEnded *ended; /* ENDED pushes owed first, newest first */
+	size_t pushed;	     /* the reply's COUNT */
 	struct Claim *prev, *link;
 } Claim;
 

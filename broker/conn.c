@@ -200,6 +200,25 @@ conn_close(Conn *c, const char *why)
 	broker_reap(b, c);
 }
 
+/* Read c's requests unless it is closing, congested or held. */
+static void
+conn_update_reading(Conn *c)
+{
+	struct ev_loop *loop = c->broker->loop;
+
+	if (c->closing || c->read_paused || c->read_held)
+		ev_io_stop(loop, &c->read_io);
+	else
+		ev_io_start(loop, &c->read_io);
+}
+
+void
+conn_hold(Conn *c, bool held)
+{
+	c->read_held = held;
+	conn_update_reading(c);
+}
+
 static void
 conn_update_backpressure(Conn *c)
 {
@@ -209,10 +228,10 @@ conn_update_backpressure(Conn *c)
 		return;
 	if (!c->read_paused && c->out_bytes > b->cfg.max_out_bytes) {
 		c->read_paused = true;
-		ev_io_stop(b->loop, &c->read_io);
+		conn_update_reading(c);
 	} else if (c->read_paused && c->out_bytes <= b->cfg.max_out_bytes / 2) {
 		c->read_paused = false;
-		ev_io_start(b->loop, &c->read_io);
+		conn_update_reading(c);
 		/* Deliveries held back while it was congested. */
 		broker_conn_wake(b, c);
 	} else if (c->held_back && !c->read_paused &&
@@ -396,7 +415,8 @@ conn_on_readable(EV_P_ ev_io *w, int revents)
 	Conn *c = w->data;
 	uint8_t buf[MBOX_PROTO_DGRAM_MAX];
 
-	for (int i = 0; i < CONN_READ_BATCH && !c->closing && !c->read_paused;
+	for (int i = 0; i < CONN_READ_BATCH && !c->closing && !c->read_paused &&
+			!c->read_held;
 	     i++) {
 		struct iovec iov = {buf, sizeof(buf)};
 		struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1};

@@ -45,6 +45,7 @@ struct Conn {
 	bool hello_done;
 	bool closing;	      /* closed; waiting to be reaped */
 	bool read_paused;     /* backpressure: peer is not reading */
+	bool read_held;	      /* a read waits for the batch: see conn_hold */
 	unsigned in_flight;   /* requests not yet answered */
 	uint64_t awaited_gen; /* see Broker.commit_gen */
 	/*
@@ -85,6 +86,13 @@ int conn_send(Conn *c, const uint8_t *frame, size_t len);
 void conn_reply_error(Conn *c, uint16_t op, uint32_t id, unsigned status,
 		      const char *limit, const char *fmt, ...)
 	__attribute__((format(printf, 6, 7)));
+/*
+ * conn_hold - stop (held true) or resume reading c's requests whatever its
+ * output. A read request answered after the batch's commit holds its
+ * connection until then, so that it shows none of the requests the same
+ * connection sent after it.
+ */
+void conn_hold(Conn *c, bool held);
 /* Send the frame in the broker's scratch writer. */
 void conn_send_writer(Conn *c, ProtoWriter *w);
 /*

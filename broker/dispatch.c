@@ -634,7 +634,7 @@ op_post(Request *q)
 
 	if (request_check(q,
 			  BIT(MBOX_TAG_MAILBOX) | BIT(MBOX_TAG_MSG) |
-				  BIT(MBOX_TAG_FLAGS),
+				  BIT(MBOX_TAG_FLAGS) | BIT(MBOX_TAG_OWNER_UID),
 			  BIT(MBOX_TAG_MAILBOX) | BIT(MBOX_TAG_MSG)) < 0 ||
 	    request_name(q, name) < 0)
 		return;
@@ -647,7 +647,8 @@ op_post(Request *q)
 	}
 	mb = store_mailbox_get(b->store, name);
 	if (!mb &&
-	    (proto_u64(&q->f, MBOX_TAG_FLAGS, 0) & MBOX_POST_NO_CREATE)) {
+	    ((proto_u64(&q->f, MBOX_TAG_FLAGS, 0) & MBOX_POST_NO_CREATE) ||
+	     proto_has(&q->f, MBOX_TAG_OWNER_UID))) {
 		/* A reply to a caller that gave up must not leave a new,
 		 * permanent mailbox behind. */
 		reply_errorf(q, MBOX_S_NOT_FOUND, NULL,
@@ -666,6 +667,20 @@ op_post(Request *q)
 	if (mb && !acl_may(&q->c->peer, mb, ACL_WRITE)) {
 		log_denial(q, name);
 		reply_error(q, MBOX_S_DENIED, NULL, "permission denied");
+		return;
+	}
+	/* A server answering a request posts where the request's reply-to
+	 * says, with its own permissions: only into the requester's own
+	 * mailbox, or anyone could have it write anywhere it may. */
+	if (mb && proto_has(&q->f, MBOX_TAG_OWNER_UID) &&
+	    proto_u64(&q->f, MBOX_TAG_OWNER_UID, 0) != mb->owner_uid) {
+		reply_errorf(q, MBOX_S_DENIED, NULL,
+			     "%s is owned by uid %u, not by uid %llu as "
+			     "OWNER_UID asks: nothing was posted (a reply "
+			     "goes only to a mailbox of the requester)",
+			     name, (unsigned)mb->owner_uid,
+			     (unsigned long long)proto_u64(
+				     &q->f, MBOX_TAG_OWNER_UID, 0));
 		return;
 	}
 	if (post_parse(q, &items, &n) < 0)

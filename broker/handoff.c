@@ -225,6 +225,27 @@ handoff_push(Broker *b, Conn *c, Lease *l)
 	return 0;
 }
 
+/*
+ * Subscriptions of a claimed record that ended while it was parked: c
+ * took the record over, so c is told, oldest first, before any parked
+ * message (handoff_claim_run). Frees the list.
+ */
+static void
+handoff_send_ended(Broker *b, Conn *c, HandoffEnded *ended)
+{
+	HandoffEnded *e, *oldest_first = NULL;
+
+	while ((e = ended)) {
+		ended = e->next;
+		e->next = oldest_first;
+		oldest_first = e;
+	}
+	for (e = oldest_first; e; e = e->next)
+		if (!c->closing)
+			broker_send_ended(b, c, e->name, e->created_ns, e->why);
+	handoff_ended_free(oldest_first);
+}
+
 static void
 handoff_claim_unlink(Broker *b, Claim *cl)
 {
@@ -234,6 +255,7 @@ handoff_claim_unlink(Broker *b, Claim *cl)
 		b->claims = cl->link;
 	if (cl->link)
 		cl->link->prev = cl->prev;
+	handoff_ended_free(cl->ended);
 	free(cl->ids);
 	free(cl);
 }
@@ -284,6 +306,15 @@ handoff_claim_run(Broker *b, Claim *cl)
 	Conn *c = cl->conn;
 	ProtoWriter *w = &b->w;
 
+	if (cl->ended) {
+		HandoffEnded *ended = cl->ended;
+
+		cl->ended = NULL;
+		handoff_send_ended(b, c, ended);
+		/* A send that fails closes c, which drops cl. */
+		if (c->closing)
+			return false;
+	}
 	while (cl->next < cl->n) {
 		Lease *l;
 
@@ -338,27 +369,6 @@ handoff_pump(Broker *b)
 	}
 }
 
-/*
- * Subscriptions of the record that ended while it was parked: c took the
- * record over, so c is told, oldest first, before any parked message.
- * Frees the list.
- */
-static void
-handoff_send_ended(Broker *b, Conn *c, HandoffEnded *ended)
-{
-	HandoffEnded *e, *oldest_first = NULL;
-
-	while ((e = ended)) {
-		ended = e->next;
-		e->next = oldest_first;
-		oldest_first = e;
-	}
-	for (e = oldest_first; e; e = e->next)
-		if (!c->closing)
-			broker_send_ended(b, c, e->name, e->created_ns, e->why);
-	handoff_ended_free(oldest_first);
-}
-
 int
 handoff_claim(Broker *b, Handoff *h, Conn *c, uint32_t req_id)
 {
@@ -403,9 +413,8 @@ handoff_claim(Broker *b, Handoff *h, Conn *c, uint32_t req_id)
 	for (tail = &b->claims; *tail; tail = &(*tail)->link)
 		cl->prev = *tail;
 	*tail = cl;
-	/* A send that fails closes c, which drops cl. */
-	handoff_send_ended(b, c, ended);
-	if (!behind && !c->closing)
+	cl->ended = ended;
+	if (!behind)
 		handoff_claim_run(b, cl);
 	return 0;
 }

@@ -361,18 +361,25 @@ stat_listed(const MailboxRt *rt, const Waiter *w)
 	return false;
 }
 
-/* Every connection subscribed to or waiting on rt's mailbox. */
+/*
+ * Every connection subscribed to or waiting on rt's mailbox (mb). Its
+ * owner and admins see them all; anyone else, as in CLIENTS, only those
+ * of its own uid: who else consumes, with pids and process names, is not
+ * theirs to learn (doc/security.md).
+ */
 static bool
-put_consumers(Request *q, const MailboxRt *rt)
+put_consumers(Request *q, const MailboxRt *rt, const StoreMailbox *mb)
 {
+	bool all = acl_is_admin(&q->c->peer) || q->c->uid == mb->owner_uid;
+
 	for (const Sub *s = rt->sub_head; s; s = s->mb_next) {
-		if (!s->conn)
-			continue; /* parked in a hand-off */
+		if (!s->conn || (!all && s->conn->uid != q->c->uid))
+			continue; /* parked in a hand-off, or not shown */
 		if (reply_full(q) || put_client(q, s->conn, rt))
 			return true;
 	}
 	for (const Waiter *w = rt->wait_head; w; w = w->mb_next) {
-		if (stat_listed(rt, w))
+		if (stat_listed(rt, w) || (!all && w->conn->uid != q->c->uid))
 			continue;
 		if (reply_full(q) || put_client(q, w->conn, rt))
 			return true;
@@ -411,7 +418,7 @@ op_stat(Request *q)
 	put_stat_info(q, mb);
 	if (rt) {
 		put_counters(q->b, w, &rt->counters, false);
-		cut = put_consumers(q, rt);
+		cut = put_consumers(q, rt, mb);
 	}
 	proto_put_u64(w, MBOX_TAG_FLAGS, cut ? MBOX_REPLY_TRUNCATED : 0);
 	conn_send_writer(q->c, w);

@@ -105,9 +105,10 @@ int core_enter_mailbox(mbox *m, const char *mailbox);
 /* admin.c: LIST's mailbox summary fields (also the start of STAT's INFO)
  * into info; info->name is allocated. 0 or -ENOMEM. */
 int info_fields_decode(const ProtoFields *f, mbox_mailbox_info *info);
-/* post.c: POST items to mailbox with POST FLAGS (MBOX_POST_NO_CREATE). */
+/* post.c: POST items to mailbox with POST FLAGS (MBOX_POST_NO_CREATE);
+ * owner_uid >= 0: only into a mailbox that uid owns (OWNER_UID). */
 int post_batch(mbox *m, const char *mailbox, const mbox_post_item *items,
-	       size_t n, uint64_t *ids, unsigned flags);
+	       size_t n, uint64_t *ids, unsigned flags, int64_t owner_uid);
 
 /* Start a request frame in m->tx; returns its id. Fields follow with
  * proto_put_*(&m->tx, ...). */

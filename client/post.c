@@ -149,7 +149,7 @@ post_reply_ids(mbox *m, const Frame *fr, size_t n, uint64_t *ids)
 
 int
 post_batch(mbox *m, const char *mailbox, const mbox_post_item *items, size_t n,
-	   uint64_t *ids, unsigned flags)
+	   uint64_t *ids, unsigned flags, int64_t owner_uid)
 {
 	ProtoFields f;
 	Frame *fr;
@@ -174,6 +174,8 @@ post_batch(mbox *m, const char *mailbox, const mbox_post_item *items, size_t n,
 	proto_put_str(&m->tx, MBOX_TAG_MAILBOX, mailbox);
 	if (flags)
 		proto_put_u64(&m->tx, MBOX_TAG_FLAGS, flags);
+	if (owner_uid >= 0)
+		proto_put_u64(&m->tx, MBOX_TAG_OWNER_UID, (uint64_t)owner_uid);
 	for (i = 0; i < n; i++)
 		post_item_put(&m->tx, items[i].data, items[i].len,
 			      items[i].opts);
@@ -189,7 +191,7 @@ int
 mbox_post_batch(mbox *m, const char *mailbox, const mbox_post_item *items,
 		size_t n, uint64_t *ids)
 {
-	return post_batch(m, mailbox, items, n, ids, 0);
+	return post_batch(m, mailbox, items, n, ids, 0, -1);
 }
 
 int

@@ -253,9 +253,13 @@ mbox_reply(mbox *m, const mbox_msg *request, const void *data, size_t len,
 	o.headers = h ? h : headers;
 	{
 		/* Never create the caller's mailbox: if it gave up and its
-		 * temporary mailbox is gone, the answer has nowhere to go. */
+		 * temporary mailbox is gone, the answer has nowhere to go.
+		 * Only into a mailbox of the caller's uid: anyone who may
+		 * post a request names reply-to, and the answer goes out
+		 * with our identity and our permissions. */
 		mbox_post_item item = {.data = data, .len = len, .opts = &o};
-		r = post_batch(m, to, &item, 1, NULL, MBOX_POST_NO_CREATE);
+		r = post_batch(m, to, &item, 1, NULL, MBOX_POST_NO_CREATE,
+			       (int64_t)mbox_msg_sender_uid(request));
 	}
 	free(h);
 	return r;

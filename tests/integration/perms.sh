@@ -13,7 +13,9 @@
 #   - chown: only an admin gives a mailbox away, the owner picks only its
 #     own groups; the broker's own uid is an admin too (a second broker);
 #   - every message carries the sender's uid, gid and pid as the kernel
-#     gave them, and a client cannot forge them (wire.py under setpriv).
+#     gave them, and a client cannot forge them (wire.py under setpriv);
+#   - mboxctl serve answers only into a mailbox of the requester's uid,
+#     and stat shows a mailbox's consumers to its owner, not to others.
 # The ids (4001..4005, 4100..4300) need no passwd or group entry.
 #
 # Needs root and setpriv, and a build tree the other uids can run from
@@ -461,6 +463,53 @@ EOF
 	for ((i = 0; i < 15; i++)); do tally "denial body (wire)" other d; done
 fi
 
+# ---- Request/reply and STAT across uids ----
+
+# A server answers only into a mailbox of the requester's uid: anyone who
+# may post a request chooses its reply-to, and the answer goes out with
+# the server's permissions. stat shows the server's connection to the
+# mailbox's owner (and admins), not to the other users who may write it.
+note "serve answers only into the requester's mailbox; stat's consumers"
+new_mailbox rpc-svc 0666
+new_mailbox rpc-victim 0666
+who_prefix owner
+"${WHO[@]}" "$MBOXCTL" -S "$SOCK" serve rpc-svc -- cat \
+	>"$T_DIR/serve.out" 2>"$T_DIR/serve.err" </dev/null &
+SERVE_PID=$!
+track_pid "$SERVE_PID"
+for ((i = 0; i < 100; i++)); do
+	run admin stat rpc-svc --json
+	grep -q '"consumers":1' "$T_DIR/out" && break
+	sleep 0.1
+done
+grep -q '"consumers":1' "$T_DIR/out" || fail "serve never subscribed to rpc-svc"
+run other post rpc-svc injected -H reply-to=rpc-victim -H correlation-id=x
+[ "$RC" -eq 0 ] || run_fail "other's request to rpc-svc"
+wait_grep "$T_DIR/serve.err" 'rpc-victim is owned by uid 4001, not by uid 4003' 100 ||
+	fail "serve did not refuse to answer into rpc-victim: $(cat "$T_DIR/serve.err")"
+run admin peek rpc-victim --count 10
+[ ! -s "$T_DIR/out" ] || run_fail "the answer went into rpc-victim, owned by 4001"
+tally "reply-to (serve)" other d
+run other call rpc-svc hello --timeout 10
+[ "$RC" -eq 0 ] && [ "$(cat "$T_DIR/out")" = hello ] ||
+	run_fail "other's call to rpc-svc got no answer"
+tally "reply-to (serve)" other a
+for who in owner admin other; do
+	run "$who" stat rpc-svc
+	[ "$RC" -eq 0 ] || run_fail "stat rpc-svc as $who"
+	if grep -qE "^ *[0-9]+ +$SERVE_PID +4001 " "$T_DIR/out"; then
+		[ "$who" != other ] || run_fail "stat as other shows uid 4001's connection"
+		tally "stat consumers" "$who" a
+	else
+		[ "$who" = other ] || run_fail "stat as $who misses serve's connection"
+		tally "stat consumers" "$who" d
+	fi
+done
+kill -TERM "$SERVE_PID"
+wait_dead "$SERVE_PID" 150 || fail "serve did not stop on SIGTERM"
+wait "$SERVE_PID" || fail "serve exited non-zero: $(cat "$T_DIR/serve.err")"
+untrack_pid "$SERVE_PID"
+
 # ---- The broker's own uid is an admin too ----
 
 note "a broker run as uid 4005"
@@ -531,7 +580,8 @@ for who in "${CLASSES[@]}" owner2 bself; do printf ' %-12s' "${CLASS_NAME[$who]:
 echo
 for op in ls peek recv subscribe post publish kick set purge pause resume \
 	bind unbind chmod chown rm "chown/chmod rules" "broker's uid is admin" \
-	"sender identity" "forged sender (wire)" "denial body (wire)"; do
+	"sender identity" "forged sender (wire)" "denial body (wire)" \
+	"reply-to (serve)" "stat consumers"; do
 	printf '# %-22s' "$op"
 	for who in "${CLASSES[@]}" owner2 bself; do
 		printf ' %-12s' "$(cell "$op" "$who")"

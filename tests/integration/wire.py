@@ -413,6 +413,26 @@ def mailbox_semantics(path):
     check(b"reply.gone" not in b"".join(v for t, v in f),
           "and the mailbox was not created")
 
+    # OWNER_UID: only into a mailbox that uid owns (a server's reply).
+    me = os.geteuid()
+    st, f = c.call("CREATE", field("MAILBOX", "mine"))
+    check(st == 0, "CREATE mine")
+    st, f = c.call("POST", field("MAILBOX", "mine") +
+                   field(41, me + 1) + field("MSG", field("DATA", "x")))
+    check(st == S["DENIED"] and ("owned by uid %d" % me) in text_of(f),
+          "POST with another OWNER_UID is DENIED, naming the owner: " +
+          text_of(f))
+    st, f = c.call("POST", field("MAILBOX", "reply.gone2") + field(41, me) +
+                   field("MSG", field("DATA", "x")))
+    check(st == S["NOT_FOUND"], "POST with OWNER_UID never creates: " +
+          text_of(f))
+    st, f = c.call("POST", field("MAILBOX", "mine") + field(41, me) +
+                   field("MSG", field("DATA", "owned")))
+    check(st == 0, "POST with the owner's OWNER_UID: " + text_of(f))
+    st, f = c.call("PEEK", field("MAILBOX", "mine") + field("COUNT", 10))
+    check([m[TAG["DATA"]] for m in msgs_of(f)] == [b"owned"],
+          "only the POST with the owner's uid stored its message")
+
     # TTL and DEDUP on POST.
     a = post(c, "opts", "once", field("DEDUP", "key-1"))
     b = post(c, "opts", "twice", field("DEDUP", "key-1"))
@@ -529,7 +549,8 @@ def rolled_back(path, pid):
     (a soft RLIMIT_FSIZE, SIGXFSZ ignored): its WAL fills, and a commit fails
     at its write. What a failed commit takes back must never be shown:
     a PEEK, STAT or LIST that comes in the same batch as the failed
-    POST is answered after the rollback."""
+    POST is answered after the rollback. Then, with room again, such a
+    read shows nothing its own connection sent after it."""
     pid = int(pid)
     c = Client(path)
     c.hello()
@@ -586,10 +607,10 @@ def rolled_back(path, pid):
           "PEEK in the same batch shows the last stored message and not "
           "the post that was rolled back: %r" % [d[:12] for d in datas])
 
-    def ready_of(f, what):
+    def ready_of(f, what, mailbox=b"rb"):
         infos = [dict(fields(v)) for t, v in f if t == TAG["INFO"]]
-        rb = [i for i in infos if i[TAG["MAILBOX"]] == b"rb"]
-        check(len(rb) == 1, what + " has rb's INFO")
+        rb = [i for i in infos if i[TAG["MAILBOX"]] == mailbox]
+        check(len(rb) == 1, "%s has %s's INFO" % (what, mailbox.decode()))
         return u64(rb[0][TAG["READY"]]), u64(rb[0][TAG["BYTES"]])
 
     want = (len(kept), sum(len(d) for _, d in kept))
@@ -620,6 +641,34 @@ def rolled_back(path, pid):
           "every stored message is received once, in order, then the "
           "post made after room came back; the failed ones never "
           "(%d received, %d expected)" % (len(got), len(kept) + 1))
+    # A read waiting for the batch holds its connection: it shows
+    # nothing that connection sent after it (section 3.2). POST opens
+    # the batch, so PEEK and STAT wait; DELETE comes after them.
+    kids = [post(c, "keep", "k%d" % i) for i in range(3)]
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        rids = [c.send_frame(OP["POST"], field("MAILBOX", "other") +
+                             field("MSG", field("DATA", "o"))),
+                c.send_frame(OP["PEEK"], field("MAILBOX", "keep") +
+                             field("COUNT", 10)),
+                c.send_frame(OP["STAT"], field("MAILBOX", "keep")),
+                c.send_frame(OP["DELETE"], field("MAILBOX", "keep") +
+                             field("FLAGS", 1))]
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    replies = {}
+    for _ in rids:
+        op, flags, rid, st, body = c.read_frame()
+        replies[rid] = (st, fields(body))
+    st, f = replies[rids[1]]
+    check(st == 0 and [u64(m[TAG["ID"]]) for m in msgs_of(f)] == kids,
+          "a PEEK sent before a DELETE on its connection shows the "
+          "messages: %d %s" % (st, text_of(f)))
+    st, f = replies[rids[2]]
+    check(st == 0 and ready_of(f, "STAT", b"keep")[0] == 3,
+          "so does a STAT: %d %s" % (st, text_of(f)))
+    check(replies[rids[0]][0] == 0 and replies[rids[3]][0] == 0,
+          "the POST and the DELETE succeed")
 
 
 if __name__ == "__main__":
