@@ -306,6 +306,11 @@ handoff_claim_run(Broker *b, Claim *cl)
 	Conn *c = cl->conn;
 	ProtoWriter *w = &b->w;
 
+	/* Behind an earlier CLAIM of c (handoff_pump runs every claim):
+	 * nothing of this one goes out before that one's reply. */
+	for (const Claim *p = cl->prev; p; p = p->prev)
+		if (p->conn == c)
+			return true;
 	if (cl->ended) {
 		HandoffEnded *ended = cl->ended;
 

@@ -280,8 +280,8 @@ int mbox_call(mbox *m, const char *mailbox, const void *data, size_t len,
  * The answer goes only into an existing mailbox owned by the request's
  * sender uid: -ENOENT if it is gone (the caller gave up), -EACCES if
  * another uid owns it (anyone may name any reply-to; we must not post
- * there with our permissions). The request itself still has to be
- * acked.
+ * there with our permissions) or we may not write it. The request itself still
+ * has to be acked.
  */
 int mbox_reply(mbox *m, const mbox_msg *request, const void *data, size_t len,
 	       const char *const *headers);

@@ -344,8 +344,11 @@ serve_finish(Ctl *c, Child *ch)
 		return WORK_ACK;
 	}
 	ctl_fail(c, r, "cannot reply");
-	/* The caller is gone or refuses us: retrying cannot help. */
-	if (r == -ENOENT || r == -EACCES || r == -EINVAL || r == -EMSGSIZE)
+	/* The caller is gone or refuses us, or the broker does not take
+	 * the reply (-EBADMSG: one older than this mboxctl, without POST's
+	 * OWNER_UID): retrying cannot help. */
+	if (r == -ENOENT || r == -EACCES || r == -EINVAL || r == -EMSGSIZE ||
+	    r == -EBADMSG)
 		return WORK_ACK;
 	return WORK_NACK;
 }
