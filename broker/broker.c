@@ -637,7 +637,8 @@ broker_defer_read(Broker *b, Conn *c, const ProtoHeader *h, const uint8_t *body,
 		free(p);
 		return -ENOMEM;
 	}
-	memcpy(p->body, body, len);
+	if (len) /* an empty body may come as NULL */
+		memcpy(p->body, body, len);
 	p->body_len = len;
 	p->kind = PENDING_READ;
 	p->op = h->opcode;
