@@ -122,7 +122,8 @@ typedef struct HandoffEnded {
 typedef struct Handoff {
 	Broker *broker;
 	char token[MBOX_TOKEN_HEX + 1];
-	uid_t uid; /* of the connection that parked them */
+	uint64_t serial; /* names it in the log, which never shows the token */
+	uid_t uid;	 /* of the connection that parked them */
 	int64_t deadline_ns;
 	LeaseList leases;
 	Sub *subs;
@@ -268,6 +269,7 @@ struct Broker {
 	int64_t refuse_log_ns; /* last refusal logged: at most one a second */
 	size_t refuse_quiet;   /* refusals not logged since */
 	uint64_t next_serial;
+	uint64_t next_handoff_serial;
 	Conn *dead; /* closed, reaped after the iteration */
 
 	LeaseTable leases;

@@ -3,7 +3,7 @@
  *
  * Invariants: a frame is queued whole and its datagrams leave back to
  * back (the protocol forbids interleaving); out_bytes counts what is
- * queued; when it passes max_out_bytes we stop reading the peer until the
+ * queued; when it reaches max_out_bytes we stop reading the peer until the
  * queue drains, so a client that does not read cannot make us buffer
  * without bound by sending more requests. While paused (congested) it is
  * also sent nothing new that it did not ask for on the same iteration:
@@ -226,7 +226,7 @@ conn_update_backpressure(Conn *c)
 
 	if (c->closing)
 		return;
-	if (!c->read_paused && c->out_bytes > b->cfg.max_out_bytes) {
+	if (!c->read_paused && c->out_bytes >= b->cfg.max_out_bytes) {
 		c->read_paused = true;
 		conn_update_reading(c);
 	} else if (c->read_paused && c->out_bytes <= b->cfg.max_out_bytes / 2) {

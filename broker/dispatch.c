@@ -1149,10 +1149,10 @@ op_handoff(Request *q)
 		return;
 	}
 	log_write(q->b->log, LOG_INFO,
-		  "client %llu (pid %d) handed off %zu message(s) under "
-		  "token %.8s...",
+		  "client %llu (pid %d) handed off %zu message(s) as "
+		  "hand-off %llu",
 		  (unsigned long long)q->c->serial, (int)q->c->pid, n,
-		  h->token);
+		  (unsigned long long)h->serial);
 	w = reply_begin(q);
 	proto_put_str(w, MBOX_TAG_TOKEN, h->token);
 	proto_put_u64(w, MBOX_TAG_DEADLINE_NS, (uint64_t)h->deadline_ns);

@@ -34,10 +34,10 @@ handoff_on_timer(EV_P_ ev_timer *t, int revents)
 	/* The lease timer may have given the messages back already (their
 	 * deadline is the hand-off's): then only the subscriptions end. */
 	log_write(h->broker->log, LOG_INFO,
-		  "hand-off %.8s... was not claimed in time: its "
+		  "hand-off %llu was not claimed in time: its "
 		  "subscriptions end and its messages go back to their "
 		  "mailboxes",
-		  h->token);
+		  (unsigned long long)h->serial);
 	handoff_expire(h->broker, h);
 }
 
@@ -106,6 +106,7 @@ handoff_park(Broker *b, Conn *c, uint64_t wait_ms, Handoff **out)
 		return -EIO;
 	}
 	h->broker = b;
+	h->serial = ++b->next_handoff_serial;
 	h->uid = c->uid;
 	h->deadline_ns = broker_now_ns() + (int64_t)wait_ms * 1000000;
 	while ((l = c->leases.head)) {

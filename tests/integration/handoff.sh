@@ -80,6 +80,18 @@ alive "$uW" || fail "(b) the worker's connection did not stay usable after its h
 stop "$uW"
 note "(b) an unclaimed hand-off gave its 8 messages to another consumer after the deadline"
 
+# The log names hand-offs by serial number and never shows a token, not
+# even its first digits (doc/security.md).
+for t in $(sed -n 's/^handoff \([0-9a-f]*\)$/\1/p' "$T_DIR/h.out" "$T_DIR/uW.out"); do
+	! grep -qi "${t:0:8}" "$T_DIR/mboxd.log" ||
+		fail "(b) the broker's log shows token $t: $(grep -i "${t:0:8}" "$T_DIR/mboxd.log" | words)"
+done
+grep -qE 'handed off 8 message\(s\) as hand-off [0-9]+$' "$T_DIR/mboxd.log" ||
+	fail "(b) no log line for the hand-off: $(words <"$T_DIR/mboxd.log")"
+grep -qE 'hand-off [0-9]+ was not claimed in time' "$T_DIR/mboxd.log" ||
+	fail "(b) no log line for the unclaimed hand-off: $(words <"$T_DIR/mboxd.log")"
+note "(b) the log names both hand-offs by number and shows no token"
+
 # --- (c) unknown, malformed and used tokens ---
 expect_rc 5 "(c) claim of an unknown token" \
 	"$SUB" -S "$SOCK" claim 0123456789abcdef0123456789abcdef
