@@ -1111,7 +1111,17 @@ broker_put_msg(ProtoWriter *w, const StoreMailbox *mb, const StoreMsg *m,
 	proto_put_u64(w, MBOX_TAG_SENDER_PID, m->pid);
 	proto_put_u64(w, MBOX_TAG_SENDER_UID, m->uid);
 	proto_put_u64(w, MBOX_TAG_SENDER_GID, m->gid);
-	proto_put_str(w, MBOX_TAG_SENDER_COMM, m->comm);
+	if (proto_utf8_valid((const uint8_t *)m->comm, strlen(m->comm))) {
+		proto_put_str(w, MBOX_TAG_SENDER_COMM, m->comm);
+	} else {
+		/* Stored by a broker that did not scrub process names yet:
+		 * sent as such, no client could decode the message. */
+		char comm[sizeof(m->comm)];
+
+		memcpy(comm, m->comm, sizeof(comm));
+		proto_utf8_scrub(comm);
+		proto_put_str(w, MBOX_TAG_SENDER_COMM, comm);
+	}
 	if (deadline_ns)
 		proto_put_u64(w, MBOX_TAG_DEADLINE_NS, (uint64_t)deadline_ns);
 	if (m->expires_ns)

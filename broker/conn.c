@@ -82,6 +82,15 @@ conn_read_comm(Conn *c)
 		}
 		close(pidfd);
 	}
+	/* Any process may name itself with any bytes (PR_SET_NAME), and the
+	 * kernel cuts names at 15 bytes, in the middle of a character if it
+	 * must: SENDER_COMM is a str, and what a client cannot decode it
+	 * cannot read (nor the message that carries it). Controls would
+	 * garble the tables mboxctl prints. */
+	proto_utf8_scrub(c->comm);
+	for (char *p = c->comm; *p; p++)
+		if ((unsigned char)*p < 0x20 || *p == 0x7f)
+			*p = '?';
 }
 
 static int
@@ -358,6 +367,9 @@ conn_reply_error(Conn *c, uint16_t op, uint32_t id, unsigned status,
 	va_start(ap, fmt);
 	vsnprintf(text, sizeof(text), fmt, ap);
 	va_end(ap);
+	/* A text cut to fit a buffer may end, or hold, a character cut in
+	 * two; TEXT is a str, which a client must be able to decode. */
+	proto_utf8_scrub(text);
 	proto_writer_begin(w, op, MBOX_FLAG_REPLY, id, status);
 	proto_put_str(w, MBOX_TAG_TEXT, text);
 	if (limit)

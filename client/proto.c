@@ -582,54 +582,60 @@ proto_reader_next(ProtoReader *r, ProtoField *f)
 /* Validation                                                          */
 
 /*
- * Offset of the first byte of p[0..len) that is not part of well-formed
- * UTF-8 (RFC 3629: no overlongs, no surrogates, nothing above U+10FFFF),
- * or len when all of it is. NUL is valid UTF-8; callers check it apart so
- * they can say which was wrong.
+ * The UTF-8 sequence at p[0..len), len >= 1: its length when it is
+ * well-formed (RFC 3629: no overlongs, no surrogates, nothing above
+ * U+10FFFF), 0 when p holds only the beginning of one (a character cut
+ * short by the end), -1 when it is invalid. NUL is valid UTF-8; callers
+ * check it apart so they can say which was wrong.
  */
+static int
+utf8_seq(const uint8_t *p, size_t len)
+{
+	uint8_t c = p[0];
+	uint8_t lo = 0x80, hi = 0xbf; /* range of the 2nd byte */
+	size_t n;
+
+	if (c < 0x80) {
+		return 1;
+	} else if (c >= 0xc2 && c <= 0xdf) {
+		n = 2;
+	} else if (c >= 0xe0 && c <= 0xef) {
+		n = 3;
+		if (c == 0xe0)
+			lo = 0xa0; /* below: overlong */
+		else if (c == 0xed)
+			hi = 0x9f; /* above: UTF-16 surrogates */
+	} else if (c >= 0xf0 && c <= 0xf4) {
+		n = 4;
+		if (c == 0xf0)
+			lo = 0x90; /* below: overlong */
+		else if (c == 0xf4)
+			hi = 0x8f; /* above: beyond U+10FFFF */
+	} else {
+		/* 80..c1: stray continuation or overlong lead; f5..ff: never
+		 * valid. */
+		return -1;
+	}
+	for (size_t k = 1; k < n; k++) {
+		if (k == len)
+			return 0;
+		if (p[k] < (k == 1 ? lo : 0x80) || p[k] > (k == 1 ? hi : 0xbf))
+			return -1;
+	}
+	return (int)n;
+}
+
+/* Offset of the first byte of p[0..len) that is not part of well-formed
+ * UTF-8, or len when all of it is. */
 static size_t
 utf8_scan(const uint8_t *p, size_t len)
 {
 	size_t i = 0;
+	int n;
 
-	while (i < len) {
-		uint8_t c = p[i];
-		uint8_t lo = 0x80, hi = 0xbf; /* range of the 2nd byte */
-		size_t n;
-
-		if (c < 0x80) {
-			i++;
-			continue;
-		} else if (c >= 0xc2 && c <= 0xdf) {
-			n = 2;
-		} else if (c >= 0xe0 && c <= 0xef) {
-			n = 3;
-			if (c == 0xe0)
-				lo = 0xa0; /* below: overlong */
-			else if (c == 0xed)
-				hi = 0x9f; /* above: UTF-16 surrogates */
-		} else if (c >= 0xf0 && c <= 0xf4) {
-			n = 4;
-			if (c == 0xf0)
-				lo = 0x90; /* below: overlong */
-			else if (c == 0xf4)
-				hi = 0x8f; /* above: beyond U+10FFFF */
-		} else {
-			/* 80..c1: stray continuation or overlong lead;
-			 * f5..ff: never valid. */
-			return i;
-		}
-
-		if (n > len - i)
-			return i;
-		if (p[i + 1] < lo || p[i + 1] > hi)
-			return i;
-		for (size_t k = 2; k < n; k++)
-			if ((p[i + k] & 0xc0) != 0x80)
-				return i;
-		i += n;
-	}
-	return len;
+	while (i < len && (n = utf8_seq(p + i, len - i)) > 0)
+		i += (size_t)n;
+	return i;
 }
 
 /*
@@ -644,6 +650,33 @@ proto_utf8_valid(const uint8_t *p, size_t len)
 	if (memchr(p, 0, len))
 		return false;
 	return utf8_scan(p, len) == len;
+}
+
+/*
+** proto_utf8_scrub - make the NUL-terminated s well-formed UTF-8 in place,
+** for text from outside the protocol (a process name, a message cut to
+** fit a buffer) that goes out in a str field: a character cut short at
+** the end is dropped, every other byte that is not part of a well-formed
+** sequence becomes '?'.
+*/
+void
+proto_utf8_scrub(char *s)
+{
+	uint8_t *p = (uint8_t *)s;
+	size_t len = strlen(s), i = 0;
+
+	while (i < len) {
+		int n = utf8_seq(p + i, len - i);
+
+		if (n > 0) {
+			i += (size_t)n;
+		} else if (n == 0) {
+			p[i] = '\0';
+			break;
+		} else {
+			p[i++] = '?';
+		}
+	}
 }
 
 /*

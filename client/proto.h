@@ -153,6 +153,9 @@ const char *proto_status_text(unsigned status);
 bool proto_name_valid(const uint8_t *p, size_t len);
 /* Well-formed UTF-8 without NUL. */
 bool proto_utf8_valid(const uint8_t *p, size_t len);
+/* Make s well-formed UTF-8: a character cut short at its end is dropped,
+ * any other invalid byte becomes '?'. */
+void proto_utf8_scrub(char *s);
 
 /*
  * ProtoAssembler turns datagrams back into frames. max_body is the largest

@@ -6,6 +6,7 @@ enough to talk to the broker, and how the broker treats frames libmbox
 would never send (one byte over the limit, malformed bodies, broken
 framing). Usage: wire.py SOCKET_PATH. Exits non-zero on the first failure.
 """
+import ctypes
 import os
 import resource
 import signal
@@ -30,7 +31,7 @@ TAG = dict(MAILBOX=1, DATA=2, ID=3, COUNT=4, WAIT_MS=5, PRIORITY=6,
            FROM_ID=37,
            DEAD_REASON=38, DEADLINE_NS=44, TOPIC=45, TOKEN=46,
            EXPIRES_NS=47, TIME_NS=15, INFO=28, READY=29, BYTES=33,
-           LIMIT=40)
+           LIMIT=40, SENDER_COMM=20, CLIENT=48)
 S = dict(OK=0, MALFORMED=1, UNKNOWN_OP=2, VERSION=3, NOT_FOUND=4,
          DENIED=5, EXISTS=6, LIMIT=7, TOO_LARGE=9, INVALID=10,
          NOT_LEASED=11, STORE=12, SHUTDOWN=13, NOT_EMPTY=14, BUSY=15)
@@ -304,6 +305,64 @@ def main(path):
     check(st == 0, "the new holder acks it")
 
     mailbox_semantics(path)
+    names(path)
+
+
+def set_comm(name):
+    """Name this process (prctl PR_SET_NAME, 15): any bytes will do."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    check(libc.prctl(15, ctypes.c_char_p(name), 0, 0, 0) == 0,
+          "prctl(PR_SET_NAME)")
+
+
+def names(path):
+    """Strings the broker sends in str fields are UTF-8 (section 4.1)
+    even when they come from elsewhere: a process name may be any bytes,
+    and the kernel cuts it at 15 bytes, inside a character if it must;
+    an error TEXT that quotes a long value is cut to fit, but never in
+    the middle of a character."""
+    with open("/proc/self/comm", "rb") as f:
+        own = f.read().rstrip(b"\n")
+    cases = [(b"\xff\xfe\x01bad", "???bad"),
+             (b"abcdefghijklmn\xc3\xa9", "abcdefghijklmn")]
+    r = Client(path)
+    r.hello()
+    for name, want in cases:
+        set_comm(name)
+        try:
+            w = Client(path)
+            w.hello()
+        finally:
+            set_comm(own)
+        post(w, "names", b"from " + name)
+        st, f = r.call("RECV", field("MAILBOX", "names"))
+        m = msgs_of(f)
+        check(st == 0 and len(m) == 1, "RECV of a post by %r" % name)
+        try:
+            comm = m[0][TAG["SENDER_COMM"]].decode()
+        except UnicodeDecodeError:
+            comm = m[0][TAG["SENDER_COMM"]]
+        check(comm == want, "process name %r is sent as %r: %r"
+              % (name, want, comm))
+        st, f = r.call("ACK", field("ID", u64(m[0][TAG["ID"]])))
+        check(st == 0, "ACK of it")
+        st, f = r.call("CLIENTS")
+        got = []
+        for t, v in f:
+            if t == TAG["CLIENT"]:
+                got += [x.decode(errors="replace")
+                        for tt, x in fields(v) if tt == TAG["SENDER_COMM"]]
+        check(want in got, "CLIENTS shows it as %r: %r" % (want, got))
+    st, f = r.call("CREATE", field("MAILBOX", "names2") +
+                   field("SETTING", "max_msgs=" + "\u00e9" * 120))
+    raw = b"".join(v for t, v in f if t == TAG["TEXT"])
+    try:
+        raw.decode()
+        ok = True
+    except UnicodeDecodeError:
+        ok = False
+    check(st == S["INVALID"] and ok and len(raw) > 200,
+          "an error TEXT cut to fit is still UTF-8: %d %r" % (st, raw[-8:]))
 
 
 def post(c, mailbox, data, extra=b""):

@@ -1771,6 +1771,42 @@ test_proto_utf8_valid(void **state)
 	assert_true(proto_utf8_valid((const uint8_t *)"abc\0", 3));
 }
 
+static void
+test_proto_utf8_scrub(void **state)
+{
+	static const struct {
+		const char *in, *out;
+	} cases[] = {
+		{"", ""},
+		{"worker", "worker"},
+		{"caf\xc3\xa9", "caf\xc3\xa9"}, /* whole: kept */
+		{"caf\xc3", "caf"},		/* cut short: dropped */
+		{"\xe2\x82", ""},		/* cut after 2 of 3 */
+		{"a\xf0\x9f\x98", "a"},		/* cut after 3 of 4 */
+		{"\xff\xfe\x01"
+		 "bad",
+		 "??\x01"
+		 "bad"},			       /* never valid */
+		{"a\xc3(b", "a?(b"},		       /* bad 2nd byte */
+		{"\xc0\xafx", "??x"},		       /* overlong */
+		{"\xed\xa0\x80", "???"},	       /* surrogate */
+		{"\xf4\x90\x80\x80", "????"},	       /* above U+10FFFF */
+		{"\x80\xe2\x82\xac", "?\xe2\x82\xac"}, /* stray, then euro */
+		{"\xe2\x82x\xe2\x82", "??x"}, /* inside and at the end */
+	};
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char buf[32];
+
+		snprintf(buf, sizeof(buf), "%s", cases[i].in);
+		proto_utf8_scrub(buf);
+		assert_string_equal(buf, cases[i].out);
+		assert_true(
+			proto_utf8_valid((const uint8_t *)buf, strlen(buf)));
+	}
+}
+
 int
 main(void)
 {
@@ -1814,6 +1850,7 @@ main(void)
 		cmocka_unit_test(test_proto_names),
 		cmocka_unit_test(test_proto_name_valid),
 		cmocka_unit_test(test_proto_utf8_valid),
+		cmocka_unit_test(test_proto_utf8_scrub),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
