@@ -698,6 +698,36 @@ broker_conn_output_full(const Broker *b, Conn *c, size_t len)
 	return true;
 }
 
+uint64_t
+broker_visit_begin(Broker *b)
+{
+	return ++b->visit_stamp;
+}
+
+bool
+broker_conn_first_visit(Conn *c, uint64_t stamp)
+{
+	if (c->visited == stamp)
+		return false;
+	c->visited = stamp;
+	return true;
+}
+
+size_t
+broker_rt_consumers(Broker *b, const MailboxRt *rt)
+{
+	uint64_t stamp = broker_visit_begin(b);
+	size_t n = 0;
+
+	for (const Sub *s = rt->sub_head; s; s = s->mb_next)
+		if (s->conn && broker_conn_first_visit(s->conn, stamp))
+			n++;
+	for (const Waiter *w = rt->wait_head; w; w = w->mb_next)
+		if (broker_conn_first_visit(w->conn, stamp))
+			n++;
+	return n;
+}
+
 size_t
 broker_conn_room(const Broker *b, Conn *c)
 {

@@ -270,7 +270,8 @@ struct Broker {
 	size_t refuse_quiet;   /* refusals not logged since */
 	uint64_t next_serial;
 	uint64_t next_handoff_serial;
-	Conn *dead; /* closed, reaped after the iteration */
+	uint64_t visit_stamp; /* broker_visit_begin */
+	Conn *dead;	      /* closed, reaped after the iteration */
 
 	LeaseTable leases;
 	PendingOp *pending_head, *pending_tail;
@@ -439,6 +440,22 @@ void broker_release_conn(Broker *b, Conn *c);
  * subscribes to get a delivery turn.
  */
 void broker_conn_wake(Broker *b, Conn *c);
+/*
+ * broker_visit_begin - start a walk that takes each connection once:
+ * broker_conn_first_visit(c, stamp) is true the first time it meets c in
+ * the walk of stamp. For lists where a connection may appear several
+ * times (a mailbox's subscriptions and waiting RECVs), in linear time.
+ */
+uint64_t broker_visit_begin(Broker *b);
+bool broker_conn_first_visit(Conn *c, uint64_t stamp);
+
+/*
+ * broker_rt_consumers - the connections subscribed to rt's mailbox or
+ * waiting on it, each counted once (CONSUMERS of LIST and STAT).
+ * Subscriptions parked in a hand-off have no connection: not counted.
+ */
+size_t broker_rt_consumers(Broker *b, const MailboxRt *rt);
+
 /*
  * broker_conn_room - how many more messages c may lease now: none while it
  * holds max_unacked, nor while its output (queued and being built) has

@@ -25,7 +25,8 @@ typedef struct Conn Conn;
 
 struct Conn {
 	Broker *broker;
-	uint64_t serial; /* connection number, for logs */
+	uint64_t serial;  /* connection number, for logs */
+	uint64_t visited; /* the last broker_visit_begin walk that saw it */
 	int fd;
 	ev_io read_io;
 	ev_io write_io;

@@ -278,9 +278,14 @@ op_create(Request *q)
 	while ((k = proto_reader_next(&r, &f)) > 0) {
 		if (f.tag != MBOX_TAG_SETTING)
 			continue;
-		if (settings_apply(&tmpl, &q->c->peer, (const char *)f.val,
-				   f.len, true, why, sizeof(why)) < 0) {
-			reply_error(q, MBOX_S_INVALID, NULL, why);
+		int sr = settings_apply(&tmpl, &q->c->peer, (const char *)f.val,
+					f.len, true, why, sizeof(why));
+
+		if (sr < 0) {
+			reply_error(q,
+				    sr == -EPERM ? MBOX_S_DENIED
+						 : MBOX_S_INVALID,
+				    NULL, why);
 			return;
 		}
 	}
@@ -1271,7 +1276,7 @@ put_list_fields(Request *q, StoreMailbox *mb, int64_t now)
 	proto_put_u64(w, MBOX_TAG_BYTES, mb->bytes);
 	proto_put_u64(w, MBOX_TAG_OLDEST_NS, (uint64_t)oldest);
 	proto_put_u64(w, MBOX_TAG_CONSUMERS,
-		      rt ? rt->n_waiters + rt->n_subs : 0);
+		      rt ? broker_rt_consumers(q->b, rt) : 0);
 	proto_put_u64(w, MBOX_TAG_OWNER_UID, mb->owner_uid);
 	proto_put_u64(w, MBOX_TAG_GROUP_GID, mb->gid);
 	proto_put_u64(w, MBOX_TAG_MODE, mb->mode);

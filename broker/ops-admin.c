@@ -94,10 +94,14 @@ op_set(Request *q)
 	while ((k = proto_reader_next(&r, &f)) > 0) {
 		if (f.tag != MBOX_TAG_SETTING)
 			continue;
-		if (settings_apply(&tmpl, &q->c->peer, (const char *)f.val,
-				   f.len, false, why, sizeof(why)) < 0) {
-			reply_errorf(q, MBOX_S_INVALID, NULL,
-				     "%s; no setting was changed", why);
+		int sr = settings_apply(&tmpl, &q->c->peer, (const char *)f.val,
+					f.len, false, why, sizeof(why));
+
+		if (sr < 0) {
+			reply_errorf(q,
+				     sr == -EPERM ? MBOX_S_DENIED
+						  : MBOX_S_INVALID,
+				     NULL, "%s; no setting was changed", why);
 			return;
 		}
 	}

@@ -348,19 +348,6 @@ reply_full(const Request *q)
 	return q->b->w.len >= q->b->cfg.max_msg_size;
 }
 
-/* Was c listed before waiter w of rt (as a subscriber or a waiter)? */
-static bool
-stat_listed(const MailboxRt *rt, const Waiter *w)
-{
-	for (const Sub *s = rt->sub_head; s; s = s->mb_next)
-		if (s->conn == w->conn)
-			return true;
-	for (const Waiter *p = rt->wait_head; p != w; p = p->mb_next)
-		if (p->conn == w->conn)
-			return true;
-	return false;
-}
-
 /*
  * Every connection subscribed to or waiting on rt's mailbox (mb). Its
  * owner and admins see them all; anyone else, as in CLIENTS, only those
@@ -371,15 +358,18 @@ static bool
 put_consumers(Request *q, const MailboxRt *rt, const StoreMailbox *mb)
 {
 	bool all = acl_is_admin(&q->c->peer) || q->c->uid == mb->owner_uid;
+	uint64_t stamp = broker_visit_begin(q->b);
 
 	for (const Sub *s = rt->sub_head; s; s = s->mb_next) {
-		if (!s->conn || (!all && s->conn->uid != q->c->uid))
+		if (!s->conn || !broker_conn_first_visit(s->conn, stamp) ||
+		    (!all && s->conn->uid != q->c->uid))
 			continue; /* parked in a hand-off, or not shown */
 		if (reply_full(q) || put_client(q, s->conn, rt))
 			return true;
 	}
 	for (const Waiter *w = rt->wait_head; w; w = w->mb_next) {
-		if (stat_listed(rt, w) || (!all && w->conn->uid != q->c->uid))
+		if (!broker_conn_first_visit(w->conn, stamp) ||
+		    (!all && w->conn->uid != q->c->uid))
 			continue;
 		if (reply_full(q) || put_client(q, w->conn, rt))
 			return true;

@@ -81,21 +81,23 @@ settings_apply(StoreMailbox *mb, const AclPeer *peer, const char *kv,
 	*val++ = '\0';
 
 	if (strcmp(key, "lease") == 0) {
-		if (settings_duration_ms(val, &v) < 0 || v == 0)
+		if (settings_duration_ms(val, &v) < 0 || v == 0 ||
+		    v > SETTINGS_YEAR_MS)
 			goto bad_duration;
 		mb->lease_ms = v;
 	} else if (strcmp(key, "ttl") == 0) {
 		/* 0 (no unit needed) switches the default ttl off. */
 		if (strcmp(val, "0") == 0)
 			v = 0;
-		else if (settings_duration_ms(val, &v) < 0 || v == 0)
+		else if (settings_duration_ms(val, &v) < 0 || v == 0 ||
+			 v > SETTINGS_YEAR_MS)
 			goto bad_duration;
 		mb->ttl_ms = v;
 	} else if (strcmp(key, "max_deliveries") == 0) {
 		if (settings_uint(val, 10, &v) < 0 || v > UINT32_MAX) {
 			snprintf(why, whylen,
-				 "max_deliveries must be an integer, 0 for "
-				 "unlimited, not '%s'",
+				 "max_deliveries must be an integer from 0 "
+				 "(unlimited) to 4294967295, not '%s'",
 				 val);
 			return -EINVAL;
 		}
@@ -120,9 +122,12 @@ settings_apply(StoreMailbox *mb, const AclPeer *peer, const char *kv,
 		}
 		mb->mode = (uint32_t)v;
 	} else if (strcmp(key, "group") == 0) {
-		if (settings_uint(val, 10, &v) < 0 || v > UINT32_MAX) {
+		/* (gid_t)-1 is no group: chown(2) reads it as "unchanged". */
+		if (settings_uint(val, 10, &v) < 0 || v >= UINT32_MAX) {
 			snprintf(why, whylen,
-				 "group must be a numeric gid, not '%s'", val);
+				 "group must be a numeric gid from 0 to "
+				 "4294967294, not '%s'",
+				 val);
 			return -EINVAL;
 		}
 		if (!acl_in_group(peer, (gid_t)v) && !acl_is_admin(peer)) {
@@ -130,7 +135,7 @@ settings_apply(StoreMailbox *mb, const AclPeer *peer, const char *kv,
 				 "you may only give a mailbox to a group you "
 				 "are in (gid %s)",
 				 val);
-			return -EINVAL;
+			return -EPERM;
 		}
 		mb->gid = (uint32_t)v;
 	} else if (strcmp(key, "temp") == 0) {
@@ -160,9 +165,9 @@ settings_apply(StoreMailbox *mb, const AclPeer *peer, const char *kv,
 	return 0;
 bad_duration:
 	snprintf(why, whylen,
-		 "%s must be a duration like 30, 30s, 500ms, 5m or 1h%s, not "
-		 "'%s'",
-		 key, strcmp(key, "lease") == 0 ? " (more than 0)" : " or 0",
+		 "%s must be a duration like 30, 30s, 500ms, 5m or 1h%s, at "
+		 "most a year (8760h), not '%s'",
+		 key, strcmp(key, "lease") == 0 ? ", more than 0" : ", or 0",
 		 val);
 	return -EINVAL;
 }

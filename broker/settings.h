@@ -6,14 +6,19 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "broker/acl.h"
 #include "store/store.h"
 
+/* The longest lease or ttl a mailbox may have, as LEASE_MS and TTL_MS. */
+#define SETTINGS_YEAR_MS UINT64_C(31536000000)
+
 /*
  * settings_apply - parse one "key=value" of len bytes and set it in mb.
  * creating: whether this is a CREATE (temp may only be set then). Returns
- * 0, or -EINVAL with the reason in why.
+ * 0, -EINVAL (a bad key or value) or -EPERM (a group peer is not in),
+ * with the reason in why.
  */
 int settings_apply(StoreMailbox *mb, const AclPeer *peer, const char *kv,
 		   size_t len, bool creating, char *why, size_t whylen);

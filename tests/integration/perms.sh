@@ -287,6 +287,14 @@ expect owner2 chown no c1 :4300 # not one of its groups
 expect owner2 chown no c1 4003  # giving it away: admin only
 expect owner2 chown no c1 4003:4001
 expect owner2 chown ok c1 4001:4200 # naming itself changes nothing
+# The group setting of set and create follows chown's rule: denied.
+run owner2 set c1 group=4300
+{ [ "$RC" -eq 4 ] &&
+	grep -q 'a group you are in (gid 4300); no setting was changed' "$T_DIR/err"; } ||
+	run_fail "set c1 group=4300 as owner2: exit $RC, expected 4 (denied)"
+run owner2 create c4300 --group 4300
+{ [ "$RC" -eq 4 ] && grep -q 'a group you are in (gid 4300)' "$T_DIR/err"; } ||
+	run_fail "create --group 4300 as owner2: exit $RC, expected 4 (denied)"
 expect gsup chown no c1 :4100
 expect gsup chmod no c1 0666
 expect other chmod no c1 0666

@@ -21,8 +21,8 @@ MAX_MSG = 1048576
 OP = dict(HELLO=1, PING=2, CREATE=3, DELETE=4, POST=5, RECV=6, ACK=7,
           NACK=8, TOUCH=9, REJECT=10, LIST=11, PEEK=12, SUBSCRIBE=13,
           UNSUBSCRIBE=14, PUBLISH=15, BIND=16, UNBIND=17, HANDOFF=23,
-          PURGE=19, CLAIM=24, STAT=25, CLIENTS=26, STATS=27, DELIVER=64,
-          ENDED=65)
+          PURGE=19, CLAIM=24, STAT=25, CLIENTS=26, STATS=27, SET=18,
+          DELIVER=64, ENDED=65)
 TAG = dict(MAILBOX=1, DATA=2, ID=3, COUNT=4, WAIT_MS=5, PRIORITY=6,
            DELAY_MS=7, TTL_MS=8, LEASE_MS=9, DEDUP=10,
            HEADER=11, KEY=12, VALUE=13, MSG=14, DELIVERIES=16, TEXT=21,
@@ -31,7 +31,8 @@ TAG = dict(MAILBOX=1, DATA=2, ID=3, COUNT=4, WAIT_MS=5, PRIORITY=6,
            FROM_ID=37,
            DEAD_REASON=38, DEADLINE_NS=44, TOPIC=45, TOKEN=46,
            EXPIRES_NS=47, TIME_NS=15, INFO=28, READY=29, BYTES=33,
-           LIMIT=40, SENDER_COMM=20, CLIENT=48)
+           LIMIT=40, SENDER_COMM=20, CLIENT=48,
+           CONSUMERS=35, WAITING=56)
 S = dict(OK=0, MALFORMED=1, UNKNOWN_OP=2, VERSION=3, NOT_FOUND=4,
          DENIED=5, EXISTS=6, LIMIT=7, TOO_LARGE=9, INVALID=10,
          NOT_LEASED=11, STORE=12, SHUTDOWN=13, NOT_EMPTY=14, BUSY=15)
@@ -306,6 +307,89 @@ def main(path):
 
     mailbox_semantics(path)
     names(path)
+    consumers(path)
+    settings_limits(path)
+
+
+def settings_limits(path):
+    """The ranges of CREATE's and SET's settings (5.3, 5.17)."""
+    c = Client(path)
+    c.hello()
+
+    def settings_of(mailbox):
+        st, f = c.call("STAT", field("MAILBOX", mailbox))
+        info = [v for t, v in f if t == TAG["INFO"]][0]
+        return [v.decode() for t, v in fields(info) if t == TAG["SETTING"]]
+
+    def create(mailbox, *kv):
+        return c.call("CREATE", field("MAILBOX", mailbox) +
+                      b"".join(field("SETTING", x) for x in kv))
+
+    def set_(mailbox, *kv):
+        return c.call("SET", field("MAILBOX", mailbox) +
+                      b"".join(field("SETTING", x) for x in kv))
+
+    st, f = create("lim1", "lease=8760h", "ttl=31536000000ms",
+                   "max_deliveries=4294967295", "group=4294967294")
+    check(st == 0, "a lease and ttl of a year, the largest max_deliveries "
+          "and gid: %s" % text_of(f))
+    got = settings_of("lim1")
+    check("lease=31536000000ms" in got and "ttl=31536000000ms" in got and
+          "max_deliveries=4294967295" in got, "STAT shows them: %r" % got)
+    for kv in ("lease=31536000001ms", "ttl=8761h",
+               "max_deliveries=4294967296", "group=4294967295",
+               "lease=" + "1" * 300):
+        st, f = create("lim2", kv)
+        check(st == S["INVALID"], "CREATE with %.40s is INVALID: %d %s"
+              % (kv, st, text_of(f)))
+        st, f = set_("lim1", kv)
+        check(st == S["INVALID"] and "no setting was changed" in text_of(f),
+              "SET of %.40s is INVALID: %d %s" % (kv, st, text_of(f)))
+    st, f = create("lim2", "lease=31536000001ms")
+    check("at most a year" in text_of(f), "the error says the bound: " +
+          text_of(f))
+    st, f = create("lim3", "lease=5", "lease=6")
+    check(st == 0 and "lease=6000ms" in settings_of("lim3"),
+          "a key given twice: the last value holds: %r" %
+          settings_of("lim3"))
+
+
+def consumers(path):
+    """CONSUMERS (4.3) counts connections, each once, whether it waits
+    in several RECVs, subscribes, or both."""
+    def count(c, what, want):
+        for st, f in ((c.call("STAT", field("MAILBOX", "cons"))),
+                      (c.call("LIST"))):
+            infos = [dict(fields(v)) for t, v in f if t == TAG["INFO"]]
+            got = [u64(i[TAG["CONSUMERS"]]) for i in infos
+                   if i[TAG["MAILBOX"]] == b"cons"]
+            check(st == 0 and got == [want],
+                  "%s: CONSUMERS %d: %r" % (what, want, got))
+
+    a, b, o = Client(path), Client(path), Client(path)
+    for c in (a, b, o):
+        c.hello()
+    st, f = o.call("CREATE", field("MAILBOX", "cons"))
+    check(st == 0, "CREATE cons")
+    count(o, "nobody waits", 0)
+    for _ in range(3):
+        a.send_frame(OP["RECV"], field("MAILBOX", "cons") +
+                     field("WAIT_MS", 5000))
+    st, f = b.call("SUBSCRIBE", field("MAILBOX", "cons"))
+    check(st == 0, "SUBSCRIBE cons")
+    b.send_frame(OP["RECV"], field("MAILBOX", "cons") +
+                 field("WAIT_MS", 5000))
+    deadline = time.time() + 5
+    while time.time() < deadline:
+        st, f = o.call("STAT", field("MAILBOX", "cons"))
+        info = dict(fields([v for t, v in f if t == TAG["INFO"]][0]))
+        if u64(info[TAG["WAITING"]]) == 4:
+            break
+        time.sleep(0.01)
+    check(u64(info[TAG["WAITING"]]) == 4, "4 RECVs wait on cons")
+    count(o, "3 RECVs of one connection, a subscriber also waiting", 2)
+    for c in (a, b):
+        c.s.close()
 
 
 def set_comm(name):
