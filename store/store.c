@@ -275,7 +275,11 @@ static const char *const store_sql[ST_COUNT] = {
 				" SET deliveries = deliveries + 1"
 				" WHERE id IN (SELECT msg_id FROM lease)"
 				" AND state = 0",
-	[ST_LEASE_VOID] = "DELETE FROM lease",
+	/* The WHERE keeps SQLite from its truncate optimisation, which
+	 * writes the table's root page even when it is empty: an open with
+	 * no lease to void then writes nothing, so that mboxd starts, and
+	 * serves reads and drains, on a disk with no room left. */
+	[ST_LEASE_VOID] = "DELETE FROM lease WHERE msg_id IS NOT NULL",
 	[ST_MB_DELETE_LEASES] = "DELETE FROM lease WHERE mailbox_id = ?1",
 	[ST_MB_INSERT] =
 		"INSERT INTO mailbox (name, owner_uid, gid, mode,"

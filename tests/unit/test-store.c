@@ -554,6 +554,39 @@ test_store_open_close_reopen(void **state)
 	assert_string_equal(sn.data[1], "two");
 }
 
+/* An open with nothing to recover writes nothing: on a full disk the
+ * broker must still start and serve reads and drains. */
+static void
+test_store_reopen_writes_nothing(void **state)
+{
+	Fx *fx = *state;
+	char wal[PATH_MAX + 8];
+	StoreMailbox *mb;
+	struct stat st;
+	Seen sn;
+
+	fx_open(fx, STORE_SYNC_FULL);
+	mb = mk_mailbox(fx->s, "jobs");
+	post(fx->s, mb, 0, "one");
+	post(fx->s, mb, 0, "two");
+	assert_int_equal(lease(fx->s, mb, NOW, 1, &sn), 1);
+	/* Closing checkpoints the WAL into the database and removes it. */
+	fx->s = store_free(fx->s);
+	snprintf(wal, sizeof(wal), "%s-wal", fx->path);
+	/* The first open voids the lease: a write. */
+	fx_open(fx, STORE_SYNC_FULL);
+	assert_int_equal(stat(wal, &st), 0);
+	assert_true(st.st_size > 0);
+	fx->s = store_free(fx->s);
+	/* The second has nothing to do, and writes nothing. */
+	fx_open(fx, STORE_SYNC_FULL);
+	assert_true(stat(wal, &st) < 0 || st.st_size == 0);
+	mb = store_mailbox_get(fx->s, "jobs");
+	assert_non_null(mb);
+	assert_int_equal(mb->n_ready, 2);
+	assert_int_equal(mb->n_leased, 0);
+}
+
 static int put_batch(Fx *fx, StoreMailbox *mb, int n, size_t size,
 		     bool durable);
 
@@ -4699,6 +4732,7 @@ main(void)
 		T(test_store_page_size),
 		T(test_store_wal_checkpoint_interval),
 		T(test_store_ack_frees_pages_unwritten),
+		T(test_store_reopen_writes_nothing),
 		T(test_store_setup_process_after_use),
 		T(test_store_schema_version),
 		T(test_store_newer_version_refused),
