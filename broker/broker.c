@@ -318,6 +318,7 @@ broker_free(Broker *b)
 		unlink(b->cfg.socket_path);
 	lease_table_release(&b->leases);
 	free(b->releases);
+	free(b->temps_owed);
 	free(b->served);
 	free(b->uid_counts);
 	proto_writer_release(&b->w);
@@ -833,21 +834,36 @@ broker_waiter_free(Waiter *w)
  * Queue a leased message to be made ready again. If memory runs out the
  * row stays LEASED until a restart voids it: nothing is lost, only late.
  */
+/* Room for need elements of size in *array (capacity *cap), doubling:
+ * 0 or -ENOMEM (then *array is as it was). */
+static int
+broker_grow(void **array, size_t *cap, size_t need, size_t size)
+{
+	size_t n = *cap ? *cap : 64;
+	void *p;
+
+	if (need <= *cap)
+		return 0;
+	while (n < need)
+		n *= 2;
+	p = realloc(*array, n * size);
+	if (!p)
+		return -ENOMEM;
+	*array = p;
+	*cap = n;
+	return 0;
+}
+
 void
 broker_queue_release(Broker *b, uint64_t msg_id, int64_t mailbox_id,
 		     bool uncommitted)
 {
-	if (b->n_releases == b->cap_releases) {
-		size_t cap = b->cap_releases ? 2 * b->cap_releases : 64;
-		void *n = realloc(b->releases, cap * sizeof(*b->releases));
-		if (!n) {
-			log_write(b->log, LOG_ERR,
-				  "out of memory giving back message %llu",
-				  (unsigned long long)msg_id);
-			return;
-		}
-		b->releases = n;
-		b->cap_releases = cap;
+	if (broker_grow((void **)&b->releases, &b->cap_releases,
+			b->n_releases + 1, sizeof(*b->releases)) < 0) {
+		log_write(b->log, LOG_ERR,
+			  "out of memory giving back message %llu",
+			  (unsigned long long)msg_id);
+		return;
 	}
 	b->releases[b->n_releases].msg_id = msg_id;
 	b->releases[b->n_releases].mailbox_id = mailbox_id;
@@ -1535,25 +1551,52 @@ static bool
 broker_drop_temps(Broker *b)
 {
 	bool wrote = false;
-	Conn *c = b->dead;
+	int64_t now = broker_now_ns();
+	Conn *c;
 
-	while (c) {
+	for (;;) {
 		bool dropped = false;
-		int r;
 
-		for (size_t i = 0; i < c->n_temps; i++) {
-			StoreMailbox *mb =
-				store_mailbox_by_id(b->store, c->temps[i].id);
-			/* Ids of a rolled-back creation can be given again:
-			 * the creation time tells the mailboxes apart. */
+		/* The broker owes their deletion from now on: the dead
+		 * connections are freed at the end of this flush. */
+		for (c = b->dead; c; c = c->next) {
+			if (!c->n_temps)
+				continue;
+			if (broker_grow((void **)&b->temps_owed,
+					&b->cap_temps_owed,
+					b->n_temps_owed + c->n_temps,
+					sizeof(*b->temps_owed)) < 0) {
+				log_write(b->log, LOG_ERR,
+					  "out of memory: %zu temporary "
+					  "mailbox(es) of a closed connection "
+					  "stay until the next start",
+					  c->n_temps);
+			} else {
+				memcpy(b->temps_owed + b->n_temps_owed,
+				       c->temps,
+				       c->n_temps * sizeof(*c->temps));
+				b->n_temps_owed += c->n_temps;
+			}
+			c->n_temps = 0;
+		}
+		for (size_t i = 0; i < b->n_temps_owed; i++) {
+			TempRef *t = &b->temps_owed[i];
+			StoreMailbox *mb = store_mailbox_by_id(b->store, t->id);
+			int r;
+
+			/* Gone already (by this transaction or an earlier
+			 * one: broker_settle_temps forgets it), or its
+			 * deletion failed: not again in this flush, nor in
+			 * the next second. */
 			if (!mb || !(mb->flags & STORE_MB_TEMP) ||
-			    mb->created_ns != c->temps[i].created_ns ||
+			    mb->created_ns != t->created_ns ||
+			    t->tried == b->flush_count ||
+			    (t->tried && now < b->temps_retry_ns) ||
 			    broker_txn(b) < 0)
 				continue;
+			t->tried = b->flush_count;
 			r = broker_mailbox_drop(b, mb);
 			if (r < 0) {
-				/* Left for the next start (store_open drops
-				 * temporary mailboxes). */
 				broker_batch_fail(b, r);
 				log_write(b->log, LOG_ERR,
 					  "cannot delete a temporary mailbox: "
@@ -1562,12 +1605,34 @@ broker_drop_temps(Broker *b)
 			}
 			wrote = dropped = true;
 		}
-		c->n_temps = 0;
 		/* Dropping may close connections (their replies fail): they
-		 * join the head of the list, so look again from there. */
-		c = dropped ? b->dead : c->next;
+		 * join b->dead, so look again. */
+		if (!dropped)
+			return wrote;
 	}
-	return wrote;
+}
+
+/* After the flush's last commit or rollback: forget the deletions that
+ * were committed; those rolled back are owed still. */
+static void
+broker_settle_temps(Broker *b)
+{
+	size_t kept = 0;
+	bool failed = false;
+
+	for (size_t i = 0; i < b->n_temps_owed; i++) {
+		TempRef *t = &b->temps_owed[i];
+		StoreMailbox *mb = store_mailbox_by_id(b->store, t->id);
+
+		if (mb && (mb->flags & STORE_MB_TEMP) &&
+		    mb->created_ns == t->created_ns) {
+			b->temps_owed[kept++] = *t;
+			failed |= t->tried == b->flush_count;
+		}
+	}
+	b->n_temps_owed = kept;
+	if (failed)
+		b->temps_retry_ns = broker_now_ns() + 1000000000;
 }
 
 /* Maintenance is done by broker_maintain(), after the batch commit. */
@@ -1848,13 +1913,15 @@ broker_flush(Broker *b)
 
 	if (broker_commit_waits(b))
 		return;
+	b->flush_count++;
 
-	broker_drop_temps(b);
 	if (b->batch_failed) {
-		/* Nothing is leased into a batch that is rolled back. */
+		/* Nothing is leased into a batch that is rolled back, and
+		 * no temporary mailbox is deleted in one. */
 		answers = broker_commit_batch(b, &r);
 		broker_answer_batch(b, answers, r);
 	}
+	broker_drop_temps(b);
 	/*
 	 * The leases join the batch: one commit (and one fsync) for both,
 	 * instead of a second transaction that writes the same pages to the
@@ -1903,10 +1970,12 @@ broker_flush(Broker *b)
 		} else if (store_commit(b->store, false) < 0) {
 			log_write(b->log, LOG_ERR,
 				  "cannot commit the deletion of temporary "
-				  "mailboxes: %s",
+				  "mailboxes: %s; trying again in 1 s",
 				  store_errmsg(b->store));
 		}
 	}
+	if (!store_in_txn(b->store))
+		broker_settle_temps(b);
 	while ((c = b->dead)) {
 		b->dead = c->next;
 		conn_free(c);
@@ -1919,6 +1988,10 @@ broker_flush(Broker *b)
 	 * busy loop. */
 	if (!ev_is_active(&b->again) && (b->news || b->n_releases)) {
 		ev_timer_set(&b->again, b->deliver_failed ? 0.1 : 0., 0.);
+		ev_timer_start(b->loop, &b->again);
+	} else if (!ev_is_active(&b->again) && b->n_temps_owed) {
+		/* Deletions of temporary mailboxes rolled back. */
+		ev_timer_set(&b->again, 1.0, 0.);
 		ev_timer_start(b->loop, &b->again);
 	}
 }

@@ -321,7 +321,14 @@ struct Broker {
 	 */
 	bool store_full;
 	int64_t store_full_ns;
-	bool batch_frees; /* the open batch removes messages */
+	/* Temporary mailboxes of closed connections whose deletion is not
+	 * committed yet: a deletion rolled back with its batch is tried
+	 * again (broker_drop_temps), at most once a second. */
+	TempRef *temps_owed;
+	size_t n_temps_owed, cap_temps_owed;
+	int64_t temps_retry_ns;
+	uint64_t flush_count; /* broker_flush calls, for TempRef.tried */
+	bool batch_frees;     /* the open batch removes messages */
 	/* Denials logged: a token bucket (broker_deny_log_ok). */
 	int64_t deny_log_ns; /* tokens last refilled */
 	size_t deny_tokens;

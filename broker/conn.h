@@ -23,6 +23,13 @@ typedef struct Waiter Waiter;
 typedef struct OutFrame OutFrame;
 typedef struct Conn Conn;
 
+/* A temporary mailbox: its id, and its creation time, which tells it
+ * from a later mailbox given the same id after a rollback. */
+typedef struct TempRef {
+	int64_t id, created_ns;
+	uint64_t tried; /* the flush that last tried to delete it, or 0 */
+} TempRef;
+
 struct Conn {
 	Broker *broker;
 	uint64_t serial;  /* connection number, for logs */
@@ -65,9 +72,7 @@ struct Conn {
 	LeaseList leases;
 	Waiter *waiters;  /* RECVs waiting, linked by conn_next */
 	struct Sub *subs; /* subscriptions, linked by owner_next */
-	struct {
-		int64_t id, created_ns;
-	} * temps; /* temporary mailboxes it created */
+	TempRef *temps;	  /* temporary mailboxes it created */
 	size_t n_temps;
 	Conn *prev, *next;
 };

@@ -309,9 +309,8 @@ op_create(Request *q)
 			broker_batch_fail(q->b, -ENOMEM);
 		} else {
 			q->c->temps = t;
-			q->c->temps[q->c->n_temps].id = mb->id;
-			q->c->temps[q->c->n_temps++].created_ns =
-				mb->created_ns;
+			q->c->temps[q->c->n_temps++] =
+				(TempRef){mb->id, mb->created_ns, 0};
 		}
 	}
 	request_defer(q, PENDING_PLAIN, NULL, NULL, 0);

@@ -699,6 +699,13 @@ def rolled_back(path, pid):
     c.hello()
     st, f = c.call("CREATE", field("MAILBOX", "rb"))
     check(st == 0, "CREATE rb: " + text_of(f))
+    # A temporary mailbox whose creator hangs up in the batch that fails
+    # (below): its deletion is rolled back too, and must be tried again.
+    t = Client(path)
+    t.hello()
+    st, f = t.call("CREATE", field("MAILBOX", "rb-temp") +
+                   field("SETTING", "temp=1"))
+    check(st == 0, "CREATE rb-temp, temporary: " + text_of(f))
     # Fill: 8 posts of 1 KiB a POST (a few WAL pages a commit) until one
     # fails; at most 4000 POSTs.
     kept, failed = [], None
@@ -735,6 +742,7 @@ def rolled_back(path, pid):
                              field("FROM_ID", kept[-1][0]))
         rstat = c.send_frame(OP["STAT"], field("MAILBOX", "rb"))
         rlist = c.send_frame(OP["LIST"], b"")
+        t.s.close()
     finally:
         os.kill(pid, signal.SIGCONT)
     replies = {}
@@ -784,6 +792,18 @@ def rolled_back(path, pid):
           "every stored message is received once, in order, then the "
           "post made after room came back; the failed ones never "
           "(%d received, %d expected)" % (len(got), len(kept) + 1))
+    # The temporary mailbox goes once its deletion can be committed.
+    names = None
+    for _ in range(50):
+        st, f = c.call("LIST", b"")
+        names = [dict(fields(v))[TAG["MAILBOX"]] for t, v in f
+                 if t == TAG["INFO"]]
+        if b"rb-temp" not in names:
+            break
+        time.sleep(0.1)
+    check(b"rb-temp" not in names, "the temporary mailbox of a connection "
+          "closed in a failed batch is deleted once there is room: %r"
+          % names)
     # A read waiting for the batch holds its connection: it shows
     # nothing that connection sent after it (section 3.2). POST opens
     # the batch, so PEEK and STAT wait; DELETE comes after them.
