@@ -1033,6 +1033,18 @@ broker_answer(Broker *b, PendingOp *p, int r)
 			conn_hold(c, false);
 		return;
 	}
+	if (r < 0 && store_commit_unsure(b->store)) {
+		/* COMMIT was done, its fsync failed: not "nothing". */
+		conn_reply_error(
+			c, p->op, p->req_id, MBOX_S_STORE, NULL,
+			"the store failed after this was committed, so it may "
+			"or may not have been done: %s; check the disk and "
+			"mboxd's log, restart mboxd, then look (mboxctl peek, "
+			"ls) before repeating it, or repeat it with a dedup "
+			"key",
+			store_errmsg(b->store));
+		return;
+	}
 	if (r < 0) {
 		conn_reply_error(
 			c, p->op, p->req_id, MBOX_S_STORE, NULL,

@@ -427,11 +427,12 @@ struct Store {
 	StoreSync sync;
 	int lock_fd; /* flock'd: one mboxd per database */
 
-	bool in_txn;	/* store_begin succeeded, no commit/rollback yet */
-	bool txn_wrote; /* the open transaction changed rows */
-	bool unsynced;	/* committed frames not yet fsync'd (FULL mode) */
-	int txn_err;	/* < 0: SQLite rolled the open transaction back */
-	int failed;	/* < 0: a WAL fsync failed, writes are refused */
+	bool in_txn;	    /* store_begin succeeded, no commit/rollback yet */
+	bool txn_wrote;	    /* the open transaction changed rows */
+	bool unsynced;	    /* committed frames not yet fsync'd (FULL mode) */
+	int txn_err;	    /* < 0: SQLite rolled the open transaction back */
+	int failed;	    /* < 0: a WAL fsync failed, writes are refused */
+	bool commit_unsure; /* the last store_commit failed in its fsync */
 	int64_t max_pages_default; /* SQLite's max_page_count: no cap */
 	/* Message ids (see store_next_id): the next one to give out, the
 	 * last one id_reserve holds as committed, and the one the open
@@ -1388,6 +1389,7 @@ store_sync_wal(Store *s)
 			    "store refuses writes until mboxd restarts",
 			    sys ? strerror(sys) : "I/O error");
 		memcpy(s->failmsg, s->errmsg, sizeof(s->failmsg));
+		s->commit_unsure = true;
 		return s->failed;
 	}
 	s->unsynced = false;
@@ -1437,6 +1439,7 @@ store_commit(Store *s, bool durable)
 {
 	int r, rc;
 
+	s->commit_unsure = false;
 	if (s->in_callback)
 		return store_error(
 			s, -EBUSY,
@@ -1468,6 +1471,12 @@ store_commit(Store *s, bool durable)
 	if (durable && s->sync == STORE_SYNC_FULL && s->unsynced)
 		return store_sync_wal(s);
 	return 0;
+}
+
+bool
+store_commit_unsure(const Store *s)
+{
+	return s->commit_unsure;
 }
 
 int

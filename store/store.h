@@ -178,9 +178,15 @@ bool store_in_txn(const Store *s);
  * (only lease bookkeeping changed) it is never fsync'd on its own — the
  * next durable commit covers it. On failure the transaction is rolled
  * back and the counters rebuilt; the caller must treat every change of
- * the transaction as not done.
+ * the transaction as not done. The one exception: the fsync after the
+ * COMMIT failed (store_commit_unsure), when the changes are in the
+ * database but may not be on disk, and the store refuses writes from
+ * then on.
  */
 int store_commit(Store *s, bool durable);
+/* Did the last store_commit fail after the COMMIT, in its fsync? Then
+ * nobody can tell whether its changes survive a crash. */
+bool store_commit_unsure(const Store *s);
 int store_rollback(Store *s);
 
 /* Mailboxes. Pointers stay valid until the mailbox is deleted. */

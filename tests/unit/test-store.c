@@ -1598,6 +1598,7 @@ test_store_lease_failure_refuses_commit(void **state)
 	assert_int_equal(n, 2);
 	assert_int_equal(store_commit(fx->s, true), -EIO);
 	assert_non_null(strstr(store_errmsg(fx->s), "commit refused"));
+	assert_false(store_commit_unsure(fx->s)); /* rolled back: sure */
 	assert_int_equal(mb->n_ready, 3);
 	assert_int_equal(mb->n_leased, 0);
 	for (int i = 0; i < 3; i++) {
@@ -2439,6 +2440,8 @@ test_store_fsync_failure_refuses_writes(void **state)
 	put(fx->s, mb, 0, 0, "unsure");
 	assert_int_equal(store_commit(fx->s, true), -EIO);
 	fail_wal_sync = false;
+	/* The COMMIT was done: the caller must not say "nothing". */
+	assert_true(store_commit_unsure(fx->s));
 	assert_false(store_in_txn(fx->s));
 	assert_non_null(strstr(store_errmsg(fx->s), "fsync"));
 	/* No more writes: the kernel may have dropped what it could not
@@ -2517,6 +2520,7 @@ insert_full(Fx *fx, StoreMailbox *mb, size_t size)
 			assert_int_equal(store_rollback(fx->s), 0);
 		else
 			assert_int_equal(store_commit(fx->s, true), -ENOSPC);
+		assert_false(store_commit_unsure(fx->s));
 	}
 	free(big);
 	if (r != -ENOSPC)
