@@ -1,8 +1,9 @@
 /*
  * lease.h - the messages currently leased to connections.
  *
- * Leases live only in memory: after a restart every one is void (the
- * store turns LEASED rows back to READY). Each lease is in a hash table by
+ * The holder, deadline and window of a lease live only here; the store
+ * keeps a row per lease (schema version 4) only so that a restart can
+ * count the delivery of each lease it voids. Each lease is in a hash table by
  * message id (for ACK/NACK), on its holder's list (to give everything
  * back when the holder disconnects) and in its mailbox's group (to void
  * them when the mailbox is deleted, without a walk of every lease).

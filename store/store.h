@@ -15,8 +15,9 @@
  * text is in store_errmsg), -ENOENT, -EEXIST, -ENOMEM, -EINVAL.
  *
  * Message states: READY (deliverable once ready_ns has passed), LEASED
- * (held by a consumer; leases themselves live in the broker's memory, so
- * store_open turns every LEASED row back to READY), DEAD.
+ * (held by a consumer: a row of the lease table, its holder known only to
+ * the broker's memory, so store_open voids every lease, counting its
+ * delivery, and the message is READY again), DEAD.
  */
 #ifndef MBOX_STORE_H
 #define MBOX_STORE_H
