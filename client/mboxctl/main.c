@@ -9,9 +9,11 @@
  */
 #include "config.h"
 
+#include <fcntl.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "client/mboxctl/admin.h"
 #include "client/mboxctl/inspect.h"
@@ -153,6 +155,20 @@ verb_unknown(const char *name)
 	return CTL_EXIT_USAGE;
 }
 
+/* Started with stdin or stdout closed, the broker's socket would take
+ * its number: post would read its own connection as input, recv write
+ * messages into it. /dev/null fills the gaps first. */
+static void
+open_std_fds(void)
+{
+	int fd;
+
+	while ((fd = open("/dev/null", O_RDWR)) >= 0 && fd <= 2)
+		;
+	if (fd > 2)
+		close(fd);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -166,6 +182,7 @@ main(int argc, char **argv)
 	const Verb *v;
 	int opt, r;
 
+	open_std_fds();
 	opterr = 0; /* we word the messages ourselves */
 	/* '+': stop at the verb, whose options are its own business. */
 	while ((opt = getopt_long(argc, argv, "+:S:hV", opts, NULL)) != -1) {

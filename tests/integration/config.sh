@@ -292,6 +292,32 @@ wait_dead "$dpid" 200 || fail "the daemon still runs 20 s after SIGTERM"
 untrack_pid "$dpid"
 [ ! -e "$PIDF" ] || fail "SIGTERM left the pid file"
 [ ! -e "$SOCK" ] || fail "SIGTERM left the socket"
+# Started with standard descriptors closed: the daemon must not mistake
+# its own descriptors for them (the parent hung, or the daemon died or
+# spun), and neither must mboxctl (its socket read as stdin).
+for redir in '2>&-' '<&- >&-' '<&- >&- 2>&-'; do
+	rc=0
+	timeout 20 bash -c "exec \"\$0\" --daemon --pid-file \"\$1\" -s \"\$2\" \
+		-d \"\$3\" --sync off $redir" "$MBOXD" "$PIDF" "$SOCK" "$DB" || rc=$?
+	assert_eq 0 "$rc" "mboxd --daemon started with $redir: exit status"
+	dpid=$(cat "$PIDF")
+	alive "$dpid" || fail "the daemon started with $redir is not running"
+	track_pid "$dpid"
+	rc=0
+	timeout 10 bash -c 'exec "$0" -S "$1" post dq "closed $2" <&- >&-' \
+		"$MBOXCTL" "$SOCK" "$redir" || rc=$?
+	assert_eq 0 "$rc" "mboxctl post with stdin and stdout closed (daemon $redir)"
+	rc=0
+	timeout 10 bash -c 'exec "$0" -S "$1" post dq <&-' "$MBOXCTL" "$SOCK" \
+		>/dev/null 2>&1 || rc=$?
+	[ "$rc" -ne 124 ] || fail "mboxctl post with stdin closed hangs (daemon $redir)"
+	assert_eq "closed $redir" "$(mbctl recv dq)" "the daemon started with $redir serves"
+	mbctl purge dq >/dev/null
+	kill -TERM "$dpid"
+	wait_dead "$dpid" 200 || fail "the daemon ($redir) still runs 20 s after SIGTERM"
+	untrack_pid "$dpid"
+done
+note "--daemon and mboxctl with stdin, stdout or stderr closed"
 # A daemon that cannot start: the parent exits 1 and says why.
 expect_rc 1 "mboxd --daemon with an unwritable pid file" timeout 20 "$MBOXD" \
 	--daemon --pid-file /proc/mboxd-no.pid -s "$SOCK" -d "$DB" --sync off
