@@ -221,7 +221,25 @@ parse_limit(const LimitOpt *lo, const char *arg, uint64_t *out)
 	return 0;
 }
 
-/* pfx is "--" for the command line, "" for the file (messages only). */
+/*
+ * parse_limit with the reason in why when arg is refused. pfx is "--" for
+ * the command line, "" for the file (messages only).
+ */
+static int
+parse_limit_why(const LimitOpt *lo, const char *arg, const char *pfx,
+		uint64_t *out, char *why, size_t whylen)
+{
+	if (parse_limit(lo, arg, out) == 0)
+		return 0;
+	snprintf(why, whylen,
+		 "%s%s must be a whole number%s%s from %llu to %llu, not '%s'",
+		 pfx, lo->name,
+		 lo->bytes ? " of bytes (K, M, G or T multiply by 1024^n)" : "",
+		 lo->zero_ok ? ", 0 (none) or" : "",
+		 (unsigned long long)lo->min, (unsigned long long)lo->max, arg);
+	return -EINVAL;
+}
+
 static int
 parse_limit_opt(Options *o, int ch, const char *arg, const char *pfx, char *why,
 		size_t whylen)
@@ -229,19 +247,8 @@ parse_limit_opt(Options *o, int ch, const char *arg, const char *pfx, char *why,
 	const LimitOpt *lo = &limit_opts[ch - OPT_LIMIT0];
 	uint64_t v;
 
-	if (parse_limit(lo, arg, &v) < 0) {
-		snprintf(why, whylen,
-			 "%s%s must be a whole number%s%s from %llu to %llu, "
-			 "not '%s'",
-			 pfx, lo->name,
-			 lo->bytes ? " of bytes (K, M, G or T multiply by "
-				     "1024^n)"
-				   : "",
-			 lo->zero_ok ? ", 0 (none) or" : "",
-			 (unsigned long long)lo->min,
-			 (unsigned long long)lo->max, arg);
+	if (parse_limit_why(lo, arg, pfx, &v, why, whylen) < 0)
 		return -EINVAL;
-	}
 	memcpy((char *)o + lo->offset, &v, sizeof(v));
 	return 0;
 }
@@ -295,8 +302,8 @@ usage(FILE *f)
 		"default 0666;\n"
 		"                       access is decided per mailbox)\n"
 		"      --max-msg-size N largest payload in bytes (default "
-		"1048576,\n"
-		"                       at most 67108864)\n"
+		"1048576 or 1M,\n"
+		"                       at most 64M; K, M as below)\n"
 		"      --no-autocreate  POST to a missing mailbox fails "
 		"instead of\n"
 		"                       creating it\n"
@@ -482,13 +489,18 @@ apply_option(Options *o, int ch, const char *arg, const char *pfx, char *why,
 			goto bad_mode;
 		o->socket_mode = (unsigned)v;
 		return 0;
-	case OPT_MAX_MSG_SIZE:
-		errno = 0;
-		v = strtoull(arg, &end, 10);
-		if (errno || *end || !*arg || v > 64u * 1024 * 1024)
-			goto bad_size;
-		o->max_msg_size = (size_t)v;
+	case OPT_MAX_MSG_SIZE: {
+		/* A size like the limits, but not reloadable: not in
+		 * limit_opts, so no offset. */
+		static const LimitOpt lo = {
+			"max-msg-size", 1, UINT64_C(64) << 20, true, false, 0};
+		uint64_t size;
+
+		if (parse_limit_why(&lo, arg, pfx, &size, why, whylen) < 0)
+			return -EINVAL;
+		o->max_msg_size = (size_t)size;
 		return 0;
+	}
 	case OPT_NO_AUTOCREATE:
 		o->autocreate = !yes;
 		return 0;
@@ -515,12 +527,6 @@ bad_level:
 	return -EINVAL;
 bad_mode:
 	snprintf(why, whylen, "%ssocket-mode must be octal 0 to 0777, not '%s'",
-		 pfx, arg);
-	return -EINVAL;
-bad_size:
-	snprintf(why, whylen,
-		 "%smax-msg-size must be a number of bytes up to 67108864, not "
-		 "'%s'",
 		 pfx, arg);
 	return -EINVAL;
 bad_window:

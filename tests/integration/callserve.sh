@@ -28,7 +28,7 @@ mailboxes()
 }
 
 # A small max message size so that "too large" is cheap to reach.
-start_broker --max-msg-size 524288
+start_broker --max-msg-size 512K
 
 # --- round trip, exact payload, headers in the environment ---
 mbctl create svc
