@@ -258,8 +258,6 @@ op_create(Request *q)
 {
 	char name[MBOX_NAME_MAX + 1], why[256];
 	StoreMailbox tmpl, *mb;
-	ProtoReader r;
-	ProtoField f;
 	int k;
 
 	if (request_check(q, BIT(MBOX_TAG_MAILBOX) | BIT(MBOX_TAG_SETTING),
@@ -274,20 +272,12 @@ op_create(Request *q)
 	if (mailbox_limit_hit(q, name))
 		return;
 	mailbox_defaults(&tmpl, q->c, name);
-	proto_reader_init(&r, q->f.body, q->f.len);
-	while ((k = proto_reader_next(&r, &f)) > 0) {
-		if (f.tag != MBOX_TAG_SETTING)
-			continue;
-		int sr = settings_apply(&tmpl, &q->c->peer, (const char *)f.val,
-					f.len, true, why, sizeof(why));
-
-		if (sr < 0) {
-			reply_error(q,
-				    sr == -EPERM ? MBOX_S_DENIED
-						 : MBOX_S_INVALID,
-				    NULL, why);
-			return;
-		}
+	k = settings_apply_all(&tmpl, &q->c->peer, q->f.body, q->f.len, true,
+			       why, sizeof(why));
+	if (k < 0) {
+		reply_error(q, k == -EPERM ? MBOX_S_DENIED : MBOX_S_INVALID,
+			    NULL, why);
+		return;
 	}
 	if (broker_refuse_add(q->b, q->c, q->h->opcode, q->h->id))
 		return;
@@ -530,12 +520,17 @@ post_would_overflow(Request *q, const StoreMailbox *mb, const PostItem *items,
 	post_limit(mb->max_msgs, "max_msgs", cfg->max_mailbox_msgs,
 		   "max_mailbox_msgs", &lim, &name);
 	if (lim && held + adds > lim) {
+		/* A batch may be over the limit on its own: say how many
+		 * it would add, or "holds 0" reads like a broker bug. */
 		reply_errorf(q, MBOX_S_FULL, name,
 			     "mailbox %s is full: it holds %llu messages "
-			     "(dead ones included) and %s is %llu; consume, "
-			     "purge or kick messages, or raise %s",
-			     mb->name, (unsigned long long)held, name,
+			     "(dead ones included), this post would add %llu "
+			     "and %s is %llu; %sconsume, purge or kick "
+			     "messages, or raise %s",
+			     mb->name, (unsigned long long)held,
+			     (unsigned long long)adds, name,
 			     (unsigned long long)lim,
+			     held < lim ? "post fewer at once, " : "",
 			     strcmp(name, "max_msgs") == 0
 				     ? "it with 'mboxctl set'"
 				     : "mboxd --max-mailbox-msgs");

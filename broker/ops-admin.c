@@ -79,9 +79,7 @@ op_set(Request *q)
 {
 	StoreMailbox *mb, tmpl;
 	char why[256];
-	ProtoReader r;
-	ProtoField f;
-	int k;
+	int sr;
 
 	if (request_check(q, BIT(MBOX_TAG_MAILBOX) | BIT(MBOX_TAG_SETTING),
 			  BIT(MBOX_TAG_MAILBOX) | BIT(MBOX_TAG_SETTING)) < 0)
@@ -90,20 +88,12 @@ op_set(Request *q)
 	if (!mb)
 		return;
 	tmpl = *mb;
-	proto_reader_init(&r, q->f.body, q->f.len);
-	while ((k = proto_reader_next(&r, &f)) > 0) {
-		if (f.tag != MBOX_TAG_SETTING)
-			continue;
-		int sr = settings_apply(&tmpl, &q->c->peer, (const char *)f.val,
-					f.len, false, why, sizeof(why));
-
-		if (sr < 0) {
-			reply_errorf(q,
-				     sr == -EPERM ? MBOX_S_DENIED
-						  : MBOX_S_INVALID,
-				     NULL, "%s; no setting was changed", why);
-			return;
-		}
+	sr = settings_apply_all(&tmpl, &q->c->peer, q->f.body, q->f.len, false,
+				why, sizeof(why));
+	if (sr < 0) {
+		reply_errorf(q, sr == -EPERM ? MBOX_S_DENIED : MBOX_S_INVALID,
+			     NULL, "%s; no setting was changed", why);
+		return;
 	}
 	if (request_txn(q) < 0)
 		return;

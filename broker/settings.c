@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "broker/settings.h"
+#include "client/proto.h"
 
 static int
 settings_uint(const char *s, int base, uint64_t *out)
@@ -139,15 +140,20 @@ settings_apply(StoreMailbox *mb, const AclPeer *peer, const char *kv,
 		}
 		mb->gid = (uint32_t)v;
 	} else if (strcmp(key, "temp") == 0) {
-		if (!creating) {
-			snprintf(why, whylen,
-				 "temp can only be chosen when the mailbox is "
-				 "created");
-			return -EINVAL;
-		}
+		bool temp = (mb->flags & STORE_MB_TEMP) != 0;
+
 		if (strcmp(val, "0") != 0 && strcmp(val, "1") != 0) {
 			snprintf(why, whylen, "temp must be 0 or 1, not '%s'",
 				 val);
+			return -EINVAL;
+		}
+		/* The value it has is accepted, so that what STAT shows
+		 * can be given back to SET whole. */
+		if (!creating && (val[0] == '1') != temp) {
+			snprintf(why, whylen,
+				 "temp can only be chosen when the mailbox is "
+				 "created (this one has temp=%d)",
+				 temp ? 1 : 0);
 			return -EINVAL;
 		}
 		if (val[0] == '1')
@@ -170,4 +176,24 @@ bad_duration:
 		 key, strcmp(key, "lease") == 0 ? ", more than 0" : ", or 0",
 		 val);
 	return -EINVAL;
+}
+
+int
+settings_apply_all(StoreMailbox *mb, const AclPeer *peer, const uint8_t *body,
+		   size_t len, bool creating, char *why, size_t whylen)
+{
+	ProtoReader r;
+	ProtoField f;
+	int k, sr;
+
+	proto_reader_init(&r, body, len);
+	while ((k = proto_reader_next(&r, &f)) > 0) {
+		if (f.tag != MBOX_TAG_SETTING)
+			continue;
+		sr = settings_apply(mb, peer, (const char *)f.val, f.len,
+				    creating, why, whylen);
+		if (sr < 0)
+			return sr;
+	}
+	return 0;
 }

@@ -86,17 +86,9 @@ mbox_create(mbox *m, const char *mailbox, const char *const *settings)
 int
 mbox_set(mbox *m, const char *mailbox, const char *const *settings)
 {
-	size_t i;
-
 	if (m && (!settings || !settings[0])) {
 		error_set(m, "no setting to change given");
 		return -EINVAL;
-	}
-	for (i = 0; m && settings[i]; i++) {
-		if (strncmp(settings[i], "temp=", 5) == 0) {
-			error_set(m, "temp can only be set at creation");
-			return -EINVAL;
-		}
 	}
 	return settings_req(m, MBOX_OP_SET, mailbox, settings);
 }

@@ -33,6 +33,12 @@ check_name(mbox *m, const char *name)
 	return 0;
 }
 
+int
+mbox_name_valid(const char *name)
+{
+	return name && proto_name_valid((const uint8_t *)name, strlen(name));
+}
+
 bool
 check_utf8(const char *s)
 {

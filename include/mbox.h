@@ -66,6 +66,10 @@ const char *mbox_last_error(const mbox *m);
 
 int mbox_ping(mbox *m);
 
+/* 1 when name is a valid mailbox name (1 to 200 bytes of A-Z a-z 0-9
+ * . _ -), else 0: for checking a name before any request carries it. */
+int mbox_name_valid(const char *name);
+
 /*
  * mbox_create - create a mailbox. settings is NULL or a NULL-terminated
  * array of "key=value" strings: lease (seconds, or with a unit suffix
@@ -145,7 +149,8 @@ int mbox_reject(mbox *m, const uint64_t *ids, size_t n);
 
 /* ---- Mailbox administration ---- */
 
-/* Change settings (same keys as mbox_create, except temp). Owner only. */
+/* Change settings (the keys of mbox_create; temp only with the value the
+ * mailbox has, as mbox_stat shows it). Owner only. */
 int mbox_set(mbox *m, const char *mailbox, const char *const *settings);
 #define MBOX_DELETE_FORCE_FLAG 0x1u
 /* Delete a mailbox; -ENOTEMPTY if it holds messages, unless

@@ -370,12 +370,9 @@ cmd_create(Ctl *c, int argc, char **argv)
 			break;
 		}
 	}
-	if (optind >= argc)
-		return ctl_usage(c, "which mailbox? (mboxctl create MAILBOX)");
-	if (argc - optind > 1)
-		return ctl_usage(c, "unexpected argument '%s'",
-				 argv[optind + 1]);
-	c->target = argv[optind];
+	if ((r = ctl_take_mailbox(c, argc, argv, "MAILBOX")) >= 0 ||
+	    (r = ctl_no_more(c, argc, argv)) >= 0)
+		return r;
 	n = settings_list(set, settings);
 	if (temp) {
 		settings[n++] = "temp=1";
@@ -421,10 +418,9 @@ cmd_set(Ctl *c, int argc, char **argv)
 			break;
 		}
 	}
-	if (optind >= argc)
-		return ctl_usage(c, "which mailbox? (mboxctl set MAILBOX "
-				    "KEY=VALUE...)");
-	c->target = argv[optind++];
+	r = ctl_take_mailbox(c, argc, argv, "MAILBOX KEY=VALUE...");
+	if (r >= 0)
+		return r;
 
 	/* KEY=VALUE arguments go after the options' settings, so that they
 	 * win if both name a key (the broker applies them in order). */

@@ -318,12 +318,9 @@ cmd_peek(Ctl *c, int argc, char **argv)
 			return ctl_bad_option(c, opt, argv);
 		}
 	}
-	if (optind >= argc)
-		return ctl_usage(c, "which mailbox? (mboxctl peek MAILBOX)");
-	if (argc - optind > 1)
-		return ctl_usage(c, "unexpected argument '%s'",
-				 argv[optind + 1]);
-	c->target = argv[optind];
+	if ((r = ctl_take_mailbox(c, argc, argv, "MAILBOX")) >= 0 ||
+	    (r = ctl_no_more(c, argc, argv)) >= 0)
+		return r;
 
 	r = ctl_connect(c);
 	if (r)

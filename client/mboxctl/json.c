@@ -130,7 +130,7 @@ json_msg(FILE *f, const mbox_msg *msg)
 	fprintf(f, ",\"priority\":%u,\"deliveries\":%" PRIu32,
 		mbox_msg_priority(msg), mbox_msg_deliveries(msg));
 	json_msg_origin(f, msg);
-	fprintf(f, ",\"time\":%" PRId64, mbox_msg_time_ns(msg));
+	fprintf(f, ",\"time_ns\":%" PRId64, mbox_msg_time_ns(msg));
 	if (mbox_msg_expires_ns(msg))
 		fprintf(f, ",\"expires_ns\":%" PRId64,
 			mbox_msg_expires_ns(msg));

@@ -9,8 +9,10 @@
  */
 #include "config.h"
 
+#include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -169,6 +171,21 @@ open_std_fds(void)
 		close(fd);
 }
 
+/* A verb that succeeded but whose output did not all reach stdout
+ * (a full disk, a closed pipe with SIGPIPE ignored) has failed: say so
+ * rather than exit 0 with the output lost. */
+static int
+finish_stdout(Ctl *c, int r)
+{
+	bool failed = ferror(stdout);
+	int err = fflush(stdout) != 0 ? errno : 0;
+
+	if (r != CTL_EXIT_OK || (!failed && !err))
+		return r;
+	return ctl_error(c, "cannot write to standard output: %s",
+			 err ? strerror(err) : "write error");
+}
+
 int
 main(int argc, char **argv)
 {
@@ -248,5 +265,5 @@ main(int argc, char **argv)
 	optind = 0;
 	r = v->run(&c, argc, argv);
 	ctl_close(&c);
-	return r;
+	return finish_stdout(&c, r);
 }

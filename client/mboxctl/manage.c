@@ -51,7 +51,7 @@ static int
 manage_args(Ctl *c, const ManageVerb *v, int argc, char **argv, ManageArgs *a,
 	    bool *done)
 {
-	int opt;
+	int opt, r;
 
 	*done = false;
 	while ((opt = getopt_long(argc, argv, v->optstring, v->opts, NULL)) !=
@@ -77,11 +77,10 @@ manage_args(Ctl *c, const ManageVerb *v, int argc, char **argv, ManageArgs *a,
 			return ctl_bad_option(c, opt, argv);
 		}
 	}
-	if (optind >= argc)
-		return ctl_usage(c, "which mailbox? (mboxctl %s %s)", c->verb,
-				 v->usage);
-	a->mailbox = argv[optind++];
-	c->target = a->mailbox;
+	r = ctl_take_mailbox(c, argc, argv, v->usage);
+	if (r >= 0)
+		return r;
+	a->mailbox = c->target;
 	if (v->word && optind < argc)
 		a->word = argv[optind++];
 	if (v->word_required && !a->word)

@@ -181,11 +181,13 @@ batch_flush(PostRun *p)
 	mbox_post_item items[POST_BATCH_MSGS];
 	uint64_t ids[POST_BATCH_MSGS];
 	LineBatch *b = &p->batch;
+	uint64_t first_line;
 	size_t i;
 	int r;
 
 	if (b->n == 0)
 		return 0;
+	first_line = p->line_no - (p->line_no >= b->n ? b->n : 0) + 1;
 	for (i = 0; i < b->n; i++) {
 		items[i].data = p->in + b->off[i];
 		items[i].len = b->len[i];
@@ -196,15 +198,19 @@ batch_flush(PostRun *p)
 		char what[96];
 
 		snprintf(what, sizeof(what),
-			 "lines %" PRIu64 "-%" PRIu64 " not posted",
-			 p->line_no - (p->line_no >= b->n ? b->n : 0) + 1,
+			 "lines %" PRIu64 "-%" PRIu64 " not posted", first_line,
 			 p->line_no);
 		return ctl_fail(p->c, r, what);
 	}
 	for (i = 0; i < b->n; i++)
 		printf("%" PRIu64 "\n", ids[i]);
 	if (fflush(stdout) != 0)
-		return ctl_error(p->c, "cannot write to standard output: %s",
+		return ctl_error(p->c,
+				 "lines %" PRIu64 "-%" PRIu64 " posted as "
+				 "messages %" PRIu64 " to %" PRIu64 ", but "
+				 "their ids could not be written to standard "
+				 "output: %s",
+				 first_line, p->line_no, ids[0], ids[b->n - 1],
 				 strerror(errno));
 	b->n = 0;
 	b->bytes = 0;
@@ -455,12 +461,17 @@ msg_payload(Ctl *c, const char *arg, uint8_t **data, size_t *len, bool *owned)
 	return 0;
 }
 
+/* After the broker took the request: a failed write must not read as
+ * "not done", or a script retries and posts twice. done says what was
+ * done ("message 7 posted"), what what could not be written. */
 static int
-flush_stdout(Ctl *c)
+flush_stdout(Ctl *c, const char *done, const char *what)
 {
 	if (fflush(stdout) != 0)
-		return ctl_error(c, "cannot write to standard output: %s",
-				 strerror(errno));
+		return ctl_error(c,
+				 "%s, but %s could not be written to standard "
+				 "output: %s",
+				 done, what, strerror(errno));
 	return CTL_EXIT_OK;
 }
 
@@ -476,6 +487,7 @@ cmd_post(Ctl *c, int argc, char **argv)
 	};
 	PostRun p = {.c = c};
 	MsgOpts mo;
+	char done[64];
 	bool lines = false, owned = false;
 	uint8_t *data = NULL;
 	size_t len = 0;
@@ -519,12 +531,9 @@ cmd_post(Ctl *c, int argc, char **argv)
 			goto out;
 		}
 	}
-	if (optind >= argc) {
-		r = ctl_usage(c,
-			      "which mailbox? (mboxctl post MAILBOX [DATA])");
+	r = ctl_take_mailbox(c, argc, argv, "MAILBOX [DATA]");
+	if (r >= 0)
 		goto out;
-	}
-	c->target = argv[optind++];
 	if (argc - optind > 1) {
 		r = ctl_usage(c,
 			      "unexpected argument '%s' (quote DATA that "
@@ -566,7 +575,8 @@ cmd_post(Ctl *c, int argc, char **argv)
 		goto out;
 	}
 	printf("%" PRIu64 "\n", id);
-	r = flush_stdout(c);
+	snprintf(done, sizeof(done), "message %" PRIu64 " posted", id);
+	r = flush_stdout(c, done, "its id");
 out:
 	if (owned)
 		free(data);
@@ -585,6 +595,7 @@ cmd_publish(Ctl *c, int argc, char **argv)
 		{0},
 	};
 	MsgOpts mo;
+	char done[64];
 	bool json = false, owned = false;
 	uint8_t *data = NULL;
 	size_t len = 0, copies = 0;
@@ -646,7 +657,8 @@ cmd_publish(Ctl *c, int argc, char **argv)
 		printf("{\"copies\":%zu}\n", copies);
 	else
 		printf("%zu\n", copies);
-	r = flush_stdout(c);
+	snprintf(done, sizeof(done), "published as %zu copies", copies);
+	r = flush_stdout(c, done, "the count");
 out:
 	if (owned)
 		free(data);

@@ -212,13 +212,11 @@ recv_args_option(Ctl *c, int opt, RecvArgs *a)
 static int
 recv_args_finish(Ctl *c, int argc, char **argv, RecvArgs *a)
 {
-	if (optind >= argc)
-		return ctl_usage(c, "which mailbox? (mboxctl %s MAILBOX)",
-				 c->verb);
-	if (argc - optind > 1)
-		return ctl_usage(c, "unexpected argument '%s'",
-				 argv[optind + 1]);
-	c->target = argv[optind];
+	int r;
+
+	if ((r = ctl_take_mailbox(c, argc, argv, "MAILBOX")) >= 0 ||
+	    (r = ctl_no_more(c, argc, argv)) >= 0)
+		return r;
 	a->format = FORMAT_LINES;
 	if (a->raw && a->json)
 		return ctl_usage(c, "--raw and --json exclude each other");
@@ -325,7 +323,7 @@ cmd_recv(Ctl *c, int argc, char **argv)
 						"will be delivered again)");
 		}
 	}
-	return got ? CTL_EXIT_OK : CTL_EXIT_EMPTY;
+	return got ? CTL_EXIT_OK : ctl_empty(c);
 }
 
 /* One subscribe run: what to print, how many, until when. */
@@ -449,7 +447,7 @@ sub_loop(SubRun *s)
 	}
 	if (signalled || s->got || !s->deadline)
 		return CTL_EXIT_OK;
-	return CTL_EXIT_EMPTY;
+	return ctl_empty(s->c);
 }
 
 int

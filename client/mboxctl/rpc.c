@@ -234,10 +234,9 @@ cmd_call(Ctl *c, int argc, char **argv)
 			return ctl_bad_option(c, opt, argv);
 		}
 	}
-	if (optind >= argc)
-		return ctl_usage(c, "which mailbox? (mboxctl call MAILBOX "
-				    "[DATA])");
-	c->target = argv[optind++];
+	r = ctl_take_mailbox(c, argc, argv, "MAILBOX [DATA]");
+	if (r >= 0)
+		return r;
 	if (optind < argc)
 		arg = argv[optind++];
 	if (optind < argc)
@@ -393,10 +392,9 @@ cmd_serve(Ctl *c, int argc, char **argv)
 			return ctl_bad_option(c, opt, argv);
 		}
 	}
-	if (optind >= argc)
-		return ctl_usage(c, "which mailbox? (mboxctl serve MAILBOX -- "
-				    "CMD)");
-	c->target = argv[optind++];
+	r = ctl_take_mailbox(c, argc, argv, "MAILBOX -- CMD");
+	if (r >= 0)
+		return r;
 	if (optind < argc && strcmp(argv[optind], "--") == 0)
 		optind++;
 	if (optind >= argc)

@@ -403,12 +403,9 @@ cmd_stat(Ctl *c, int argc, char **argv)
 	r = ctl_parse_simple(c, argc, argv, stat_help, &json);
 	if (r >= 0)
 		return r;
-	if (optind >= argc)
-		return ctl_usage(c, "which mailbox? (mboxctl stat MAILBOX)");
-	if (argc - optind > 1)
-		return ctl_usage(c, "unexpected argument '%s'",
-				 argv[optind + 1]);
-	c->target = argv[optind];
+	if ((r = ctl_take_mailbox(c, argc, argv, "MAILBOX")) >= 0 ||
+	    (r = ctl_no_more(c, argc, argv)) >= 0)
+		return r;
 	r = ctl_connect(c);
 	if (r)
 		return r;

@@ -539,11 +539,9 @@ cmd_export(Ctl *c, int argc, char **argv)
 			return ctl_bad_option(c, opt, argv);
 		}
 	}
-	if (optind >= argc)
-		return ctl_usage(c, "which mailbox? (mboxctl export MAILBOX)");
-	c->target = argv[optind++];
-	if (optind < argc)
-		return ctl_usage(c, "unexpected argument '%s'", argv[optind]);
+	if ((r = ctl_take_mailbox(c, argc, argv, "MAILBOX")) >= 0 ||
+	    (r = ctl_no_more(c, argc, argv)) >= 0)
+		return r;
 
 	r = ctl_connect(c);
 	if (r)
@@ -1432,11 +1430,9 @@ cmd_import(Ctl *c, int argc, char **argv)
 			return ctl_bad_option(c, opt, argv);
 		}
 	}
-	if (optind >= argc)
-		return ctl_usage(c, "which mailbox? (mboxctl import MAILBOX)");
-	c->target = argv[optind++];
-	if (optind < argc)
-		return ctl_usage(c, "unexpected argument '%s'", argv[optind]);
+	if ((r = ctl_take_mailbox(c, argc, argv, "MAILBOX")) >= 0 ||
+	    (r = ctl_no_more(c, argc, argv)) >= 0)
+		return r;
 	if (path) {
 		im.in = fopen(path, "re");
 		if (!im.in)

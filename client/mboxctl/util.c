@@ -15,6 +15,7 @@
 #include <time.h>
 
 #include "client/mboxctl/util.h"
+#include "mbox-proto.h"
 
 static void
 ctl_prefix(const Ctl *c)
@@ -28,6 +29,11 @@ ctl_connect(Ctl *c)
 {
 	int r;
 
+	/* The library would say EINVAL, which reads like a broker's
+	 * answer; an empty -S is a usage error (a script's unset var). */
+	if (c->socket && !c->socket[0])
+		return ctl_usage(c, "-S/--socket needs a path, not an empty "
+				    "string");
 	if (c->socket)
 		snprintf(c->path, sizeof(c->path), "%s", c->socket);
 	else if (mbox_default_socket_path(c->path, sizeof(c->path)) < 0)
@@ -236,6 +242,49 @@ ctl_parse_simple(Ctl *c, int argc, char **argv, const char *help, bool *json)
 		}
 	}
 	return -1;
+}
+
+int
+ctl_take_mailbox(Ctl *c, int argc, char **argv, const char *synopsis)
+{
+	const char *name;
+
+	if (optind >= argc)
+		return ctl_usage(c, "which mailbox? (mboxctl %s %s)", c->verb,
+				 synopsis);
+	name = argv[optind];
+	if (!mbox_name_valid(name))
+		return ctl_usage(c,
+				 "invalid mailbox name \"%.64s\"%s: it must be "
+				 "1-%u bytes of A-Z a-z 0-9 . _ -",
+				 name, strlen(name) > 64 ? "..." : "",
+				 MBOX_NAME_MAX);
+	c->target = name;
+	optind++;
+	return -1;
+}
+
+int
+ctl_no_more(Ctl *c, int argc, char **argv)
+{
+	if (optind < argc)
+		return ctl_usage(c, "unexpected argument '%s'", argv[optind]);
+	return -1;
+}
+
+int
+ctl_empty(Ctl *c)
+{
+	mbox_mailbox_stat *st = NULL;
+
+	if (c->m && c->target && mbox_stat(c->m, c->target, &st) == 0 &&
+	    (st->flags & MBOX_STAT_PAUSED))
+		fprintf(stderr,
+			"mboxctl: %s %s: nothing received: the mailbox is "
+			"paused; resume deliveries with: mboxctl resume %s\n",
+			c->verb, c->target, c->target);
+	mbox_stat_free(st);
+	return CTL_EXIT_EMPTY;
 }
 
 int

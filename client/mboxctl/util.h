@@ -52,7 +52,8 @@ typedef struct Ctl {
 
 /*
  * ctl_connect - connect to the broker. Returns 0, or prints why it could
- * not (with a hint) and returns CTL_EXIT_UNREACHABLE.
+ * not (with a hint) and returns CTL_EXIT_UNREACHABLE (CTL_EXIT_USAGE for
+ * an empty -S).
  */
 int ctl_connect(Ctl *c);
 void ctl_close(Ctl *c);
@@ -82,6 +83,22 @@ int ctl_bad_option(Ctl *c, int opt, char **argv);
  */
 int ctl_parse_simple(Ctl *c, int argc, char **argv, const char *help,
 		     bool *json);
+/*
+ * ctl_take_mailbox - the MAILBOX operand at argv[optind]: checks the name,
+ * makes it the target named in messages and steps past it. synopsis
+ * ("MAILBOX [DATA]") completes "which mailbox? (mboxctl VERB SYNOPSIS)".
+ * Returns -1 to go on, else CTL_EXIT_USAGE after saying what is wrong.
+ */
+int ctl_take_mailbox(Ctl *c, int argc, char **argv, const char *synopsis);
+/* CTL_EXIT_USAGE after naming argv[optind] when operands are left over,
+ * else -1 to go on. */
+int ctl_no_more(Ctl *c, int argc, char **argv);
+/*
+ * ctl_empty - what a verb that waited for messages and got none returns
+ * (CTL_EXIT_EMPTY). When the target mailbox is paused, which is why
+ * nothing came, it says so and how to resume it.
+ */
+int ctl_empty(Ctl *c);
 /* The exit code a library error maps to (request errors, not connect). */
 int ctl_exit_code(int err);
 

@@ -711,7 +711,7 @@ work_loop(Ctl *c, const WorkOpts *o)
 	else if (o->once && w.started)
 		r = w.once_rc;
 	else if (o->once && !w.stopping)
-		r = CTL_EXIT_EMPTY;
+		r = ctl_empty(c);
 	else
 		r = CTL_EXIT_OK;
 out:
@@ -857,13 +857,10 @@ cmd_work(Ctl *c, int argc, char **argv)
 			goto out;
 		}
 	}
-	r = CTL_EXIT_USAGE;
-	if (optind >= argc) {
-		r = ctl_usage(c,
-			      "which mailbox? (mboxctl work MAILBOX -- CMD)");
+	r = ctl_take_mailbox(c, argc, argv, "MAILBOX -- CMD");
+	if (r >= 0)
 		goto out;
-	}
-	c->target = argv[optind++];
+	r = CTL_EXIT_USAGE;
 	if (optind < argc && strcmp(argv[optind], "--") == 0)
 		optind++;
 	if (optind >= argc) {

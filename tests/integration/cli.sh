@@ -50,13 +50,47 @@ expect_rc 3 "recv --wait 0 on an empty mailbox" mbctl recv empty --wait 0
 # 1: other errors, with a message on stderr.
 expect_rc 1 "create of an existing mailbox" mbctl create empty
 [ -s "$T_DIR/rc.err" ] || fail "create of an existing mailbox said nothing"
+
+# 2: a bad mailbox name is a bad argument, found before any request (the
+# broker would answer 1, INVALID); an empty -S is one too, not "no broker".
+for verb in "post" "recv" "peek" "stat" "create" "rm" "purge" "bind"; do
+	expect_rc 2 "$verb of an invalid mailbox name" mbctl $verb 'bad name!' x
+	grep -q 'invalid mailbox name "bad name!": it must be 1-200 bytes' "$T_DIR/rc.err" ||
+		fail "$verb 'bad name!' said: $(cat "$T_DIR/rc.err")"
+done
+expect_rc 2 "an empty -S" "$MBOXCTL" -S '' ping
+grep -q 'needs a path' "$T_DIR/rc.err" || fail "-S '': $(cat "$T_DIR/rc.err")"
+
+# 1: output that cannot be written is an error, and a post that was done
+# says so with its id, so that a script does not post it again.
 rc=0
-mbctl post 'bad name!' data >/dev/null 2>"$T_DIR/badname.err" || rc=$?
-case $rc in
-1 | 2) ;; # refused by the broker, or by mboxctl as a usage error
-*) fail "post to an invalid mailbox name exited $rc, expected 1 (or 2)" ;;
-esac
-[ -s "$T_DIR/badname.err" ] || fail "post to an invalid name said nothing"
+mbctl ping >/dev/full 2>"$T_DIR/full.err" || rc=$?
+assert_eq 1 "$rc" "ping >/dev/full"
+grep -q 'cannot write to standard output' "$T_DIR/full.err" || fail "ping >/dev/full said: $(cat "$T_DIR/full.err")"
+rc=0
+mbctl post full one >/dev/full 2>"$T_DIR/full.err" || rc=$?
+assert_eq 1 "$rc" "post >/dev/full"
+id=$(sed -n 's/.*message \([0-9]*\) posted, but its id could not be written.*/\1/p' "$T_DIR/full.err")
+[ -n "$id" ] || fail "post >/dev/full said: $(cat "$T_DIR/full.err")"
+mbctl peek full --json >"$T_DIR/full.json"
+assert_eq "$id one" "$(json_num id <"$T_DIR/full.json") $(json_str data <"$T_DIR/full.json")" "the post that could not print its id"
+rc=0
+printf 'a\nb\n' | mbctl post full --lines >/dev/full 2>"$T_DIR/full.err" || rc=$?
+assert_eq 1 "$rc" "post --lines >/dev/full"
+grep -qE "lines 1-2 posted as messages $((id + 1)) to $((id + 2)), but their ids" "$T_DIR/full.err" ||
+	fail "post --lines >/dev/full said: $(cat "$T_DIR/full.err")"
+
+# 3 on a paused mailbox says why nothing came.
+mbctl create held
+mbctl pause held
+for verb in recv subscribe; do
+	expect_rc 3 "$verb on a paused mailbox" mbctl $verb held --wait 0.1
+	grep -q 'the mailbox is paused; resume deliveries with: mboxctl resume held' "$T_DIR/rc.err" ||
+		fail "$verb on a paused mailbox said: $(cat "$T_DIR/rc.err")"
+done
+mbctl resume held
+expect_rc 3 "recv on an empty mailbox, resumed" mbctl recv held --wait 0
+[ ! -s "$T_DIR/rc.err" ] || fail "recv on an empty, active mailbox said: $(cat "$T_DIR/rc.err")"
 
 # recv --wait returns as soon as a message comes.
 mbctl create late
@@ -108,5 +142,14 @@ printf 'j1\nj2\n' | mbctl post js --lines >/dev/null
 mbctl recv js -n 2 --json >"$T_DIR/js"
 check_json_lines "$T_DIR/js"
 assert_eq 2 "$(wc -l <"$T_DIR/js")" "recv -n 2 --json lines"
+# Every time in JSON is *_ns, as in export and stat.
+mbctl post js j3 >/dev/null
+mbctl peek js --json >"$T_DIR/js.peek"
+mbctl recv js --json >"$T_DIR/js.recv"
+for f in js.peek js.recv; do
+	t=$(json_num time_ns <"$T_DIR/$f")
+	[ "${t:-0}" -gt 1000000000000000000 ] || fail "$f: no time_ns: $(cat "$T_DIR/$f")"
+	! grep -q '"time":' "$T_DIR/$f" || fail "$f: a time without _ns: $(cat "$T_DIR/$f")"
+done
 
 stop_broker

@@ -96,7 +96,7 @@ expect_rc 5 "stat of a missing mailbox" mbctl stat nosuch
 grep -q "no such mailbox" "$T_DIR/rc.err" || fail "stat nosuch: $(cat "$T_DIR/rc.err")"
 [ ! -s "$T_DIR/rc.out" ] || fail "stat nosuch printed on stdout"
 expect_rc 5 "peek of a missing mailbox" mbctl peek nosuch
-expect_rc 1 "stat of a bad name" mbctl stat "bad/name"
+expect_rc 2 "stat of a bad name" mbctl stat "bad/name"
 [ "$(cat "$T_DIR/rc.out")" = "" ] || fail "stat of a bad name printed on stdout"
 
 # ---- Counters: posts, acks, nacks, rejects, expiry, max-deliveries ----
@@ -172,6 +172,14 @@ grep -qE '^mailbox +q$' "$T_DIR/stat.txt" || fail "stat q: $(cat "$T_DIR/stat.tx
 grep -qE '^state +active$' "$T_DIR/stat.txt" || fail "stat q: not active"
 grep -qE '^settings .*lease=60000ms' "$T_DIR/stat.txt" || fail "stat q: no settings"
 grep -qE '^posted +5 ' "$T_DIR/stat.txt" || fail "stat q: no posted 5"
+# What stat shows as settings, set takes back whole (temp included, as it
+# is); changing temp after creation is refused and says so.
+read -r -a shown <<<"$(sed -n 's/^settings *//p' "$T_DIR/stat.txt")"
+[ "${#shown[@]}" -ge 8 ] || fail "stat q: settings: ${shown[*]}"
+expect_rc 0 "set q with the settings stat shows" mbctl set q "${shown[@]}"
+expect_rc 1 "set q temp=1" mbctl set q temp=1
+grep -q 'only be chosen when the mailbox is created (this one has temp=0)' "$T_DIR/rc.err" ||
+	fail "set q temp=1: $(cat "$T_DIR/rc.err")"
 mbctl pause q
 assert_eq true "$(mbctl stat q --json | jget "d['paused']")" "paused flag"
 mbctl stat q | grep -qE '^state +paused$' || fail "stat q: not paused"

@@ -100,8 +100,14 @@ def requests(path):
 
     # An autocreating POST obeys the mailbox limits as if the mailbox
     # were there, empty (it used to skip them).
-    refused(*post(c, "fresh", *[msg("f%d" % i) for i in range(4)]), S_FULL,
-            "max_mailbox_msgs", "an autocreating POST of 4 (of 3)")
+    st, f = post(c, "fresh", *[msg("f%d" % i) for i in range(4)])
+    refused(st, f, S_FULL, "max_mailbox_msgs",
+            "an autocreating POST of 4 (of 3)")
+    # A batch over the limit on its own says how many it would add.
+    check("holds 0 messages (dead ones included), this post would add 4 "
+          "and max_mailbox_msgs is 3; post fewer at once" in text_of(f),
+          "the text of a batch too large for an empty mailbox: " +
+          text_of(f))
     refused(*post(c, "fresh", msg(b"f" * 600), msg(b"g" * 401)), S_FULL,
             "max_mailbox_bytes", "an autocreating POST of 1001 bytes")
     check("fresh" not in names(c), "the refused POSTs created nothing")

@@ -65,7 +65,7 @@ assert_eq 1 "$(json_num deliveries <<<"$line")" "json deliveries"
 assert_eq "$(id -u)" "$(json_num uid <<<"$line")" "json sender uid"
 assert_eq "$(id -g)" "$(json_num gid <<<"$line")" "json sender gid"
 [[ $(json_num pid <<<"$line") =~ ^[1-9][0-9]*$ ]] || fail "json sender pid: $line"
-[[ $(json_num time <<<"$line") =~ ^[1-9][0-9]*$ ]] || fail "json time: $line"
+[[ $(json_num time_ns <<<"$line") =~ ^[1-9][0-9]*$ ]] || fail "json time_ns: $line"
 case $(json_str comm <<<"$line") in
 mboxctl | lt-mboxctl) ;;
 *) fail "json sender comm is not mboxctl: $line" ;;
