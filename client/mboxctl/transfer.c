@@ -39,6 +39,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "mbox-proto.h"
@@ -451,18 +452,61 @@ export_run(Export *e)
 	return export_by_priority(e);
 }
 
-/* -o FILE: write to a temporary file beside it, renamed at the end, so
- * FILE is never a partial export. */
-static int
-export_open(Export *e, const char *path, char **tmp)
+/*
+ * The mode a replaced or new -o file gets, as if written in place: the
+ * old file's (and, where we may, its owner), else 0666 less the umask.
+ * mkstemp's 0600 would hide an export the user meant to share.
+ */
+static void
+export_file_mode(int fd, const char *target)
 {
-	size_t n = strlen(path) + sizeof(".XXXXXX");
+	struct stat st;
+	mode_t mask;
+
+	if (stat(target, &st) == 0) {
+		if (fchown(fd, st.st_uid, st.st_gid) < 0) {
+			/* Not ours to give away: keep our uid, and the
+			 * bits apply to us. */
+		}
+		(void)fchmod(fd, st.st_mode & 07777);
+		return;
+	}
+	mask = umask(0);
+	umask(mask);
+	(void)fchmod(fd, 0666 & ~mask);
+}
+
+/*
+ * -o FILE: write to a temporary file beside it, renamed at the end, so
+ * FILE is never a partial export. A symbolic link is followed, as a
+ * shell's > would: the file it names is replaced, not the link. *target
+ * gets the path the rename goes to.
+ */
+static int
+export_open(Export *e, const char *path, char **target, char **tmp)
+{
+	struct stat st;
+	size_t n;
 	int fd;
 
+	*tmp = NULL;
+	if (lstat(path, &st) == 0 && S_ISLNK(st.st_mode)) {
+		*target = realpath(path, NULL);
+		if (!*target)
+			return ctl_error(e->c,
+					 "cannot follow the symbolic link %s: "
+					 "%s",
+					 path, strerror(errno));
+	} else {
+		*target = strdup(path);
+		if (!*target)
+			return ctl_error(e->c, "out of memory");
+	}
+	n = strlen(*target) + sizeof(".XXXXXX");
 	*tmp = malloc(n);
 	if (!*tmp)
 		return ctl_error(e->c, "out of memory");
-	snprintf(*tmp, n, "%s.XXXXXX", path);
+	snprintf(*tmp, n, "%s.XXXXXX", *target);
 	fd = mkstemp(*tmp);
 	if (fd < 0) {
 		free(*tmp);
@@ -470,6 +514,7 @@ export_open(Export *e, const char *path, char **tmp)
 		return ctl_error(e->c, "cannot create %s: %s", path,
 				 strerror(errno));
 	}
+	export_file_mode(fd, *target);
 	e->out = fdopen(fd, "w");
 	if (!e->out) {
 		close(fd);
@@ -518,7 +563,7 @@ cmd_export(Ctl *c, int argc, char **argv)
 	};
 	Export e = {.c = c, .out = stdout, .out_name = "standard output"};
 	const char *path = NULL;
-	char *tmp = NULL;
+	char *target = NULL, *tmp = NULL;
 	int opt, r;
 
 	while ((opt = getopt_long(argc, argv, ":S:ho:", opts, NULL)) != -1) {
@@ -547,9 +592,11 @@ cmd_export(Ctl *c, int argc, char **argv)
 	if (r)
 		return r;
 	if (path) {
-		r = export_open(&e, path, &tmp);
-		if (r)
+		r = export_open(&e, path, &target, &tmp);
+		if (r) {
+			free(target);
 			return r;
+		}
 		e.out_name = path;
 	}
 	progress_init(&e.pg, "exported");
@@ -559,7 +606,8 @@ cmd_export(Ctl *c, int argc, char **argv)
 		e.pg.on = false;
 	r = export_run(&e);
 	progress_end(&e.pg);
-	r = export_close(&e, path, tmp, r);
+	r = export_close(&e, target, tmp, r);
+	free(target);
 	free(e.seen.slot);
 	return r;
 }

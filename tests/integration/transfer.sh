@@ -71,6 +71,19 @@ expect_rc 0 "export rt" on_a mbctl export rt -o "$T_DIR/e1.jsonl"
 assert_eq 7 "$(wc -l <"$T_DIR/e1.jsonl")" "lines exported"
 check_json_lines "$T_DIR/e1.jsonl"
 ls "$T_DIR"/e1.jsonl.* >/dev/null 2>&1 && fail "export -o left a temporary file"
+# -o writes as a shell's > would: a new file gets 0666 less the umask, a
+# replaced one keeps its mode, a symbolic link stays and its file is
+# replaced.
+(umask 022 && on_a mbctl export rt -o "$T_DIR/mode.jsonl")
+assert_eq 644 "$(stat -c %a "$T_DIR/mode.jsonl")" "mode of a new export -o file, umask 022"
+chmod 640 "$T_DIR/mode.jsonl"
+(umask 077 && on_a mbctl export rt -o "$T_DIR/mode.jsonl")
+assert_eq 640 "$(stat -c %a "$T_DIR/mode.jsonl")" "mode of a replaced export -o file"
+ln -s mode.jsonl "$T_DIR/link.jsonl"
+: >"$T_DIR/mode.jsonl"
+on_a mbctl export rt -o "$T_DIR/link.jsonl"
+[ -L "$T_DIR/link.jsonl" ] || fail "export -o replaced a symbolic link with a file"
+assert_eq 7 "$(wc -l <"$T_DIR/mode.jsonl")" "lines exported through a symbolic link"
 grep -q '"data":""' "$T_DIR/e1.jsonl" || fail "empty payload not written as \"data\":\"\""
 grep -q '"data_base64":' "$T_DIR/e1.jsonl" || fail "binary payload not in base64"
 grep -q '"expires_ns":' "$T_DIR/e1.jsonl" || fail "ttl not exported"
