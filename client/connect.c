@@ -13,7 +13,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdbool.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -23,12 +25,14 @@
 /* Before HELLO tells us MAX_FRAME, accept what one datagram holds. */
 #define HELLO_MAX_BODY (MBOX_PROTO_DGRAM_MAX - MBOX_PROTO_HEADER_SIZE)
 
-int
-mbox_default_socket_path(char *buf, size_t size)
+/* *shared: the path is the fallback under the shared /tmp. */
+static int
+default_socket_path(char *buf, size_t size, bool *shared)
 {
 	const char *env = getenv("MBOX_SOCKET");
 	int n;
 
+	*shared = false;
 	if (!buf)
 		return -EINVAL;
 	if (env && *env)
@@ -37,11 +41,47 @@ mbox_default_socket_path(char *buf, size_t size)
 		n = snprintf(buf, size, "/run/mbox/mbox.sock");
 	else if ((env = getenv("XDG_RUNTIME_DIR")) && *env == '/')
 		n = snprintf(buf, size, "%s/mbox/mbox.sock", env);
-	else
+	else {
 		n = snprintf(buf, size, "/tmp/mbox-%lu/mbox.sock",
 			     (unsigned long)geteuid());
+		*shared = true;
+	}
 	if (n < 0 || (size_t)n >= size)
 		return -ENAMETOOLONG;
+	return 0;
+}
+
+int
+mbox_default_socket_path(char *buf, size_t size)
+{
+	bool shared;
+
+	return default_socket_path(buf, size, &shared);
+}
+
+/*
+ * Anyone may make /tmp/mbox-$UID before us and listen in it, posing as
+ * our broker to read what we post. mboxd refuses to listen there unless
+ * the directory is ours alone; we refuse to connect on the same terms.
+ * A missing directory is left to connect() (no broker: ENOENT).
+ */
+static int
+check_shared_dir(const char *path)
+{
+	char dir[sizeof(((struct sockaddr_un *)0)->sun_path)];
+	struct stat st;
+	char *slash;
+
+	snprintf(dir, sizeof(dir), "%s", path);
+	slash = strrchr(dir, '/');
+	if (!slash || slash == dir)
+		return 0;
+	*slash = '\0';
+	if (lstat(dir, &st) < 0)
+		return 0;
+	if (!S_ISDIR(st.st_mode) || st.st_uid != geteuid() ||
+	    (st.st_mode & (S_IWGRP | S_IWOTH)))
+		return -EPERM;
 	return 0;
 }
 
@@ -133,8 +173,12 @@ mbox_connect(mbox **out, const char *path)
 		return -EINVAL;
 	*out = NULL;
 	if (!path) {
-		r = mbox_default_socket_path(dflt, sizeof(dflt));
+		bool shared;
+
+		r = default_socket_path(dflt, sizeof(dflt), &shared);
 		if (r < 0)
+			return r;
+		if (shared && (r = check_shared_dir(dflt)) < 0)
 			return r;
 		path = dflt;
 	}

@@ -49,7 +49,10 @@ int mbox_default_socket_path(char *buf, size_t size);
 
 /*
  * mbox_connect - connect to the broker at path (NULL: the default path)
- * and complete the handshake. On success *out is a new handle.
+ * and complete the handshake. On success *out is a new handle. -EPERM
+ * when path is NULL and the default is /tmp/mbox-$UID/mbox.sock, whose
+ * directory exists but is not the caller's alone (someone else could
+ * listen there, posing as the caller's broker).
  */
 int mbox_connect(mbox **out, const char *path);
 /* Close the connection and free the handle; leased messages go back to

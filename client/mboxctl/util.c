@@ -71,6 +71,11 @@ ctl_connect(Ctl *c)
 		fprintf(stderr,
 			"mboxctl: the socket's permissions do not let "
 			"you in; ask its owner, or run your own mboxd\n");
+	else if (r == -EPERM && !c->socket)
+		fprintf(stderr, "mboxctl: its directory is not yours alone, so "
+				"someone else may have made it to pose as your "
+				"broker; remove it, or set $XDG_RUNTIME_DIR or "
+				"$MBOX_SOCKET\n");
 	return CTL_EXIT_UNREACHABLE;
 }
 

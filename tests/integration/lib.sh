@@ -62,6 +62,9 @@ SOCK=$T_DIR/mbox.sock
 DB=$T_DIR/mbox.db
 BROKER_PID=
 T_PIDS=()
+# Paths outside T_DIR a test had to make (a fixed path like
+# /tmp/mbox-$UID), removed at exit like T_DIR.
+T_EXTRA_PATHS=()
 
 track_pid()
 {
@@ -116,6 +119,9 @@ t_cleanup()
 		echo "# --- mboxd log (last 50 lines) ---" >&2
 		tail -n 50 "$T_DIR/mboxd.log" >&2
 	fi
+	for p in "${T_EXTRA_PATHS[@]}"; do
+		rm -rf "$p"
+	done
 	rm -rf "$T_DIR"
 	exit "$rc"
 }

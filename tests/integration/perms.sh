@@ -557,6 +557,57 @@ wait "$B2_PID" || fail "mboxd as uid 4005 exited non-zero"
 untrack_pid "$B2_PID"
 unset RUN_SOCK RUN_LOG TALLY_AS
 
+# ---- The default socket under /tmp, for a user without XDG_RUNTIME_DIR ----
+
+# Whoever makes /tmp/mbox-$UID first could listen there posing as that
+# user's broker: mboxd will not listen in it and mboxctl will not connect
+# through it unless it is the user's alone. A uid no other run uses.
+for ((i = 0; i < 20; i++)); do
+	TU=$((420000 + RANDOM % 20000))
+	[ ! -e "/tmp/mbox-$TU" ] && break
+done
+TD=/tmp/mbox-$TU
+[ ! -e "$TD" ] || fail "no free /tmp/mbox-UID to test with"
+T_EXTRA_PATHS+=("$TD")
+as_tu()
+{
+	timeout "$T_CMD_TIMEOUT" env -u MBOX_SOCKET -u XDG_RUNTIME_DIR \
+		setpriv --reuid="$TU" --regid="$TU" --clear-groups "$@"
+}
+mkdir -m 0777 "$TD" # root's, writable by all: someone else's
+rc=0
+as_tu "$MBOXCTL" ping >/dev/null 2>"$T_DIR/tu.err" || rc=$?
+assert_eq 6 "$rc" "ping through someone else's $TD"
+grep -q "cannot connect to the broker at $TD/mbox.sock: Operation not permitted" "$T_DIR/tu.err" &&
+	grep -q "its directory is not yours alone" "$T_DIR/tu.err" ||
+	fail "ping through someone else's $TD said: $(cat "$T_DIR/tu.err")"
+chown "$TU:$TU" "$TD"
+rc=0
+as_tu "$MBOXCTL" ping >/dev/null 2>"$T_DIR/tu.err" || rc=$?
+assert_eq 6 "$rc" "ping through $TD, writable by others"
+grep -q "not yours alone" "$T_DIR/tu.err" || fail "ping through a 0777 $TD said: $(cat "$T_DIR/tu.err")"
+chmod 0700 "$TD"
+mkdir "$T_DIR/tu"
+chown "$TU:$TU" "$T_DIR/tu"
+as_tu "$MBOXD" --foreground --db "$T_DIR/tu/mbox.db" </dev/null \
+	>>"$T_DIR/tu/mboxd.log" 2>&1 &
+TU_PID=$!
+track_pid "$TU_PID"
+for ((i = 0; i < 100; i++)); do
+	rc=0
+	as_tu "$MBOXCTL" ping >"$T_DIR/tu.out" 2>"$T_DIR/tu.err" || rc=$?
+	[ "$rc" -eq 0 ] && break
+	alive "$TU_PID" || fail "mboxd as uid $TU exited: $(cat "$T_DIR/tu/mboxd.log")"
+	sleep 0.1
+done
+assert_eq 0 "$rc" "ping through $TD, the user's own: $(cat "$T_DIR/tu.err")"
+grep -q "pong from $TD/mbox.sock" "$T_DIR/tu.out" || fail "ping through $TD: $(cat "$T_DIR/tu.out")"
+kill -TERM "$TU_PID"
+wait_dead "$TU_PID" 100 || fail "mboxd as uid $TU did not stop"
+wait "$TU_PID" || true # the timeout wrapper's status
+untrack_pid "$TU_PID"
+note "mboxctl connects through /tmp/mbox-UID only when it is the user's alone"
+
 alive "$BROKER_PID" || fail "mboxd died"
 stop_broker
 
