@@ -259,9 +259,14 @@ usage(FILE *f)
 		"Usage: mboxd [OPTION]...\n"
 		"A local message broker with mailbox semantics.\n"
 		"\n"
-		"  -c, --config PATH    read settings from PATH (default:\n"
-		"                       " CONFFILE_DEFAULT_PATH
-		", may be missing);\n"
+		"  -c, --config PATH    read settings from PATH (default: "
+		"$MBOXD_CONFIG,\n"
+		"                       else " CONFFILE_DEFAULT_PATH
+		" for root, else\n"
+		"                       $XDG_CONFIG_HOME/mbox/mboxd.conf, "
+		"else\n"
+		"                       ~/.config/mbox/mboxd.conf; may be "
+		"missing);\n"
 		"                       options given here win over the "
 		"file\n"
 		"  -s, --socket PATH    listen on PATH (default: $MBOX_SOCKET, "
@@ -405,6 +410,31 @@ default_socket_path(char *buf, size_t size, bool *tmp)
 	return n < 0 || (size_t)n >= size ? -ENAMETOOLONG : 0;
 }
 
+/*
+ * The configuration file read without --config; it may be missing. A
+ * user's broker must not take the system broker's paths, so users other
+ * than root read their own file. The system unit runs as a DynamicUser=,
+ * not as root: it names the system file in $MBOXD_CONFIG.
+ */
+static void
+default_config_path(char *buf, size_t size)
+{
+	const char *env = getenv("MBOXD_CONFIG");
+	const char *xdg = getenv("XDG_CONFIG_HOME");
+	const char *home = getenv("HOME");
+
+	if (env && *env)
+		snprintf(buf, size, "%s", env);
+	else if (geteuid() != 0 && xdg && *xdg == '/')
+		snprintf(buf, size, "%s/mbox/mboxd.conf", xdg);
+	else if (geteuid() != 0 && home && *home == '/')
+		snprintf(buf, size, "%s/.config/mbox/mboxd.conf", home);
+	else if (geteuid() != 0)
+		buf[0] = '\0'; /* no file of ours to read */
+	else
+		snprintf(buf, size, "%s", CONFFILE_DEFAULT_PATH);
+}
+
 static int
 default_db_path(char *buf, size_t size)
 {
@@ -493,7 +523,7 @@ apply_option(Options *o, int ch, const char *arg, const char *pfx, char *why,
 		/* A size like the limits, but not reloadable: not in
 		 * limit_opts, so no offset. */
 		static const LimitOpt lo = {
-			"max-msg-size", 1, UINT64_C(64) << 20, true, false, 0};
+			"max-msg-size", 0, UINT64_C(64) << 20, true, false, 0};
 		uint64_t size;
 
 		if (parse_limit_why(&lo, arg, pfx, &size, why, whylen) < 0)
@@ -1280,10 +1310,8 @@ first_pass(App *a)
 	a->config_required = config != NULL;
 	if (config)
 		snprintf(a->config, sizeof(a->config), "%s", config);
-	else /* the same for every uid: the system unit runs as a
-		DynamicUser=, and it is the file it must read */
-		snprintf(a->config, sizeof(a->config), "%s",
-			 CONFFILE_DEFAULT_PATH);
+	else
+		default_config_path(a->config, sizeof(a->config));
 	if (absolute_path(a->config, sizeof(a->config), a->cwd) < 0) {
 		fprintf(stderr, "mboxd: --config path too long\n");
 		return -EINVAL;
