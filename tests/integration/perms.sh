@@ -526,8 +526,10 @@ mkdir "$B2"
 chown 4005:4005 "$B2"
 chmod 755 "$B2"
 who_prefix bself
-"${WHO[@]}" "$MBOXD" --foreground --socket "$B2/mbox.sock" --db "$B2/mbox.db" \
-	</dev/null >>"$B2/mboxd.log" 2>&1 &
+# Its own HOME: a user's mboxd reads ~/.config/mbox/mboxd.conf, and
+# setpriv leaves root's HOME, which uid 4005 may not read.
+HOME=$B2 "${WHO[@]}" "$MBOXD" --foreground --socket "$B2/mbox.sock" \
+	--db "$B2/mbox.db" </dev/null >>"$B2/mboxd.log" 2>&1 &
 B2_PID=$!
 track_pid "$B2_PID"
 RUN_SOCK=$B2/mbox.sock
@@ -569,9 +571,13 @@ done
 TD=/tmp/mbox-$TU
 [ ! -e "$TD" ] || fail "no free /tmp/mbox-UID to test with"
 T_EXTRA_PATHS+=("$TD")
+# as_tu CMD...: CMD as uid TU, with none of our defaults' variables but
+# those in TU_ENV (NAME=VALUE...).
+TU_ENV=()
 as_tu()
 {
 	timeout "$T_CMD_TIMEOUT" env -u MBOX_SOCKET -u XDG_RUNTIME_DIR \
+		-u XDG_CONFIG_HOME -u MBOXD_CONFIG "${TU_ENV[@]}" \
 		setpriv --reuid="$TU" --regid="$TU" --clear-groups "$@"
 }
 mkdir -m 0777 "$TD" # root's, writable by all: someone else's
@@ -589,8 +595,10 @@ grep -q "not yours alone" "$T_DIR/tu.err" || fail "ping through a 0777 $TD said:
 chmod 0700 "$TD"
 mkdir "$T_DIR/tu"
 chown "$TU:$TU" "$T_DIR/tu"
+TU_ENV=("HOME=$T_DIR/tu")
 as_tu "$MBOXD" --foreground --db "$T_DIR/tu/mbox.db" </dev/null \
 	>>"$T_DIR/tu/mboxd.log" 2>&1 &
+TU_ENV=()
 TU_PID=$!
 track_pid "$TU_PID"
 for ((i = 0; i < 100; i++)); do
@@ -607,6 +615,35 @@ wait_dead "$TU_PID" 100 || fail "mboxd as uid $TU did not stop"
 wait "$TU_PID" || true # the timeout wrapper's status
 untrack_pid "$TU_PID"
 note "mboxctl connects through /tmp/mbox-UID only when it is the user's alone"
+
+# A user's broker reads the user's configuration file, not the system's:
+# $XDG_CONFIG_HOME/mbox/mboxd.conf, else ~/.config/mbox/mboxd.conf. A bad
+# line in it shows which file was read.
+mkdir -p "$T_DIR/tu/home/.config/mbox" "$T_DIR/tu/xdg/mbox"
+echo "log-level = home-file" >"$T_DIR/tu/home/.config/mbox/mboxd.conf"
+echo "log-level = xdg-file" >"$T_DIR/tu/xdg/mbox/mboxd.conf"
+chown -R "$TU:$TU" "$T_DIR/tu"
+rc=0
+TU_ENV=("HOME=$T_DIR/tu/home")
+as_tu "$MBOXD" -s "$T_DIR/tu/c.sock" -d "$T_DIR/tu/c.db" 2>"$T_DIR/tu.err" || rc=$?
+assert_eq 2 "$rc" "mboxd as uid $TU with a bad ~/.config/mbox/mboxd.conf"
+grep -qF "$T_DIR/tu/home/.config/mbox/mboxd.conf:1: log-level must be" "$T_DIR/tu.err" ||
+	fail "mboxd as uid $TU did not read ~/.config/mbox/mboxd.conf: $(cat "$T_DIR/tu.err")"
+rc=0
+TU_ENV=("HOME=$T_DIR/tu/home" "XDG_CONFIG_HOME=$T_DIR/tu/xdg")
+as_tu "$MBOXD" -s "$T_DIR/tu/c.sock" -d "$T_DIR/tu/c.db" 2>"$T_DIR/tu.err" || rc=$?
+assert_eq 2 "$rc" "mboxd as uid $TU with a bad \$XDG_CONFIG_HOME/mbox/mboxd.conf"
+grep -qF "$T_DIR/tu/xdg/mbox/mboxd.conf:1: log-level must be" "$T_DIR/tu.err" ||
+	fail "mboxd as uid $TU did not read \$XDG_CONFIG_HOME/mbox/mboxd.conf: $(cat "$T_DIR/tu.err")"
+# $MBOXD_CONFIG names the file for any uid (the system unit's way).
+rc=0
+TU_ENV=("HOME=$T_DIR/tu/home" "MBOXD_CONFIG=$T_DIR/tu/xdg/mbox/mboxd.conf")
+as_tu "$MBOXD" -s "$T_DIR/tu/c.sock" -d "$T_DIR/tu/c.db" 2>"$T_DIR/tu.err" || rc=$?
+TU_ENV=()
+assert_eq 2 "$rc" "mboxd as uid $TU with MBOXD_CONFIG"
+grep -qF "$T_DIR/tu/xdg/mbox/mboxd.conf:1: log-level must be" "$T_DIR/tu.err" ||
+	fail "mboxd as uid $TU did not read \$MBOXD_CONFIG: $(cat "$T_DIR/tu.err")"
+note "a user's mboxd reads ~/.config/mbox/mboxd.conf (or \$XDG_CONFIG_HOME's, or \$MBOXD_CONFIG)"
 
 alive "$BROKER_PID" || fail "mboxd died"
 stop_broker
