@@ -520,20 +520,31 @@ post_would_overflow(Request *q, const StoreMailbox *mb, const PostItem *items,
 	post_limit(mb->max_msgs, "max_msgs", cfg->max_mailbox_msgs,
 		   "max_mailbox_msgs", &lim, &name);
 	if (lim && held + adds > lim) {
-		/* A batch may be over the limit on its own: say how many
-		 * it would add, or "holds 0" reads like a broker bug. */
-		reply_errorf(q, MBOX_S_FULL, name,
-			     "mailbox %s is full: it holds %llu messages "
-			     "(dead ones included), this post would add %llu "
-			     "and %s is %llu; %sconsume, purge or kick "
-			     "messages, or raise %s",
-			     mb->name, (unsigned long long)held,
-			     (unsigned long long)adds, name,
-			     (unsigned long long)lim,
-			     held < lim ? "post fewer at once, " : "",
-			     strcmp(name, "max_msgs") == 0
-				     ? "it with 'mboxctl set'"
-				     : "mboxd --max-mailbox-msgs");
+		const char *raise = strcmp(name, "max_msgs") == 0
+					    ? "it with 'mboxctl set'"
+					    : "mboxd --max-mailbox-msgs";
+
+		/* A batch may be over the limit on its own: "full" and
+		 * "holds 0" would read like a broker bug. */
+		if (held < lim)
+			reply_errorf(q, MBOX_S_FULL, name,
+				     "mailbox %s has room for %llu more "
+				     "messages and this post would add %llu "
+				     "(it holds %llu, dead ones included; %s "
+				     "is %llu); post fewer at once, consume, "
+				     "purge or kick messages, or raise %s",
+				     mb->name, (unsigned long long)(lim - held),
+				     (unsigned long long)adds,
+				     (unsigned long long)held, name,
+				     (unsigned long long)lim, raise);
+		else
+			reply_errorf(q, MBOX_S_FULL, name,
+				     "mailbox %s is full: it holds %llu "
+				     "messages (dead ones included) and %s is "
+				     "%llu; consume, purge or kick messages, "
+				     "or raise %s",
+				     mb->name, (unsigned long long)held, name,
+				     (unsigned long long)lim, raise);
 		return true;
 	}
 	post_limit(mb->max_bytes, "max_bytes", cfg->max_mailbox_bytes,

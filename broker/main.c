@@ -416,23 +416,41 @@ default_socket_path(char *buf, size_t size, bool *tmp)
  * than root read their own file. The system unit runs as a DynamicUser=,
  * not as root: it names the system file in $MBOXD_CONFIG.
  */
-static void
-default_config_path(char *buf, size_t size)
+/* How a configuration file that cannot be read is taken. */
+enum conf_need {
+	CONF_OPTIONAL, /* a missing file is fine */
+	CONF_REQUIRED, /* named by --config: it must be read */
+	/* A user's default, under a HOME that su or sudo may have left
+	 * pointing at root's: unreadable is as good as missing. */
+	CONF_USER,
+};
+
+static int
+default_config_path(char *buf, size_t size, enum conf_need *need)
 {
 	const char *env = getenv("MBOXD_CONFIG");
 	const char *xdg = getenv("XDG_CONFIG_HOME");
 	const char *home = getenv("HOME");
+	int n;
 
-	if (env && *env)
-		snprintf(buf, size, "%s", env);
-	else if (geteuid() != 0 && xdg && *xdg == '/')
-		snprintf(buf, size, "%s/mbox/mboxd.conf", xdg);
-	else if (geteuid() != 0 && home && *home == '/')
-		snprintf(buf, size, "%s/.config/mbox/mboxd.conf", home);
-	else if (geteuid() != 0)
+	*need = CONF_OPTIONAL;
+	if (env && *env) {
+		n = snprintf(buf, size, "%s", env);
+	} else if (geteuid() != 0 &&
+		   ((xdg && *xdg == '/') || (home && *home == '/'))) {
+		*need = CONF_USER;
+		if (xdg && *xdg == '/')
+			n = snprintf(buf, size, "%s/mbox/mboxd.conf", xdg);
+		else
+			n = snprintf(buf, size, "%s/.config/mbox/mboxd.conf",
+				     home);
+	} else if (geteuid() != 0) {
 		buf[0] = '\0'; /* no file of ours to read */
-	else
-		snprintf(buf, size, "%s", CONFFILE_DEFAULT_PATH);
+		n = 0;
+	} else {
+		n = snprintf(buf, size, "%s", CONFFILE_DEFAULT_PATH);
+	}
+	return n < 0 || (size_t)n >= size ? -ENAMETOOLONG : 0;
 }
 
 static int
@@ -636,7 +654,7 @@ absolute_path(char *path, size_t size, const char *cwd)
  * err; command-line errors are printed by apply_args unless quiet.
  */
 static int
-load_options(Options *o, const char *config, bool required, int argc,
+load_options(Options *o, const char *config, enum conf_need need, int argc,
 	     char **argv, const char *cwd, bool quiet, char *err, size_t errlen)
 {
 	int r;
@@ -645,7 +663,15 @@ load_options(Options *o, const char *config, bool required, int argc,
 	err[0] = '\0';
 	if (config && config[0]) {
 		r = conffile_load(config, longopts, apply_conf, o, err, errlen);
-		if (r == -ENOENT && !required) {
+		if (need == CONF_USER && (r == -EACCES || r == -ENOTDIR)) {
+			if (!quiet)
+				fprintf(stderr,
+					"mboxd: warning: %s; going on without "
+					"it (is HOME right?)\n",
+					err);
+			r = -ENOENT;
+		}
+		if ((r == -ENOENT || r == -ENOTDIR) && need != CONF_REQUIRED) {
 			/* The default file may be missing: not an error, and
 			 * its "cannot read" must not trail a later one. */
 			err[0] = '\0';
@@ -1059,9 +1085,9 @@ typedef struct App {
 	int argc;
 	char **argv;
 	char config[PATH_MAX]; /* the file read, "" = none */
-	bool config_required;  /* named by --config: must exist */
-	char cwd[PATH_MAX];    /* at start-up, for relative paths */
-	Options opt;	       /* the settings in force */
+	enum conf_need config_need;
+	char cwd[PATH_MAX]; /* at start-up, for relative paths */
+	Options opt;	    /* the settings in force */
 	Log log;
 	Broker *broker;
 	BrokerConfig cfg; /* what the broker was started with */
@@ -1181,7 +1207,7 @@ app_reload(App *a)
 	char err[512];
 	int changed = 0;
 
-	if (load_options(&n, a->config, a->config_required, a->argc, a->argv,
+	if (load_options(&n, a->config, a->config_need, a->argc, a->argv,
 			 a->cwd, true, err, sizeof(err)) < 0) {
 		log_write(&a->log, LOG_ERR,
 			  "reload: %s; keeping the running settings",
@@ -1307,11 +1333,16 @@ first_pass(App *a)
 	}
 	if (!getcwd(a->cwd, sizeof(a->cwd)))
 		snprintf(a->cwd, sizeof(a->cwd), "/");
-	a->config_required = config != NULL;
+	a->config_need = CONF_REQUIRED;
 	if (config)
 		snprintf(a->config, sizeof(a->config), "%s", config);
-	else
-		default_config_path(a->config, sizeof(a->config));
+	else if (default_config_path(a->config, sizeof(a->config),
+				     &a->config_need) < 0) {
+		fprintf(stderr, "mboxd: the default configuration path is "
+				"too long ($MBOXD_CONFIG, $XDG_CONFIG_HOME or "
+				"$HOME); use --config\n");
+		return -EINVAL;
+	}
 	if (absolute_path(a->config, sizeof(a->config), a->cwd) < 0) {
 		fprintf(stderr, "mboxd: --config path too long\n");
 		return -EINVAL;
@@ -1451,8 +1482,8 @@ main(int argc, char **argv)
 	a->argv = argv;
 	if (first_pass(a) < 0)
 		return 2;
-	if (load_options(&a->opt, a->config, a->config_required, argc, argv,
-			 a->cwd, false, err, sizeof(err)) < 0) {
+	if (load_options(&a->opt, a->config, a->config_need, argc, argv, a->cwd,
+			 false, err, sizeof(err)) < 0) {
 		if (err[0])
 			fprintf(stderr, "mboxd: %s\n", err);
 		return 2;

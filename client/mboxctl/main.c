@@ -209,11 +209,11 @@ main(int argc, char **argv)
 			break;
 		case 'h':
 			usage(stdout);
-			return CTL_EXIT_OK;
+			return finish_stdout(&c, CTL_EXIT_OK);
 		case 'V':
 			printf("mboxctl (%s) %s\n", PACKAGE_NAME,
 			       PACKAGE_VERSION);
-			return CTL_EXIT_OK;
+			return finish_stdout(&c, CTL_EXIT_OK);
 		case ':':
 			fprintf(stderr,
 				"mboxctl: option '%s' needs an argument\n"
@@ -247,7 +247,7 @@ main(int argc, char **argv)
 		if (argc < 2 || strcmp(argv[1], "--help") == 0 ||
 		    strcmp(argv[1], "-h") == 0) {
 			usage(stdout);
-			return CTL_EXIT_OK;
+			return finish_stdout(&c, CTL_EXIT_OK);
 		}
 		v = verb_find(argv[1]);
 		if (!v)
@@ -255,7 +255,7 @@ main(int argc, char **argv)
 		hargv[0] = argv[1];
 		c.verb = v->name;
 		optind = 0;
-		return v->run(&c, 2, hargv);
+		return finish_stdout(&c, v->run(&c, 2, hargv));
 	}
 	v = verb_find(argv[0]);
 	if (!v)

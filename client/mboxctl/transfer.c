@@ -33,6 +33,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <stdarg.h>
@@ -454,71 +455,79 @@ export_run(Export *e)
 
 /*
  * The mode a replaced or new -o file gets, as if written in place: the
- * old file's (and, where we may, its owner), else 0666 less the umask.
- * mkstemp's 0600 would hide an export the user meant to share.
+ * old file's with its owner and group, else 0666 less the umask.
+ * mkstemp's 0600 would hide an export the user meant to share. Where
+ * the old group cannot be kept, its bits must not pass to ours.
  */
 static void
-export_file_mode(int fd, const char *target)
+export_file_mode(int fd, const struct stat *old)
 {
-	struct stat st;
-	mode_t mask;
+	mode_t mask, mode;
 
-	if (stat(target, &st) == 0) {
-		if (fchown(fd, st.st_uid, st.st_gid) < 0) {
-			/* Not ours to give away: keep our uid, and the
-			 * bits apply to us. */
-		}
-		(void)fchmod(fd, st.st_mode & 07777);
+	if (!old) {
+		mask = umask(0);
+		umask(mask);
+		(void)fchmod(fd, 0666 & ~mask);
 		return;
 	}
-	mask = umask(0);
-	umask(mask);
-	(void)fchmod(fd, 0666 & ~mask);
+	mode = old->st_mode & 07777;
+	if (fchown(fd, old->st_uid, old->st_gid) < 0 &&
+	    fchown(fd, (uid_t)-1, old->st_gid) < 0)
+		mode &= ~(mode_t)077;
+	(void)fchmod(fd, mode);
 }
 
 /*
- * -o FILE: write to a temporary file beside it, renamed at the end, so
- * FILE is never a partial export. A symbolic link is followed, as a
- * shell's > would: the file it names is replaced, not the link. *target
- * gets the path the rename goes to.
+ * -o FILE: a new or regular FILE is written to a temporary file beside
+ * it, renamed over it at the end, so that FILE never holds a partial
+ * export. Anything else - a symbolic link, a device, a FIFO - and a FILE
+ * in a directory we may not create files in is written in place, as a
+ * shell's > would: the kernel follows the link, with its protections.
+ * *tmp is NULL then.
  */
 static int
-export_open(Export *e, const char *path, char **target, char **tmp)
+export_open(Export *e, const char *path, char **tmp)
 {
 	struct stat st;
+	bool exists = lstat(path, &st) == 0;
 	size_t n;
-	int fd;
+	int fd = -1;
 
 	*tmp = NULL;
-	if (lstat(path, &st) == 0 && S_ISLNK(st.st_mode)) {
-		*target = realpath(path, NULL);
-		if (!*target)
-			return ctl_error(e->c,
-					 "cannot follow the symbolic link %s: "
-					 "%s",
-					 path, strerror(errno));
-	} else {
-		*target = strdup(path);
-		if (!*target)
+	if (!exists || S_ISREG(st.st_mode)) {
+		n = strlen(path) + sizeof(".XXXXXX");
+		*tmp = malloc(n);
+		if (!*tmp)
 			return ctl_error(e->c, "out of memory");
+		snprintf(*tmp, n, "%s.XXXXXX", path);
+		fd = mkstemp(*tmp);
+		if (fd < 0) {
+			int err = errno;
+
+			free(*tmp);
+			*tmp = NULL;
+			if (err != EACCES)
+				return ctl_error(e->c,
+						 "cannot create a temporary "
+						 "file beside %s: %s",
+						 path, strerror(err));
+		} else {
+			export_file_mode(fd, exists ? &st : NULL);
+		}
 	}
-	n = strlen(*target) + sizeof(".XXXXXX");
-	*tmp = malloc(n);
-	if (!*tmp)
-		return ctl_error(e->c, "out of memory");
-	snprintf(*tmp, n, "%s.XXXXXX", *target);
-	fd = mkstemp(*tmp);
 	if (fd < 0) {
-		free(*tmp);
-		*tmp = NULL;
-		return ctl_error(e->c, "cannot create %s: %s", path,
-				 strerror(errno));
+		fd = open(path,
+			  O_WRONLY | O_CREAT | O_TRUNC | O_NOCTTY | O_CLOEXEC,
+			  0666);
+		if (fd < 0)
+			return ctl_error(e->c, "cannot open %s: %s", path,
+					 strerror(errno));
 	}
-	export_file_mode(fd, *target);
 	e->out = fdopen(fd, "w");
 	if (!e->out) {
 		close(fd);
-		unlink(*tmp);
+		if (*tmp)
+			unlink(*tmp);
 		free(*tmp);
 		*tmp = NULL;
 		return ctl_error(e->c, "cannot open %s: %s", path,
@@ -534,15 +543,18 @@ export_close(Export *e, const char *path, char *tmp, int r)
 	if (fflush(e->out) != 0 && !r)
 		r = ctl_error(e->c, "cannot write to %s: %s", e->out_name,
 			      strerror(errno));
-	if (!tmp)
+	if (!path)
 		return r;
-	if (!r && fsync(fileno(e->out)) < 0)
+	/* fsync fails with EINVAL on a FIFO or a device: nothing to sync. */
+	if (!r && fsync(fileno(e->out)) < 0 && errno != EINVAL)
 		r = ctl_error(e->c, "cannot write to %s: %s", path,
 			      strerror(errno));
 	if (fclose(e->out) != 0 && !r)
 		r = ctl_error(e->c, "cannot write to %s: %s", path,
 			      strerror(errno));
 	e->out = NULL;
+	if (!tmp)
+		return r;
 	if (!r && rename(tmp, path) < 0)
 		r = ctl_error(e->c, "cannot rename %s to %s: %s", tmp, path,
 			      strerror(errno));
@@ -563,7 +575,7 @@ cmd_export(Ctl *c, int argc, char **argv)
 	};
 	Export e = {.c = c, .out = stdout, .out_name = "standard output"};
 	const char *path = NULL;
-	char *target = NULL, *tmp = NULL;
+	char *tmp = NULL;
 	int opt, r;
 
 	while ((opt = getopt_long(argc, argv, ":S:ho:", opts, NULL)) != -1) {
@@ -592,11 +604,9 @@ cmd_export(Ctl *c, int argc, char **argv)
 	if (r)
 		return r;
 	if (path) {
-		r = export_open(&e, path, &target, &tmp);
-		if (r) {
-			free(target);
+		r = export_open(&e, path, &tmp);
+		if (r)
 			return r;
-		}
 		e.out_name = path;
 	}
 	progress_init(&e.pg, "exported");
@@ -606,8 +616,7 @@ cmd_export(Ctl *c, int argc, char **argv)
 		e.pg.on = false;
 	r = export_run(&e);
 	progress_end(&e.pg);
-	r = export_close(&e, target, tmp, r);
-	free(target);
+	r = export_close(&e, path, tmp, r);
 	free(e.seen.slot);
 	return r;
 }

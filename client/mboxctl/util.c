@@ -20,8 +20,12 @@
 static void
 ctl_prefix(const Ctl *c)
 {
-	fprintf(stderr, "mboxctl: %s%s%s: ", c->verb ? c->verb : "",
-		c->target ? " " : "", c->target ? c->target : "");
+	if (!c->verb || !c->verb[0]) {
+		fputs("mboxctl: ", stderr); /* before the verb */
+		return;
+	}
+	fprintf(stderr, "mboxctl: %s%s%s: ", c->verb, c->target ? " " : "",
+		c->target ? c->target : "");
 }
 
 int

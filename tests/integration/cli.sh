@@ -53,7 +53,8 @@ expect_rc 1 "create of an existing mailbox" mbctl create empty
 
 # 2: a bad mailbox name is a bad argument, found before any request (the
 # broker would answer 1, INVALID); an empty -S is one too, not "no broker".
-for verb in "post" "recv" "peek" "stat" "create" "rm" "purge" "bind"; do
+for verb in post recv peek stat create rm purge bind unbind kick pause resume \
+	chmod chown set call serve work subscribe export import; do
 	expect_rc 2 "$verb of an invalid mailbox name" mbctl $verb 'bad name!' x
 	grep -q 'invalid mailbox name "bad name!": it must be 1-200 bytes' "$T_DIR/rc.err" ||
 		fail "$verb 'bad name!' said: $(cat "$T_DIR/rc.err")"
@@ -67,6 +68,14 @@ rc=0
 mbctl ping >/dev/full 2>"$T_DIR/full.err" || rc=$?
 assert_eq 1 "$rc" "ping >/dev/full"
 grep -q 'cannot write to standard output' "$T_DIR/full.err" || fail "ping >/dev/full said: $(cat "$T_DIR/full.err")"
+for args in --help -V "help recv" "recv --help"; do
+	rc=0
+	# shellcheck disable=SC2086 # the words of args
+	"$MBOXCTL" $args >/dev/full 2>"$T_DIR/full.err" || rc=$?
+	assert_eq 1 "$rc" "mboxctl $args >/dev/full"
+	grep -q 'cannot write to standard output' "$T_DIR/full.err" ||
+		fail "mboxctl $args >/dev/full said: $(cat "$T_DIR/full.err")"
+done
 rc=0
 mbctl post full one >/dev/full 2>"$T_DIR/full.err" || rc=$?
 assert_eq 1 "$rc" "post >/dev/full"

@@ -104,8 +104,9 @@ def requests(path):
     refused(st, f, S_FULL, "max_mailbox_msgs",
             "an autocreating POST of 4 (of 3)")
     # A batch over the limit on its own says how many it would add.
-    check("holds 0 messages (dead ones included), this post would add 4 "
-          "and max_mailbox_msgs is 3; post fewer at once" in text_of(f),
+    check("mailbox fresh has room for 3 more messages and this post would "
+          "add 4 (it holds 0, dead ones included; max_mailbox_msgs is 3); "
+          "post fewer at once" in text_of(f),
           "the text of a batch too large for an empty mailbox: " +
           text_of(f))
     refused(*post(c, "fresh", msg(b"f" * 600), msg(b"g" * 401)), S_FULL,

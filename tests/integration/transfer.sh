@@ -72,8 +72,8 @@ assert_eq 7 "$(wc -l <"$T_DIR/e1.jsonl")" "lines exported"
 check_json_lines "$T_DIR/e1.jsonl"
 ls "$T_DIR"/e1.jsonl.* >/dev/null 2>&1 && fail "export -o left a temporary file"
 # -o writes as a shell's > would: a new file gets 0666 less the umask, a
-# replaced one keeps its mode, a symbolic link stays and its file is
-# replaced.
+# replaced one keeps its mode, a symbolic link (dangling too) and a FIFO
+# are written through, not replaced.
 (umask 022 && on_a mbctl export rt -o "$T_DIR/mode.jsonl")
 assert_eq 644 "$(stat -c %a "$T_DIR/mode.jsonl")" "mode of a new export -o file, umask 022"
 chmod 640 "$T_DIR/mode.jsonl"
@@ -84,6 +84,18 @@ ln -s mode.jsonl "$T_DIR/link.jsonl"
 on_a mbctl export rt -o "$T_DIR/link.jsonl"
 [ -L "$T_DIR/link.jsonl" ] || fail "export -o replaced a symbolic link with a file"
 assert_eq 7 "$(wc -l <"$T_DIR/mode.jsonl")" "lines exported through a symbolic link"
+ln -s made.jsonl "$T_DIR/dangling.jsonl"
+on_a mbctl export rt -o "$T_DIR/dangling.jsonl"
+assert_eq 7 "$(wc -l <"$T_DIR/made.jsonl")" "lines exported through a dangling symbolic link"
+mkfifo "$T_DIR/fifo"
+cat "$T_DIR/fifo" >"$T_DIR/fifo.out" &
+cat_pid=$!
+track_pid "$cat_pid"
+on_a mbctl export rt -o "$T_DIR/fifo"
+wait "$cat_pid" || fail "the FIFO's reader failed"
+untrack_pid "$cat_pid"
+[ -p "$T_DIR/fifo" ] || fail "export -o replaced a FIFO with a file"
+assert_eq 7 "$(wc -l <"$T_DIR/fifo.out")" "lines exported into a FIFO"
 grep -q '"data":""' "$T_DIR/e1.jsonl" || fail "empty payload not written as \"data\":\"\""
 grep -q '"data_base64":' "$T_DIR/e1.jsonl" || fail "binary payload not in base64"
 grep -q '"expires_ns":' "$T_DIR/e1.jsonl" || fail "ttl not exported"
