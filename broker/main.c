@@ -400,7 +400,7 @@ default_socket_path(char *buf, size_t size, bool *tmp)
 		n = snprintf(buf, size, "%s", env);
 	else if (geteuid() == 0)
 		n = snprintf(buf, size, "/run/mbox/mbox.sock");
-	else if (xdg && *xdg)
+	else if (xdg && *xdg == '/') /* relative: invalid, as for libmbox */
 		n = snprintf(buf, size, "%s/mbox/mbox.sock", xdg);
 	else {
 		n = snprintf(buf, size, "/tmp/mbox-%u/mbox.sock",
@@ -468,9 +468,9 @@ default_db_path(char *buf, size_t size)
 			     (int)strcspn(state, ":"), state);
 	else if (geteuid() == 0)
 		n = snprintf(buf, size, "/var/lib/mbox/mbox.db");
-	else if (xdg && *xdg)
+	else if (xdg && *xdg == '/') /* the XDG spec: ignore a relative one */
 		n = snprintf(buf, size, "%s/mbox/mbox.db", xdg);
-	else if (home && *home)
+	else if (home && *home == '/')
 		n = snprintf(buf, size, "%s/.local/state/mbox/mbox.db", home);
 	else
 		return -ENOENT;

@@ -596,9 +596,10 @@ chmod 0700 "$TD"
 mkdir "$T_DIR/tu"
 chown "$TU:$TU" "$T_DIR/tu"
 # With a HOME it may not read (root's, as su without - leaves it): the
-# default file is skipped with a warning, not fatal.
+# default file is skipped with a warning, not fatal. A relative
+# XDG_RUNTIME_DIR is ignored (the XDG spec), by mboxd as by libmbox.
 mkdir -m 0700 "$T_DIR/tu-roots-home"
-TU_ENV=("HOME=$T_DIR/tu-roots-home")
+TU_ENV=("HOME=$T_DIR/tu-roots-home" "XDG_RUNTIME_DIR=relative-run")
 as_tu "$MBOXD" --foreground --db "$T_DIR/tu/mbox.db" </dev/null \
 	>>"$T_DIR/tu/mboxd.log" 2>&1 &
 TU_ENV=()
