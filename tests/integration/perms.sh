@@ -629,26 +629,26 @@ mkdir -p "$T_DIR/tu/home/.config/mbox" "$T_DIR/tu/xdg/mbox"
 echo "log-level = home-file" >"$T_DIR/tu/home/.config/mbox/mboxd.conf"
 echo "log-level = xdg-file" >"$T_DIR/tu/xdg/mbox/mboxd.conf"
 chown -R "$TU:$TU" "$T_DIR/tu"
-rc=0
-TU_ENV=("HOME=$T_DIR/tu/home")
-as_tu "$MBOXD" -s "$T_DIR/tu/c.sock" -d "$T_DIR/tu/c.db" 2>"$T_DIR/tu.err" || rc=$?
-assert_eq 2 "$rc" "mboxd as uid $TU with a bad ~/.config/mbox/mboxd.conf"
-grep -qF "$T_DIR/tu/home/.config/mbox/mboxd.conf:1: log-level must be" "$T_DIR/tu.err" ||
-	fail "mboxd as uid $TU did not read ~/.config/mbox/mboxd.conf: $(cat "$T_DIR/tu.err")"
-rc=0
-TU_ENV=("HOME=$T_DIR/tu/home" "XDG_CONFIG_HOME=$T_DIR/tu/xdg")
-as_tu "$MBOXD" -s "$T_DIR/tu/c.sock" -d "$T_DIR/tu/c.db" 2>"$T_DIR/tu.err" || rc=$?
-assert_eq 2 "$rc" "mboxd as uid $TU with a bad \$XDG_CONFIG_HOME/mbox/mboxd.conf"
-grep -qF "$T_DIR/tu/xdg/mbox/mboxd.conf:1: log-level must be" "$T_DIR/tu.err" ||
-	fail "mboxd as uid $TU did not read \$XDG_CONFIG_HOME/mbox/mboxd.conf: $(cat "$T_DIR/tu.err")"
+# reads_conf FILE WHAT ENV...: mboxd as uid TU with ENV exits 2 on the bad
+# line of FILE, which shows FILE was the one read.
+reads_conf()
+{
+	local file=$1 what=$2 rc=0
+	shift 2
+	TU_ENV=("$@")
+	as_tu "$MBOXD" -s "$T_DIR/tu/c.sock" -d "$T_DIR/tu/c.db" 2>"$T_DIR/tu.err" || rc=$?
+	TU_ENV=()
+	assert_eq 2 "$rc" "mboxd as uid $TU with a bad $what"
+	grep -qF "$file:1: log-level must be" "$T_DIR/tu.err" ||
+		fail "mboxd as uid $TU did not read $what: $(cat "$T_DIR/tu.err")"
+}
+reads_conf "$T_DIR/tu/home/.config/mbox/mboxd.conf" "~/.config/mbox/mboxd.conf" \
+	"HOME=$T_DIR/tu/home"
+reads_conf "$T_DIR/tu/xdg/mbox/mboxd.conf" "\$XDG_CONFIG_HOME/mbox/mboxd.conf" \
+	"HOME=$T_DIR/tu/home" "XDG_CONFIG_HOME=$T_DIR/tu/xdg"
 # $MBOXD_CONFIG names the file for any uid (the system unit's way).
-rc=0
-TU_ENV=("HOME=$T_DIR/tu/home" "MBOXD_CONFIG=$T_DIR/tu/xdg/mbox/mboxd.conf")
-as_tu "$MBOXD" -s "$T_DIR/tu/c.sock" -d "$T_DIR/tu/c.db" 2>"$T_DIR/tu.err" || rc=$?
-TU_ENV=()
-assert_eq 2 "$rc" "mboxd as uid $TU with MBOXD_CONFIG"
-grep -qF "$T_DIR/tu/xdg/mbox/mboxd.conf:1: log-level must be" "$T_DIR/tu.err" ||
-	fail "mboxd as uid $TU did not read \$MBOXD_CONFIG: $(cat "$T_DIR/tu.err")"
+reads_conf "$T_DIR/tu/xdg/mbox/mboxd.conf" "\$MBOXD_CONFIG" \
+	"HOME=$T_DIR/tu/home" "MBOXD_CONFIG=$T_DIR/tu/xdg/mbox/mboxd.conf"
 note "a user's mboxd reads ~/.config/mbox/mboxd.conf (or \$XDG_CONFIG_HOME's, or \$MBOXD_CONFIG)"
 
 alive "$BROKER_PID" || fail "mboxd died"
