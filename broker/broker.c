@@ -24,6 +24,7 @@
 
 #include <endian.h>
 #include <errno.h>
+#include <limits.h>
 #include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -99,7 +100,9 @@ broker_trim(Broker *b)
 	int r;
 
 	ev_timer_stop(b->loop, &b->trim_timer);
-	r = store_wal_empty(b->store);
+	/* On a full disk the WAL's file is the room the drains write in:
+	 * given back, it could be gone when they need it. */
+	r = b->disk_low ? 0 : store_wal_empty(b->store);
 	if (r < 0)
 		log_write(b->log, r == -EBUSY ? LOG_DEBUG : LOG_WARNING,
 			  "cannot empty the WAL while idle: %s (it is "
@@ -149,6 +152,192 @@ broker_on_accept_retry(EV_P_ ev_timer *w, int revents)
 	ev_io_start(b->loop, &b->listen_io);
 }
 
+/* Apply the operator's cap (0: none), under the hold of a full disk. */
+static int
+broker_store_cap(Broker *b, uint64_t cap)
+{
+	/* A lease row may need a new page; a quarter of the reserve leaves
+	 * the rest for the WAL and its checkpoints. */
+	if (b->disk_low)
+		return store_hold_size(b->store,
+				       reserve_file_size(b->reserve) / 4, cap);
+	return store_set_max_bytes(b->store, cap);
+}
+
+/*
+ * Give the reserve back to the file system: the disk is full. Leases,
+ * acks and checkpoints then have room, and the store is held at its size
+ * (broker_disk_check, after the commit: hold_due) so that posts go only
+ * where acks free pages inside it, and cannot take what the drains need.
+ * Returns whether space was freed.
+ */
+static bool
+broker_reserve_release(Broker *b)
+{
+	uint64_t size;
+
+	if (!b->reserve || !reserve_file_held(b->reserve))
+		return false;
+	size = reserve_file_size(b->reserve);
+	if (reserve_file_release(b->reserve) < 0) {
+		log_write(b->log, LOG_ERR,
+			  "the disk of the store is full, and the reserve "
+			  "cannot be given back: %s",
+			  reserve_file_errmsg(b->reserve));
+		return false;
+	}
+	b->disk_low = true;
+	b->hold_due = true;
+	b->reserve_try_ns = broker_now_ns();
+	log_write(b->log, LOG_WARNING,
+		  "the disk of the store is full: gave back the %llu bytes "
+		  "kept in %s so that messages can still be received and "
+		  "acked; posts now go only where acks free room inside the "
+		  "store, until the disk has %llu bytes free again",
+		  (unsigned long long)size, reserve_file_path(b->reserve),
+		  (unsigned long long)(size * 2));
+	return true;
+}
+
+/* The store's hook (store_on_disk_full): a write found the disk full;
+ * SQLite writes again if this made room, and its commit goes through. */
+static bool
+broker_on_disk_full(void *ctx)
+{
+	return broker_reserve_release(ctx);
+}
+
+/* A write failed for want of space and no hook made room (a cap refused
+ * it, or the disk filled some other way): if the disk is what is full,
+ * give the reserve back for the next writes. */
+static void
+broker_disk_full(Broker *b)
+{
+	uint64_t free_bytes = 0;
+
+	if (!b->reserve || !reserve_file_held(b->reserve))
+		return;
+	/* Room for the reserve again: a size cap refused the write. */
+	if (reserve_file_disk_free(b->reserve, &free_bytes) == 0 &&
+	    free_bytes >= reserve_file_size(b->reserve))
+		return;
+	broker_reserve_release(b);
+}
+
+/*
+ * Keep cfg.disk_reserve_bytes aside for a full disk, in a file beside the
+ * database. A disk without room for it (twice over) is no reason not to
+ * start: it is taken once there is room (broker_disk_check).
+ */
+static int
+broker_reserve_open(Broker *b)
+{
+	char path[PATH_MAX];
+	int r;
+
+	if (!b->cfg.disk_reserve_bytes)
+		return 0;
+	if ((size_t)snprintf(path, sizeof(path), "%s-reserve",
+			     b->cfg.db_path) >= sizeof(path)) {
+		log_write(b->log, LOG_ERR,
+			  "the database path %s is too long to keep a "
+			  "reserve beside it; give a shorter --db, or "
+			  "--disk-reserve 0",
+			  b->cfg.db_path);
+		return -ENAMETOOLONG;
+	}
+	r = reserve_file_new(&b->reserve, path, b->cfg.disk_reserve_bytes);
+	if (r < 0) {
+		log_write(b->log, LOG_ERR, "cannot keep a reserve in %s: %s",
+			  path, strerror(-r));
+		return r;
+	}
+	store_on_disk_full(b->store, broker_on_disk_full, b);
+	b->reserve_try_ns = broker_now_ns();
+	r = reserve_file_take(b->reserve);
+	if (r == -ENOSPC && reserve_file_was_short(b->reserve)) {
+		/* Given back for a full disk by an earlier run (killed
+		 * before it could take it again): the disk is full still. */
+		b->disk_low = true;
+		r = broker_store_cap(b, b->cfg.max_store_bytes);
+		log_write(b->log, LOG_WARNING,
+			  "the disk of the store was full when mboxd last "
+			  "ran, and has less than %llu bytes free still: "
+			  "posts go only where acks free room inside the "
+			  "store until it has (%s)",
+			  (unsigned long long)(b->cfg.disk_reserve_bytes * 2),
+			  reserve_file_errmsg(b->reserve));
+		if (r < 0)
+			log_write(b->log, LOG_ERR,
+				  "cannot hold the store at its size: %s",
+				  store_errmsg(b->store));
+		return 0;
+	}
+	if (r < 0)
+		log_write(b->log, LOG_WARNING,
+			  "cannot keep %llu bytes aside for a full disk (%s); "
+			  "should the disk fill up, messages could not be "
+			  "received and acked until space is freed. It is "
+			  "taken as soon as the disk has room (free some, or "
+			  "give a smaller --disk-reserve)",
+			  (unsigned long long)b->cfg.disk_reserve_bytes,
+			  reserve_file_errmsg(b->reserve));
+	return 0;
+}
+
+/*
+ * Take the reserve if it is not held and the disk has room for it twice
+ * over (at most once a second, outside a transaction); a store held at
+ * its size for a full disk gets the operator's cap back.
+ */
+static void
+broker_disk_check(Broker *b)
+{
+	int64_t now = broker_now_ns();
+	int r;
+
+	if (!b->reserve || store_in_txn(b->store))
+		return;
+	if (b->hold_due) {
+		b->hold_due = false;
+		if (broker_store_cap(b, b->cfg.max_store_bytes) < 0)
+			log_write(b->log, LOG_ERR,
+				  "cannot hold the store at its size: %s",
+				  store_errmsg(b->store));
+	}
+	if (reserve_file_held(b->reserve) ||
+	    now - b->reserve_try_ns < 1000000000)
+		return;
+	b->reserve_try_ns = now;
+	if (reserve_file_take(b->reserve) < 0)
+		return;
+	if (!b->disk_low) {
+		log_write(b->log, LOG_NOTICE,
+			  "the disk has room: %llu bytes are now kept aside "
+			  "for a full disk in %s",
+			  (unsigned long long)reserve_file_size(b->reserve),
+			  reserve_file_path(b->reserve));
+		return;
+	}
+	b->disk_low = false;
+	r = broker_store_cap(b, b->cfg.max_store_bytes);
+	if (r < 0) {
+		/* Held at its size still; tried again with the reserve. */
+		b->disk_low = true;
+		log_write(b->log, LOG_ERR,
+			  "cannot lift the hold on the store's size: %s",
+			  store_errmsg(b->store));
+		reserve_file_release(b->reserve);
+		return;
+	}
+	b->store_full = false;
+	log_write(b->log, LOG_NOTICE,
+		  "the disk of the store has room again: %llu bytes are kept "
+		  "aside in %s, and posts may grow the store again",
+		  (unsigned long long)reserve_file_size(b->reserve),
+		  reserve_file_path(b->reserve));
+}
+
 int
 broker_new(Broker **out, struct ev_loop *loop, const Log *log,
 	   const BrokerConfig *cfg, int listen_fd, bool own_socket)
@@ -168,6 +357,10 @@ broker_new(Broker **out, struct ev_loop *loop, const Log *log,
 	b->own_socket = own_socket;
 	b->commit_wait_fd = -1;
 	b->flush_gen = 1; /* restored leases have 0: committed */
+	b->deny_log.burst = DENY_LOG_BURST;
+	b->deny_log.per_s = DENY_LOG_PER_S;
+	b->store_err_log.burst = STORE_ERR_LOG_BURST;
+	b->store_err_log.per_s = STORE_ERR_LOG_PER_S;
 	lease_table_init(&b->leases);
 	proto_writer_init(&b->w);
 	r = store_open(&b->store, cfg->db_path, cfg->sync, err, sizeof(err));
@@ -186,6 +379,11 @@ broker_new(Broker **out, struct ev_loop *loop, const Log *log,
 			  (unsigned long long)cfg->max_store_bytes,
 			  r == -EINVAL ? "the database is already larger"
 				       : strerror(-r));
+		broker_free(b);
+		return r;
+	}
+	r = broker_reserve_open(b);
+	if (r < 0) {
 		broker_free(b);
 		return r;
 	}
@@ -296,6 +494,7 @@ broker_free(Broker *b)
 		free(p->body);
 		free(p);
 	}
+	reserve_file_free(b->reserve);
 	if (b->store) {
 		store_mailbox_foreach(b->store, broker_free_rt_cb, b);
 		store_free(b->store);
@@ -567,27 +766,7 @@ broker_batch_frees(Broker *b)
 bool
 broker_deny_log_ok(Broker *b, size_t *quiet)
 {
-	const int64_t every = 1000000000 / DENY_LOG_PER_S;
-	int64_t now = broker_now_ns();
-
-	if (!b->deny_log_ns || now - b->deny_log_ns >= every * DENY_LOG_BURST) {
-		b->deny_tokens = DENY_LOG_BURST;
-		b->deny_log_ns = now;
-	} else if (now - b->deny_log_ns >= every) {
-		int64_t k = (now - b->deny_log_ns) / every;
-		b->deny_tokens += (size_t)k;
-		if (b->deny_tokens > DENY_LOG_BURST)
-			b->deny_tokens = DENY_LOG_BURST;
-		b->deny_log_ns += k * every;
-	}
-	if (!b->deny_tokens) {
-		b->deny_quiet++;
-		return false;
-	}
-	b->deny_tokens--;
-	*quiet = b->deny_quiet;
-	b->deny_quiet = 0;
-	return true;
+	return log_rate_ok(&b->deny_log, broker_now_ns(), quiet);
 }
 
 /* Queue p, for c, to be answered after the batch's commit. */
@@ -1008,6 +1187,20 @@ broker_restore_lease(Broker *b, Conn *c, uint64_t id, const PendingLease *pl)
 	}
 }
 
+/* Answer a request of a transaction that failed with r and was rolled
+ * back. */
+static void
+broker_reply_store_failed(Broker *b, Conn *c, uint16_t op, uint32_t req_id,
+			  int r)
+{
+	conn_reply_error(c, op, req_id, MBOX_S_STORE, NULL,
+			 "the store failed, nothing was changed: %s",
+			 r == -ENOSPC ? "disk or database full (free disk "
+					"space, consume or purge messages, or "
+					"raise mboxd --max-store-size)"
+				      : store_errmsg(b->store));
+}
+
 /* Answer one PendingOp after the commit (r = its outcome). */
 static void
 broker_answer(Broker *b, PendingOp *p, int r)
@@ -1046,13 +1239,7 @@ broker_answer(Broker *b, PendingOp *p, int r)
 		return;
 	}
 	if (r < 0) {
-		conn_reply_error(
-			c, p->op, p->req_id, MBOX_S_STORE, NULL,
-			"the store failed, nothing was changed: %s",
-			r == -ENOSPC ? "disk or database full (free disk "
-				       "space, consume or purge messages, or "
-				       "raise mboxd --max-store-size)"
-				     : store_errmsg(b->store));
+		broker_reply_store_failed(b, c, p->op, p->req_id, r);
 		return;
 	}
 	/*
@@ -1072,6 +1259,26 @@ broker_answer(Broker *b, PendingOp *p, int r)
 		for (size_t i = 0; i < p->n; i++)
 			proto_put_u64(w, MBOX_TAG_ID, p->ids[i]);
 	conn_send_writer(c, w);
+}
+
+/* Log a failed write of the store: a full disk fails every batch, and
+ * the retries of the give-backs come ten times a second. */
+static void
+broker_log_store_error(Broker *b, const char *what)
+{
+	size_t quiet = 0;
+
+	if (!log_rate_ok(&b->store_err_log, broker_now_ns(), &quiet))
+		return;
+	if (quiet)
+		log_write(b->log, LOG_ERR,
+			  "%s: %s (and %zu more not logged: at most %d a "
+			  "second)",
+			  what, store_errmsg(b->store), quiet,
+			  STORE_ERR_LOG_PER_S);
+	else
+		log_write(b->log, LOG_ERR, "%s: %s", what,
+			  store_errmsg(b->store));
 }
 
 /*
@@ -1094,10 +1301,11 @@ broker_commit_batch(Broker *b, int *out)
 				broker_count(b, NULL, BC_COMMITS, 1);
 		}
 		if (r < 0)
-			log_write(b->log, LOG_ERR,
-				  "store commit failed, %s: %s",
-				  "answering the batch with an error",
-				  store_errmsg(b->store));
+			broker_log_store_error(b, "store commit failed, "
+						  "answering the batch with an "
+						  "error");
+		if (r == -ENOSPC)
+			broker_disk_full(b);
 		if (r == -ENOSPC) {
 			if (!b->store_full)
 				log_write(b->log, LOG_WARNING,
@@ -1125,6 +1333,7 @@ broker_commit_batch(Broker *b, int *out)
 	b->batch_failed = false;
 	b->batch_err = 0;
 	b->pending_head = b->pending_tail = NULL;
+	broker_disk_check(b);
 	*out = r;
 	return p;
 }
@@ -1497,7 +1706,7 @@ broker_drop_uncommitted_releases(Broker *b)
 /*
  * Second half, after the commit (r: its outcome): send the deliveries,
  * or on failure give their messages back and answer their RECVs with
- * nothing.
+ * the error (the commit's failure is logged already).
  */
 static void
 broker_deliver_send(Broker *b, Outgoing *out, size_t applied, int r)
@@ -1506,10 +1715,7 @@ broker_deliver_send(Broker *b, Outgoing *out, size_t applied, int r)
 
 	b->deliver_failed = r < 0;
 	if (r < 0) {
-		if (out)
-			log_write(b->log, LOG_ERR,
-				  "store: cannot commit leases, answering the "
-				  "waiting RECVs with nothing");
+
 		broker_drop_uncommitted_releases(b);
 	} else if (applied) {
 		/* Those queued since (while sending) stay queued. */
@@ -1537,10 +1743,9 @@ broker_deliver_send(Broker *b, Outgoing *out, size_t applied, int r)
 				memcpy(&id, o->frame + MBOX_HDR_OFF_ID, 4);
 				broker_unlease(b, o->conn, NULL, o->ids, o->n,
 					       false);
-				proto_writer_begin(&b->w, MBOX_OP_RECV,
-						   MBOX_FLAG_REPLY, le32toh(id),
-						   MBOX_S_OK);
-				conn_send_writer(o->conn, &b->w);
+				broker_reply_store_failed(b, o->conn,
+							  MBOX_OP_RECV,
+							  le32toh(id), r);
 			} else if (conn_send(o->conn, o->frame, o->len) < 0) {
 				conn_close(o->conn, "out of memory");
 			}
@@ -2156,7 +2361,7 @@ broker_reload_limits(Broker *b, const BrokerConfig *cfg)
 		if (broker_limits[i].offset ==
 		    offsetof(BrokerConfig, max_store_bytes)) {
 			/* The cap lives in the store's connection too. */
-			r = store_set_max_bytes(b->store, v);
+			r = broker_store_cap(b, v);
 			if (r < 0) {
 				log_write(b->log, LOG_WARNING,
 					  "reload: max-store-size %llu refused "
@@ -2166,7 +2371,7 @@ broker_reload_limits(Broker *b, const BrokerConfig *cfg)
 							 "already larger"
 						       : strerror(-r),
 					  (unsigned long long)old);
-				(void)store_set_max_bytes(b->store, old);
+				(void)broker_store_cap(b, old);
 				continue;
 			}
 		}

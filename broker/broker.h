@@ -19,6 +19,7 @@
 #include "broker/conn.h"
 #include "broker/lease.h"
 #include "broker/log.h"
+#include "store/reserve.h"
 #include "store/store.h"
 
 typedef struct BrokerConfig {
@@ -42,6 +43,7 @@ typedef struct BrokerConfig {
 	size_t max_unacked;		/* leases one connection may hold */
 	size_t max_subscriptions;	/* subscriptions of one connection */
 	uint64_t max_store_bytes;	/* database size cap, 0 = none */
+	uint64_t disk_reserve_bytes;	/* kept aside for a full disk */
 	uint64_t commit_delay_us;	/* group commit's wait for posters */
 } BrokerConfig;
 
@@ -321,6 +323,19 @@ struct Broker {
 	 */
 	bool store_full;
 	int64_t store_full_ns;
+	/*
+	 * Disk space kept aside for a full disk (NULL: none). When a write
+	 * finds the disk full, it is given back to the file system and the
+	 * store is held at its size (disk_low) so that
+	 * consumers can drain it while posts use only the pages acks free;
+	 * both end once the reserve can be taken again (broker_disk_check,
+	 * at most once a second: reserve_try_ns).
+	 */
+	ReserveFile *reserve;
+	bool disk_low;
+	bool hold_due; /* disk_low, the hold not applied yet */
+	int64_t reserve_try_ns;
+	LogRate store_err_log; /* failed commits (a full disk repeats them) */
 	/* Temporary mailboxes of closed connections whose deletion is not
 	 * committed yet: a deletion rolled back with its batch is tried
 	 * again (broker_drop_temps), at most once a second. */
@@ -330,10 +345,8 @@ struct Broker {
 	uint64_t flush_count; /* broker_flush calls, for TempRef.tried */
 	bool batch_frees;     /* the open batch removes messages */
 	/* Denials logged: a token bucket (broker_deny_log_ok). */
-	int64_t deny_log_ns; /* tokens last refilled */
-	size_t deny_tokens;
-	size_t deny_quiet; /* denials not logged since the last one */
-	ev_timer again;	   /* work that arose during a flush: run another */
+	LogRate deny_log;
+	ev_timer again; /* work that arose during a flush: run another */
 
 	ProtoWriter w;	   /* scratch for replies */
 	Counters counters; /* broker-wide events (STATS) */
@@ -386,8 +399,10 @@ void broker_batch_frees(Broker *b);
  * a loop cannot flood the log, while occasional denials are all logged.
  * *quiet gets how many were not logged since the last one (say so).
  */
-#define DENY_LOG_BURST 128
-#define DENY_LOG_PER_S 50
+#define STORE_ERR_LOG_BURST 5
+#define STORE_ERR_LOG_PER_S 1
+#define DENY_LOG_BURST	    128
+#define DENY_LOG_PER_S	    50
 bool broker_deny_log_ok(Broker *b, size_t *quiet);
 /* A lease for rt's mailbox mb returned r (store_msg_lease): an error is
  * logged; with no room, or too little, under the store's cap (-ENOBUFS,

@@ -85,3 +85,30 @@ log_write(const Log *log, int prio, const char *fmt, ...)
 		break;
 	}
 }
+
+bool
+log_rate_ok(LogRate *lr, int64_t now_ns, size_t *quiet)
+{
+	const int64_t every = 1000000000 / (lr->per_s ? lr->per_s : 1);
+
+	if (!lr->refill_ns ||
+	    now_ns - lr->refill_ns >= every * (int64_t)lr->burst) {
+		lr->tokens = lr->burst;
+		lr->refill_ns = now_ns;
+	} else if (now_ns - lr->refill_ns >= every) {
+		int64_t k = (now_ns - lr->refill_ns) / every;
+
+		lr->tokens += (size_t)k;
+		if (lr->tokens > lr->burst)
+			lr->tokens = lr->burst;
+		lr->refill_ns += k * every;
+	}
+	if (!lr->tokens) {
+		lr->quiet++;
+		return false;
+	}
+	lr->tokens--;
+	*quiet = lr->quiet;
+	lr->quiet = 0;
+	return true;
+}

@@ -9,6 +9,8 @@
 #define MBOX_BROKER_LOG_H
 
 #include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
 #include <syslog.h>
 
 typedef enum LogSink {
@@ -40,5 +42,21 @@ void log_open_syslog(Log *log);
 
 void log_write(const Log *log, int prio, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
+
+/*
+ * A rate limit for lines an event could repeat without end (a client
+ * denied in a loop, a write failing on a full disk): a burst of burst
+ * lines, then per_s a second. Set burst and per_s, the rest zero.
+ */
+typedef struct LogRate {
+	unsigned burst, per_s;
+	int64_t refill_ns; /* tokens last refilled */
+	size_t tokens;
+	size_t quiet; /* events not logged since the last one */
+} LogRate;
+
+/* May the event at now_ns (a monotonic clock) be logged? If so, *quiet
+ * gets how many were not logged before it (say so). */
+bool log_rate_ok(LogRate *lr, int64_t now_ns, size_t *quiet);
 
 #endif

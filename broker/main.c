@@ -77,6 +77,7 @@ typedef struct Options {
 	uint64_t commit_delay_us;
 	uint64_t max_subscriptions;
 	uint64_t max_mailboxes_per_uid;
+	uint64_t disk_reserve_bytes;
 } Options;
 
 static const Options options_default = {
@@ -98,6 +99,7 @@ static const Options options_default = {
 	.commit_delay_us = 100,
 	.max_subscriptions = 1024,
 	.max_mailboxes_per_uid = 4096,
+	.disk_reserve_bytes = UINT64_C(32) << 20,
 };
 
 /*
@@ -136,6 +138,9 @@ static const LimitOpt limit_opts[] = {
 	LIMIT_OPT("max-subscriptions", 1, UINT32_MAX, false, max_subscriptions),
 	LIMIT_OPT("max-mailboxes-per-uid", 1, UINT32_MAX, false,
 		  max_mailboxes_per_uid),
+	/* Not a limit either, and applied at start only; 0 = none. */
+	{"disk-reserve", 1 << 20, INT64_MAX, true, true,
+	 offsetof(Options, disk_reserve_bytes)},
 };
 #define N_LIMIT_OPTS (sizeof(limit_opts) / sizeof(limit_opts[0]))
 
@@ -178,6 +183,7 @@ static const struct option longopts[] = {
 	{"commit-delay-us", required_argument, NULL, OPT_LIMIT0 + 9},
 	{"max-subscriptions", required_argument, NULL, OPT_LIMIT0 + 10},
 	{"max-mailboxes-per-uid", required_argument, NULL, OPT_LIMIT0 + 11},
+	{"disk-reserve", required_argument, NULL, OPT_LIMIT0 + 12},
 	{"help", no_argument, NULL, 'h'},
 	{"version", no_argument, NULL, 'V'},
 	{NULL, 0, NULL, 0},
@@ -356,6 +362,10 @@ usage(FILE *f)
 		"                               1024)\n"
 		"      --max-store-size N       database file size, 0 = no "
 		"cap (default 0)\n"
+		"      --disk-reserve N         disk space kept aside so that "
+		"a full disk\n"
+		"                               can still be drained, 0 = "
+		"none (default 32M)\n"
 		"\n"
 		"  -h, --help           show this help\n"
 		"  -V, --version        show the version\n");
@@ -1164,6 +1174,8 @@ warn_restart_only(const App *a, const Options *n)
 	k += restart_needed(a, "daemon", o->daemon ? "yes" : "no",
 			    n->daemon ? "yes" : "no");
 	k += restart_needed(a, "pid-file", o->pid_file, n->pid_file);
+	k += restart_needed_num(a, "disk-reserve", o->disk_reserve_bytes,
+				n->disk_reserve_bytes, false);
 	return k;
 }
 
@@ -1191,6 +1203,7 @@ broker_config(const Options *o, const char *socket_path)
 		.max_mailboxes_per_uid = (size_t)o->max_mailboxes_per_uid,
 		.max_store_bytes = o->max_store_bytes,
 		.commit_delay_us = o->commit_delay_us,
+		.disk_reserve_bytes = o->disk_reserve_bytes,
 	};
 }
 
@@ -1226,7 +1239,10 @@ app_reload(App *a)
 	changed += broker_reload_limits(a->broker, &cfg);
 	for (size_t i = 0; i < N_LIMIT_OPTS; i++) {
 		/* max-store-size may have been refused: keep what runs. */
-		if (limit_opts[i].offset == offsetof(Options, max_store_bytes))
+		if (limit_opts[i].offset ==
+			    offsetof(Options, max_store_bytes) ||
+		    limit_opts[i].offset ==
+			    offsetof(Options, disk_reserve_bytes))
 			continue;
 		memcpy((char *)&a->opt + limit_opts[i].offset,
 		       (char *)&n + limit_opts[i].offset, sizeof(uint64_t));

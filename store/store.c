@@ -3534,17 +3534,6 @@ cap_reserve_pages(int64_t all)
 					       : reserve;
 }
 
-/* The file-size limit of writes that add data: the reserve short of the
- * cap. SQLite raises a value below the current size to that size, which
- * is why cap_add_room counts free pages as well. */
-static int64_t
-cap_add_pages(int64_t all)
-{
-	int64_t reserve = cap_reserve_pages(all);
-
-	return all > reserve ? all - reserve : 1;
-}
-
 /*
  * What the cap bounds. max_page_count limits the pages of the database
  * image: in WAL mode the database as the open transaction sees it, frames
@@ -3567,37 +3556,21 @@ cap_add_pages(int64_t all)
  * them held at once): a lease takes only what fits (cap_lease_room), so
  * that the acks of its batch still commit and give the room back.
  */
-int
-store_set_max_bytes(Store *s, uint64_t bytes)
+/*
+ * Cap the store at all pages, adds keeping reserve pages of them free
+ * (at least cap_reserve_pages(all)).
+ */
+static int
+cap_set(Store *s, int64_t all, int64_t reserve, int64_t page_size)
 {
-	int64_t page_size = 0, pages = 0, all;
-	uint64_t n;
 	int r;
 
-	if (s->in_callback)
-		return store_error(
-			s, -EBUSY,
-			"the store was called from its own callback");
-	r = pragma_int(s, "PRAGMA page_size", &page_size);
-	if (r == 0)
-		r = pragma_int(s, "PRAGMA page_count", &pages);
-	if (r < 0)
-		return r;
-	if (page_size <= 0)
-		return store_error(s, -EIO, "the page size is %lld",
-				   (long long)page_size);
-	if (bytes == 0)
-		return cap_drop(s, page_size);
-	n = bytes / (uint64_t)page_size;
-	all = n > (uint64_t)s->max_pages_default ? s->max_pages_default
-						 : (int64_t)n;
-	if (all < pages)
-		return store_error(s, -EINVAL,
-				   "the database holds %lld bytes already, "
-				   "more than the cap of %llu",
-				   (long long)(pages * page_size),
-				   (unsigned long long)bytes);
-	r = cap_prepare(s, cap_add_pages(all), &s->cap_stmt[CAP_ADD]);
+	if (reserve < cap_reserve_pages(all))
+		reserve = cap_reserve_pages(all);
+	/* SQLite raises a max_page_count below the file's size to that
+	 * size, which is why cap_add_room counts free pages as well. */
+	r = cap_prepare(s, all > reserve ? all - reserve : 1,
+			&s->cap_stmt[CAP_ADD]);
 	if (r == 0)
 		r = cap_prepare(s, all, &s->cap_stmt[CAP_ALL]);
 	if (r == 0)
@@ -3607,7 +3580,7 @@ store_set_max_bytes(Store *s, uint64_t bytes)
 		r = cap_prepare_sql(s, "PRAGMA freelist_count",
 				    &s->cap_stmt[CAP_FREELIST]);
 	s->cap_pages = all;
-	s->cap_reserve = cap_reserve_pages(all);
+	s->cap_reserve = reserve;
 	s->cap_page_size = page_size;
 	/* In force from the next write on; the general limit until then. */
 	s->cap_in = -1;
@@ -3622,5 +3595,85 @@ store_set_max_bytes(Store *s, uint64_t bytes)
 		cap_drop(s, page_size);
 		memcpy(s->errmsg, why, sizeof(why));
 	}
+	return r;
+}
+
+/* The page size and the pages of the database image, for a cap. */
+static int
+cap_measure(Store *s, int64_t *page_size, int64_t *pages)
+{
+	int r;
+
+	if (s->in_callback)
+		return store_error(
+			s, -EBUSY,
+			"the store was called from its own callback");
+	r = pragma_int(s, "PRAGMA page_size", page_size);
+	if (r == 0)
+		r = pragma_int(s, "PRAGMA page_count", pages);
+	if (r < 0)
+		return r;
+	if (*page_size <= 0)
+		return store_error(s, -EIO, "the page size is %lld",
+				   (long long)*page_size);
+	return 0;
+}
+
+int
+store_set_max_bytes(Store *s, uint64_t bytes)
+{
+	int64_t page_size = 0, pages = 0, all;
+	uint64_t n;
+	int r;
+
+	r = cap_measure(s, &page_size, &pages);
+	if (r < 0)
+		return r;
+	if (bytes == 0)
+		return cap_drop(s, page_size);
+	n = bytes / (uint64_t)page_size;
+	all = n > (uint64_t)s->max_pages_default ? s->max_pages_default
+						 : (int64_t)n;
+	if (all < pages)
+		return store_error(s, -EINVAL,
+				   "the database holds %lld bytes already, "
+				   "more than the cap of %llu",
+				   (long long)(pages * page_size),
+				   (unsigned long long)bytes);
+	return cap_set(s, all, 0, page_size);
+}
+
+int
+store_hold_size(Store *s, uint64_t grow_bytes, uint64_t limit_bytes)
+{
+	int64_t page_size = 0, pages = 0, grow, all;
+	int r;
+
+	r = cap_measure(s, &page_size, &pages);
+	if (r < 0)
+		return r;
+	grow = (int64_t)(grow_bytes / (uint64_t)page_size);
+	if (grow > s->max_pages_default - pages)
+		grow = s->max_pages_default - pages;
+	all = pages + grow;
+	if (limit_bytes && (uint64_t)all * (uint64_t)page_size > limit_bytes)
+		return store_set_max_bytes(s, limit_bytes);
+	return cap_set(s, all, grow + pages / STORE_CAP_RESERVE_DIV, page_size);
+}
+
+void
+store_on_disk_full(Store *s, bool (*fn)(void *ctx), void *ctx)
+{
+	walbuf_on_full(s->walbuf, fn, ctx);
+}
+
+int
+store_image_bytes(Store *s, uint64_t *out)
+{
+	int64_t page_size = 0, pages = 0;
+	int r = cap_measure(s, &page_size, &pages);
+
+	if (r == 0)
+		*out = (uint64_t)page_size * (uint64_t)pages;
 	return r;
 }

@@ -157,6 +157,26 @@ Store *store_free(Store *s);
  * Returns 0, or -EINVAL if the database is already larger.
  */
 int store_set_max_bytes(Store *s, uint64_t bytes);
+/*
+ * store_hold_size - a cap at the database's present size plus grow_bytes
+ * (at most limit_bytes, unless 0), for a disk that is full: the writes
+ * that drain may grow the file by grow_bytes (a lease's row may need a
+ * new page), while adds must fit in the pages that are free inside it
+ * and keep grow_bytes plus 1/16 of them free. Acks free pages, so posts
+ * go on as consumers make room, without the file growing. Undone by
+ * store_set_max_bytes. Returns 0 or a negative errno.
+ */
+int store_hold_size(Store *s, uint64_t grow_bytes, uint64_t limit_bytes);
+/*
+ * store_on_disk_full - call fn(ctx) when a write to the database or its
+ * WAL finds the disk full; if fn returns true (it freed space), the write
+ * is tried once more, so the commit or checkpoint goes through. fn runs
+ * inside SQLite: it must not call the store.
+ */
+void store_on_disk_full(Store *s, bool (*fn)(void *ctx), void *ctx);
+/* The bytes of the database as the open transaction sees it, frames in
+ * the WAL included: what its file holds after a checkpoint. */
+int store_image_bytes(Store *s, uint64_t *out);
 /* Give SQLite's unused cache memory back (the broker is idle). */
 void store_release_memory(Store *s);
 /*

@@ -40,6 +40,8 @@ struct WalBuf {
 	sqlite3_vfs vfs; /* first: SQLite hands it back to us */
 	sqlite3_vfs *under;
 	char name[48];
+	WalBufFullFn full_fn; /* see walbuf_on_full */
+	void *full_ctx;
 };
 
 typedef struct WalBufFile {
@@ -59,6 +61,19 @@ typedef struct WalBufFile {
 #define FILE_OF(p) ((WalBufFile *)(p))
 #define UNDER(p)   (FILE_OF(p)->under)
 
+/* Write through to the file below; a write that finds the disk full is
+ * tried once more if the hook made room (walbuf_on_full). */
+static int
+under_write(WalBufFile *f, const void *buf, int n, sqlite3_int64 off)
+{
+	int rc = f->under->pMethods->xWrite(f->under, buf, n, off);
+
+	if (rc == SQLITE_FULL && f->wb->full_fn &&
+	    f->wb->full_fn(f->wb->full_ctx))
+		rc = f->under->pMethods->xWrite(f->under, buf, n, off);
+	return rc;
+}
+
 /* Write the run out; SQLITE_OK or the error of the write, which is kept
  * in err too (see above). */
 static int
@@ -69,8 +84,7 @@ run_flush(WalBufFile *f)
 	f->end_commit = false;
 	if (f->run_len == 0)
 		return SQLITE_OK;
-	rc = f->under->pMethods->xWrite(f->under, f->run, (int)f->run_len,
-					f->run_off);
+	rc = under_write(f, f->run, (int)f->run_len, f->run_off);
 	f->run_len = 0;
 	if (rc != SQLITE_OK) {
 		/* Not written: the file ends where the run began, maybe in
@@ -135,7 +149,7 @@ wal_write(WalBufFile *f, const void *buf, int n, sqlite3_int64 off)
 		f->run = malloc(WALBUF_RUN_MAX);
 	/* A rewrite, or too long to gather (or no memory for it). */
 	if (rewrite || (size_t)n > WALBUF_RUN_MAX || !f->run) {
-		rc = f->under->pMethods->xWrite(f->under, buf, n, off);
+		rc = under_write(f, buf, n, off);
 		if (rc == SQLITE_OK) {
 			if (off + n > f->wal_end)
 				f->wal_end = off + n;
@@ -165,7 +179,7 @@ wb_write(sqlite3_file *p, const void *buf, int n, sqlite3_int64 off)
 
 	if (f->wal)
 		return wal_write(f, buf, n, off);
-	return f->under->pMethods->xWrite(f->under, buf, n, off);
+	return under_write(f, buf, n, off);
 }
 
 static int
@@ -509,6 +523,13 @@ const char *
 walbuf_name(const WalBuf *wb)
 {
 	return wb->name;
+}
+
+void
+walbuf_on_full(WalBuf *wb, WalBufFullFn fn, void *ctx)
+{
+	wb->full_fn = fn;
+	wb->full_ctx = ctx;
 }
 
 void

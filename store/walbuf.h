@@ -23,6 +23,7 @@
 #define MBOX_STORE_WALBUF_H
 
 #include <sqlite3.h>
+#include <stdbool.h>
 
 /* The longest run written in one call: SQLite's unix VFS writes at most
  * 0x1ffff bytes a call and reports a shorter write as a full disk. */
@@ -38,6 +39,14 @@ typedef struct WalBuf WalBuf;
 int walbuf_new(WalBuf **out, const char *under);
 /* The name to give sqlite3_open_v2. */
 const char *walbuf_name(const WalBuf *wb);
+/*
+ * walbuf_on_full - call fn(ctx) when a write of any file opened through
+ * wb finds the disk full (SQLite's SQLITE_FULL); if fn returns true (it
+ * freed space), the write is tried once more. fn runs inside SQLite's
+ * call: it must not use the connection. NULL: no hook.
+ */
+typedef bool (*WalBufFullFn)(void *ctx);
+void walbuf_on_full(WalBuf *wb, WalBufFullFn fn, void *ctx);
 /* Free the run buffers of its WAL files that hold nothing (an idle
  * broker's memory); the next write allocates again. */
 void walbuf_release_memory(WalBuf *wb);

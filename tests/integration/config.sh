@@ -84,6 +84,7 @@ max-store-size = 64M
 commit-delay-us = 250
 max-subscriptions = 8
 max-mailboxes-per-uid = 10
+disk-reserve = 2M
 CONF
 while read -r k; do
 	grep -q "^$k = " "$CONF" || fail "option --$k is not in the test's file"
@@ -102,6 +103,7 @@ mbctl ping >/dev/null || fail "no broker on the file's socket"
 assert_eq 600 "$(stat -c %a "$SOCK")" "socket-mode from the file"
 assert_eq "$BROKER_PID" "$(cat "$T_DIR/fg.pid")" "pid-file from the file"
 [ -f "$DB" ] || fail "db from the file not created"
+assert_eq 2097152 "$(stat -c %s "$DB-reserve")" "disk-reserve from the file"
 grep -q 'sync=normal' "$LOG" || fail "sync from the file not used"
 grep -q 'client [0-9]* connected' "$LOG" || fail "log-level debug from the file not used"
 refused "post to a missing mailbox (no-autocreate)" mbctl post nobox x
@@ -120,12 +122,15 @@ sed -i -e 's/^max-mailboxes = 2$/max-mailboxes = 3/' \
 	-e 's/^commit-delay-us = 250$/commit-delay-us = 50/' \
 	-e 's/^max-subscriptions = 8$/max-subscriptions = 9/' \
 	-e 's/^max-mailboxes-per-uid = 10$/max-mailboxes-per-uid = 11/' \
-	-e 's/^sync = normal$/sync = off/' "$CONF"
+	-e 's/^sync = normal$/sync = off/' \
+	-e 's/^disk-reserve = 2M$/disk-reserve = 3M/' "$CONF"
 hup_and_wait 1
 grep -q 'reload: max-mailboxes 2 -> 3' "$LOG" || fail "max-mailboxes change not logged"
 grep -q 'reload: commit-delay-us 250 -> 50' "$LOG" || fail "commit-delay-us change not logged"
 grep -q 'reload: log-level debug -> notice' "$LOG" || fail "log-level change not logged"
 grep -q "reload: sync changed.*needs a restart" "$LOG" || fail "no restart warning for sync"
+grep -q "reload: disk-reserve changed.*needs a restart" "$LOG" ||
+	fail "no restart warning for disk-reserve"
 grep -q 'reload: max-subscriptions 8 -> 9' "$LOG" || fail "max-subscriptions change not logged"
 grep -q 'reload: max-mailboxes-per-uid 10 -> 11' "$LOG" || fail "max-mailboxes-per-uid change not logged"
 grep -q 'reloaded .*: 5 settings changed' "$LOG" || fail "no reload summary: $(tail -5 "$LOG")"

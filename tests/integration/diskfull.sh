@@ -10,7 +10,8 @@
 # tmpfs can be mounted, fills a real 3 MiB file system: there SQLite's own
 # write of the WAL fails with ENOSPC at COMMIT (the broker answers the
 # same), and "the condition clears" is the disk growing or a file that
-# filled it going away.
+# filled it going away. Part 3 fills a 48 MiB file system and drains it
+# while it is full, through the reserve mboxd keeps for that.
 . "${TOP_SRCDIR:-$(dirname "$0")/../..}/tests/integration/lib.sh"
 
 # The option is wired by another change; wait briefly for a build that
@@ -135,13 +136,14 @@ recv_n()
 	assert_eq "$1" "$got" "messages received"
 }
 
-# recv_all: receive until the mailbox is empty.
+# recv_all [AT_ONCE]: receive until the mailbox is empty, at most AT_ONCE
+# (default 200) per recv.
 recv_all()
 {
 	local n
 	n=$(ls_num q ready)
 	[ -n "$n" ] || fail "no ready count for q"
-	[ "$n" -eq 0 ] || recv_n "$n" 200
+	[ "$n" -eq 0 ] || recv_n "$n" "${1:-200}"
 	assert_eq 0 "$(ls_num q ready)" "ready messages left"
 }
 
@@ -162,6 +164,13 @@ check_exact()
 	fi
 	note "$1: $(wc -l <"$CONF") confirmed, all received intact;" \
 		"$(wc -l <"$UNCONF") refused, none delivered"
+}
+
+# log_has TEXT WHAT: the broker's log says TEXT.
+log_has()
+{
+	grep -qF -- "$1" "$T_DIR/mboxd.log" ||
+		fail "$2: the log does not say \"$1\": $(tail -n 5 "$T_DIR/mboxd.log")"
 }
 
 # ---- Part 1: --max-store-size ----
@@ -271,6 +280,20 @@ note "tmpfs 3 MiB: $(wc -l <"$CONF") messages fit; files:" \
 mbctl peek q -n 5 --json >"$T_DIR/peek.out" 2>&1 ||
 	fail "peek on a full disk failed: $(cat "$T_DIR/peek.out")"
 assert_eq 5 "$(wc -l <"$T_DIR/peek.out")" "messages peeked on a full disk"
+# Receives on a full disk with no reserve (3 MiB cannot hold one): each
+# either gets messages or says the disk is full, never "nothing there"
+# (exit 3), which the second one said when the leases' commit failed.
+for ((k = 1; k <= 2; k++)); do
+	rc=0
+	mbctl recv q -n 5 --json >"$T_DIR/full.json" 2>"$T_DIR/full.err" || rc=$?
+	if [ "$rc" -eq 0 ]; then
+		sed -n 's/^{"id":\([0-9]*\),.*"data":"\([^"]*\)"}$/\1 \2/p' \
+			"$T_DIR/full.json" >>"$RECV"
+	else
+		assert_eq 1 "$rc" "exit status of recv $k on a full disk"
+		check_full_error "$T_DIR/full.err" "recv $k on a full disk"
+	fi
+done
 
 # The condition clears: the disk grows. Generously: a disk this small
 # never sees the 1000 WAL frames of an autocheckpoint, so the whole store
@@ -292,3 +315,86 @@ post_chunk H 1 100 || fail "posting after the restart failed: $(cat "$T_DIR/chun
 recv_all
 check_exact "tmpfs"
 stop_broker
+umount "$FS" || fail "cannot unmount the tmpfs"
+
+# ---- Part 3: the reserve kept for a full disk (--disk-reserve) ----
+#
+# On a disk filled to the last block, receiving and acking need room too
+# (lease rows, WAL frames, checkpoints). mboxd keeps a file of
+# --disk-reserve bytes beside the database, gives it back when a write
+# finds the disk full, and holds the store at its size: messages can then
+# be received and acked with the disk still full, and posts go where acks
+# freed room inside the store. Without the reserve, the drain below fails
+# (the recv is answered "disk or database full").
+mount -t tmpfs -o size=48m,mode=0700 tmpfs "$FS" || fail "cannot mount the tmpfs again"
+RES=$DB-reserve
+: >"$CONF"
+: >"$UNCONF"
+: >"$RECV"
+start_broker --disk-reserve 16M
+[ "$(($(stat -c %b "$RES") * $(stat -c %B "$RES")))" -ge 16777216 ] ||
+	fail "the reserve $RES does not hold 16 MiB: $(ls -ls "$RES")"
+mbctl create q
+fill K 1000
+log_has "the disk of the store is full: gave back the 16777216 bytes" 	"full disk"
+[ "$(stat -c %b "$RES")" -eq 0 ] || fail "the reserve was not given back"
+n_k=$(wc -l <"$CONF")
+note "tmpfs 48 MiB, reserve 16 MiB: $n_k messages fit, $(avail_kib) KiB free"
+
+# The disk is left as it is: every message can be received and acked.
+recv_all 1000
+# Posts go where the acks made room, never to the last block of the disk
+# (the released reserve also took the checkpoint of what the WAL held when
+# the disk filled), and the drains keep their room, round after round.
+for ((r = 1; r <= 2; r++)); do
+	before=$(wc -l <"$CONF")
+	fill "L$r" 1000
+	got=$(($(wc -l <"$CONF") - before))
+	[ "$got" -ge $((n_k / 2)) ] ||
+		fail "round $r: only $got messages fit after a full drain, $n_k at first"
+	[ "$(avail_kib)" -ge 1024 ] ||
+		fail "round $r: posts took the room of the drains: $(avail_kib) KiB free"
+	note "round $r: after the drain, $got more fit; $(avail_kib) KiB still free"
+	[ "$r" -eq 2 ] || recv_all 1000
+done
+
+# A crash while the disk is full: the next start knows, and holds the
+# store at its size at once.
+kill9_broker
+start_broker --disk-reserve 16M
+log_has "the disk of the store was full when mboxd last ran" "restart"
+# Single posts fill what the last batch left, then are refused: without
+# the hold they would take the disk's last few MiB.
+fill_singles M
+[ "$(avail_kib)" -ge 1024 ] ||
+	fail "posts after the restart took the room of the drains: $(avail_kib) KiB free"
+recv_n 3000 1000
+post_chunk N 1 500 ||
+	fail "posting where acks made room failed: $(cat "$T_DIR/chunk.err")"
+
+# The disk grows: the reserve is taken again and the store may grow.
+mount -o remount,size=160m "$FS" || fail "cannot grow the tmpfs"
+sleep 1.1 # the reserve is tried at most once a second
+mbctl ping >/dev/null
+post_chunk P 1 1000 || fail "posting once the disk grew failed: $(cat "$T_DIR/chunk.err")"
+post_chunk P 1001 2000 || fail "posting once the disk grew failed: $(cat "$T_DIR/chunk.err")"
+log_has "the disk of the store has room again" "disk grown"
+[ "$(($(stat -c %b "$RES") * $(stat -c %B "$RES")))" -ge 16777216 ] ||
+	fail "the reserve was not taken again: $(ls -ls "$RES")"
+
+# Something else fills the disk while the reserve is held: the write that
+# finds it full gives the reserve back and is made again, so every
+# receive and ack succeeds.
+seen=$(wc -l <"$T_DIR/mboxd.log")
+head -c $(($(avail_kib) * 1024)) /dev/zero >"$FS/ballast" 2>/dev/null || true
+[ "$(avail_kib)" -lt 64 ] || fail "the ballast left $(avail_kib) KiB free"
+recv_all 1000
+tail -n "+$((seen + 1))" "$T_DIR/mboxd.log" >"$T_DIR/ballast.log"
+grep -q 'gave back the 16777216 bytes' "$T_DIR/ballast.log" ||
+	fail "the reserve was not given back for the ballast"
+if grep -q 'store commit failed' "$T_DIR/ballast.log"; then
+	fail "a commit failed on the full disk although the reserve was there:" \
+		"$(grep 'store commit failed' "$T_DIR/ballast.log" | head -n 2)"
+fi
+stop_broker
+check_exact "reserve"
