@@ -188,7 +188,7 @@ broker_reserve_release(Broker *b)
 	}
 	b->disk_low = true;
 	b->hold_due = true;
-	b->reserve_try_ns = broker_now_ns();
+	b->reserve_try_ns = broker_mono_ns();
 	log_write(b->log, LOG_WARNING,
 		  "the disk of the store is full: gave back the %llu bytes "
 		  "kept in %s so that messages can still be received and "
@@ -225,67 +225,6 @@ broker_disk_full(Broker *b)
 }
 
 /*
- * Keep cfg.disk_reserve_bytes aside for a full disk, in a file beside the
- * database. A disk without room for it (twice over) is no reason not to
- * start: it is taken once there is room (broker_disk_check).
- */
-static int
-broker_reserve_open(Broker *b)
-{
-	char path[PATH_MAX];
-	int r;
-
-	if (!b->cfg.disk_reserve_bytes)
-		return 0;
-	if ((size_t)snprintf(path, sizeof(path), "%s-reserve",
-			     b->cfg.db_path) >= sizeof(path)) {
-		log_write(b->log, LOG_ERR,
-			  "the database path %s is too long to keep a "
-			  "reserve beside it; give a shorter --db, or "
-			  "--disk-reserve 0",
-			  b->cfg.db_path);
-		return -ENAMETOOLONG;
-	}
-	r = reserve_file_new(&b->reserve, path, b->cfg.disk_reserve_bytes);
-	if (r < 0) {
-		log_write(b->log, LOG_ERR, "cannot keep a reserve in %s: %s",
-			  path, strerror(-r));
-		return r;
-	}
-	store_on_disk_full(b->store, broker_on_disk_full, b);
-	b->reserve_try_ns = broker_now_ns();
-	r = reserve_file_take(b->reserve);
-	if (r == -ENOSPC && reserve_file_was_short(b->reserve)) {
-		/* Given back for a full disk by an earlier run (killed
-		 * before it could take it again): the disk is full still. */
-		b->disk_low = true;
-		r = broker_store_cap(b, b->cfg.max_store_bytes);
-		log_write(b->log, LOG_WARNING,
-			  "the disk of the store was full when mboxd last "
-			  "ran, and has less than %llu bytes free still: "
-			  "posts go only where acks free room inside the "
-			  "store until it has (%s)",
-			  (unsigned long long)(b->cfg.disk_reserve_bytes * 2),
-			  reserve_file_errmsg(b->reserve));
-		if (r < 0)
-			log_write(b->log, LOG_ERR,
-				  "cannot hold the store at its size: %s",
-				  store_errmsg(b->store));
-		return 0;
-	}
-	if (r < 0)
-		log_write(b->log, LOG_WARNING,
-			  "cannot keep %llu bytes aside for a full disk (%s); "
-			  "should the disk fill up, messages could not be "
-			  "received and acked until space is freed. It is "
-			  "taken as soon as the disk has room (free some, or "
-			  "give a smaller --disk-reserve)",
-			  (unsigned long long)b->cfg.disk_reserve_bytes,
-			  reserve_file_errmsg(b->reserve));
-	return 0;
-}
-
-/*
  * Take the reserve if it is not held and the disk has room for it twice
  * over (at most once a second, outside a transaction); a store held at
  * its size for a full disk gets the operator's cap back.
@@ -293,7 +232,7 @@ broker_reserve_open(Broker *b)
 static void
 broker_disk_check(Broker *b)
 {
-	int64_t now = broker_now_ns();
+	int64_t now = broker_mono_ns();
 	int r;
 
 	if (!b->reserve || store_in_txn(b->store))
@@ -338,6 +277,100 @@ broker_disk_check(Broker *b)
 		  reserve_file_path(b->reserve));
 }
 
+/* The reserve's file, beside the database (not taken yet). */
+static int
+broker_reserve_new(Broker *b)
+{
+	char path[PATH_MAX];
+	int r;
+
+	if (!b->cfg.disk_reserve_bytes)
+		return 0;
+	if ((size_t)snprintf(path, sizeof(path), "%s-reserve",
+			     b->cfg.db_path) >= sizeof(path)) {
+		log_write(b->log, LOG_ERR,
+			  "the database path %s is too long to keep a "
+			  "reserve beside it; give a shorter --db, or "
+			  "--disk-reserve 0",
+			  b->cfg.db_path);
+		return -ENAMETOOLONG;
+	}
+	r = reserve_file_new(&b->reserve, path, b->cfg.disk_reserve_bytes);
+	if (r < 0)
+		log_write(b->log, LOG_ERR, "cannot keep a reserve in %s: %s",
+			  path, strerror(-r));
+	return r;
+}
+
+/*
+ * Opening the store writes (the recovery voids leases, deletes temporary
+ * mailboxes): on a full disk, a reserve the last run left held is given
+ * back and the store opened again.
+ */
+static int
+broker_store_open(Broker *b, char *err, size_t errlen)
+{
+	int r = store_open(&b->store, b->cfg.db_path, b->cfg.sync, err, errlen);
+
+	if (r != -ENOSPC || !b->reserve)
+		return r;
+	if (b->store) {
+		store_free(b->store);
+		b->store = NULL;
+	}
+	b->reserve_try_ns = broker_mono_ns();
+	if (reserve_file_take(b->reserve) < 0 || !broker_reserve_release(b))
+		return r;
+	err[0] = '\0';
+	return store_open(&b->store, b->cfg.db_path, b->cfg.sync, err, errlen);
+}
+
+/*
+ * Keep cfg.disk_reserve_bytes aside for a full disk. A disk without room
+ * for it (twice over) is no reason not to start: it is taken once there
+ * is room (broker_disk_check).
+ */
+static void
+broker_reserve_start(Broker *b)
+{
+	int r;
+
+	if (!b->reserve)
+		return;
+	store_on_disk_full(b->store, broker_on_disk_full, b);
+	if (b->disk_low) {
+		/* Given back to open the store. */
+		broker_disk_check(b);
+		return;
+	}
+	b->reserve_try_ns = broker_mono_ns();
+	r = reserve_file_take(b->reserve);
+	if (r == -ENOSPC && reserve_file_was_short(b->reserve)) {
+		/* Given back for a full disk by an earlier run (killed
+		 * before it could take it again): the disk is full still. */
+		b->disk_low = true;
+		b->hold_due = true;
+		broker_disk_check(b);
+		log_write(b->log, LOG_WARNING,
+			  "the disk of the store was full when mboxd last "
+			  "ran, and has less than %llu bytes free still: "
+			  "posts go only where acks free room inside the "
+			  "store until it has (%s)",
+			  (unsigned long long)(b->cfg.disk_reserve_bytes * 2),
+			  reserve_file_errmsg(b->reserve));
+		return;
+	}
+	if (r < 0)
+		log_write(b->log, LOG_WARNING,
+			  "cannot keep %llu bytes aside for a full disk (%s); "
+			  "should the disk fill up, messages could not be "
+			  "received and acked until space is freed. It is "
+			  "taken as soon as the disk has room (free some, or "
+			  "give a smaller --disk-reserve)",
+			  (unsigned long long)b->cfg.disk_reserve_bytes,
+			  reserve_file_errmsg(b->reserve));
+}
+
 int
 broker_new(Broker **out, struct ev_loop *loop, const Log *log,
 	   const BrokerConfig *cfg, int listen_fd, bool own_socket)
@@ -363,7 +396,12 @@ broker_new(Broker **out, struct ev_loop *loop, const Log *log,
 	b->store_err_log.per_s = STORE_ERR_LOG_PER_S;
 	lease_table_init(&b->leases);
 	proto_writer_init(&b->w);
-	r = store_open(&b->store, cfg->db_path, cfg->sync, err, sizeof(err));
+	r = broker_reserve_new(b);
+	if (r < 0) {
+		broker_free(b);
+		return r;
+	}
+	r = broker_store_open(b, err, sizeof(err));
 	if (r < 0) {
 		log_write(log, LOG_ERR, "cannot open the store %s: %s",
 			  cfg->db_path, err[0] ? err : strerror(-r));
@@ -382,11 +420,7 @@ broker_new(Broker **out, struct ev_loop *loop, const Log *log,
 		broker_free(b);
 		return r;
 	}
-	r = broker_reserve_open(b);
-	if (r < 0) {
-		broker_free(b);
-		return r;
-	}
+	broker_reserve_start(b);
 	ev_io_init(&b->listen_io, broker_on_accept, listen_fd, EV_READ);
 	b->listen_io.data = b;
 	ev_io_start(loop, &b->listen_io);
@@ -494,11 +528,13 @@ broker_free(Broker *b)
 		free(p->body);
 		free(p);
 	}
-	reserve_file_free(b->reserve);
 	if (b->store) {
 		store_mailbox_foreach(b->store, broker_free_rt_cb, b);
+		/* Its close checkpoints, which may still need the reserve
+		 * (the hook): the reserve goes after it. */
 		store_free(b->store);
 	}
+	reserve_file_free(b->reserve);
 	ev_io_stop(b->loop, &b->listen_io);
 	ev_timer_stop(b->loop, &b->accept_retry);
 	ev_timer_stop(b->loop, &b->trim_timer);
@@ -739,6 +775,9 @@ broker_batch_fail(Broker *b, int err)
 		b->batch_err = err < 0 ? err : -EIO;
 }
 
+static void broker_reply_store_failed(Broker *b, Conn *c, uint16_t op,
+				      uint32_t req_id, int r);
+
 bool
 broker_refuse_add(Broker *b, Conn *c, uint16_t op, uint32_t req_id)
 {
@@ -750,10 +789,7 @@ broker_refuse_add(Broker *b, Conn *c, uint16_t op, uint32_t req_id)
 		b->store_full = false;
 		return false;
 	}
-	conn_reply_error(c, op, req_id, MBOX_S_STORE, NULL,
-			 "the store failed, nothing was changed: disk or "
-			 "database full (free disk space, consume or purge "
-			 "messages, or raise mboxd --max-store-size)");
+	broker_reply_store_failed(b, c, op, req_id, -ENOSPC);
 	return true;
 }
 
@@ -766,7 +802,7 @@ broker_batch_frees(Broker *b)
 bool
 broker_deny_log_ok(Broker *b, size_t *quiet)
 {
-	return log_rate_ok(&b->deny_log, broker_now_ns(), quiet);
+	return log_rate_ok(&b->deny_log, broker_mono_ns(), quiet);
 }
 
 /* Queue p, for c, to be answered after the batch's commit. */
@@ -1193,12 +1229,18 @@ static void
 broker_reply_store_failed(Broker *b, Conn *c, uint16_t op, uint32_t req_id,
 			  int r)
 {
-	conn_reply_error(c, op, req_id, MBOX_S_STORE, NULL,
-			 "the store failed, nothing was changed: %s",
-			 r == -ENOSPC ? "disk or database full (free disk "
-					"space, consume or purge messages, or "
-					"raise mboxd --max-store-size)"
-				      : store_errmsg(b->store));
+	conn_reply_error(
+		c, op, req_id, MBOX_S_STORE, NULL,
+		"the store failed, nothing was changed: %s",
+		r != -ENOSPC ? store_errmsg(b->store)
+		: b->disk_low
+			? "disk or database full (the disk is full: posts "
+			  "go only where acks free room in the store until "
+			  "it has room again; consume or purge messages, or "
+			  "free disk space)"
+			: "disk or database full (free disk space, consume "
+			  "or purge messages, or raise mboxd "
+			  "--max-store-size)");
 }
 
 /* Answer one PendingOp after the commit (r = its outcome). */
@@ -1268,7 +1310,7 @@ broker_log_store_error(Broker *b, const char *what)
 {
 	size_t quiet = 0;
 
-	if (!log_rate_ok(&b->store_err_log, broker_now_ns(), &quiet))
+	if (!log_rate_ok(&b->store_err_log, broker_mono_ns(), &quiet))
 		return;
 	if (quiet)
 		log_write(b->log, LOG_ERR,
@@ -1715,7 +1757,6 @@ broker_deliver_send(Broker *b, Outgoing *out, size_t applied, int r)
 
 	b->deliver_failed = r < 0;
 	if (r < 0) {
-
 		broker_drop_uncommitted_releases(b);
 	} else if (applied) {
 		/* Those queued since (while sending) stay queued. */

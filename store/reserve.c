@@ -138,10 +138,13 @@ reserve_file_take(ReserveFile *rf)
 	    ftruncate(rf->fd, (off_t)rf->size) < 0)
 		return reserve_fail(rf, -errno, "cannot cut %s: %s", rf->path,
 				    strerror(errno));
-	r = posix_fallocate(rf->fd, 0, (off_t)rf->size);
+	do
+		r = posix_fallocate(rf->fd, 0, (off_t)rf->size);
+	while (r == EINTR);
 	if (r != 0) {
-		/* Whatever it got goes back: a half reserve is no use. */
-		if (ftruncate(rf->fd, 0) < 0) {
+		/* Whatever this call got goes back (a half reserve is no
+		 * use); one held from before stays as it was. */
+		if (holds < rf->size && ftruncate(rf->fd, 0) < 0) {
 			/* nothing more to do: the error below says it all */
 		}
 		return reserve_fail(

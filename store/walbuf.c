@@ -67,7 +67,13 @@ static int
 under_write(WalBufFile *f, const void *buf, int n, sqlite3_int64 off)
 {
 	int rc = f->under->pMethods->xWrite(f->under, buf, n, off);
+	int sys = 0;
 
+	if (rc == SQLITE_IOERR_WRITE &&
+	    f->under->pMethods->xFileControl(f->under, SQLITE_FCNTL_LAST_ERRNO,
+					     &sys) == SQLITE_OK &&
+	    sys == EDQUOT)
+		rc = SQLITE_FULL; /* the user's quota: full all the same */
 	if (rc == SQLITE_FULL && f->wb->full_fn &&
 	    f->wb->full_fn(f->wb->full_ctx))
 		rc = f->under->pMethods->xWrite(f->under, buf, n, off);

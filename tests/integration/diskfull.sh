@@ -11,7 +11,8 @@
 # write of the WAL fails with ENOSPC at COMMIT (the broker answers the
 # same), and "the condition clears" is the disk growing or a file that
 # filled it going away. Part 3 fills a 48 MiB file system and drains it
-# while it is full, through the reserve mboxd keeps for that.
+# while it is full, through the reserve mboxd keeps for that; part 4
+# restarts a broker killed with its reserve held on a disk filled since.
 . "${TOP_SRCDIR:-$(dirname "$0")/../..}/tests/integration/lib.sh"
 
 # The option is wired by another change; wait briefly for a build that
@@ -398,3 +399,36 @@ if grep -q 'store commit failed' "$T_DIR/ballast.log"; then
 fi
 stop_broker
 check_exact "reserve"
+
+# ---- Part 4: killed with the reserve held, the disk full since ----
+# Opening the store writes (leases held at the crash are voided): the
+# broker gives the reserve back to do it, rather than failing to start.
+umount "$FS" || fail "cannot unmount the tmpfs"
+mount -t tmpfs -o size=48m,mode=0700 tmpfs "$FS" || fail "cannot mount the tmpfs again"
+: >"$CONF"
+: >"$UNCONF"
+: >"$RECV"
+start_broker --disk-reserve 16M
+mbctl create q
+post_chunk W 1 3 || fail "posting failed: $(cat "$T_DIR/chunk.err")"
+# The worker's command holds its message's lease; it says its pid so that
+# it can be stopped too.
+mbctl work q -- sh -c "echo \$\$ >'$T_DIR/sleeper.pid'; exec sleep 60" \
+	>/dev/null 2>&1 &
+WORKER=$!
+track_pid "$WORKER"
+for ((i = 0; i < 100; i++)); do
+	[ "$(ls_num q leased)" = 1 ] && [ -s "$T_DIR/sleeper.pid" ] && break
+	sleep 0.1
+done
+assert_eq 1 "$(ls_num q leased)" "messages leased by the worker"
+head -c $(($(avail_kib) * 1024)) /dev/zero >"$FS/ballast" 2>/dev/null || true
+kill9_broker
+kill9_pid "$WORKER"
+untrack_pid "$WORKER"
+kill -KILL "$(cat "$T_DIR/sleeper.pid")" 2>/dev/null || true
+start_broker --disk-reserve 16M
+log_has "gave back the 16777216 bytes" "restart on a full disk"
+recv_all 10
+stop_broker
+check_exact "restart on a full disk"
