@@ -1,7 +1,9 @@
 /*
  * reserve.c - disk space kept aside so that a full disk can be drained.
  */
-#include "reserve.h"
+#include "config.h"
+
+#include "store/reserve.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -23,6 +25,9 @@ struct ReserveFile {
 	bool short_before; /* the file held less than size when tried */
 	char errmsg[PATH_MAX + 200];
 };
+
+static int reserve_fail(ReserveFile *rf, int err, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
 
 static int
 reserve_fail(ReserveFile *rf, int err, const char *fmt, ...)
