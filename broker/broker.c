@@ -156,11 +156,14 @@ broker_on_accept_retry(EV_P_ ev_timer *w, int revents)
 static int
 broker_store_cap(Broker *b, uint64_t cap)
 {
-	/* A lease row may need a new page; a quarter of the reserve leaves
-	 * the rest for the WAL and its checkpoints. */
+	/* A lease row may need a new page: a quarter of the reserve. The
+	 * WAL is checkpointed every half of it (instead of every 16 MiB,
+	 * more than a small reserve), and the last quarter is for the
+	 * transaction that runs past a checkpoint's mark. */
 	if (b->disk_low)
 		return store_hold_size(b->store,
-				       reserve_file_size(b->reserve) / 4, cap);
+				       reserve_file_size(b->reserve) / 4,
+				       reserve_file_size(b->reserve) / 2, cap);
 	return store_set_max_bytes(b->store, cap);
 }
 

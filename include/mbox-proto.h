@@ -144,6 +144,8 @@ enum mbox_tag {
 	MBOX_TAG_MAILBOXES = 55,    /* u64 mailboxes */
 	MBOX_TAG_WAITING = 56,	    /* u64 RECVs waiting */
 	MBOX_TAG_CONN_ID = 57,	    /* u64 connection number (broker's log) */
+	MBOX_TAG_RESERVE_BYTES = 58, /* u64 disk space kept for a full disk */
+	MBOX_TAG_DISK_FULL = 59,     /* u64 1: the store is held at its size */
 };
 
 /* FLAGS values of PEEK. */

@@ -430,6 +430,12 @@ typedef struct mbox_broker_stats {
 	mbox_counter *counters;
 	size_t n_counters;
 	uint64_t interval_ms; /* span of the rates */
+	/* Disk space the broker keeps aside for a full disk, now (0 when
+	 * none is configured, or it was given back); and whether it found
+	 * the disk of its store full and holds the store at its size, posts
+	 * going only where acks freed room (1) or not (0). */
+	uint64_t reserve_bytes;
+	int disk_full;
 } mbox_broker_stats;
 int mbox_stats(mbox *m, mbox_broker_stats **out);
 void mbox_stats_free(mbox_broker_stats *st);

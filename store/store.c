@@ -2940,7 +2940,8 @@ open_exec(Store *s, const char *sql, char *errbuf, size_t errlen)
 	return r;
 }
 
-static int cap_wal(Store *s, int64_t cap_pages, int64_t page_size);
+static int cap_wal(Store *s, int64_t cap_pages, int64_t wal_pages,
+		   int64_t page_size);
 
 /* Run a PRAGMA that yields one integer. */
 static int
@@ -3072,7 +3073,7 @@ store_open_db(Store *s, const char *path, char *errbuf, size_t errlen)
 	if (r == 0) {
 		r = pragma_int(s, "PRAGMA page_size", &page_size);
 		if (r == 0)
-			r = cap_wal(s, 0, page_size);
+			r = cap_wal(s, 0, 0, page_size);
 		if (r < 0)
 			snprintf(errbuf, errlen, "%s: %s", path, s->errmsg);
 	}
@@ -3471,9 +3472,11 @@ cap_prepare(Store *s, int64_t pages, sqlite3_stmt **out)
 }
 
 /* Under a small cap, checkpoint often enough that the WAL stays a
- * fraction of the database, and cut it back to the cap after one. */
+ * fraction of the database, and cut it back to the cap after one; and
+ * at most wal_pages (0: no bound of its own) under a hold, where the WAL
+ * must fit in the disk space given back. */
 static int
-cap_wal(Store *s, int64_t cap_pages, int64_t page_size)
+cap_wal(Store *s, int64_t cap_pages, int64_t wal_pages, int64_t page_size)
 {
 	int64_t most, ckpt, limit = STORE_JOURNAL_SIZE_LIMIT, v;
 	char sql[96];
@@ -3489,8 +3492,14 @@ cap_wal(Store *s, int64_t cap_pages, int64_t page_size)
 		ckpt = STORE_WAL_AUTOCHECKPOINT_MIN;
 	if (ckpt > most)
 		ckpt = most;
+	if (wal_pages && ckpt > wal_pages)
+		ckpt = wal_pages < STORE_WAL_AUTOCHECKPOINT_MIN
+			       ? STORE_WAL_AUTOCHECKPOINT_MIN
+			       : wal_pages;
 	if (cap_pages && cap_pages * page_size < limit)
 		limit = cap_pages * page_size;
+	if (wal_pages && ckpt * page_size < limit)
+		limit = ckpt * page_size;
 	snprintf(sql, sizeof(sql), "PRAGMA wal_autocheckpoint = %lld",
 		 (long long)ckpt);
 	r = pragma_int(s, sql, &v);
@@ -3520,7 +3529,7 @@ cap_drop(Store *s, int64_t page_size)
 		 (long long)s->max_pages_default);
 	r = pragma_int(s, sql, &v);
 	if (r == 0)
-		r = cap_wal(s, 0, page_size);
+		r = cap_wal(s, 0, 0, page_size);
 	return r;
 }
 
@@ -3561,7 +3570,8 @@ cap_reserve_pages(int64_t all)
  * (at least cap_reserve_pages(all)).
  */
 static int
-cap_set(Store *s, int64_t all, int64_t reserve, int64_t page_size)
+cap_set(Store *s, int64_t all, int64_t reserve, int64_t wal_pages,
+	int64_t page_size)
 {
 	int r;
 
@@ -3587,7 +3597,7 @@ cap_set(Store *s, int64_t all, int64_t reserve, int64_t page_size)
 	if (r == 0)
 		r = store_cap_use(s, CAP_ALL);
 	if (r == 0)
-		r = cap_wal(s, all, page_size);
+		r = cap_wal(s, all, wal_pages, page_size);
 	if (r < 0) {
 		char why[sizeof(s->errmsg)];
 
@@ -3640,13 +3650,14 @@ store_set_max_bytes(Store *s, uint64_t bytes)
 				   "more than the cap of %llu",
 				   (long long)(pages * page_size),
 				   (unsigned long long)bytes);
-	return cap_set(s, all, 0, page_size);
+	return cap_set(s, all, 0, 0, page_size);
 }
 
 int
-store_hold_size(Store *s, uint64_t grow_bytes, uint64_t limit_bytes)
+store_hold_size(Store *s, uint64_t grow_bytes, uint64_t wal_bytes,
+		uint64_t limit_bytes)
 {
-	int64_t page_size = 0, pages = 0, grow, all;
+	int64_t page_size = 0, pages = 0, grow, all, wal;
 	int r;
 
 	r = cap_measure(s, &page_size, &pages);
@@ -3656,9 +3667,16 @@ store_hold_size(Store *s, uint64_t grow_bytes, uint64_t limit_bytes)
 	if (grow > s->max_pages_default - pages)
 		grow = s->max_pages_default - pages;
 	all = pages + grow;
-	if (limit_bytes && (uint64_t)all * (uint64_t)page_size > limit_bytes)
-		return store_set_max_bytes(s, limit_bytes);
-	return cap_set(s, all, grow + pages / STORE_CAP_RESERVE_DIV, page_size);
+	if (limit_bytes && (uint64_t)all * (uint64_t)page_size > limit_bytes) {
+		/* The operator's cap is nearer: it bounds the growth. */
+		all = (int64_t)(limit_bytes / (uint64_t)page_size);
+		if (all < pages)
+			return store_set_max_bytes(s, limit_bytes);
+		grow = all - pages;
+	}
+	wal = (int64_t)(wal_bytes / (uint64_t)page_size);
+	return cap_set(s, all, grow + pages / STORE_CAP_RESERVE_DIV,
+		       wal ? wal : 1, page_size);
 }
 
 void

@@ -163,10 +163,14 @@ int store_set_max_bytes(Store *s, uint64_t bytes);
  * that drain may grow the file by grow_bytes (a lease's row may need a
  * new page), while adds must fit in the pages that are free inside it
  * and keep grow_bytes plus 1/16 of them free. Acks free pages, so posts
- * go on as consumers make room, without the file growing. Undone by
- * store_set_max_bytes. Returns 0 or a negative errno.
+ * go on as consumers make room, without the file growing. The WAL is
+ * checkpointed every wal_bytes (at least 16 pages) instead of every
+ * 16 MiB, and cut back to that after a checkpoint, so that it too fits
+ * in the room the disk has. Undone by store_set_max_bytes. Returns 0 or
+ * a negative errno.
  */
-int store_hold_size(Store *s, uint64_t grow_bytes, uint64_t limit_bytes);
+int store_hold_size(Store *s, uint64_t grow_bytes, uint64_t wal_bytes,
+		    uint64_t limit_bytes);
 /*
  * store_on_disk_full - call fn(ctx) when a write to the database or its
  * WAL finds the disk full; if fn returns true (it freed space), the write

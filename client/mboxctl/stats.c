@@ -484,7 +484,8 @@ static const char stats_help[] =
 	"\n"
 	"Show the broker's figures: version, uptime, connections, "
 	"mailboxes,\n"
-	"messages of all mailboxes by state, store size, and its event\n"
+	"messages of all mailboxes by state, store size, the space kept aside\n"
+	"for a full disk (or that the disk is full), and its event\n"
 	"counters since it started (posted, delivered, redelivered, acked,\n"
 	"nacked, dead by reason, bytes in and out, connections, durable\n"
 	"commits) with their rates per second over the last 10 s. Anyone may\n"
@@ -503,11 +504,13 @@ stats_json(const mbox_broker_stats *st, int64_t now)
 	       ",\"ready\":%" PRIu64 ",\"leased\":%" PRIu64
 	       ",\"delayed\":%" PRIu64 ",\"dead\":%" PRIu64
 	       ",\"bytes\":%" PRIu64 ",\"store_bytes\":%" PRIu64
+	       ",\"reserve_bytes\":%" PRIu64 ",\"disk_full\":%s"
 	       ",\"interval_ms\":%" PRIu64 ",",
 	       st->started_ns,
 	       now > st->started_ns ? (now - st->started_ns) / 1000000000 : 0,
 	       st->connections, st->mailboxes, st->ready, st->leased,
 	       st->delayed, st->dead, st->bytes, st->store_bytes,
+	       st->reserve_bytes, st->disk_full ? "true" : "false",
 	       st->interval_ms);
 	json_counters(stdout, st->counters, st->n_counters);
 	fputs("}\n", stdout);
@@ -528,7 +531,17 @@ stats_human(const mbox_broker_stats *st, int64_t now)
 	       "messages", st->ready, st->leased, st->delayed, st->dead);
 	ctl_fmt_size(a, sizeof(a), st->bytes);
 	ctl_fmt_size(b, sizeof(b), st->store_bytes);
-	printf("%-12s %s of payload, store %s on disk\n\n", "bytes", a, b);
+	printf("%-12s %s of payload, store %s on disk\n", "bytes", a, b);
+	ctl_fmt_size(a, sizeof(a), st->reserve_bytes);
+	if (st->disk_full)
+		printf("%-12s FULL: posts go only where acks free room in the "
+		       "store, until the disk has room again (see the broker's "
+		       "log)\n\n",
+		       "disk");
+	else if (st->reserve_bytes)
+		printf("%-12s %s kept aside for a full disk\n\n", "disk", a);
+	else
+		printf("%-12s nothing kept aside for a full disk\n\n", "disk");
 	return counters_table(st->counters, st->n_counters, st->interval_ms);
 }
 
@@ -716,8 +729,9 @@ watch_head(const Screen *s, const mbox_broker_stats *st, int64_t now)
 	else
 		snprintf(clock, sizeof(clock), "?");
 	snprintf(line, sizeof(line),
-		 "%s  up %s  %" PRIu64 " conns  %" PRIu64 " mailboxes  %s",
-		 st->server, up, st->connections, st->mailboxes, clock);
+		 "%s  up %s  %" PRIu64 " conns  %" PRIu64 " mailboxes  %s%s",
+		 st->server, up, st->connections, st->mailboxes, clock,
+		 st->disk_full ? "  DISK FULL" : "");
 	screen_line(s, line);
 	fmt_rate(r[0], CELL_LEN, counter_rate(st, "posted"));
 	fmt_rate(r[1], CELL_LEN, counter_rate(st, "delivered"));

@@ -168,6 +168,23 @@ check_exact()
 }
 
 # log_has TEXT WHAT: the broker's log says TEXT.
+# disk_state WANT WHAT: what `mboxctl stats` says of the disk
+# (reserve_bytes and disk_full of --json) must be WANT, as "BYTES BOOL";
+# a full disk also shows in its table.
+disk_state()
+{
+	local got
+	got=$(mbctl stats --json |
+		sed -n 's/.*"reserve_bytes":\([0-9]*\),"disk_full":\([a-z]*\).*/\1 \2/p')
+	[ "$got" = "$1" ] || fail "$2: mboxctl stats says reserve, full = '$got', not '$1'"
+	if [ "${1#* }" = true ]; then
+		mbctl stats | grep -q '^disk  *FULL: posts go only where acks free room' ||
+			fail "$2: mboxctl stats does not say the disk is full: $(mbctl stats | grep '^disk')"
+		mbctl watch -n 1 | head -n 1 | grep -q '  DISK FULL$' ||
+			fail "$2: mboxctl watch does not say the disk is full: $(mbctl watch -n 1 | head -n 1)"
+	fi
+}
+
 log_has()
 {
 	grep -qF -- "$1" "$T_DIR/mboxd.log" ||
@@ -183,6 +200,8 @@ dk_id=$(mbctl post dk keyed --dedup job-1)
 fill A 250
 [ -s "$UNCONF" ] || fail "no post was refused"
 fill_singles S
+# A store full to its cap is not a full disk: the reserve stays held.
+disk_state "33554432 false" "full to the cap"
 # Right after a refusal: a retry of a post already stored adds nothing,
 # so the full store answers it with the first id (SPEC 3.2).
 assert_eq "$dk_id" "$(mbctl post dk again --dedup job-1)" \
@@ -274,6 +293,8 @@ start_broker
 mbctl create q
 fill E 250
 fill_singles T
+# No room to keep a reserve, so none to give back: not held either.
+disk_state "0 false" "full disk without a reserve"
 note "tmpfs 3 MiB: $(wc -l <"$CONF") messages fit; files:" \
 	"db $(stat -c %s "$DB"), wal $(stat -c %s "$DB-wal" 2>/dev/null || echo 0)," \
 	"$(avail_kib) KiB free"
@@ -335,10 +356,12 @@ RES=$DB-reserve
 start_broker --disk-reserve 16M
 [ "$(($(stat -c %b "$RES") * $(stat -c %B "$RES")))" -ge 16777216 ] ||
 	fail "the reserve $RES does not hold 16 MiB: $(ls -ls "$RES")"
+disk_state "16777216 false" "at start"
 mbctl create q
 fill K 1000
 log_has "the disk of the store is full: gave back the 16777216 bytes" 	"full disk"
 [ "$(stat -c %b "$RES")" -eq 0 ] || fail "the reserve was not given back"
+disk_state "0 true" "full disk"
 n_k=$(wc -l <"$CONF")
 note "tmpfs 48 MiB, reserve 16 MiB: $n_k messages fit, $(avail_kib) KiB free"
 
@@ -364,6 +387,7 @@ done
 kill9_broker
 start_broker --disk-reserve 16M
 log_has "the disk of the store was full when mboxd last ran" "restart"
+disk_state "0 true" "restart"
 # Single posts fill what the last batch left, then are refused: without
 # the hold they would take the disk's last few MiB.
 fill_singles M
@@ -382,6 +406,7 @@ post_chunk P 1001 2000 || fail "posting once the disk grew failed: $(cat "$T_DIR
 log_has "the disk of the store has room again" "disk grown"
 [ "$(($(stat -c %b "$RES") * $(stat -c %B "$RES")))" -ge 16777216 ] ||
 	fail "the reserve was not taken again: $(ls -ls "$RES")"
+disk_state "16777216 false" "disk grown"
 
 # Something else fills the disk while the reserve is held: the write that
 # finds it full gives the reserve back and is made again, so every
@@ -393,6 +418,7 @@ recv_all 1000
 tail -n "+$((seen + 1))" "$T_DIR/mboxd.log" >"$T_DIR/ballast.log"
 grep -q 'gave back the 16777216 bytes' "$T_DIR/ballast.log" ||
 	fail "the reserve was not given back for the ballast"
+disk_state "0 true" "ballast"
 if grep -q 'store commit failed' "$T_DIR/ballast.log"; then
 	fail "a commit failed on the full disk although the reserve was there:" \
 		"$(grep 'store commit failed' "$T_DIR/ballast.log" | head -n 2)"

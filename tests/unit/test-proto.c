@@ -975,7 +975,7 @@ test_proto_fields_parse_nul(void **state)
 static void
 test_proto_fields_parse_unknown_tag(void **state)
 {
-	const uint16_t tags[] = {0, 58, 59, 63, 64, 99, 1000, 0xffff};
+	const uint16_t tags[] = {0, 60, 61, 63, 64, 99, 1000, 0xffff};
 	char why[128], want[128];
 	uint8_t body[64];
 
@@ -1663,7 +1663,8 @@ test_proto_names(void **state)
 	assert_string_equal(proto_tag_name(MBOX_TAG_DEADLINE_NS),
 			    "DEADLINE_NS");
 	assert_string_equal(proto_tag_name(0), "?");
-	assert_string_equal(proto_tag_name(58), "?");
+	assert_string_equal(proto_tag_name(MBOX_TAG_DISK_FULL), "DISK_FULL");
+	assert_string_equal(proto_tag_name(60), "?");
 	assert_string_equal(proto_tag_name(64), "?");
 	assert_string_equal(proto_tag_name(0xffffffffu), "?");
 

@@ -3404,6 +3404,86 @@ test_store_cap_fill_ack_reopen(void **state)
 	free(lg);
 }
 
+/*
+ * A store held at its size for a full disk (store_hold_size): posts go
+ * only into the pages acks freed, the file grows by grow at most, the
+ * WAL is checkpointed every wal bytes and cut back to that, and
+ * everything can still be leased and acked.
+ */
+static void
+test_store_hold_size(void **state)
+{
+	enum { GROW = 4, WAL = 16, POSTS = 1200 };
+	Fx *fx = *state;
+	StoreMailbox *mb;
+	CapLog *lg = calloc(1, sizeof(*lg));
+	CapIds *ci = calloc(1, sizeof(*ci));
+	size_t again, live = 0;
+	int64_t pages;
+	int n;
+
+	assert_non_null(lg);
+	assert_non_null(ci);
+	fx_open(fx, STORE_SYNC_FULL);
+	mb = mk_mailbox(fx->s, "held");
+	for (int i = 0; i < POSTS; i++)
+		assert_int_equal(cap_post(fx, mb, lg), 0);
+	cap_delete(fx, mb, lg, 0, POSTS / 2);
+	assert_int_equal(store_wal_empty(fx->s), 0);
+	pages = raw_pages(fx);
+	/* Far more pages than a WAL of WAL pages: a cap alone would
+	 * checkpoint every quarter of them. */
+	assert_true(pages / 4 > 2 * WAL);
+	assert_int_equal(store_hold_size(fx->s, GROW * PAGE, WAL * PAGE, 0), 0);
+	lg->max_wal = 0;
+
+	again = cap_fill(fx, mb, lg);
+	print_message("held at %lld pages: %zu of %d freed messages posted "
+		      "again, file %lld pages, WAL at most %lld bytes\n",
+		      (long long)pages, again, POSTS / 2,
+		      (long long)raw_pages(fx), (long long)lg->max_wal);
+	/* Posts found the room of the acks, and did not grow the file. */
+	assert_true(again >= POSTS / 4);
+	assert_true(raw_pages(fx) <= pages);
+	cap_check_all(fx, mb, lg);
+
+	/* Everything can be leased (the lease rows may take the GROW
+	 * pages) and acked, as a consumer does: lease 100, ack them. */
+	for (size_t k = 0; k < lg->n; k++)
+		live += !lg->gone[k];
+	do {
+		size_t from = ci->n;
+
+		assert_int_equal(store_begin(fx->s), 0);
+		n = store_msg_lease(fx->s, mb, NOW, 100, cap_ids_cb, ci);
+		if (n < 0)
+			fail_msg("lease while held: %d %s", n,
+				 store_errmsg(fx->s));
+		assert_int_equal(store_commit(fx->s, false), 0);
+		assert_int_equal(store_begin(fx->s), 0);
+		for (size_t k = from; k < ci->n; k++)
+			assert_int_equal(store_msg_delete(fx->s, mb, ci->id[k]),
+					 0);
+		assert_int_equal(store_commit(fx->s, true), 0);
+		cap_note_wal(fx, lg);
+	} while (n > 0);
+	assert_int_equal(ci->n, live);
+	for (size_t k = 0; k < lg->n; k++)
+		lg->gone[k] = true;
+	assert_int_equal(mb->n_ready + mb->n_leased, 0);
+	assert_true(raw_pages(fx) <= pages + GROW);
+	/* Checkpoints every WAL pages: the WAL file is at most those
+	 * frames plus the transaction that passed the mark. */
+	assert_true(lg->max_wal <= 32 + (off_t)(WAL + 24) * (PAGE + 24));
+
+	/* Lifted: posts may grow the file again. */
+	assert_int_equal(store_set_max_bytes(fx->s, 0), 0);
+	for (int i = 0; i < 200 && lg->n < CAP_MAX_MSGS; i++)
+		assert_int_equal(cap_post(fx, mb, lg), 0);
+	free(ci);
+	free(lg);
+}
+
 /* The pages an add could still take without touching the reserve, plus
  * the reserve: free-list pages and the pages the file may still grow by,
  * as another connection sees the committed database. */
@@ -4790,6 +4870,7 @@ main(void)
 		T(test_store_disk_full_at_insert),
 		T(test_store_cap_refuses),
 		T(test_store_cap_fill_ack_reopen),
+		T(test_store_hold_size),
 		T(test_store_cap_reserve_holds),
 		T(test_store_cap_leases_drain),
 		T(test_store_cap_leases_leave_room_for_releases),
