@@ -386,9 +386,9 @@ broker_restart_ready(Broker *b, double *secs)
 void
 broker_stop(Broker *b, bool keep)
 {
-	static const char *const files[] = {"mbox.sock",   "mbox.db",
-					    "mbox.db-wal", "mbox.db-shm",
-					    "mboxd.log",   "notify"};
+	static const char *const files[] = {
+		"mbox.sock",	   "mbox.db",	"mbox.db-wal", "mbox.db-shm",
+		"mbox.db-reserve", "mboxd.log", "notify"};
 	char path[PATH_MAX + 16];
 
 	if (!b->dir[0])
