@@ -449,6 +449,10 @@ struct Store {
 	int64_t cap_pages;   /* the cap in pages, 0 = none */
 	int64_t cap_reserve; /* pages adds leave free for draining */
 	int64_t cap_page_size;
+	/* The size a hold (store_hold_size) allows, 0 when not held: held
+	 * again, the store keeps it rather than growing by the same margin
+	 * once more. */
+	int64_t hold_pages;
 	unsigned in_callback; /* depth of StoreMsgFn calls */
 	bool lease_clipped;   /* see store_lease_clipped */
 
@@ -3639,8 +3643,12 @@ store_set_max_bytes(Store *s, uint64_t bytes)
 	r = cap_measure(s, &page_size, &pages);
 	if (r < 0)
 		return r;
-	if (bytes == 0)
-		return cap_drop(s, page_size);
+	if (bytes == 0) {
+		r = cap_drop(s, page_size);
+		if (r == 0)
+			s->hold_pages = 0;
+		return r;
+	}
 	n = bytes / (uint64_t)page_size;
 	all = n > (uint64_t)s->max_pages_default ? s->max_pages_default
 						 : (int64_t)n;
@@ -3650,14 +3658,17 @@ store_set_max_bytes(Store *s, uint64_t bytes)
 				   "more than the cap of %llu",
 				   (long long)(pages * page_size),
 				   (unsigned long long)bytes);
-	return cap_set(s, all, 0, 0, page_size);
+	r = cap_set(s, all, 0, 0, page_size);
+	if (r == 0)
+		s->hold_pages = 0;
+	return r;
 }
 
 int
 store_hold_size(Store *s, uint64_t grow_bytes, uint64_t wal_bytes,
 		uint64_t limit_bytes)
 {
-	int64_t page_size = 0, pages = 0, grow, all, wal;
+	int64_t page_size = 0, pages = 0, grow, all, wal, hold;
 	int r;
 
 	r = cap_measure(s, &page_size, &pages);
@@ -3667,6 +3678,13 @@ store_hold_size(Store *s, uint64_t grow_bytes, uint64_t wal_bytes,
 	if (grow > s->max_pages_default - pages)
 		grow = s->max_pages_default - pages;
 	all = pages + grow;
+	/* Held already (the operator's cap changed): the file may have
+	 * grown into the margin since, which must not be granted again. */
+	if (s->hold_pages >= pages && s->hold_pages < all) {
+		all = s->hold_pages;
+		grow = all - pages;
+	}
+	hold = all;
 	if (limit_bytes && (uint64_t)all * (uint64_t)page_size > limit_bytes) {
 		/* The operator's cap is nearer: it bounds the growth. */
 		all = (int64_t)(limit_bytes / (uint64_t)page_size);
@@ -3675,8 +3693,17 @@ store_hold_size(Store *s, uint64_t grow_bytes, uint64_t wal_bytes,
 		grow = all - pages;
 	}
 	wal = (int64_t)(wal_bytes / (uint64_t)page_size);
-	return cap_set(s, all, grow + pages / STORE_CAP_RESERVE_DIV,
-		       wal ? wal : 1, page_size);
+	r = cap_set(s, all, grow + pages / STORE_CAP_RESERVE_DIV, wal ? wal : 1,
+		    page_size);
+	if (r == 0)
+		s->hold_pages = hold;
+	return r;
+}
+
+uint64_t
+store_cap_bytes(const Store *s)
+{
+	return (uint64_t)s->cap_pages * (uint64_t)s->cap_page_size;
 }
 
 void

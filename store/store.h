@@ -171,6 +171,9 @@ int store_set_max_bytes(Store *s, uint64_t bytes);
  */
 int store_hold_size(Store *s, uint64_t grow_bytes, uint64_t wal_bytes,
 		    uint64_t limit_bytes);
+/* The cap in force, in bytes (0: none): the operator's
+ * (store_set_max_bytes) or a hold's (store_hold_size). */
+uint64_t store_cap_bytes(const Store *s);
 /*
  * store_on_disk_full - call fn(ctx) when a write to the database or its
  * WAL finds the disk full; if fn returns true (it freed space), the write

@@ -3484,6 +3484,62 @@ test_store_hold_size(void **state)
 	free(lg);
 }
 
+/*
+ * Held again (the operator's cap changed while the disk is full): the
+ * hold keeps the size it allowed, though the file grew into its margin
+ * meanwhile, so the margin is not granted twice; lifted and held anew,
+ * it is measured again.
+ */
+static void
+test_store_hold_again(void **state)
+{
+	enum { GROW = 8 };
+	Fx *fx = *state;
+	StoreMailbox *mb;
+	CapLog *lg = calloc(1, sizeof(*lg));
+	sqlite3 *db;
+	int64_t pages;
+	uint64_t held;
+
+	assert_non_null(lg);
+	fx_open(fx, STORE_SYNC_FULL);
+	mb = mk_mailbox(fx->s, "held");
+	for (int i = 0; i < 300; i++)
+		assert_int_equal(cap_post(fx, mb, lg), 0);
+	assert_int_equal(store_cap_bytes(fx->s), 0);
+	pages = raw_pages(fx);
+	assert_int_equal(store_hold_size(fx->s, GROW * PAGE, 64 * PAGE, 0), 0);
+	held = store_cap_bytes(fx->s);
+	assert_int_equal(held, (uint64_t)(pages + GROW) * PAGE);
+
+	/* The file grows into the margin (another writer, as a drain's
+	 * lease rows would), then the hold is applied again. */
+	db = raw_open(fx);
+	raw_exec(db, "CREATE TABLE pad (b); "
+		     "INSERT INTO pad VALUES (zeroblob(3 * 8192))");
+	sqlite3_close(db);
+	assert_true(raw_pages(fx) > pages);
+	assert_true(raw_pages(fx) < pages + GROW);
+	assert_int_equal(store_hold_size(fx->s, GROW * PAGE, 64 * PAGE, 0), 0);
+	assert_int_equal(store_cap_bytes(fx->s), held);
+	/* An operator's cap below it still wins. */
+	assert_int_equal(
+		store_hold_size(fx->s, GROW * PAGE, 64 * PAGE, held - PAGE), 0);
+	assert_int_equal(store_cap_bytes(fx->s), held - PAGE);
+	assert_int_equal(store_hold_size(fx->s, GROW * PAGE, 64 * PAGE, 0), 0);
+	assert_int_equal(store_cap_bytes(fx->s), held);
+
+	/* Lifted, then a new full disk: measured from the file's size. */
+	assert_int_equal(store_set_max_bytes(fx->s, 0), 0);
+	assert_int_equal(store_cap_bytes(fx->s), 0);
+	pages = raw_pages(fx);
+	assert_int_equal(store_hold_size(fx->s, GROW * PAGE, 64 * PAGE, 0), 0);
+	assert_int_equal(store_cap_bytes(fx->s),
+			 (uint64_t)(pages + GROW) * PAGE);
+	assert_true(store_cap_bytes(fx->s) > held);
+	free(lg);
+}
+
 /* The pages an add could still take without touching the reserve, plus
  * the reserve: free-list pages and the pages the file may still grow by,
  * as another connection sees the committed database. */
@@ -4871,6 +4927,7 @@ main(void)
 		T(test_store_cap_refuses),
 		T(test_store_cap_fill_ack_reopen),
 		T(test_store_hold_size),
+		T(test_store_hold_again),
 		T(test_store_cap_reserve_holds),
 		T(test_store_cap_leases_drain),
 		T(test_store_cap_leases_leave_room_for_releases),
