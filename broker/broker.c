@@ -172,42 +172,67 @@ broker_store_cap(Broker *b, uint64_t cap)
  * acks and checkpoints then have room, and the store is held at its size
  * (broker_disk_check, after the commit: hold_due) so that posts go only
  * where acks free pages inside it, and cannot take what the drains need.
- * Returns whether space was freed.
+ * Half of it first: the commit that found the disk full may be one of
+ * large posts, which must not take it all before the hold applies
+ * (broker_on_disk_full); the rest for the next write that finds the disk
+ * full, or all at once if all. Returns whether space was freed.
  */
 static bool
-broker_reserve_release(Broker *b)
+broker_reserve_release(Broker *b, bool all)
 {
-	uint64_t size;
+	uint64_t size, kept, keep;
 
-	if (!b->reserve || !reserve_file_held(b->reserve))
+	if (!b->reserve || !(kept = reserve_file_kept(b->reserve)))
 		return false;
 	size = reserve_file_size(b->reserve);
-	if (reserve_file_release(b->reserve) < 0) {
+	keep = all || !reserve_file_held(b->reserve) ? 0 : size / 2;
+	if (reserve_file_release_part(b->reserve, keep) < 0) {
 		log_write(b->log, LOG_ERR,
 			  "the disk of the store is full, and the reserve "
 			  "cannot be given back: %s",
 			  reserve_file_errmsg(b->reserve));
 		return false;
 	}
-	b->disk_low = true;
-	b->hold_due = true;
-	b->reserve_try_ns = broker_mono_ns();
-	log_write(b->log, LOG_WARNING,
-		  "the disk of the store is full: gave back the %llu bytes "
-		  "kept in %s so that messages can still be received and "
-		  "acked; posts now go only where acks free room inside the "
-		  "store, until the disk has %llu bytes free again",
-		  (unsigned long long)size, reserve_file_path(b->reserve),
-		  (unsigned long long)(size * 2));
+	if (!b->disk_low) {
+		b->disk_low = true;
+		b->hold_due = true;
+		b->reserve_try_ns = broker_mono_ns();
+		log_write(b->log, LOG_WARNING,
+			  "the disk of the store is full: gave back %llu of "
+			  "the %llu bytes kept in %s so that messages can "
+			  "still be received and acked; posts now go only "
+			  "where acks free room inside the store, until the "
+			  "disk has %llu bytes free again",
+			  (unsigned long long)(kept - keep),
+			  (unsigned long long)size,
+			  reserve_file_path(b->reserve),
+			  (unsigned long long)(size * 2));
+	} else {
+		log_write(b->log, LOG_WARNING,
+			  "the disk of the store is full still: gave back the "
+			  "last %llu bytes kept in %s",
+			  (unsigned long long)(kept - keep),
+			  reserve_file_path(b->reserve));
+	}
 	return true;
 }
 
-/* The store's hook (store_on_disk_full): a write found the disk full;
- * SQLite writes again if this made room, and its commit goes through. */
+/*
+ * The store's hook (store_on_disk_full): a write found the disk full;
+ * SQLite writes again if this made room, and its commit goes through.
+ * Once half the reserve is given back, a batch that adds data (posts)
+ * and finds the disk full again before the hold applies gets no more: it
+ * fails (its requests are answered STORE), and the rest stays for the
+ * drains.
+ */
 static bool
 broker_on_disk_full(void *ctx)
 {
-	return broker_reserve_release(ctx);
+	Broker *b = ctx;
+
+	if (b->disk_low && b->hold_due && store_txn_adds(b->store))
+		return false;
+	return broker_reserve_release(b, false);
 }
 
 /* A write failed for want of space and no hook made room (a cap refused
@@ -224,7 +249,7 @@ broker_disk_full(Broker *b)
 	if (reserve_file_disk_free(b->reserve, &free_bytes) == 0 &&
 	    free_bytes >= reserve_file_size(b->reserve))
 		return;
-	broker_reserve_release(b);
+	broker_reserve_release(b, false);
 }
 
 /*
@@ -322,7 +347,10 @@ broker_store_open(Broker *b, char *err, size_t errlen)
 		b->store = NULL;
 	}
 	b->reserve_try_ns = broker_mono_ns();
-	if (reserve_file_take(b->reserve) < 0 || !broker_reserve_release(b))
+	/* Taken over as it is (it may hold half, given back in part by
+	 * the last run), only to be given back at once. */
+	(void)reserve_file_take(b->reserve);
+	if (!broker_reserve_release(b, true))
 		return r;
 	err[0] = '\0';
 	return store_open(&b->store, b->cfg.db_path, b->cfg.sync, err, errlen);

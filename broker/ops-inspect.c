@@ -527,9 +527,7 @@ op_stats(Request *q)
 	proto_put_u64(w, MBOX_TAG_STORE_BYTES,
 		      store_file_bytes(b->cfg.db_path));
 	proto_put_u64(w, MBOX_TAG_RESERVE_BYTES,
-		      b->reserve && reserve_file_held(b->reserve)
-			      ? reserve_file_size(b->reserve)
-			      : 0);
+		      b->reserve ? reserve_file_kept(b->reserve) : 0);
 	proto_put_u64(w, MBOX_TAG_DISK_FULL, b->disk_low);
 	put_counters(b, w, &b->counters, true);
 	conn_send_writer(q->c, w);

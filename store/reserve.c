@@ -22,6 +22,7 @@ struct ReserveFile {
 	uint64_t size;
 	int fd; /* -1 until first taken */
 	bool held;
+	uint64_t kept;	   /* bytes the file holds while not held */
 	bool short_before; /* the file held less than size when tried */
 	char errmsg[PATH_MAX + 200];
 };
@@ -113,7 +114,10 @@ reserve_file_take(ReserveFile *rf)
 		return reserve_fail(rf, -EINVAL, "%s is not a regular file",
 				    rf->path);
 	holds = (uint64_t)st.st_blocks * 512;
+	if (holds > (uint64_t)st.st_size)
+		holds = (uint64_t)st.st_size;
 	rf->short_before = rf->fd >= 0 && holds < rf->size;
+	rf->kept = holds < rf->size ? holds : 0;
 	/* A reserve left held by the last run is taken over as it is, even
 	 * on a disk that has filled since: it is what a full disk needs. */
 	if (holds < rf->size) {
@@ -147,9 +151,9 @@ reserve_file_take(ReserveFile *rf)
 		r = posix_fallocate(rf->fd, 0, (off_t)rf->size);
 	while (r == EINTR);
 	if (r != 0) {
-		/* Whatever this call got goes back (a half reserve is no
-		 * use); one held from before stays as it was. */
-		if (holds < rf->size && ftruncate(rf->fd, 0) < 0) {
+		/* Whatever this call got goes back; what the file held
+		 * before stays as it was. */
+		if (holds < rf->size && ftruncate(rf->fd, (off_t)holds) < 0) {
 			/* nothing more to do: the error below says it all */
 		}
 		return reserve_fail(
@@ -157,19 +161,34 @@ reserve_file_take(ReserveFile *rf)
 			(unsigned long long)rf->size, rf->path, strerror(r));
 	}
 	rf->held = true;
+	rf->kept = 0;
 	return 0;
 }
 
 int
 reserve_file_release(ReserveFile *rf)
 {
-	if (!rf->held)
+	return reserve_file_release_part(rf, 0);
+}
+
+int
+reserve_file_release_part(ReserveFile *rf, uint64_t keep)
+{
+	if (keep >= reserve_file_kept(rf))
 		return 0;
-	if (ftruncate(rf->fd, 0) < 0)
-		return reserve_fail(rf, -errno, "cannot empty %s: %s", rf->path,
-				    strerror(errno));
+	if (ftruncate(rf->fd, (off_t)keep) < 0)
+		return reserve_fail(rf, -errno,
+				    "cannot cut %s to %llu bytes: %s", rf->path,
+				    (unsigned long long)keep, strerror(errno));
 	rf->held = false;
+	rf->kept = keep;
 	return 0;
+}
+
+uint64_t
+reserve_file_kept(const ReserveFile *rf)
+{
+	return rf->held ? rf->size : rf->kept;
 }
 
 bool

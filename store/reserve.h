@@ -40,6 +40,13 @@ int reserve_file_take(ReserveFile *rf);
 /* Give the space back to the file system: the file is cut to nothing.
  * Returns 0 or a negative errno. */
 int reserve_file_release(ReserveFile *rf);
+/* Give back all but keep bytes (the file is cut to keep; nothing happens
+ * if it holds no more): the reserve is no longer held, and the rest can
+ * be given back later. Returns 0 or a negative errno. */
+int reserve_file_release_part(ReserveFile *rf, uint64_t keep);
+/* The bytes the file holds: the size while held; what a partial release
+ * kept (or a file found short by reserve_file_take) otherwise. */
+uint64_t reserve_file_kept(const ReserveFile *rf);
 bool reserve_file_held(const ReserveFile *rf);
 /* The last reserve_file_take found the file holding less than the
  * reserve's size: it was released, by this process or an earlier one,

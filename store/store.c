@@ -429,6 +429,7 @@ struct Store {
 
 	bool in_txn;	    /* store_begin succeeded, no commit/rollback yet */
 	bool txn_wrote;	    /* the open transaction changed rows */
+	bool txn_adds;	    /* it posted, or made a mailbox or a binding */
 	bool unsynced;	    /* committed frames not yet fsync'd (FULL mode) */
 	int txn_err;	    /* < 0: SQLite rolled the open transaction back */
 	int failed;	    /* < 0: a WAL fsync failed, writes are refused */
@@ -1281,6 +1282,8 @@ store_check_add(Store *s, const StoreMailbox *mb, uint64_t bytes)
 {
 	int r = store_check_write_cap(s, mb, CAP_ADD);
 
+	if (r == 0)
+		s->txn_adds = true;
 	return r < 0 ? r : cap_add_room(s, bytes);
 }
 
@@ -1348,6 +1351,7 @@ txn_abort(Store *s)
 	s->in_txn = false;
 	s->txn_err = 0;
 	s->txn_wrote = false;
+	s->txn_adds = false;
 	return r;
 }
 
@@ -1422,6 +1426,7 @@ store_begin(Store *s)
 	s->in_txn = true;
 	s->txn_err = 0;
 	s->txn_wrote = false;
+	s->txn_adds = false;
 	return 0;
 }
 
@@ -1429,6 +1434,12 @@ bool
 store_in_txn(const Store *s)
 {
 	return s->in_txn;
+}
+
+bool
+store_txn_adds(const Store *s)
+{
+	return s->in_txn && s->txn_adds;
 }
 
 /*
@@ -1467,6 +1478,7 @@ store_commit(Store *s, bool durable)
 	if (s->txn_wrote)
 		s->unsynced = true;
 	s->txn_wrote = false;
+	s->txn_adds = false;
 	bundo_commit(s);
 	journal_commit(s);
 	if (s->ids_reserved_txn)

@@ -200,6 +200,10 @@ const char *store_errmsg(const Store *s);
 /* Open a transaction (BEGIN IMMEDIATE) unless one is open already. */
 int store_begin(Store *s);
 bool store_in_txn(const Store *s);
+/* Whether the open transaction adds data: it inserted a message, or made
+ * a mailbox or a binding. Only reads a flag, so a store_on_disk_full hook
+ * may ask. */
+bool store_txn_adds(const Store *s);
 /*
  * store_commit - commit the open transaction (no-op without one). With
  * durable, the commit is as durable as the sync mode says; without it

@@ -168,20 +168,21 @@ check_exact()
 }
 
 # log_has TEXT WHAT: the broker's log says TEXT.
-# disk_state WANT WHAT: what `mboxctl stats` says of the disk
-# (reserve_bytes and disk_full of --json) must be WANT, as "BYTES BOOL";
-# a full disk also shows in its table.
+# disk_state RESERVE FULL WHAT: what `mboxctl stats` says of the disk
+# (reserve_bytes and disk_full of --json) must be RESERVE (or one of
+# "A|B|...") and FULL; a full disk also shows in its table and in watch.
 disk_state()
 {
 	local got
 	got=$(mbctl stats --json |
 		sed -n 's/.*"reserve_bytes":\([0-9]*\),"disk_full":\([a-z]*\).*/\1 \2/p')
-	[ "$got" = "$1" ] || fail "$2: mboxctl stats says reserve, full = '$got', not '$1'"
-	if [ "${1#* }" = true ]; then
+	[[ "|$1|" == *"|${got% *}|"* && "${got#* }" = "$2" ]] ||
+		fail "$3: mboxctl stats says reserve, full = '$got', not '$1 $2'"
+	if [ "$2" = true ]; then
 		mbctl stats | grep -q '^disk  *FULL: posts go only where acks free room' ||
-			fail "$2: mboxctl stats does not say the disk is full: $(mbctl stats | grep '^disk')"
+			fail "$3: mboxctl stats does not say the disk is full: $(mbctl stats | grep '^disk')"
 		mbctl watch -n 1 | head -n 1 | grep -q '  DISK FULL$' ||
-			fail "$2: mboxctl watch does not say the disk is full: $(mbctl watch -n 1 | head -n 1)"
+			fail "$3: mboxctl watch does not say the disk is full: $(mbctl watch -n 1 | head -n 1)"
 	fi
 }
 
@@ -201,7 +202,7 @@ fill A 250
 [ -s "$UNCONF" ] || fail "no post was refused"
 fill_singles S
 # A store full to its cap is not a full disk: the reserve stays held.
-disk_state "33554432 false" "full to the cap"
+disk_state 33554432 false "full to the cap"
 # Right after a refusal: a retry of a post already stored adds nothing,
 # so the full store answers it with the first id (SPEC 3.2).
 assert_eq "$dk_id" "$(mbctl post dk again --dedup job-1)" \
@@ -294,7 +295,7 @@ mbctl create q
 fill E 250
 fill_singles T
 # No room to keep a reserve, so none to give back: not held either.
-disk_state "0 false" "full disk without a reserve"
+disk_state 0 false "full disk without a reserve"
 note "tmpfs 3 MiB: $(wc -l <"$CONF") messages fit; files:" \
 	"db $(stat -c %s "$DB"), wal $(stat -c %s "$DB-wal" 2>/dev/null || echo 0)," \
 	"$(avail_kib) KiB free"
@@ -356,12 +357,13 @@ RES=$DB-reserve
 start_broker --disk-reserve 16M
 [ "$(($(stat -c %b "$RES") * $(stat -c %B "$RES")))" -ge 16777216 ] ||
 	fail "the reserve $RES does not hold 16 MiB: $(ls -ls "$RES")"
-disk_state "16777216 false" "at start"
+disk_state 16777216 false "at start"
 mbctl create q
 fill K 1000
-log_has "the disk of the store is full: gave back the 16777216 bytes" 	"full disk"
-[ "$(stat -c %b "$RES")" -eq 0 ] || fail "the reserve was not given back"
-disk_state "0 true" "full disk"
+log_has "the disk of the store is full: gave back 8388608 of the 16777216 bytes" 	"full disk"
+[ "$(($(stat -c %b "$RES") * 512))" -le 8388608 ] ||
+	fail "half the reserve was not given back: $(ls -ls "$RES")"
+disk_state "0|8388608" true "full disk"
 n_k=$(wc -l <"$CONF")
 note "tmpfs 48 MiB, reserve 16 MiB: $n_k messages fit, $(avail_kib) KiB free"
 
@@ -387,7 +389,7 @@ done
 kill9_broker
 start_broker --disk-reserve 16M
 log_has "the disk of the store was full when mboxd last ran" "restart"
-disk_state "0 true" "restart"
+disk_state "0|8388608" true "restart"
 # Single posts fill what the last batch left, then are refused: without
 # the hold they would take the disk's last few MiB.
 fill_singles M
@@ -406,7 +408,7 @@ post_chunk P 1001 2000 || fail "posting once the disk grew failed: $(cat "$T_DIR
 log_has "the disk of the store has room again" "disk grown"
 [ "$(($(stat -c %b "$RES") * $(stat -c %B "$RES")))" -ge 16777216 ] ||
 	fail "the reserve was not taken again: $(ls -ls "$RES")"
-disk_state "16777216 false" "disk grown"
+disk_state 16777216 false "disk grown"
 
 # Something else fills the disk while the reserve is held: the write that
 # finds it full gives the reserve back and is made again, so every
@@ -416,9 +418,9 @@ head -c $(($(avail_kib) * 1024)) /dev/zero >"$FS/ballast" 2>/dev/null || true
 [ "$(avail_kib)" -lt 64 ] || fail "the ballast left $(avail_kib) KiB free"
 recv_all 1000
 tail -n "+$((seen + 1))" "$T_DIR/mboxd.log" >"$T_DIR/ballast.log"
-grep -q 'gave back the 16777216 bytes' "$T_DIR/ballast.log" ||
+grep -q 'gave back 8388608 of the 16777216 bytes' "$T_DIR/ballast.log" ||
 	fail "the reserve was not given back for the ballast"
-disk_state "0 true" "ballast"
+disk_state "0|8388608" true "ballast"
 if grep -q 'store commit failed' "$T_DIR/ballast.log"; then
 	fail "a commit failed on the full disk although the reserve was there:" \
 		"$(grep 'store commit failed' "$T_DIR/ballast.log" | head -n 2)"
@@ -454,7 +456,36 @@ kill9_pid "$WORKER"
 untrack_pid "$WORKER"
 kill -KILL "$(cat "$T_DIR/sleeper.pid")" 2>/dev/null || true
 start_broker --disk-reserve 16M
-log_has "gave back the 16777216 bytes" "restart on a full disk"
+log_has "gave back 16777216 of the 16777216 bytes" "restart on a full disk"
 recv_all 10
 stop_broker
 check_exact "restart on a full disk"
+
+# ---- Part 5: a large post finds the disk full ----
+# The write that finds the disk full gets half the reserve. A batch that
+# posts and needs more before the store is held at its size is refused,
+# and the other half stays for the drains.
+umount "$FS" || fail "cannot unmount the tmpfs"
+mount -t tmpfs -o size=48m,mode=0700 tmpfs "$FS" || fail "cannot mount the tmpfs again"
+: >"$CONF"
+: >"$UNCONF"
+: >"$RECV"
+start_broker --disk-reserve 16M --max-msg-size 16M
+mbctl create q
+post_chunk X 1 20 || fail "posting failed: $(cat "$T_DIR/chunk.err")"
+# 1 MiB free besides the reserve, then a post of 12 MiB.
+head -c $((($(avail_kib) - 1024) * 1024)) /dev/zero >"$FS/ballast" 2>/dev/null || true
+rc=0
+head -c 12582912 /dev/urandom | mbctl post q >"$T_DIR/big.out" 2>"$T_DIR/big.err" || rc=$?
+[ "$rc" -eq 1 ] ||
+	fail "a post of 12 MiB on a disk with 1 MiB free and a reserve of 16 MiB: exit $rc, not 1 (full): $(cat "$T_DIR/big.out" "$T_DIR/big.err")"
+[ -s "$T_DIR/big.out" ] && fail "the refused post printed an id: $(cat "$T_DIR/big.out")"
+check_full_error "$T_DIR/big.err" "a post of 12 MiB"
+log_has "gave back 8388608 of the 16777216 bytes" "a large post"
+[ "$(($(stat -c %b "$RES") * 512))" -ge 8388608 ] ||
+	fail "the large post took the half of the reserve kept for the drains: $(ls -ls "$RES")"
+disk_state 8388608 true "a large post"
+# The drains have their half.
+recv_all 20
+stop_broker
+check_exact "a large post"

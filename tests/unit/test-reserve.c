@@ -105,6 +105,48 @@ test_take_release_take(void **state)
 	assert_true(allocated(fx->path) >= (int64_t)(2 * MIB));
 }
 
+/* Given back in parts: half, then the rest; a file left with half by an
+ * earlier run, on a disk without room to take it whole, keeps its half
+ * for a later release. */
+static void
+test_release_in_parts(void **state)
+{
+	Fixture *fx = *state;
+	ReserveFile *rf = NULL;
+
+	assert_int_equal(reserve_file_new(&rf, fx->path, 2 * MIB), 0);
+	assert_int_equal(reserve_file_kept(rf), 0);
+	assert_int_equal(reserve_file_take(rf), 0);
+	assert_true(reserve_file_kept(rf) == 2 * MIB);
+
+	assert_int_equal(reserve_file_release_part(rf, MIB), 0);
+	assert_false(reserve_file_held(rf));
+	assert_true(reserve_file_kept(rf) == MIB);
+	assert_int_equal(allocated(fx->path), (int64_t)MIB);
+	/* Keeping more than it holds changes nothing. */
+	assert_int_equal(reserve_file_release_part(rf, 2 * MIB), 0);
+	assert_true(reserve_file_kept(rf) == MIB);
+	assert_int_equal(allocated(fx->path), (int64_t)MIB);
+	assert_int_equal(reserve_file_release(rf), 0);
+	assert_int_equal(reserve_file_kept(rf), 0);
+	assert_int_equal(allocated(fx->path), 0);
+
+	assert_int_equal(reserve_file_take(rf), 0);
+	assert_true(reserve_file_kept(rf) == 2 * MIB);
+	assert_int_equal(reserve_file_release_part(rf, MIB), 0);
+	reserve_file_free(rf);
+
+	/* The next run: no room to take it whole; the half stays, known. */
+	assert_int_equal(reserve_file_new(&rf, fx->path, HUGE), 0);
+	assert_int_equal(reserve_file_take(rf), -ENOSPC);
+	assert_true(reserve_file_was_short(rf));
+	assert_true(reserve_file_kept(rf) == MIB);
+	assert_int_equal(allocated(fx->path), (int64_t)MIB);
+	assert_int_equal(reserve_file_release(rf), 0);
+	assert_int_equal(allocated(fx->path), 0);
+	reserve_file_free(rf);
+}
+
 /* Without room for it twice over nothing is created; a file left short by
  * an earlier run is reported as such, and left as it is. */
 static void
@@ -207,6 +249,8 @@ main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_take_release_take, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_release_in_parts, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_no_room, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_taken_over, setup,
