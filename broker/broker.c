@@ -451,6 +451,7 @@ broker_new(Broker **out, struct ev_loop *loop, const Log *log,
 		broker_free(b);
 		return r;
 	}
+	store_on_txn_end(b->store, broker_counts_settle, b);
 	broker_reserve_start(b);
 	ev_io_init(&b->listen_io, broker_on_accept, listen_fd, EV_READ);
 	b->listen_io.data = b;
@@ -505,6 +506,7 @@ broker_new(Broker **out, struct ev_loop *loop, const Log *log,
 static void
 broker_rt_free(Broker *b, MailboxRt *rt)
 {
+	broker_counts_forget(b, rt);
 	ev_timer_stop(b->loop, &rt->ready_timer);
 	free(rt->name);
 	free(rt);
@@ -560,6 +562,7 @@ broker_free(Broker *b)
 		free(p);
 	}
 	if (b->store) {
+		store_on_txn_end(b->store, NULL, NULL);
 		store_mailbox_foreach(b->store, broker_free_rt_cb, b);
 		/* Its close checkpoints, which may still need the reserve
 		 * (the hook): the reserve goes after it. */

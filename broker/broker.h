@@ -53,8 +53,8 @@ typedef struct BrokerConfig {
  * count in the current and the previous COUNTERS_WINDOW_MS window, from
  * which ops-inspect.c estimates a per-second rate over the last window
  * without a timer (a sliding window approximated by two fixed ones).
- * Counted when the operation is done in the open batch: a batch that fails
- * with STORE is not taken back (rare, and only an overcount).
+ * Events done in a store transaction are staged, and counted only once it
+ * commits: a batch that fails with STORE counts nothing.
  */
 enum broker_counter {
 	BC_POSTED,		/* messages stored by POST and PUBLISH */
@@ -186,6 +186,11 @@ typedef struct MailboxRt {
 	struct MailboxRt *news_next;
 	ev_timer ready_timer; /* a delayed message becomes ready */
 	Counters counters;    /* this mailbox's events (STAT) */
+	/* Events of the open transaction, added to counters once it commits
+	 * (broker_counts_settle); on the broker's staged list if any. */
+	uint64_t staged[BC__COUNT];
+	bool on_staged;
+	struct MailboxRt *staged_next;
 	/* A lease of this pass found no room, or too little, under the
 	 * store's cap: ready_timer tries again shortly. The lack of room is
 	 * logged at most every NO_ROOM_LOG_NS (no_room_log_ns: last time). */
@@ -350,6 +355,10 @@ struct Broker {
 
 	ProtoWriter w;	   /* scratch for replies */
 	Counters counters; /* broker-wide events (STATS) */
+	/* Events of the open store transaction: counted once it commits,
+	 * dropped if it is rolled back (broker_counts_settle). */
+	uint64_t staged[BC__COUNT];
+	MailboxRt *staged_head;
 };
 
 int broker_new(Broker **out, struct ev_loop *loop, const Log *log,
@@ -548,6 +557,11 @@ void broker_count_delivery(Broker *b, StoreMailbox *mb, const StoreMsg *m);
 void broker_count_settle(Broker *b, StoreMailbox *mb, uint16_t op, int r);
 /* StoreMsgFn of store_expire (ctx: the Broker): one message expired. */
 int broker_count_expired(void *ctx, const StoreMsg *m);
+/* The store transaction ended: count what it staged if committed, else
+ * drop it (the store's store_on_txn_end hook, ctx: the Broker). */
+void broker_counts_settle(void *ctx, bool committed);
+/* rt is freed: take it off the staged list. */
+void broker_counts_forget(Broker *b, MailboxRt *rt);
 
 /* handoff.c */
 /* The hand-off limit c's uid is at (HANDOFF_MAX_PER_UID, HANDOFF_MAX),

@@ -130,12 +130,66 @@ counters_rt(Broker *b, StoreMailbox *mb)
 void
 broker_count(Broker *b, StoreMailbox *mb, enum broker_counter k, uint64_t n)
 {
+	int64_t now;
+	MailboxRt *rt = mb ? counters_rt(b, mb) : NULL;
+
+	/* Done in a transaction: it counts once that commits. */
+	if (store_in_txn(b->store)) {
+		b->staged[k] += n;
+		if (rt) {
+			rt->staged[k] += n;
+			if (!rt->on_staged) {
+				rt->on_staged = true;
+				rt->staged_next = b->staged_head;
+				b->staged_head = rt;
+			}
+		}
+		return;
+	}
+	now = counters_now_ms(b);
+	counters_add(&b->counters, k, n, now);
+	if (rt)
+		counters_add(&rt->counters, k, n, now);
+}
+
+/* Add what staged holds to c (if add), and empty it. */
+static void
+counters_unstage(Counters *c, uint64_t *staged, bool add, int64_t now)
+{
+	for (int k = 0; k < BC__COUNT; k++) {
+		if (staged[k] && add)
+			counters_add(c, k, staged[k], now);
+		staged[k] = 0;
+	}
+}
+
+void
+broker_counts_settle(void *ctx, bool committed)
+{
+	Broker *b = ctx;
 	int64_t now = counters_now_ms(b);
 	MailboxRt *rt;
 
-	counters_add(&b->counters, k, n, now);
-	if (mb && (rt = counters_rt(b, mb)))
-		counters_add(&rt->counters, k, n, now);
+	counters_unstage(&b->counters, b->staged, committed, now);
+	while ((rt = b->staged_head)) {
+		b->staged_head = rt->staged_next;
+		rt->on_staged = false;
+		rt->staged_next = NULL;
+		counters_unstage(&rt->counters, rt->staged, committed, now);
+	}
+}
+
+void
+broker_counts_forget(Broker *b, MailboxRt *rt)
+{
+	if (!rt->on_staged)
+		return;
+	for (MailboxRt **p = &b->staged_head; *p; p = &(*p)->staged_next)
+		if (*p == rt) {
+			*p = rt->staged_next;
+			break;
+		}
+	rt->on_staged = false;
 }
 
 void

@@ -427,9 +427,11 @@ struct Store {
 	StoreSync sync;
 	int lock_fd; /* flock'd: one mboxd per database */
 
-	bool in_txn;	    /* store_begin succeeded, no commit/rollback yet */
-	bool txn_wrote;	    /* the open transaction changed rows */
-	bool txn_adds;	    /* it posted, or made a mailbox or a binding */
+	bool in_txn;	/* store_begin succeeded, no commit/rollback yet */
+	bool txn_wrote; /* the open transaction changed rows */
+	bool txn_adds;	/* it posted, or made a mailbox or a binding */
+	void (*txn_end_fn)(void *ctx, bool committed); /* store_on_txn_end */
+	void *txn_end_ctx;
 	bool unsynced;	    /* committed frames not yet fsync'd (FULL mode) */
 	int txn_err;	    /* < 0: SQLite rolled the open transaction back */
 	int failed;	    /* < 0: a WAL fsync failed, writes are refused */
@@ -1352,6 +1354,8 @@ txn_abort(Store *s)
 	s->txn_err = 0;
 	s->txn_wrote = false;
 	s->txn_adds = false;
+	if (s->txn_end_fn)
+		s->txn_end_fn(s->txn_end_ctx, false);
 	return r;
 }
 
@@ -1436,6 +1440,13 @@ store_in_txn(const Store *s)
 	return s->in_txn;
 }
 
+void
+store_on_txn_end(Store *s, void (*fn)(void *ctx, bool committed), void *ctx)
+{
+	s->txn_end_fn = fn;
+	s->txn_end_ctx = ctx;
+}
+
 bool
 store_txn_adds(const Store *s)
 {
@@ -1484,6 +1495,8 @@ store_commit(Store *s, bool durable)
 	if (s->ids_reserved_txn)
 		s->ids_reserved = s->ids_reserved_txn;
 	s->ids_reserved_txn = 0;
+	if (s->txn_end_fn)
+		s->txn_end_fn(s->txn_end_ctx, true);
 	if (durable && s->sync == STORE_SYNC_FULL && s->unsynced)
 		return store_sync_wal(s);
 	return 0;

@@ -197,6 +197,15 @@ int store_wal_empty(Store *s);
 /* Last SQLite error text, for logs. */
 const char *store_errmsg(const Store *s);
 
+/*
+ * store_on_txn_end - call fn(ctx, committed) whenever a transaction ends:
+ * committed true once its COMMIT went through (also when the fsync after
+ * it then failed: store_commit_unsure), false when it was rolled back for
+ * any reason. fn must not call the store.
+ */
+void store_on_txn_end(Store *s, void (*fn)(void *ctx, bool committed),
+		      void *ctx);
+
 /* Open a transaction (BEGIN IMMEDIATE) unless one is open already. */
 int store_begin(Store *s);
 bool store_in_txn(const Store *s);

@@ -296,6 +296,14 @@ fill E 250
 fill_singles T
 # No room to keep a reserve, so none to give back: not held either.
 disk_state 0 false "full disk without a reserve"
+# The counters count what was stored, not the work of the batches that
+# failed on the full disk.
+counter_total()
+{
+	mbctl stats --json | sed -n 's/.*"'"$1"'":{"total":\([0-9]*\).*/\1/p'
+}
+assert_eq "$(wc -l <"$CONF")" "$(counter_total posted)" "posted counter on a full disk"
+assert_eq "$(($(wc -l <"$CONF") * 1024))" "$(counter_total bytes_in)" "bytes_in counter on a full disk"
 note "tmpfs 3 MiB: $(wc -l <"$CONF") messages fit; files:" \
 	"db $(stat -c %s "$DB"), wal $(stat -c %s "$DB-wal" 2>/dev/null || echo 0)," \
 	"$(avail_kib) KiB free"

@@ -1081,6 +1081,60 @@ test_store_mailbox_delete(void **state)
 	assert_int_equal(store_msg_get(fx->s, mb, mid, NULL, NULL), -ENOENT);
 }
 
+/* store_on_txn_end: told of each end, committed or not. */
+typedef struct TxnEnds {
+	int committed, rolled_back;
+} TxnEnds;
+
+static void
+txn_end_note(void *ctx, bool committed)
+{
+	TxnEnds *e = ctx;
+
+	if (committed)
+		e->committed++;
+	else
+		e->rolled_back++;
+}
+
+static void
+test_store_txn_end_hook(void **state)
+{
+	Fx *fx = *state;
+	TxnEnds e = {0};
+	StoreMailbox *mb;
+	StoreMsg m = {.time_ns = NOW, .data = "x", .len = 1};
+
+	fx_open(fx, STORE_SYNC_FULL);
+	mb = mk_mailbox(fx->s, "q");
+	store_on_txn_end(fx->s, txn_end_note, &e);
+	assert_int_equal(store_begin(fx->s), 0);
+	assert_int_equal(store_msg_insert(fx->s, mb, &m), 0);
+	assert_int_equal(store_commit(fx->s, true), 0);
+	assert_int_equal(e.committed, 1);
+	assert_int_equal(e.rolled_back, 0);
+	assert_int_equal(store_commit(fx->s, true), 0); /* none open */
+	assert_int_equal(store_begin(fx->s), 0);
+	assert_int_equal(store_msg_insert(fx->s, mb, &m), 0);
+	assert_int_equal(store_rollback(fx->s), 0);
+	assert_int_equal(e.committed, 1);
+	assert_int_equal(e.rolled_back, 1);
+	assert_int_equal(store_rollback(fx->s), 0); /* none open */
+	/* A commit that fails is rolled back. */
+	assert_int_equal(store_begin(fx->s), 0);
+	assert_int_equal(store_msg_insert(fx->s, mb, &m), 0);
+	fail_wal_write = true;
+	assert_true(store_commit(fx->s, true) < 0);
+	fail_wal_write = false;
+	assert_int_equal(e.committed, 1);
+	assert_int_equal(e.rolled_back, 2);
+	assert_int_equal(mb->n_ready, 1);
+	store_on_txn_end(fx->s, NULL, NULL);
+	assert_int_equal(store_begin(fx->s), 0);
+	assert_int_equal(store_commit(fx->s, true), 0);
+	assert_int_equal(e.committed, 1);
+}
+
 static void
 test_store_rollback_mailboxes(void **state)
 {
@@ -4884,6 +4938,7 @@ main(void)
 		T(test_store_mailbox_update),
 		T(test_store_mailbox_delete),
 		T(test_store_rollback_mailboxes),
+		T(test_store_txn_end_hook),
 		T(test_store_msg_round_trip),
 		T(test_store_callback_reentry_refused),
 		T(test_store_lease_order),
