@@ -3316,6 +3316,21 @@ cap_ids_cb(void *ctx, const StoreMsg *m)
 	return 0;
 }
 
+/* Lease up to max messages of mb in a transaction of its own, their ids
+ * added to ci; what says what failed. Returns how many. */
+static int
+cap_lease_txn(Fx *fx, StoreMailbox *mb, int max, CapIds *ci, const char *what)
+{
+	int n;
+
+	assert_int_equal(store_begin(fx->s), 0);
+	n = store_msg_lease(fx->s, mb, NOW, max, cap_ids_cb, ci);
+	if (n < 0)
+		fail_msg("%s: %d %s", what, n, store_errmsg(fx->s));
+	assert_int_equal(store_commit(fx->s, false), 0);
+	return n;
+}
+
 /* Lease every message of a full store, give them all back, lease them
  * again: all of it must fit in the reserve the cap keeps for draining. */
 static void
@@ -3328,14 +3343,9 @@ cap_drain_check(Fx *fx, StoreMailbox *mb, const CapLog *lg)
 	assert_non_null(ci);
 	for (int pass = 0; pass < 2; pass++) {
 		ci->n = 0;
-		do {
-			assert_int_equal(store_begin(fx->s), 0);
-			n = store_msg_lease(fx->s, mb, NOW, 50, cap_ids_cb, ci);
-			if (n < 0)
-				fail_msg("lease at full: %d %s", n,
-					 store_errmsg(fx->s));
-			assert_int_equal(store_commit(fx->s, false), 0);
-		} while (n > 0);
+		do
+			n = cap_lease_txn(fx, mb, 50, ci, "lease at full");
+		while (n > 0);
 		assert_int_equal(ci->n, live);
 		assert_int_equal(mb->n_leased, live);
 		assert_int_equal(store_begin(fx->s), 0);
@@ -3508,12 +3518,7 @@ test_store_hold_size(void **state)
 	do {
 		size_t from = ci->n;
 
-		assert_int_equal(store_begin(fx->s), 0);
-		n = store_msg_lease(fx->s, mb, NOW, 100, cap_ids_cb, ci);
-		if (n < 0)
-			fail_msg("lease while held: %d %s", n,
-				 store_errmsg(fx->s));
-		assert_int_equal(store_commit(fx->s, false), 0);
+		n = cap_lease_txn(fx, mb, 100, ci, "lease while held");
 		assert_int_equal(store_begin(fx->s), 0);
 		for (size_t k = from; k < ci->n; k++)
 			assert_int_equal(store_msg_delete(fx->s, mb, ci->id[k]),
