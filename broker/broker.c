@@ -156,14 +156,12 @@ broker_on_accept_retry(EV_P_ ev_timer *w, int revents)
 static int
 broker_store_cap(Broker *b, uint64_t cap)
 {
-	/* A lease row may need a new page: a quarter of the reserve. The
-	 * WAL is checkpointed every half of it (instead of every 16 MiB,
-	 * more than a small reserve), and the last quarter is for the
-	 * transaction that runs past a checkpoint's mark. */
+	/* A lease row may need a new page: a quarter of the reserve. Half
+	 * of it is the WAL's (store_set_wal_max, broker_new), the last
+	 * quarter for the transaction that runs past a checkpoint's mark. */
 	if (b->disk_low)
 		return store_hold_size(b->store,
-				       reserve_file_size(b->reserve) / 4,
-				       reserve_file_size(b->reserve) / 2, cap);
+				       reserve_file_size(b->reserve) / 4, cap);
 	return store_set_max_bytes(b->store, cap);
 }
 
@@ -202,7 +200,8 @@ broker_reserve_release(Broker *b, bool all)
 			  "the %llu bytes kept in %s so that messages can "
 			  "still be received and acked; posts now go only "
 			  "where acks free room inside the store, until the "
-			  "disk has %llu bytes free again",
+			  "disk has room for the reserve twice over (%llu "
+			  "bytes, what the file still holds included)",
 			  (unsigned long long)(kept - keep),
 			  (unsigned long long)size,
 			  reserve_file_path(b->reserve),
@@ -226,11 +225,13 @@ broker_reserve_release(Broker *b, bool all)
  * drains.
  */
 static bool
-broker_on_disk_full(void *ctx)
+broker_on_disk_full(void *ctx, bool wal)
 {
 	Broker *b = ctx;
 
-	if (b->disk_low && b->hold_due && store_txn_adds(b->store))
+	/* The frames of such a batch, not a checkpoint run in its commit
+	 * (which writes the database file and makes no new data). */
+	if (wal && b->disk_low && b->hold_due && store_txn_adds(b->store))
 		return false;
 	return broker_reserve_release(b, false);
 }
@@ -436,6 +437,16 @@ broker_new(Broker **out, struct ev_loop *loop, const Log *log,
 	if (r < 0) {
 		log_write(log, LOG_ERR, "cannot open the store %s: %s",
 			  cfg->db_path, err[0] ? err : strerror(-r));
+		broker_free(b);
+		return r;
+	}
+	/* A full disk may have to take a whole WAL into the database: at
+	 * most half the reserve (16 MiB, the WAL's own bound, with the
+	 * default 32M). */
+	r = store_set_wal_max(b->store, cfg->disk_reserve_bytes / 2);
+	if (r < 0) {
+		log_write(log, LOG_ERR, "cannot bound the WAL of %s: %s",
+			  cfg->db_path, store_errmsg(b->store));
 		broker_free(b);
 		return r;
 	}

@@ -61,7 +61,9 @@ msg_parse_fields(ProtoFields *f, const uint8_t *p, size_t len, uint64_t allowed,
 	const char *reason = NULL;
 	int r;
 
-	r = proto_fields_parse(f, p ? p : empty, len, why, &reason);
+	/* Replies and pushes: a later broker may add fields. */
+	r = proto_fields_parse_flags(f, p ? p : empty, len, why, &reason,
+				     PROTO_PARSE_SKIP_UNKNOWN);
 	if (r < 0) {
 		/* The codec may name a static reason instead of filling why. */
 		if (reason && reason != why)

@@ -713,6 +713,7 @@ tag_info(unsigned tag)
 /* Parser state shared across nesting levels, for the error text. */
 typedef struct ParseCtx {
 	char *why_buf;		       /* WHY_SIZE bytes, or NULL */
+	bool skip_unknown;	       /* PROTO_PARSE_SKIP_UNKNOWN */
 	uint16_t path[PROTO_NEST_MAX]; /* tags of the nests we are inside */
 	unsigned depth;		       /* entries of path in use */
 } ParseCtx;
@@ -807,6 +808,12 @@ fields_scan(ParseCtx *c, const uint8_t *p, size_t len, size_t base,
 		val = p + off + MBOX_PROTO_FIELD_HDR;
 
 		t = tag_info(tag);
+		if (!t && c->skip_unknown) {
+			/* A later broker's field: framed, so it can be
+			 * stepped over; its value is not ours to judge. */
+			off += MBOX_PROTO_FIELD_HDR + vlen;
+			continue;
+		}
 		if (!t)
 			return parse_fail(c, "field %u is unknown",
 					  (unsigned)tag);
@@ -882,7 +889,15 @@ int
 proto_fields_parse(ProtoFields *f, const void *body, size_t len, char *why_buf,
 		   const char **why)
 {
-	ParseCtx c = {.why_buf = why_buf};
+	return proto_fields_parse_flags(f, body, len, why_buf, why, 0);
+}
+
+int
+proto_fields_parse_flags(ProtoFields *f, const void *body, size_t len,
+			 char *why_buf, const char **why, unsigned flags)
+{
+	ParseCtx c = {.why_buf = why_buf,
+		      .skip_unknown = (flags & PROTO_PARSE_SKIP_UNKNOWN) != 0};
 	int r;
 
 	memset(f, 0, sizeof(*f));

@@ -123,6 +123,12 @@ typedef struct ProtoFields {
  */
 int proto_fields_parse(ProtoFields *f, const void *body, size_t len,
 		       char *why_buf, const char **why);
+/* Step over fields of unknown tags (at any depth) instead of failing: a
+ * client reading replies and pushes, which a later broker may extend
+ * (doc/protocol.md 4.2). The broker never passes it for requests. */
+#define PROTO_PARSE_SKIP_UNKNOWN 0x1u
+int proto_fields_parse_flags(ProtoFields *f, const void *body, size_t len,
+			     char *why_buf, const char **why, unsigned flags);
 
 static inline bool
 proto_has(const ProtoFields *f, unsigned tag)

@@ -433,7 +433,8 @@ typedef struct mbox_broker_stats {
 	/* Disk space the broker keeps aside for a full disk, now (0 when
 	 * none is configured, or it was given back); and whether it found
 	 * the disk of its store full and holds the store at its size, posts
-	 * going only where acks freed room (1) or not (0). */
+	 * going only where acks freed room (1) or not (0); -1 (and
+	 * reserve_bytes 0) when the broker does not say: an older one. */
 	uint64_t reserve_bytes;
 	int disk_full;
 } mbox_broker_stats;

@@ -117,7 +117,8 @@ reserve_file_take(ReserveFile *rf)
 	if (holds > (uint64_t)st.st_size)
 		holds = (uint64_t)st.st_size;
 	rf->short_before = rf->fd >= 0 && holds < rf->size;
-	rf->kept = holds < rf->size ? holds : 0;
+	/* Until taken, what it holds is there to give back. */
+	rf->kept = holds < rf->size ? holds : rf->size;
 	/* A reserve left held by the last run is taken over as it is, even
 	 * on a disk that has filled since: it is what a full disk needs. */
 	if (holds < rf->size) {

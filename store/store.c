@@ -456,6 +456,8 @@ struct Store {
 	 * again, the store keeps it rather than growing by the same margin
 	 * once more. */
 	int64_t hold_pages;
+	/* The WAL's own bound in pages (store_set_wal_max), 0 = none. */
+	int64_t wal_max_pages;
 	unsigned in_callback; /* depth of StoreMsgFn calls */
 	bool lease_clipped;   /* see store_lease_clipped */
 
@@ -2969,8 +2971,7 @@ open_exec(Store *s, const char *sql, char *errbuf, size_t errlen)
 	return r;
 }
 
-static int cap_wal(Store *s, int64_t cap_pages, int64_t wal_pages,
-		   int64_t page_size);
+static int cap_wal(Store *s, int64_t cap_pages, int64_t page_size);
 
 /* Run a PRAGMA that yields one integer. */
 static int
@@ -3102,7 +3103,7 @@ store_open_db(Store *s, const char *path, char *errbuf, size_t errlen)
 	if (r == 0) {
 		r = pragma_int(s, "PRAGMA page_size", &page_size);
 		if (r == 0)
-			r = cap_wal(s, 0, 0, page_size);
+			r = cap_wal(s, 0, page_size);
 		if (r < 0)
 			snprintf(errbuf, errlen, "%s: %s", path, s->errmsg);
 	}
@@ -3502,11 +3503,11 @@ cap_prepare(Store *s, int64_t pages, sqlite3_stmt **out)
 
 /* Under a small cap, checkpoint often enough that the WAL stays a
  * fraction of the database, and cut it back to the cap after one; and
- * at most wal_pages (0: no bound of its own) under a hold, where the WAL
- * must fit in the disk space given back. */
+ * every wal_max_pages at most (store_set_wal_max), under a cap or not. */
 static int
-cap_wal(Store *s, int64_t cap_pages, int64_t wal_pages, int64_t page_size)
+cap_wal(Store *s, int64_t cap_pages, int64_t page_size)
 {
+	int64_t wal_pages = s->wal_max_pages;
 	int64_t most, ckpt, limit = STORE_JOURNAL_SIZE_LIMIT, v;
 	char sql[96];
 	int r;
@@ -3525,10 +3526,11 @@ cap_wal(Store *s, int64_t cap_pages, int64_t wal_pages, int64_t page_size)
 		ckpt = wal_pages < STORE_WAL_AUTOCHECKPOINT_MIN
 			       ? STORE_WAL_AUTOCHECKPOINT_MIN
 			       : wal_pages;
+	/* Not cut back to wal_pages: what a large transaction made the file
+	 * is reused by the next frames (no new disk space), and a file cut
+	 * at every checkpoint would grow again, each growth a slower fsync. */
 	if (cap_pages && cap_pages * page_size < limit)
 		limit = cap_pages * page_size;
-	if (wal_pages && ckpt * page_size < limit)
-		limit = ckpt * page_size;
 	snprintf(sql, sizeof(sql), "PRAGMA wal_autocheckpoint = %lld",
 		 (long long)ckpt);
 	r = pragma_int(s, sql, &v);
@@ -3558,7 +3560,7 @@ cap_drop(Store *s, int64_t page_size)
 		 (long long)s->max_pages_default);
 	r = pragma_int(s, sql, &v);
 	if (r == 0)
-		r = cap_wal(s, 0, 0, page_size);
+		r = cap_wal(s, 0, page_size);
 	return r;
 }
 
@@ -3599,8 +3601,7 @@ cap_reserve_pages(int64_t all)
  * (at least cap_reserve_pages(all)).
  */
 static int
-cap_set(Store *s, int64_t all, int64_t reserve, int64_t wal_pages,
-	int64_t page_size)
+cap_set(Store *s, int64_t all, int64_t reserve, int64_t page_size)
 {
 	int r;
 
@@ -3626,7 +3627,7 @@ cap_set(Store *s, int64_t all, int64_t reserve, int64_t wal_pages,
 	if (r == 0)
 		r = store_cap_use(s, CAP_ALL);
 	if (r == 0)
-		r = cap_wal(s, all, wal_pages, page_size);
+		r = cap_wal(s, all, page_size);
 	if (r < 0) {
 		char why[sizeof(s->errmsg)];
 
@@ -3683,17 +3684,16 @@ store_set_max_bytes(Store *s, uint64_t bytes)
 				   "more than the cap of %llu",
 				   (long long)(pages * page_size),
 				   (unsigned long long)bytes);
-	r = cap_set(s, all, 0, 0, page_size);
+	r = cap_set(s, all, 0, page_size);
 	if (r == 0)
 		s->hold_pages = 0;
 	return r;
 }
 
 int
-store_hold_size(Store *s, uint64_t grow_bytes, uint64_t wal_bytes,
-		uint64_t limit_bytes)
+store_hold_size(Store *s, uint64_t grow_bytes, uint64_t limit_bytes)
 {
-	int64_t page_size = 0, pages = 0, grow, all, wal, hold;
+	int64_t page_size = 0, pages = 0, grow, all, hold;
 	int r;
 
 	r = cap_measure(s, &page_size, &pages);
@@ -3717,12 +3717,24 @@ store_hold_size(Store *s, uint64_t grow_bytes, uint64_t wal_bytes,
 			return store_set_max_bytes(s, limit_bytes);
 		grow = all - pages;
 	}
-	wal = (int64_t)(wal_bytes / (uint64_t)page_size);
-	r = cap_set(s, all, grow + pages / STORE_CAP_RESERVE_DIV, wal ? wal : 1,
-		    page_size);
+	r = cap_set(s, all, grow + pages / STORE_CAP_RESERVE_DIV, page_size);
 	if (r == 0)
 		s->hold_pages = hold;
 	return r;
+}
+
+int
+store_set_wal_max(Store *s, uint64_t bytes)
+{
+	int64_t page_size = 0, pages = 0;
+	int r = cap_measure(s, &page_size, &pages);
+
+	if (r < 0)
+		return r;
+	s->wal_max_pages = (int64_t)(bytes / (uint64_t)page_size);
+	if (bytes && s->wal_max_pages == 0)
+		s->wal_max_pages = 1; /* cap_wal makes it its least */
+	return cap_wal(s, s->cap_pages, page_size);
 }
 
 uint64_t
@@ -3732,7 +3744,7 @@ store_cap_bytes(const Store *s)
 }
 
 void
-store_on_disk_full(Store *s, bool (*fn)(void *ctx), void *ctx)
+store_on_disk_full(Store *s, bool (*fn)(void *ctx, bool wal), void *ctx)
 {
 	walbuf_on_full(s->walbuf, fn, ctx);
 }

@@ -163,24 +163,30 @@ int store_set_max_bytes(Store *s, uint64_t bytes);
  * that drain may grow the file by grow_bytes (a lease's row may need a
  * new page), while adds must fit in the pages that are free inside it
  * and keep grow_bytes plus 1/16 of them free. Acks free pages, so posts
- * go on as consumers make room, without the file growing. The WAL is
- * checkpointed every wal_bytes (at least 16 pages) instead of every
- * 16 MiB, and cut back to that after a checkpoint, so that it too fits
- * in the room the disk has. Undone by store_set_max_bytes. Returns 0 or
- * a negative errno.
+ * go on as consumers make room, without the file growing. Held again
+ * (the limit changed), it keeps the size it allowed the first time.
+ * Undone by store_set_max_bytes. Returns 0 or a negative errno.
  */
-int store_hold_size(Store *s, uint64_t grow_bytes, uint64_t wal_bytes,
-		    uint64_t limit_bytes);
+int store_hold_size(Store *s, uint64_t grow_bytes, uint64_t limit_bytes);
+/*
+ * store_set_wal_max - checkpoint the WAL every bytes at most (at least 16
+ * pages; 0: no bound but the store's own, 16 MiB, or a quarter of a cap),
+ * under a cap or none: what a checkpoint copies into the database then
+ * fits in disk space kept for it (the broker's disk reserve).
+ * Per connection, like the cap. Returns 0 or a negative errno.
+ */
+int store_set_wal_max(Store *s, uint64_t bytes);
 /* The cap in force, in bytes (0: none): the operator's
  * (store_set_max_bytes) or a hold's (store_hold_size). */
 uint64_t store_cap_bytes(const Store *s);
 /*
- * store_on_disk_full - call fn(ctx) when a write to the database or its
- * WAL finds the disk full; if fn returns true (it freed space), the write
- * is tried once more, so the commit or checkpoint goes through. fn runs
- * inside SQLite: it must not call the store.
+ * store_on_disk_full - call fn(ctx, wal) when a write to the database or
+ * its WAL finds the disk full (wal: a transaction's frames; else the
+ * database file, written by checkpoints); if fn returns true (it freed
+ * space), the write is tried once more, so the commit or checkpoint goes
+ * through. fn runs inside SQLite: it must not call the store.
  */
-void store_on_disk_full(Store *s, bool (*fn)(void *ctx), void *ctx);
+void store_on_disk_full(Store *s, bool (*fn)(void *ctx, bool wal), void *ctx);
 /* The bytes of the database as the open transaction sees it, frames in
  * the WAL included: what its file holds after a checkpoint. */
 int store_image_bytes(Store *s, uint64_t *out);

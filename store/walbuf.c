@@ -75,7 +75,7 @@ under_write(WalBufFile *f, const void *buf, int n, sqlite3_int64 off)
 	    sys == EDQUOT)
 		rc = SQLITE_FULL; /* the user's quota: full all the same */
 	if (rc == SQLITE_FULL && f->wb->full_fn &&
-	    f->wb->full_fn(f->wb->full_ctx))
+	    f->wb->full_fn(f->wb->full_ctx, f->wal))
 		rc = f->under->pMethods->xWrite(f->under, buf, n, off);
 	return rc;
 }

@@ -40,12 +40,14 @@ int walbuf_new(WalBuf **out, const char *under);
 /* The name to give sqlite3_open_v2. */
 const char *walbuf_name(const WalBuf *wb);
 /*
- * walbuf_on_full - call fn(ctx) when a write of any file opened through
- * wb finds the disk full (SQLite's SQLITE_FULL); if fn returns true (it
- * freed space), the write is tried once more. fn runs inside SQLite's
- * call: it must not use the connection. NULL: no hook.
+ * walbuf_on_full - call fn(ctx, wal) when a write of any file opened
+ * through wb finds the disk full (SQLite's SQLITE_FULL); wal says whether
+ * it was a WAL file (a transaction's frames) or not (the database: a
+ * checkpoint). If fn returns true (it freed space), the write is tried
+ * once more. fn runs inside SQLite's call: it must not use the
+ * connection. NULL: no hook.
  */
-typedef bool (*WalBufFullFn)(void *ctx);
+typedef bool (*WalBufFullFn)(void *ctx, bool wal);
 void walbuf_on_full(WalBuf *wb, WalBufFullFn fn, void *ctx);
 /* Free the run buffers of its WAL files that hold nothing (an idle
  * broker's memory); the next write allocates again. */

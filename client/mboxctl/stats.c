@@ -497,6 +497,14 @@ static const char stats_help[] =
 static void
 stats_json(const mbox_broker_stats *st, int64_t now)
 {
+	char disk[80];
+
+	/* null: the broker does not say (an older one). */
+	if (st->disk_full < 0)
+		snprintf(disk, sizeof(disk), "null,\"disk_full\":null");
+	else
+		snprintf(disk, sizeof(disk), "%" PRIu64 ",\"disk_full\":%s",
+			 st->reserve_bytes, st->disk_full ? "true" : "false");
 	fputs("{\"server\":", stdout);
 	json_cstring(stdout, st->server);
 	printf(",\"started_ns\":%" PRId64 ",\"uptime_s\":%" PRId64
@@ -504,13 +512,11 @@ stats_json(const mbox_broker_stats *st, int64_t now)
 	       ",\"ready\":%" PRIu64 ",\"leased\":%" PRIu64
 	       ",\"delayed\":%" PRIu64 ",\"dead\":%" PRIu64
 	       ",\"bytes\":%" PRIu64 ",\"store_bytes\":%" PRIu64
-	       ",\"reserve_bytes\":%" PRIu64 ",\"disk_full\":%s"
-	       ",\"interval_ms\":%" PRIu64 ",",
+	       ",\"reserve_bytes\":%s,\"interval_ms\":%" PRIu64 ",",
 	       st->started_ns,
 	       now > st->started_ns ? (now - st->started_ns) / 1000000000 : 0,
 	       st->connections, st->mailboxes, st->ready, st->leased,
-	       st->delayed, st->dead, st->bytes, st->store_bytes,
-	       st->reserve_bytes, st->disk_full ? "true" : "false",
+	       st->delayed, st->dead, st->bytes, st->store_bytes, disk,
 	       st->interval_ms);
 	json_counters(stdout, st->counters, st->n_counters);
 	fputs("}\n", stdout);
@@ -533,7 +539,9 @@ stats_human(const mbox_broker_stats *st, int64_t now)
 	ctl_fmt_size(b, sizeof(b), st->store_bytes);
 	printf("%-12s %s of payload, store %s on disk\n", "bytes", a, b);
 	ctl_fmt_size(a, sizeof(a), st->reserve_bytes);
-	if (st->disk_full)
+	if (st->disk_full < 0)
+		printf("\n"); /* an older broker does not say */
+	else if (st->disk_full)
 		printf("%-12s FULL: posts go only where acks free room in the "
 		       "store, until the disk has room again (see the broker's "
 		       "log)\n\n",
@@ -731,7 +739,7 @@ watch_head(const Screen *s, const mbox_broker_stats *st, int64_t now)
 	snprintf(line, sizeof(line),
 		 "%s  up %s  %" PRIu64 " conns  %" PRIu64 " mailboxes  %s%s",
 		 st->server, up, st->connections, st->mailboxes, clock,
-		 st->disk_full ? "  DISK FULL" : "");
+		 st->disk_full > 0 ? "  DISK FULL" : "");
 	screen_line(s, line);
 	fmt_rate(r[0], CELL_LEN, counter_rate(st, "posted"));
 	fmt_rate(r[1], CELL_LEN, counter_rate(st, "delivered"));

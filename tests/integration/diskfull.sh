@@ -497,3 +497,23 @@ disk_state 8388608 true "a large post"
 recv_all 20
 stop_broker
 check_exact "a large post"
+
+# ---- Part 6: a small reserve ----
+# The WAL is checkpointed every half of the reserve, not every 16 MiB, so
+# that a full disk can take it into the database with what the reserve
+# gives back: with 4M, a WAL of 16 MiB could not be drained.
+umount "$FS" || fail "cannot unmount the tmpfs"
+mount -t tmpfs -o size=48m,mode=0700 tmpfs "$FS" || fail "cannot mount the tmpfs again"
+: >"$CONF"
+: >"$UNCONF"
+: >"$RECV"
+start_broker --disk-reserve 4M
+mbctl create q
+fill S 1000
+log_has "the disk of the store is full: gave back 2097152 of the 4194304 bytes" "a small reserve"
+wal=$(stat -c %s "$DB-wal" 2>/dev/null || echo 0)
+[ "$wal" -le 4194304 ] || fail "the WAL is $wal bytes, more than a reserve of 4 MiB can take"
+note "small reserve: $(wc -l <"$CONF") messages fit, WAL $wal bytes"
+recv_all 1000
+stop_broker
+check_exact "a small reserve"

@@ -992,6 +992,46 @@ test_proto_fields_parse_unknown_tag(void **state)
 		assert_string_not_equal(proto_tag_name(t), "?");
 }
 
+/* Replies may carry fields of a later broker: with
+ * PROTO_PARSE_SKIP_UNKNOWN they are stepped over, at the top and inside
+ * nests, and the known fields around them still parse; the rest of the
+ * rules hold. */
+static void
+test_proto_fields_parse_skip_unknown(void **state)
+{
+	uint8_t body[128], inner[64];
+	ProtoFields f;
+	const char *why = NULL;
+	char buf[128];
+	size_t n = 0, k = 0;
+
+	(void)state;
+	n += raw_u64(body + n, MBOX_TAG_ID, 7);
+	n += raw_field(body + n, 60, "\xff\x00", 2); /* unknown: any bytes */
+	k += raw_u64(inner + k, MBOX_TAG_COUNT, 1);
+	k += raw_u64(inner + k, 61, 2);
+	n += raw_field(body + n, MBOX_TAG_MSG, (const char *)inner, k);
+	n += raw_u64(body + n, MBOX_TAG_COUNT, 3);
+	assert_int_equal(proto_fields_parse(&f, body, n, buf, &why), -EBADMSG);
+	assert_int_equal(proto_fields_parse_flags(&f, body, n, buf, &why,
+						  PROTO_PARSE_SKIP_UNKNOWN),
+			 0);
+	assert_null(why);
+	assert_int_equal(proto_u64(&f, MBOX_TAG_ID, 0), 7);
+	assert_int_equal(proto_u64(&f, MBOX_TAG_COUNT, 0), 3);
+	assert_int_equal(f.count[MBOX_TAG_MSG], 1);
+	/* A known tag still must be right, and a field still framed. */
+	n = raw_u64(body, 62, 1);
+	n += raw_field(body + n, MBOX_TAG_ID, "abc", 3);
+	assert_int_equal(proto_fields_parse_flags(&f, body, n, buf, &why,
+						  PROTO_PARSE_SKIP_UNKNOWN),
+			 -EBADMSG);
+	n = raw_field(body, 63, "abcd", 4);
+	assert_int_equal(proto_fields_parse_flags(&f, body, n - 1, buf, &why,
+						  PROTO_PARSE_SKIP_UNKNOWN),
+			 -EBADMSG);
+}
+
 static void
 test_proto_fields_parse_duplicate(void **state)
 {
@@ -1832,6 +1872,7 @@ main(void)
 		cmocka_unit_test(test_proto_fields_parse_bad_utf8),
 		cmocka_unit_test(test_proto_fields_parse_nul),
 		cmocka_unit_test(test_proto_fields_parse_unknown_tag),
+		cmocka_unit_test(test_proto_fields_parse_skip_unknown),
 		cmocka_unit_test(test_proto_fields_parse_duplicate),
 		cmocka_unit_test(test_proto_fields_parse_repeat_counts),
 		cmocka_unit_test(test_proto_fields_parse_nested_malformed),
