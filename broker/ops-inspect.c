@@ -133,8 +133,9 @@ broker_count(Broker *b, StoreMailbox *mb, enum broker_counter k, uint64_t n)
 	int64_t now;
 	MailboxRt *rt = mb ? counters_rt(b, mb) : NULL;
 
-	/* Done in a transaction: it counts once that commits. */
-	if (store_in_txn(b->store)) {
+	/* Done in a transaction: it counts once that commits. Accepted
+	 * connections and commits are no part of one. */
+	if (store_in_txn(b->store) && k != BC_CONNECTIONS && k != BC_COMMITS) {
 		b->staged[k] += n;
 		if (rt) {
 			rt->staged[k] += n;

@@ -410,9 +410,8 @@ mbox_stats(mbox *m, mbox_broker_stats **out)
 	st->store_bytes = proto_u64(&f, MBOX_TAG_STORE_BYTES, 0);
 	st->interval_ms = proto_u64(&f, MBOX_TAG_INTERVAL_MS, 0);
 	st->reserve_bytes = proto_u64(&f, MBOX_TAG_RESERVE_BYTES, 0);
-	st->disk_full = !proto_has(&f, MBOX_TAG_DISK_FULL)	    ? -1
-			: proto_u64(&f, MBOX_TAG_DISK_FULL, 0) != 0 ? 1
-								    : 0;
+	st->disk_full = proto_u64(&f, MBOX_TAG_DISK_FULL, 0) != 0;
+	st->disk_known = proto_has(&f, MBOX_TAG_DISK_FULL);
 	r = st->server ? 0 : -ENOMEM;
 	if (r == 0)
 		r = counters_decode(f.body, f.len, f.count[MBOX_TAG_COUNTER],

@@ -433,10 +433,11 @@ typedef struct mbox_broker_stats {
 	/* Disk space the broker keeps aside for a full disk, now (0 when
 	 * none is configured, or it was given back); and whether it found
 	 * the disk of its store full and holds the store at its size, posts
-	 * going only where acks freed room (1) or not (0); -1 (and
-	 * reserve_bytes 0) when the broker does not say: an older one. */
+	 * going only where acks freed room (1) or not (0). disk_known is 0
+	 * (and both are 0) when the broker does not say: an older one. */
 	uint64_t reserve_bytes;
 	int disk_full;
+	int disk_known;
 } mbox_broker_stats;
 int mbox_stats(mbox *m, mbox_broker_stats **out);
 void mbox_stats_free(mbox_broker_stats *st);

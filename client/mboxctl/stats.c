@@ -500,7 +500,7 @@ stats_json(const mbox_broker_stats *st, int64_t now)
 	char disk[80];
 
 	/* null: the broker does not say (an older one). */
-	if (st->disk_full < 0)
+	if (!st->disk_known)
 		snprintf(disk, sizeof(disk), "null,\"disk_full\":null");
 	else
 		snprintf(disk, sizeof(disk), "%" PRIu64 ",\"disk_full\":%s",
@@ -539,7 +539,7 @@ stats_human(const mbox_broker_stats *st, int64_t now)
 	ctl_fmt_size(b, sizeof(b), st->store_bytes);
 	printf("%-12s %s of payload, store %s on disk\n", "bytes", a, b);
 	ctl_fmt_size(a, sizeof(a), st->reserve_bytes);
-	if (st->disk_full < 0)
+	if (!st->disk_known)
 		printf("\n"); /* an older broker does not say */
 	else if (st->disk_full)
 		printf("%-12s FULL: posts go only where acks free room in the "
@@ -739,7 +739,7 @@ watch_head(const Screen *s, const mbox_broker_stats *st, int64_t now)
 	snprintf(line, sizeof(line),
 		 "%s  up %s  %" PRIu64 " conns  %" PRIu64 " mailboxes  %s%s",
 		 st->server, up, st->connections, st->mailboxes, clock,
-		 st->disk_full > 0 ? "  DISK FULL" : "");
+		 st->disk_full ? "  DISK FULL" : "");
 	screen_line(s, line);
 	fmt_rate(r[0], CELL_LEN, counter_rate(st, "posted"));
 	fmt_rate(r[1], CELL_LEN, counter_rate(st, "delivered"));

@@ -212,6 +212,35 @@ check_roundtrip(const ProtoHeader *h, const uint8_t *body, size_t len)
 }
 
 /* One complete frame, as dispatch would take it. */
+/*
+ * A client's parse (PROTO_PARSE_SKIP_UNKNOWN) never reads outside the
+ * body, and accepts whatever the strict one does, to the same fields:
+ * skipping only ever concerns tags the strict parse refuses.
+ */
+static void
+check_lenient(const uint8_t *body, size_t len)
+{
+	ProtoFields strict, lenient;
+	char why_buf[WHY_SIZE];
+	const char *why = NULL;
+	int r = proto_fields_parse_flags(&lenient, body, len, why_buf, &why,
+					 PROTO_PARSE_SKIP_UNKNOWN);
+
+	if (r < 0) {
+		check_why(why_buf, why);
+		CHECK(proto_fields_parse(&strict, body, len, NULL, NULL) < 0);
+		return;
+	}
+	CHECK(why == NULL);
+	if (proto_fields_parse(&strict, body, len, NULL, NULL) < 0)
+		return;
+	CHECK(strict.present == lenient.present);
+	CHECK(memcmp(strict.count, lenient.count, sizeof(strict.count)) == 0);
+	for (unsigned t = 0; t < PROTO_TAG_LIMIT; t++)
+		CHECK(strict.first[t].ptr == lenient.first[t].ptr &&
+		      strict.first[t].len == lenient.first[t].len);
+}
+
 static void
 check_frame(const ProtoHeader *h, const uint8_t *body, size_t len)
 {
@@ -224,6 +253,7 @@ check_frame(const ProtoHeader *h, const uint8_t *body, size_t len)
 	CHECK((h->flags & ~MBOX_FLAGS_KNOWN) == 0);
 	proto_op_name(h->opcode);
 	proto_status_text(h->status);
+	check_lenient(body, len);
 	if (proto_fields_parse(&f, body, len, why_buf, &why) < 0) {
 		check_why(why_buf, why);
 		/* Without a buffer the parser still refuses, with a text. */
