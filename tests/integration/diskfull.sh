@@ -346,7 +346,20 @@ post_chunk H 1 100 || fail "posting after the restart failed: $(cat "$T_DIR/chun
 recv_all
 check_exact "tmpfs"
 stop_broker
-umount "$FS" || fail "cannot unmount the tmpfs"
+
+# fresh_tmpfs SIZE: the tmpfs again, empty, of SIZE; no message posted
+# or received yet (the broker on it must be stopped).
+fresh_tmpfs()
+{
+	if mountpoint -q "$FS"; then
+		umount "$FS" || fail "cannot unmount the tmpfs"
+	fi
+	mount -t tmpfs -o size="$1",mode=0700 tmpfs "$FS" ||
+		fail "cannot mount the tmpfs again"
+	: >"$CONF"
+	: >"$UNCONF"
+	: >"$RECV"
+}
 
 # ---- Part 3: the reserve kept for a full disk (--disk-reserve) ----
 #
@@ -357,11 +370,8 @@ umount "$FS" || fail "cannot unmount the tmpfs"
 # be received and acked with the disk still full, and posts go where acks
 # freed room inside the store. Without the reserve, the drain below fails
 # (the recv is answered "disk or database full").
-mount -t tmpfs -o size=48m,mode=0700 tmpfs "$FS" || fail "cannot mount the tmpfs again"
+fresh_tmpfs 48m
 RES=$DB-reserve
-: >"$CONF"
-: >"$UNCONF"
-: >"$RECV"
 start_broker --disk-reserve 16M
 [ "$(($(stat -c %b "$RES") * $(stat -c %B "$RES")))" -ge 16777216 ] ||
 	fail "the reserve $RES does not hold 16 MiB: $(ls -ls "$RES")"
@@ -439,11 +449,7 @@ check_exact "reserve"
 # ---- Part 4: killed with the reserve held, the disk full since ----
 # Opening the store writes (leases held at the crash are voided): the
 # broker gives the reserve back to do it, rather than failing to start.
-umount "$FS" || fail "cannot unmount the tmpfs"
-mount -t tmpfs -o size=48m,mode=0700 tmpfs "$FS" || fail "cannot mount the tmpfs again"
-: >"$CONF"
-: >"$UNCONF"
-: >"$RECV"
+fresh_tmpfs 48m
 start_broker --disk-reserve 16M
 mbctl create q
 post_chunk W 1 3 || fail "posting failed: $(cat "$T_DIR/chunk.err")"
@@ -473,11 +479,7 @@ check_exact "restart on a full disk"
 # The write that finds the disk full gets half the reserve. A batch that
 # posts and needs more before the store is held at its size is refused,
 # and the other half stays for the drains.
-umount "$FS" || fail "cannot unmount the tmpfs"
-mount -t tmpfs -o size=48m,mode=0700 tmpfs "$FS" || fail "cannot mount the tmpfs again"
-: >"$CONF"
-: >"$UNCONF"
-: >"$RECV"
+fresh_tmpfs 48m
 start_broker --disk-reserve 16M --max-msg-size 16M
 mbctl create q
 post_chunk X 1 20 || fail "posting failed: $(cat "$T_DIR/chunk.err")"
@@ -502,11 +504,7 @@ check_exact "a large post"
 # The WAL is checkpointed every half of the reserve, not every 16 MiB, so
 # that a full disk can take it into the database with what the reserve
 # gives back: with 4M, a WAL of 16 MiB could not be drained.
-umount "$FS" || fail "cannot unmount the tmpfs"
-mount -t tmpfs -o size=48m,mode=0700 tmpfs "$FS" || fail "cannot mount the tmpfs again"
-: >"$CONF"
-: >"$UNCONF"
-: >"$RECV"
+fresh_tmpfs 48m
 start_broker --disk-reserve 4M
 mbctl create q
 fill S 1000
