@@ -44,6 +44,7 @@
 #include "broker/log.h"
 #include "broker/sdnotify.h"
 #include "broker/settings.h"
+#include "client/stdfds.h"
 
 /* malloc: below this, allocations come from the heap (glibc's default is
  * 128 KiB, raised on the fly unless set); above this, free heap at its
@@ -1445,23 +1446,6 @@ app_broker_start(App *a, struct ev_loop *loop, char *listen_path, size_t size,
 	return r;
 }
 
-/*
- * Started with stdin, stdout or stderr closed, the first descriptors we
- * open would take their numbers, and --daemon's dup2 onto 0-2 would then
- * replace the event loop's own (found by review: a daemon that aborted,
- * or spun reading an epoll fd). /dev/null fills the gaps first.
- */
-static void
-open_std_fds(void)
-{
-	int fd;
-
-	while ((fd = open("/dev/null", O_RDWR)) >= 0 && fd <= 2)
-		;
-	if (fd > 2)
-		close(fd);
-}
-
 int
 main(int argc, char **argv)
 {
@@ -1476,7 +1460,7 @@ main(int argc, char **argv)
 	/* A SIGHUP before the loop's watcher exists (a long store open)
 	 * would kill us: hold it pending until the watcher runs (see
 	 * app_signals_start), then reload. */
-	open_std_fds();
+	std_fds_open();
 	sigemptyset(&hup);
 	sigaddset(&hup, SIGHUP);
 	sigprocmask(SIG_BLOCK, &hup, NULL);

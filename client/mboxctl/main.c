@@ -27,6 +27,7 @@
 #include "client/mboxctl/transfer.h"
 #include "client/mboxctl/util.h"
 #include "client/mboxctl/work.h"
+#include "client/stdfds.h"
 
 typedef struct Verb {
 	const char *name;
@@ -157,20 +158,6 @@ verb_unknown(const char *name)
 	return CTL_EXIT_USAGE;
 }
 
-/* Started with stdin or stdout closed, the broker's socket would take
- * its number: post would read its own connection as input, recv write
- * messages into it. /dev/null fills the gaps first. */
-static void
-open_std_fds(void)
-{
-	int fd;
-
-	while ((fd = open("/dev/null", O_RDWR)) >= 0 && fd <= 2)
-		;
-	if (fd > 2)
-		close(fd);
-}
-
 /* A verb that succeeded but whose output did not all reach stdout
  * (a full disk, a closed pipe with SIGPIPE ignored) has failed: say so
  * rather than exit 0 with the output lost. */
@@ -199,7 +186,7 @@ main(int argc, char **argv)
 	const Verb *v;
 	int opt, r;
 
-	open_std_fds();
+	std_fds_open();
 	opterr = 0; /* we word the messages ourselves */
 	/* '+': stop at the verb, whose options are its own business. */
 	while ((opt = getopt_long(argc, argv, "+:S:hV", opts, NULL)) != -1) {
