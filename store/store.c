@@ -464,6 +464,10 @@ struct Store {
 	Entry **by_name; /* n_mb entries, strcmp order */
 	Entry **by_id;	 /* n_mb entries, id order */
 	size_t n_mb, cap_mb;
+	/* The n_leased of every linked entry, summed: a cap counts the
+	 * room the releases of all leases need on every post and lease,
+	 * which must not walk every mailbox (leases_held). */
+	uint64_t n_leased_all;
 	OwnerCount *owners; /* n_owners, cap_mb of room */
 	size_t n_owners;
 	Entry **journal; /* entries touched by the open transaction */
@@ -788,6 +792,7 @@ index_insert(Store *s, Entry *e)
 		(s->n_mb - i) * sizeof(Entry *));
 	s->by_id[i] = e;
 	s->n_mb++;
+	s->n_leased_all += e->mb.n_leased;
 	owner_add(s, e);
 }
 
@@ -805,6 +810,7 @@ index_remove(Store *s, Entry *e)
 	memmove(&s->by_id[j], &s->by_id[j + 1],
 		(s->n_mb - j - 1) * sizeof(Entry *));
 	s->n_mb--;
+	s->n_leased_all -= e->mb.n_leased;
 	owner_sub(s, e);
 }
 
@@ -1069,7 +1075,11 @@ journal_undo(Store *s)
 		e->disk = e->saved;
 		mbset_apply(&e->mb, &e->saved);
 		e->mb.n_ready = e->saved_cnt.n_ready;
+		if (!(e->txn & ENTRY_DELETED))
+			s->n_leased_all -= e->mb.n_leased;
 		e->mb.n_leased = e->saved_cnt.n_leased;
+		if (!(e->txn & ENTRY_DELETED))
+			s->n_leased_all += e->mb.n_leased;
 		e->mb.n_dead = e->saved_cnt.n_dead;
 		e->mb.bytes = e->saved_cnt.bytes;
 		/* A walk of the rolled-back transaction may have moved it past
@@ -1107,15 +1117,33 @@ counter_sub(uint64_t *c, uint64_t n)
 	*c = *c > n ? *c - n : 0;
 }
 
+/* n more, or fewer, leases held in mb, which is linked: the two change
+ * n_leased and Store.n_leased_all together. */
 static void
-counters_remove(StoreMailbox *mb, int state, uint64_t len)
+leased_add(Store *s, StoreMailbox *mb, uint64_t n)
+{
+	mb->n_leased += n;
+	s->n_leased_all += n;
+}
+
+static void
+leased_sub(Store *s, StoreMailbox *mb, uint64_t n)
+{
+	uint64_t before = mb->n_leased;
+
+	counter_sub(&mb->n_leased, n);
+	s->n_leased_all -= before - mb->n_leased;
+}
+
+static void
+counters_remove(Store *s, StoreMailbox *mb, int state, uint64_t len)
 {
 	switch (state) {
 	case STORE_READY:
 		counter_sub(&mb->n_ready, 1);
 		break;
 	case STORE_LEASED:
-		counter_sub(&mb->n_leased, 1);
+		leased_sub(s, mb, 1);
 		break;
 	default:
 		counter_sub(&mb->n_dead, 1);
@@ -1212,17 +1240,6 @@ cap_count(Store *s, int which, int64_t *out)
 				: store_sql_error(s, rc, "measure the store");
 }
 
-/* Leases held in every mailbox. */
-static uint64_t
-leases_held(const Store *s)
-{
-	uint64_t n = 0;
-
-	for (size_t i = 0; i < s->n_mb; i++)
-		n += s->by_id[i]->mb.n_leased;
-	return n;
-}
-
 /* The pages writes may still take under the cap, its reserve included:
  * free-list pages plus those the file may still grow by, less what the
  * releases of the leases held may need. No write takes that but a
@@ -1239,7 +1256,7 @@ cap_room(Store *s, int64_t *room)
 		r = cap_count(s, CAP_FREELIST, &free_pages);
 	if (r < 0)
 		return r;
-	release = (int64_t)leases_held(s) * STORE_CAP_RELEASE_BYTES;
+	release = (int64_t)store_leases_held(s) * STORE_CAP_RELEASE_BYTES;
 	*room = free_pages + s->cap_pages - pages -
 		(release + s->cap_page_size - 1) / s->cap_page_size;
 	return 0;
@@ -1590,6 +1607,12 @@ store_mailbox_count_owned(const Store *s, uint32_t uid)
 	size_t i = owner_pos(s, uid, &found);
 
 	return found ? s->owners[i].n : 0;
+}
+
+uint64_t
+store_leases_held(const Store *s)
+{
+	return s->n_leased_all;
 }
 
 /*
@@ -2143,7 +2166,7 @@ lease_walk(Store *s, Entry *e, int which, int64_t now_ns_, size_t max,
 		m.state = STORE_LEASED;
 		m.deliveries++;
 		counter_sub(&mb->n_ready, 1);
-		mb->n_leased++;
+		leased_add(s, mb, 1);
 		s->txn_wrote = true;
 		(*n)++;
 		r = msg_call(s, fn, ctx, &m);
@@ -2265,16 +2288,19 @@ msg_stat_gone(Store *s, StoreMailbox *mb, uint64_t id, int r)
 		memcpy(s->errmsg, why, sizeof(why));
 		return r;
 	}
-	counter_sub(&mb->n_leased, 1);
+	leased_sub(s, mb, 1);
 	s->txn_wrote = true;
 	return lease_gone(s, mb, id);
 }
 
 /* Move one counted message from state `from` to the dead list. */
 static void
-counters_kill(StoreMailbox *mb, int from)
+counters_kill(Store *s, StoreMailbox *mb, int from)
 {
-	counter_sub(from == STORE_LEASED ? &mb->n_leased : &mb->n_ready, 1);
+	if (from == STORE_LEASED)
+		leased_sub(s, mb, 1);
+	else
+		counter_sub(&mb->n_ready, 1);
 	mb->n_dead++;
 }
 
@@ -2324,7 +2350,7 @@ store_msg_delete(Store *s, StoreMailbox *mb, uint64_t id)
 	}
 	if (r < 0)
 		return r;
-	counters_remove(mb, ms.state, ms.len);
+	counters_remove(s, mb, ms.state, ms.len);
 	s->txn_wrote = true;
 	return 0;
 }
@@ -2381,11 +2407,11 @@ store_msg_ack(Store *s, StoreMailbox *mb, uint64_t id, uint64_t len)
 	}
 	if (sqlite3_changes(s->db) != 1) {
 		/* Deleted behind the store's back: the lease was all left. */
-		counters_remove(mb, STORE_LEASED, len);
+		counters_remove(s, mb, STORE_LEASED, len);
 		s->txn_wrote = true;
 		return lease_gone(s, mb, id);
 	}
-	counters_remove(mb, STORE_LEASED, len);
+	counters_remove(s, mb, STORE_LEASED, len);
 	s->txn_wrote = true;
 	return 0;
 }
@@ -2416,7 +2442,7 @@ store_msg_release(Store *s, StoreMailbox *mb, uint64_t id, int64_t ready_ns)
 			r = msg_kill(s, id, "max-deliveries", true);
 			if (r < 0)
 				return r;
-			counters_kill(mb, STORE_LEASED);
+			counters_kill(s, mb, STORE_LEASED);
 			s->txn_wrote = true;
 			return 1;
 		}
@@ -2434,7 +2460,7 @@ store_msg_release(Store *s, StoreMailbox *mb, uint64_t id, int64_t ready_ns)
 		lease_from_lower(entry_of(mb), sqlite3_column_double(st, 0),
 				 clamp_i64(id), ready_ns);
 	} else if (rc == SQLITE_DONE) {
-		counter_sub(&mb->n_leased, 1);
+		leased_sub(s, mb, 1);
 		s->txn_wrote = true;
 		r = lease_gone(s, mb, id);
 	} else {
@@ -2444,7 +2470,7 @@ store_msg_release(Store *s, StoreMailbox *mb, uint64_t id, int64_t ready_ns)
 	stmt_done(st);
 	if (r < 0)
 		return r;
-	counter_sub(&mb->n_leased, 1);
+	leased_sub(s, mb, 1);
 	mb->n_ready++;
 	s->txn_wrote = true;
 	return 0;
@@ -2540,7 +2566,7 @@ store_msg_kill(Store *s, StoreMailbox *mb, uint64_t id, const char *reason)
 		r = msg_kill(s, id, reason, ms.state == STORE_LEASED);
 	if (r < 0)
 		return r;
-	counters_kill(mb, ms.state);
+	counters_kill(s, mb, ms.state);
 	s->txn_wrote = true;
 	return 0;
 }
@@ -2684,7 +2710,7 @@ store_expire(Store *s, int64_t now_ns_, StoreMsgFn fn, void *ctx)
 			if (r < 0)
 				return r;
 			if (mb)
-				counters_kill(mb, STORE_READY);
+				counters_kill(s, mb, STORE_READY);
 			s->txn_wrote = true;
 			total++;
 			m.id = rows[i].id;
@@ -3225,7 +3251,7 @@ store_load(Store *s, char *errbuf, size_t errlen)
 			mb->n_ready += n;
 			break;
 		case STORE_LEASED:
-			mb->n_leased += n;
+			leased_add(s, mb, n);
 			break;
 		default:
 			mb->n_dead += n;
@@ -3369,7 +3395,7 @@ store_recover(Store *s, char *errbuf, size_t errlen)
 		if (r < 0)
 			break;
 		e->mb.n_ready += e->mb.n_leased;
-		e->mb.n_leased = 0;
+		leased_sub(s, &e->mb, e->mb.n_leased);
 		s->txn_wrote = true;
 	}
 	if (r == 0)

@@ -243,6 +243,9 @@ size_t store_mailbox_count(const Store *s);
 /* Mailboxes owned by uid, those of the open transaction included (a
  * look-up: the store keeps a count per owner). */
 size_t store_mailbox_count_owned(const Store *s, uint32_t uid);
+/* The n_leased of every mailbox, summed (kept as leases come and go,
+ * not counted: a size cap needs it on every post and lease). */
+uint64_t store_leases_held(const Store *s);
 /* Visit every mailbox in name order. */
 int store_mailbox_foreach(Store *s, StoreMailboxFn fn, void *ctx);
 /*

@@ -357,11 +357,33 @@ store_batch(Store *s, StoreMailbox *mb, size_t k, const void *data, size_t size,
 	return r < 0 ? r : 0;
 }
 
-int
-baseline_store(const char *dir, size_t k, size_t msgs, size_t size,
-	       size_t queued, double *rate)
+/* What one run of the store alone is made of (baseline_store). */
+typedef struct StoreRun {
+	size_t k, msgs, size, queued;
+	size_t others;	    /* idle mailboxes beside the one measured */
+	uint64_t cap_bytes; /* store_set_max_bytes, 0: none */
+} StoreRun;
+
+/* The idle mailboxes of a run, made in one transaction. */
+static int
+store_others(Store *s, const StoreMailbox *tmpl, size_t n)
+{
+	StoreMailbox o = *tmpl;
+	int r = store_begin(s);
+
+	for (size_t i = 0; r >= 0 && i < n; i++) {
+		snprintf(o.name, sizeof(o.name), "idle-%zu", i);
+		r = store_mailbox_create(s, &o, NULL);
+	}
+	return r < 0 ? r : store_commit(s, true);
+}
+
+static int
+store_run(const char *dir, const StoreRun *run, double *rate)
 {
 	static const char *const files[] = {"q.db", "q.db-wal", "q.db-shm"};
+	size_t k = run->k, msgs = run->msgs, size = run->size;
+	size_t queued = run->queued;
 	char tmp[PATH_MAX], path[PATH_MAX + 16], err[256] = "";
 	size_t txns = (msgs + k - 1) / k, i;
 	StoreMailbox tmpl = {.name = "q", .mode = 0600, .lease_ms = 60000};
@@ -394,6 +416,13 @@ baseline_store(const char *dir, size_t k, size_t msgs, size_t size,
 	if (r >= 0 && (r = store_begin(s)) >= 0 &&
 	    (r = store_mailbox_create(s, &tmpl, &mb)) >= 0)
 		r = store_commit(s, true);
+	if (r >= 0 && run->others)
+		r = store_others(s, &tmpl, run->others);
+	if (r >= 0 && run->cap_bytes)
+		r = store_set_max_bytes(s, run->cap_bytes);
+	if (r < 0 && s)
+		fprintf(stderr, "mbox-bench: store baseline: %s\n",
+			store_errmsg(s));
 	/* The backlog, as baseline_sqlite's: then the WAL emptied. */
 	for (size_t done = 0; r >= 0 && done < queued; done += SQL_FILL_BATCH) {
 		size_t n = queued - done < SQL_FILL_BATCH ? queued - done
@@ -429,4 +458,26 @@ out:
 	free(b.id);
 	free(data);
 	return r < 0 ? r : 0;
+}
+
+int
+baseline_store(const char *dir, size_t k, size_t msgs, size_t size,
+	       size_t queued, double *rate)
+{
+	StoreRun run = {.k = k, .msgs = msgs, .size = size, .queued = queued};
+
+	return store_run(dir, &run, rate);
+}
+
+int
+baseline_store_capped(const char *dir, size_t k, size_t msgs, size_t size,
+		      size_t others, uint64_t cap_bytes, double *rate)
+{
+	StoreRun run = {.k = k,
+			.msgs = msgs,
+			.size = size,
+			.others = others,
+			.cap_bytes = cap_bytes};
+
+	return store_run(dir, &run, rate);
 }

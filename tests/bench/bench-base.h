@@ -9,6 +9,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 /* n fsync'd 1 KiB appends to a file in dir: *rate per second, *p50 s. */
 int baseline_fsync(const char *dir, size_t n, double *rate, double *p50);
@@ -42,5 +43,13 @@ int baseline_sqlite(const char *dir, unsigned page_size, size_t k, size_t msgs,
  */
 int baseline_store(const char *dir, size_t k, size_t msgs, size_t size,
 		   size_t queued, double *rate);
+/*
+ * baseline_store_capped - the same with no backlog, under a size cap of
+ * cap_bytes (store_set_max_bytes: every post and lease then measures
+ * the room left) and with `others` idle mailboxes beside the one
+ * measured, as a broker with many mailboxes and max-store-size has.
+ */
+int baseline_store_capped(const char *dir, size_t k, size_t msgs, size_t size,
+			  size_t others, uint64_t cap_bytes, double *rate);
 
 #endif

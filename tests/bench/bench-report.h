@@ -17,6 +17,10 @@
 	1u /* window of the push round trip's subscriber: one at a time */
 #define SQL_BATCHES 3u /* rows per transaction of the SQLite baseline */
 #define SQL_PAGES   5u /* page sizes of the SQLite baseline */
+/* Idle mailboxes beside the one of the store alone under a size cap, and
+ * the cap: far above what the run stores, so that it never refuses. */
+#define STORE_CAP_OTHERS 10000u
+#define STORE_CAP_BYTES	 (1ull << 30)
 
 /* Workloads (--workload); the baselines always run. */
 enum {
@@ -82,6 +86,8 @@ typedef struct Results {
 	 * a txn runs at the store's page size only) */
 	double sql_rate[SQL_PAGES][SQL_BATCHES];
 	double store_rate; /* the store module alone, 64 a txn */
+	/* The same under a size cap with STORE_CAP_OTHERS idle mailboxes */
+	double store_cap_rate;
 	/* SQLite, 64 a txn at the store's page size, and the store module
 	 * alone, 64 a txn, each empty and with the backlog queued, for
 	 * WL_BACKLOG, or 0. */

@@ -496,6 +496,10 @@ wl_pipeline(const Options *o, const char *sock, const char *sql_dir,
 	if (!err)
 		err = baseline_store(sql_dir, 64, o->messages, o->size, 0,
 				     &res->store_rate);
+	if (!err)
+		err = baseline_store_capped(sql_dir, 64, o->messages, o->size,
+					    STORE_CAP_OTHERS, STORE_CAP_BYTES,
+					    &res->store_cap_rate);
 	return err;
 }
 
