@@ -375,7 +375,11 @@ store_others(Store *s, const StoreMailbox *tmpl, size_t n)
 		snprintf(o.name, sizeof(o.name), "idle-%zu", i);
 		r = store_mailbox_create(s, &o, NULL);
 	}
-	return r < 0 ? r : store_commit(s, true);
+	if (r < 0) {
+		store_rollback(s);
+		return r;
+	}
+	return store_commit(s, true);
 }
 
 static int

@@ -52,6 +52,7 @@ has_number "$T_DIR/bench.json" \
 	pipeline_depth pipeline_consumer_window pipeline_recv_msgs_per_sec \
 	sqlite_batch1_per_sec sqlite_batch64_per_sec \
 	sqlite_batch1024_per_sec store_alone_batch64_per_sec \
+	store_capped_batch64_per_sec store_capped_mailboxes \
 	sqlite_page_size sqlite_ceiling_per_sec sqlite_ceiling_batch \
 	sqlite_ceiling_page_size \
 	latency_full_p50_us latency_full_p99_us latency_normal_p50_us \
@@ -67,7 +68,8 @@ has_number "$T_DIR/bench.json" \
 	churn_wal_busy_bytes \
 	cli_post_s lib_post_s cli_recv_s lib_recv_s \
 	pipeline_per_sqlite_ceiling store_alone_per_ceiling \
-	pipeline_per_store_alone scale_max_per_1 scale_1_per_fsync \
+	pipeline_per_store_alone store_capped_per_store_alone \
+	scale_max_per_1 scale_1_per_fsync \
 	latency_normal_p50_per_seqpacket latency_full_p50_per_model \
 	backlog_per_empty sqlite_backlog_per_empty active_max_per_16 \
 	backlog_cost_us sqlite_backlog_cost_us backlog_cost_allowed_us \
