@@ -547,6 +547,31 @@ def mailbox_semantics(path):
     st, f = t.call("UNSUBSCRIBE", field("MAILBOX", "sub"))
     check(st == 0, "UNSUBSCRIBE")
 
+    # After UNSUBSCRIBE the messages pushed stay leased but count against
+    # no window: SUBSCRIBE again starts with its whole window (5.14).
+    st, f = c.call("CREATE", field("MAILBOX", "rewin"))
+    check(st == 0, "CREATE rewin")
+    ids = [post(c, "rewin", "r%d" % i) for i in range(6)]
+    st, f = t.call("SUBSCRIBE", field("MAILBOX", "rewin") + field("COUNT", 2))
+    first = [u64(m[TAG["ID"]]) for m in t.pushed(2)]
+    check(st == 0 and first == ids[:2] and t.pushed(1, 0.3) == [],
+          "a window of 2 takes two of rewin: %r" % first)
+    st, f = t.call("UNSUBSCRIBE", field("MAILBOX", "rewin"))
+    check(st == 0, "UNSUBSCRIBE rewin")
+    st, f = t.call("SUBSCRIBE", field("MAILBOX", "rewin") + field("COUNT", 2))
+    second = [u64(m[TAG["ID"]]) for m in t.pushed(2)]
+    check(st == 0 and second == ids[2:4] and t.pushed(1, 0.3) == [],
+          "SUBSCRIBE again: a whole window of 2 more, with 2 still "
+          "held: %r" % second)
+    st, f = t.call("ACK", field("ID", first[0]) + field("ID", first[1]))
+    check(st == 0 and t.pushed(1, 0.3) == [],
+          "the first two are still leased, and their ACK opens no window")
+    st, f = t.call("ACK", field("ID", second[0]))
+    check(st == 0 and [u64(m[TAG["ID"]]) for m in t.pushed(1)] == [ids[4]],
+          "an ACK of the new subscription's opens its window")
+    st, f = t.call("UNSUBSCRIBE", field("MAILBOX", "rewin"))
+    check(st == 0, "UNSUBSCRIBE rewin again")
+
     # NO_CREATE: a POST that must not create its mailbox.
     st, f = c.call("POST", field("MAILBOX", "reply.gone") +
                    field("FLAGS", 1) + field("MSG", field("DATA", "x")))
