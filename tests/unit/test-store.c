@@ -3891,26 +3891,44 @@ give_back_held(Fx *fx, StoreMailbox *mb, const HeldIds *h)
 /*
  * Posts of one transaction under a cap: after the first, each is
  * admitted on the room counted down from the last measure (at most its
- * need a post), but only a fresh measure refuses one. So the store stops
- * where measuring before every post would: the reserve free, and less
- * than one more post's need above it.
+ * need a post), but only a fresh measure refuses one. So every post is
+ * admitted or refused exactly as a measure just before it says, the
+ * releases' share of the leases held deducted.
  */
 static void
 test_store_cap_adds_in_one_txn(void **state)
 {
 	Fx *fx = *state;
-	const int64_t cap_pages = 256, reserve = cap_pages / 16;
+	const int64_t cap_pages = 512, reserve = cap_pages / 16;
 	/* A 1 KiB post's need (cap_add_room): its bytes and a row's, in
 	 * pages, and 4 pages of splits. */
 	const int64_t need = 1 + 4;
+	/* Leases held, and what their releases may need: 96 bytes each
+	 * (STORE_CAP_RELEASE_BYTES), in pages. */
+	const int64_t held = 2000;
+	const int64_t release =
+		(held * 96 + STORE_PAGE_SIZE - 1) / STORE_PAGE_SIZE;
 	char data[1024] = {0};
 	StoreMailbox *mb;
 	sqlite3 *db;
-	int64_t used;
 	int n = 0, r = 0;
 
 	fx_open(fx, STORE_SYNC_FULL);
 	mb = mk_mailbox(fx->s, "one");
+	assert_int_equal(store_begin(fx->s), 0);
+	for (int64_t i = 0; i < held; i++) {
+		StoreMsg m = {.time_ns = NOW, .data = "s", .len = 1};
+
+		assert_int_equal(store_msg_insert(fx->s, mb, &m), 0);
+	}
+	assert_int_equal(
+		store_msg_lease(fx->s, mb, NOW, (size_t)held, NULL, NULL),
+		held);
+	assert_int_equal(store_commit(fx->s, true), 0);
+	/* Nothing freed yet: the room is the cap less the pages used. */
+	db = raw_open(fx);
+	assert_int_equal(raw_int(db, "PRAGMA freelist_count"), 0);
+	sqlite3_close(db);
 	assert_int_equal(store_set_max_bytes(fx->s, (uint64_t)cap_pages *
 							    STORE_PAGE_SIZE),
 			 0);
@@ -3918,21 +3936,28 @@ test_store_cap_adds_in_one_txn(void **state)
 	while (r == 0 && n < 10000) {
 		StoreMsg m = {
 			.time_ns = NOW, .data = data, .len = sizeof(data)};
+		uint64_t bytes = 0;
+		int64_t room;
 
+		assert_int_equal(store_image_bytes(fx->s, &bytes), 0);
+		room = cap_pages - (int64_t)(bytes / STORE_PAGE_SIZE) - release;
 		r = store_msg_insert(fx->s, mb, &m);
+		if (r != 0 && r != -ENOSPC)
+			fail_msg("post %d: %d %s", n, r, store_errmsg(fx->s));
+		if ((r == 0) != (room - need >= reserve))
+			fail_msg("post %d %s with %lld pages of room, the "
+				 "reserve %lld",
+				 n, r == 0 ? "admitted" : "refused",
+				 (long long)room, (long long)reserve);
 		n += r == 0;
 	}
 	assert_int_equal(r, -ENOSPC);
 	assert_int_equal(store_commit(fx->s, true), 0);
-	db = raw_open(fx);
-	used = raw_int(db, "PRAGMA page_count") -
-	       raw_int(db, "PRAGMA freelist_count");
-	sqlite3_close(db);
-	print_message("%d posts of 1 KiB in one transaction; %lld of %lld "
-		      "pages used\n",
-		      n, (long long)used, (long long)cap_pages);
-	assert_true(used <= cap_pages - reserve);
-	assert_true(used > cap_pages - reserve - need);
+	print_message("%d posts of 1 KiB in one transaction, %lld leases "
+		      "held: each admitted or refused as a measure before "
+		      "it says\n",
+		      n, (long long)held);
+	assert_true(n > 1000);
 	check_counters(fx, mb);
 }
 
