@@ -1306,11 +1306,12 @@ cap_add_room(Store *s, uint64_t bytes)
 	bytes += STORE_CAP_ROW_BYTES;
 	need = (int64_t)((bytes + per_page - 1) / per_page) +
 	       STORE_CAP_SPLIT_PAGES;
-	/* Two PRAGMAs a post made a post under a cap cost 17 % more
-	 * than one without (doc/performance.md). Since the last measure only
-	 * adds ran, each taking at most its need, which is what admitting one
-	 * assumes anyway: the room counted down from that measure is a bound
-	 * good enough to admit the next. Only a fresh measure refuses. */
+	/* Measuring before every post (two PRAGMAs) made a post under a
+	 * cap cost 17 % more than one without (doc/performance.md). Since
+	 * the last measure only adds ran, each taking at most its need,
+	 * which is what admitting one assumes anyway: the room counted down
+	 * from that measure is a bound good enough to admit the next. Only
+	 * a fresh measure refuses. */
 	if (s->cap_known && s->cap_known_pages - cap_release_pages(s) - need >=
 				    s->cap_reserve) {
 		s->cap_known_pages -= need;
