@@ -45,9 +45,9 @@ int baseline_store(const char *dir, size_t k, size_t msgs, size_t size,
 		   size_t queued, double *rate);
 /*
  * baseline_store_capped - the same with no backlog, under a size cap of
- * cap_bytes (store_set_max_bytes: every post and lease then measures
- * the room left) and with `others` idle mailboxes beside the one
- * measured, as a broker with many mailboxes and max-store-size has.
+ * cap_bytes (store_set_max_bytes: posts and leases then count the room
+ * left) and with `others` idle mailboxes beside the one measured, as a
+ * broker with many mailboxes and max-store-size has.
  */
 int baseline_store_capped(const char *dir, size_t k, size_t msgs, size_t size,
 			  size_t others, uint64_t cap_bytes, double *rate);

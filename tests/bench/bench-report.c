@@ -558,8 +558,8 @@ table_pipeline(const Options *o, const Results *r)
 	      NULL);
 	ratio("pipeline / store alone", true,
 	      o->messages / r->pipe_s / r->store_rate, NULL);
-	/* A cap measures the room left on every post and lease; that must
-	 * not grow with the number of mailboxes. */
+	/* What a cap costs, which must not grow with the number of
+	 * mailboxes (doc/performance.md, "A size cap with many mailboxes"). */
 	snprintf(label, sizeof(label), "store alone, size cap, %u mailboxes",
 		 STORE_CAP_OTHERS + 1);
 	row(label, true, r->store_cap_rate, 0, "msgs/s");
