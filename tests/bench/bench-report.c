@@ -140,6 +140,20 @@ json_int(const char *key, bool have, long long v)
 		fputs("null", stdout);
 }
 
+/* The fsync rate after the workloads against before them, outside this
+ * range: the disk, not the broker, moved the run's figures. */
+#define FSYNC_STEADY_LOW  0.75
+#define FSYNC_STEADY_HIGH 1.33
+
+static bool
+fsync_unsteady(const Results *r)
+{
+	double drift = r->fs_rate / r->fs_start_rate;
+
+	return r->fs_start_rate > 0 &&
+	       (drift < FSYNC_STEADY_LOW || drift > FSYNC_STEADY_HIGH);
+}
+
 static void
 json_classic(const Options *o, const Results *r)
 {
@@ -174,8 +188,10 @@ json_classic(const Options *o, const Results *r)
 	json_num("push_rtt_median_us", push, 1, r->push_med * 1e6);
 	json_num("push_rtt_p99_us", push, 1, r->push_p99 * 1e6);
 	printf(",\"fsync_per_sec\":%.1f,\"fsync_p50_us\":%.1f,"
+	       "\"fsync_start_per_sec\":%.1f,\"fsync_unsteady\":%s,"
 	       "\"seqpacket_rtt_p50_us\":%.1f,\"seqpacket_across_cpus\":%s",
-	       r->fs_rate, r->fs_p50 * 1e6, r->sp_p50 * 1e6,
+	       r->fs_rate, r->fs_p50 * 1e6, r->fs_start_rate,
+	       fsync_unsteady(r) ? "true" : "false", r->sp_p50 * 1e6,
 	       r->sp_across ? "true" : "false");
 }
 
@@ -346,6 +362,8 @@ print_json(const Options *o, const Results *r)
 	json_classic(o, r);
 	json_targets(o, r);
 	printf(",\"ratios\":{\"model_us\":%.1f", rtt_model(r) * 1e6);
+	json_num("fsync_after_per_before", r->fs_start_rate > 0, 3,
+		 r->fs_rate / r->fs_start_rate);
 	json_num("post_per_fsync", post, 3,
 		 o->messages / r->post_s / r->fs_rate);
 	json_num("recv_ack_per_fsync", post, 3,
@@ -433,6 +451,13 @@ table_baselines(const Options *o, const Results *r)
 		       "file system of the\n  running broker's store)\n");
 	printf("%-36s %12.0f %7.0f us\n", "fsync of a 1 KiB append", r->fs_rate,
 	       r->fs_p50 * 1e6);
+	printf("%-36s %12.0f  (after / before %.2f)\n",
+	       "  the same before the workloads", r->fs_start_rate,
+	       r->fs_rate / r->fs_start_rate);
+	if (fsync_unsteady(r))
+		printf("  UNSTEADY DISK: its fsync rate moved by more than a "
+		       "third during the run;\n  the ratios to it and the "
+		       "store's figures measure the disk: run again\n");
 	printf("%-36s %12s %7.1f us\n",
 	       r->sp_across ? "SOCK_SEQPACKET ping-pong, 2 CPUs"
 			    : "SOCK_SEQPACKET ping-pong (unpinned)",

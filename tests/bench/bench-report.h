@@ -78,6 +78,10 @@ typedef struct Results {
 	double push_s[LIST_MAX][LIST_MAX]; /* [subscribers][window], WL_PUSH */
 	double push_med, push_p99;	   /* seconds, WL_PUSH */
 	double fs_rate, fs_p50, sp_p50;	   /* baselines: /s, s, s */
+	/* The fsync baseline measured again before the workloads (fs_rate
+	 * is after them): a disk whose rate moves between the two makes
+	 * every ratio to it a guess (fsync_unsteady). */
+	double fs_start_rate;
 	bool sp_across;	    /* the ping-pong ran pinned on two CPUs */
 	double pipe_s;	    /* WL_PIPELINE */
 	double pipe_pull_s; /* the same with recv consumers, or 0 */

@@ -69,6 +69,7 @@ has_number "$T_DIR/bench.json" \
 	cli_post_s lib_post_s cli_recv_s lib_recv_s \
 	pipeline_per_sqlite_ceiling store_alone_per_ceiling \
 	pipeline_per_store_alone store_capped_per_store_alone \
+	fsync_start_per_sec fsync_after_per_before \
 	scale_max_per_1 scale_1_per_fsync \
 	latency_normal_p50_per_seqpacket latency_full_p50_per_model \
 	backlog_per_empty sqlite_backlog_per_empty active_max_per_16 \
@@ -81,6 +82,9 @@ for page in 4096 8192 16384 32768 65536; do
 	grep -Eq "\"page_size\":$page,\"batch64_per_sec\":[0-9]+[.0-9]*,\"batch1024_per_sec\":[0-9]" \
 		"$T_DIR/bench.json" || fail "no SQLite figures for $page-byte pages in $(cat "$T_DIR/bench.json")"
 done
+# Whether the disk's fsync rate held still through the run.
+grep -Eq '"fsync_unsteady":(true|false)' "$T_DIR/bench.json" ||
+	fail "no fsync_unsteady in $(cat "$T_DIR/bench.json")"
 # One entry per --scale count.
 grep -Eq '"scale":\[\{"producers":1,"msgs_per_sec":[0-9][^]]*\{"producers":4,"msgs_per_sec":[0-9]' \
 	"$T_DIR/bench.json" || fail "no scale runs in $(cat "$T_DIR/bench.json")"
@@ -91,6 +95,8 @@ expect_rc 0 "mbox-bench --socket" timeout 120 "$BENCH" --socket "$SOCK" \
 	--mboxctl "$MBOXCTL" --producers 3 "${SMALL[@]}" --messages 100 \
 	--count 20
 grep -q 'msgs/s' "$T_DIR/rc.out" || fail "no table from mbox-bench: $(cat "$T_DIR/rc.out")"
+grep -q 'the same before the workloads' "$T_DIR/rc.out" ||
+	fail "no fsync baseline from before the workloads: $(cat "$T_DIR/rc.out")"
 for section in pipeline scale latency memory backlog conns churn cli; do
 	grep -q "^$section (target" "$T_DIR/rc.out" ||
 		fail "no $section section from mbox-bench: $(cat "$T_DIR/rc.out")"
