@@ -597,6 +597,8 @@ void broker_reap(Broker *b, Conn *c);
 /* A frame from c is complete. */
 void broker_dispatch(Conn *c, const ProtoHeader *h, const uint8_t *body,
 		     size_t len);
+/* A frame from c was over max_body, and skipped: answer it. */
+void broker_dispatch_too_large(Conn *c, const ProtoHeader *h, size_t max_body);
 /* Run a request broker_defer_read kept, now that its batch has ended. */
 void broker_dispatch_read(Conn *c, uint16_t opcode, uint32_t id,
 			  const uint8_t *body, size_t len);

@@ -62,8 +62,19 @@ conn_read_comm(Conn *c)
 	snprintf(path, sizeof(path), "/proc/%d/comm", (int)c->pid);
 	f = fopen(path, "re");
 	if (f) {
-		if (fgets(c->comm, sizeof(c->comm), f))
-			c->comm[strcspn(c->comm, "\n")] = '\0';
+		/* The kernel ends the name with one newline of its own; a
+		 * newline inside it is the process's, and stays (as '?'). */
+		char name[64];
+		size_t n = fread(name, 1, sizeof(name), f);
+
+		if (n > 0 && name[n - 1] == '\n')
+			n--;
+		if (n > MBOX_COMM_MAX)
+			n = MBOX_COMM_MAX;
+		if (n > 0) {
+			memcpy(c->comm, name, n);
+			c->comm[n] = '\0';
+		}
 		fclose(f);
 	}
 	if (pidfd >= 0) {
@@ -406,12 +417,7 @@ conn_handle_dgram(Conn *c, const uint8_t *buf, size_t n)
 	}
 	if (r == PROTO_ASM_TOO_LARGE) {
 		h = c->assembler.hdr;
-		conn_reply_error(c, h.opcode, h.id, MBOX_S_TOO_LARGE,
-				 "max_frame",
-				 "frame body of %u bytes is over the limit of "
-				 "%zu bytes (max_msg_size is %zu)",
-				 h.body_len, c->assembler.max_body,
-				 c->broker->cfg.max_msg_size);
+		broker_dispatch_too_large(c, &h, c->assembler.max_body);
 		return;
 	}
 	if (r != PROTO_ASM_FRAME)

@@ -1434,17 +1434,26 @@ broker_dispatch_read(Conn *c, uint16_t opcode, uint32_t id, const uint8_t *body,
 	dispatch_read(&q);
 }
 
-void
-broker_dispatch(Conn *c, const ProtoHeader *h, const uint8_t *body, size_t len)
+/* Whether opcode names an operation of this broker (a request): they
+ * are numbered from HELLO to CHOWN without a gap (doc/protocol.md 5);
+ * pushes, from 64, are not requests. */
+static bool
+dispatch_op_known(uint16_t opcode)
 {
-	Request q = {.c = c, .b = c->broker, .h = h};
-	char why[128];
-	const char *whyp = NULL;
+	return opcode >= MBOX_OP_HELLO && opcode <= MBOX_OP_CHOWN;
+}
 
-	broker_note_request(c->broker, c);
+/*
+ * The checks of a request that need its header alone, in the order
+ * doc/protocol.md (4.4, "Which status wins") gives: false when the
+ * request was answered, or the connection closed, here.
+ */
+static bool
+dispatch_header_ok(Conn *c, const ProtoHeader *h)
+{
 	if (h->flags != 0 || h->status != 0) {
 		conn_close(c, "a request must have flags 0 and status 0");
-		return;
+		return false;
 	}
 	if (c->refuse_limit) {
 		bool per_uid =
@@ -1459,8 +1468,33 @@ broker_dispatch(Conn *c, const ProtoHeader *h, const uint8_t *body, size_t len)
 			per_uid ? "max-connections-per-uid"
 				: "max-connections");
 		conn_close(c, c->refuse_limit);
-		return;
+		return false;
 	}
+	return true;
+}
+
+void
+broker_dispatch_too_large(Conn *c, const ProtoHeader *h, size_t max_body)
+{
+	broker_note_request(c->broker, c);
+	if (!dispatch_header_ok(c, h))
+		return;
+	conn_reply_error(c, h->opcode, h->id, MBOX_S_TOO_LARGE, "max_frame",
+			 "frame body of %u bytes is over the limit of %zu "
+			 "bytes (max_msg_size is %zu)",
+			 h->body_len, max_body, c->broker->cfg.max_msg_size);
+}
+
+void
+broker_dispatch(Conn *c, const ProtoHeader *h, const uint8_t *body, size_t len)
+{
+	Request q = {.c = c, .b = c->broker, .h = h};
+	char why[128];
+	const char *whyp = NULL;
+
+	broker_note_request(c->broker, c);
+	if (!dispatch_header_ok(c, h))
+		return;
 	if (!c->hello_done && h->opcode != MBOX_OP_HELLO) {
 		conn_reply_error(c, h->opcode, h->id, MBOX_S_VERSION, NULL,
 				 "HELLO must be the first request");
@@ -1480,6 +1514,14 @@ broker_dispatch(Conn *c, const ProtoHeader *h, const uint8_t *body, size_t len)
 	if (c->broker->stopping) {
 		conn_reply_error(c, h->opcode, h->id, MBOX_S_SHUTDOWN, NULL,
 				 "%s", BROKER_STOPPING_TEXT);
+		return;
+	}
+	/* Before the body: a newer client's operation is unknown here
+	 * whatever its fields, which this broker may not know either. */
+	if (!dispatch_op_known(h->opcode)) {
+		conn_reply_error(c, h->opcode, h->id, MBOX_S_UNKNOWN_OP, NULL,
+				 "operation %u is not known to this broker",
+				 h->opcode);
 		return;
 	}
 	if (proto_fields_parse(&q.f, body, len, why, &whyp) < 0) {

@@ -21,7 +21,8 @@ settings_uint(const char *s, int base, uint64_t *out)
 	char *end;
 	unsigned long long v;
 
-	if (!*s || *s == '-' || *s == '+' || *s == ' ')
+	/* strtoull would also skip leading white space and take a sign. */
+	if (*s < '0' || *s > '9')
 		return -EINVAL;
 	errno = 0;
 	v = strtoull(s, &end, base);
@@ -131,7 +132,11 @@ settings_apply(StoreMailbox *mb, const AclPeer *peer, const char *kv,
 				 val);
 			return -EINVAL;
 		}
-		if (!acl_in_group(peer, (gid_t)v) && !acl_is_admin(peer)) {
+		/* The group it has is accepted, as CHOWN accepts it, so that
+		 * what STAT shows can be given back to SET whole even after
+		 * an admin gave the mailbox to a group its owner is not in. */
+		if ((creating || (uint32_t)v != mb->gid) &&
+		    !acl_in_group(peer, (gid_t)v) && !acl_is_admin(peer)) {
 			snprintf(why, whylen,
 				 "you may only give a mailbox to a group you "
 				 "are in (gid %s)",

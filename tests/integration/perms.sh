@@ -295,6 +295,24 @@ run owner2 set c1 group=4300
 run owner2 create c4300 --group 4300
 { [ "$RC" -eq 4 ] && grep -q 'a group you are in (gid 4300)' "$T_DIR/err"; } ||
 	run_fail "create --group 4300 as owner2: exit $RC, expected 4 (denied)"
+# The group it has is no change, as for chown: after an admin gave c1
+# to a group its owner is not in, the owner can still set what stat
+# shows, that group included; another such group stays denied.
+expect admin chown ok c1 :4300
+run owner2 set c1 group=4300 lease=31
+[ "$RC" -eq 0 ] ||
+	run_fail "set c1 group=4300 lease=31 (its group already) as owner2: exit $RC, expected 0: $(cat "$T_DIR/err")"
+run admin ls --json
+grep -F '"name":"c1"' "$T_DIR/out" | grep -qF '"gid":4300' ||
+	run_fail "c1 is no longer in group 4300: $(grep -F c1 "$T_DIR/out")"
+run owner2 stat c1
+grep -q 'lease=31000ms' "$T_DIR/out" ||
+	run_fail "set c1 lease=31 did not take: $(cat "$T_DIR/out")"
+run owner2 set c1 group=4301
+{ [ "$RC" -eq 4 ] &&
+	grep -q 'a group you are in (gid 4301); no setting was changed' "$T_DIR/err"; } ||
+	run_fail "set c1 group=4301 as owner2: exit $RC, expected 4 (denied)"
+expect admin chown ok c1 4001:4200
 expect gsup chown no c1 :4100
 expect gsup chmod no c1 0666
 expect other chmod no c1 0666

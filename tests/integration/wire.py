@@ -216,6 +216,21 @@ def main(path):
     check(st == S["TOO_LARGE"], "frame over MAX_FRAME is TOO_LARGE")
     st, _ = c.call("PING")
     check(st == 0, "connection still serves after a skipped frame")
+    # Unless its header breaks the framing rules (section 2): then it
+    # closes the connection, unanswered, whatever its size.
+    for fl, sv in ((1, 0), (0, 5)):
+        e = Client(path)
+        e.hello()
+        try:
+            e.send_frame(OP["PING"], b"z" * (max_frame + 1), flags=fl,
+                         status=sv)
+            op, flags, got, st, body = e.read_frame()
+            check(False, "a request over MAX_FRAME with flags %d status %d "
+                  "closes the connection, but was answered %d: %s"
+                  % (fl, sv, st, body))
+        except (EOFError, ConnectionResetError, BrokenPipeError):
+            check(True, "a request over MAX_FRAME with flags %d status %d "
+                  "closes the connection, unanswered" % (fl, sv))
 
     # Malformed bodies get MALFORMED and the connection stays.
     bad = [
@@ -252,6 +267,16 @@ def main(path):
     rid = c.send_frame(200, b"")
     op, flags, got, st, body = c.read_frame()
     check(got == rid and st == S["UNKNOWN_OP"], "unknown opcode")
+    # An operation of a newer protocol is UNKNOWN_OP whatever its body:
+    # its fields may be as new to this broker as it is (section 4.4).
+    for opcode, body in ((30, struct.pack("<HI", 60, 3) + b"abc"),
+                         (31, field("MAILBOX", "q")[:-1]),
+                         (OP["DELIVER"], field("MAILBOX", "q"))):
+        rid = c.send_frame(opcode, body)
+        op, flags, got, st, rbody = c.read_frame()
+        check(got == rid and st == S["UNKNOWN_OP"],
+              "unknown opcode %d with the body %r is UNKNOWN_OP, not %d: %r"
+              % (opcode, body, st, rbody))
 
     # Pipelining: three requests out, replies matched by id.
     ids = [c.send_frame(OP["PING"], b"") for _ in range(3)]
@@ -336,9 +361,12 @@ def settings_limits(path):
     got = settings_of("lim1")
     check("lease=31536000000ms" in got and "ttl=31536000000ms" in got and
           "max_deliveries=4294967295" in got, "STAT shows them: %r" % got)
+    # An integer is its digits alone: no sign, no white space before it.
     for kv in ("lease=31536000001ms", "ttl=8761h",
                "max_deliveries=4294967296", "group=4294967295",
-               "lease=" + "1" * 300):
+               "lease=" + "1" * 300, "max_msgs=\t5", "group=\n5",
+               "max_bytes= 5", "max_deliveries=+5", "mode=\t600",
+               "max_msgs=-1"):
         st, f = create("lim2", kv)
         check(st == S["INVALID"], "CREATE with %.40s is INVALID: %d %s"
               % (kv, st, text_of(f)))
@@ -407,8 +435,12 @@ def names(path):
     the middle of a character."""
     with open("/proc/self/comm", "rb") as f:
         own = f.read().rstrip(b"\n")
+    # The kernel's own newline at the end of /proc/PID/comm is not part
+    # of the name; one in the name is a control character like any other.
     cases = [(b"\xff\xfe\x01bad", "???bad"),
-             (b"abcdefghijklmn\xc3\xa9", "abcdefghijklmn")]
+             (b"abcdefghijklmn\xc3\xa9", "abcdefghijklmn"),
+             (b"ab\ncd\x7fe", "ab?cd?e"),
+             (b"abcdefghijklmn\n", "abcdefghijklmn?")]
     r = Client(path)
     r.hello()
     for name, want in cases:
