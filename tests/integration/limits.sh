@@ -462,6 +462,18 @@ def connections(path, n_ok):
     except ConnectionResetError:
         eof = True
     check(eof, "then the broker closes it")
+    # A first frame over MAX_FRAME is LIMIT there too, not TOO_LARGE
+    # (protocol.md 4.4, "Which status wins").
+    d = Client(path)
+    rid = d.send_frame(1, b"z" * (2 * 1048576 + 65536 + 1))
+    op, flags, got, st, body = d.read_frame()
+    refused(st, fields(body), S_LIMIT, "max_connections",
+            "a frame over MAX_FRAME of one too many")
+    try:
+        eof = d.s.recv(65536) == b""
+    except ConnectionResetError:
+        eof = True
+    check(eof, "then the broker closes it too")
     # One that never says anything is closed after a short while.
     e = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     e.connect(path)
