@@ -143,11 +143,15 @@ request_mailbox(Request *q, unsigned want)
 		return NULL;
 	mb = store_mailbox_get(q->b->store, name);
 	if (!mb) {
-		conn_reply_error(q->c, q->h->opcode, q->h->id, MBOX_S_NOT_FOUND,
-				 NULL,
-				 "no such mailbox: %s (create it with "
-				 "'mboxctl create %s')",
-				 name, name);
+		/* Creating it is no advice to one who would delete it. */
+		if (q->h->opcode == MBOX_OP_DELETE)
+			reply_errorf(q, MBOX_S_NOT_FOUND, NULL,
+				     "no such mailbox: %s", name);
+		else
+			reply_errorf(q, MBOX_S_NOT_FOUND, NULL,
+				     "no such mailbox: %s (create it with "
+				     "'mboxctl create %s')",
+				     name, name);
 		return NULL;
 	}
 	if (want == REQUEST_OWNER ? !acl_may_own(&q->c->peer, mb)

@@ -14,15 +14,18 @@
 #include <fcntl.h>
 #include <unistd.h>
 
-static inline void
+/* Returns which were closed: bit n for descriptor n. */
+static inline unsigned
 std_fds_open(void)
 {
+	unsigned closed = 0;
 	int fd;
 
 	while ((fd = open("/dev/null", O_RDWR)) >= 0 && fd <= 2)
-		;
+		closed |= 1u << fd;
 	if (fd > 2)
 		close(fd);
+	return closed;
 }
 
 #endif

@@ -186,7 +186,7 @@ main(int argc, char **argv)
 	const Verb *v;
 	int opt, r;
 
-	std_fds_open();
+	c.closed_std = std_fds_open();
 	opterr = 0; /* we word the messages ourselves */
 	/* '+': stop at the verb, whose options are its own business. */
 	while ((opt = getopt_long(argc, argv, "+:S:hV", opts, NULL)) != -1) {

@@ -217,21 +217,37 @@ batch_flush(PostRun *p)
 	return 0;
 }
 
+/* The next line is over the broker's limit (holds, e.g. "holds 2000000
+ * bytes"): post the lines before it, as far as they go, then stop. */
+static int
+line_too_large(PostRun *p, const char *holds)
+{
+	int r = batch_flush(p);
+
+	if (r)
+		return r;
+	return ctl_error(p->c,
+			 "message too large: line %" PRIu64 " %s, the broker "
+			 "takes at most %zu; %s",
+			 p->line_no + 1, holds, mbox_max_msg_size(p->c->m),
+			 p->line_no ? "the lines before it were posted (their "
+				      "ids are printed), none after"
+				    : "nothing was posted");
+}
+
 /* Add line [off, off+len) of p->in to the batch, posting first if full. */
 static int
 batch_add(PostRun *p, size_t off, size_t len)
 {
 	LineBatch *b = &p->batch;
 	size_t cost = len + POST_MSG_OVERHEAD + p->opts_bytes;
+	char holds[64];
 	int r;
 
-	if (len > mbox_max_msg_size(p->c->m))
-		return ctl_error(p->c,
-				 "message too large: line %" PRIu64
-				 " holds %zu bytes, the broker takes at most "
-				 "%zu",
-				 p->line_no + 1, len,
-				 mbox_max_msg_size(p->c->m));
+	if (len > mbox_max_msg_size(p->c->m)) {
+		snprintf(holds, sizeof(holds), "holds %zu bytes", len);
+		return line_too_large(p, holds);
+	}
 	if (b->n == POST_BATCH_MSGS || (b->n && b->bytes + cost > p->budget)) {
 		r = batch_flush(p);
 		if (r)
@@ -313,13 +329,14 @@ post_lines(PostRun *p)
 				return r;
 			start = p->in_len;
 		}
-		if (p->in_len - start > mbox_max_msg_size(p->c->m))
-			return ctl_error(p->c,
-					 "message too large: line %" PRIu64
-					 " is longer than the broker's limit "
-					 "of %zu bytes",
-					 p->line_no + 1,
-					 mbox_max_msg_size(p->c->m));
+		if (p->in_len - start > mbox_max_msg_size(p->c->m)) {
+			char holds[64];
+
+			snprintf(holds, sizeof(holds),
+				 "holds more than %zu bytes (read so far)",
+				 p->in_len - start);
+			return line_too_large(p, holds);
+		}
 		if (eof || !input_ready()) {
 			r = batch_flush(p);
 			if (r)
@@ -448,6 +465,9 @@ msg_payload(Ctl *c, const char *arg, uint8_t **data, size_t *len, bool *owned)
 		*len = strlen(arg);
 		return 0;
 	}
+	r = ctl_need_stdin(c);
+	if (r)
+		return r;
 	r = read_all(data, len, mbox_max_msg_size(c->m));
 	if (r == -EMSGSIZE)
 		return ctl_error(c,
@@ -494,6 +514,7 @@ cmd_post(Ctl *c, int argc, char **argv)
 	uint64_t id;
 	int opt, r;
 
+	ctl_ignore_sigpipe();
 	if (msgopts_init(&mo, argc) < 0)
 		return ctl_error(c, "out of memory");
 	while ((opt = getopt_long(argc, argv, ":S:h" MSG_OPTSTRING, opts,
@@ -549,6 +570,8 @@ cmd_post(Ctl *c, int argc, char **argv)
 		r = ctl_usage(c, "--dedup takes one message: not with --lines");
 		goto out;
 	}
+	if (lines && (r = ctl_need_stdin(c)) != 0)
+		goto out;
 
 	r = ctl_connect(c);
 	if (r)
@@ -601,6 +624,7 @@ cmd_publish(Ctl *c, int argc, char **argv)
 	size_t len = 0, copies = 0;
 	int opt, r;
 
+	ctl_ignore_sigpipe();
 	if (msgopts_init(&mo, argc) < 0)
 		return ctl_error(c, "out of memory");
 	while ((opt = getopt_long(argc, argv, ":S:hj" MSG_OPTSTRING, opts,

@@ -11,7 +11,7 @@
  * At-least-once to the reader: a batch is printed and flushed first and
  * acked after; if writing fails nothing is acked, and closing the
  * connection hands the messages back to the broker. --no-ack never acks,
- * so the messages stay leased until mboxctl exits.
+ * so the messages stay leased until mboxctl exits (Held touches them).
  *
  * subscribe prints, flushes and acks one message at a time, so at most
  * the window's worth goes back to the broker (redelivered) if it dies.
@@ -55,8 +55,9 @@ static const char recv_help[] =
 	"                        as long as it takes\n"
 	"      --lease SECS      lease length (default: the mailbox's)\n"
 	"      --no-ack          do not acknowledge: the messages stay leased\n"
-	"                        until mboxctl exits, then are delivered "
-	"again\n"
+	"                        (touched as they run out) until mboxctl "
+	"exits,\n"
+	"                        then are delivered again\n"
 	"  -j, --json            one JSON object per line per message, with "
 	"its\n"
 	"                        id, priority, deliveries, sender, time,\n"
@@ -207,7 +208,7 @@ recv_args_option(Ctl *c, int opt, RecvArgs *a)
 /*
  * recv_args_finish - after the options: the one MAILBOX operand (into
  * c->target), and --json / --raw into a format; --raw means exactly one
- * message.
+ * message. Then whether there is a standard output to print them to.
  */
 static int
 recv_args_finish(Ctl *c, int argc, char **argv, RecvArgs *a)
@@ -228,6 +229,63 @@ recv_args_finish(Ctl *c, int argc, char **argv, RecvArgs *a)
 	} else if (a->json) {
 		a->format = FORMAT_JSON;
 	}
+	return ctl_need_stdout(c);
+}
+
+/*
+ * The leases recv --no-ack holds. They must last until mboxctl exits,
+ * whatever the wait: a lease that ran out would give its message to
+ * another reader, or back to this one, printed twice. So each is
+ * touched again when half of its lease has gone.
+ */
+typedef struct Held {
+	uint64_t *ids;
+	size_t n, cap;
+	int64_t renew_ns; /* CLOCK_MONOTONIC: touch them all by then */
+} Held;
+
+/* Note that msg is held, and when its lease wants touching. */
+static int
+held_add(Held *h, const mbox_msg *msg)
+{
+	int64_t left = mbox_msg_deadline_ns(msg) - ctl_realtime_ns();
+	int64_t renew = ctl_monotonic_ns() + (left > 0 ? left / 2 : 0);
+
+	if (h->n == h->cap) {
+		size_t cap = h->cap ? 2 * h->cap : 256;
+		uint64_t *ids = realloc(h->ids, cap * sizeof(*ids));
+
+		if (!ids)
+			return -ENOMEM;
+		h->ids = ids;
+		h->cap = cap;
+	}
+	h->ids[h->n++] = mbox_msg_id(msg);
+	if (h->n == 1 || renew < h->renew_ns)
+		h->renew_ns = renew;
+	return 0;
+}
+
+/* Touch every held lease (lease_ms as recv asked, 0: as delivered). */
+static int
+held_touch(Ctl *c, Held *h, uint64_t lease_ms)
+{
+	int64_t before = ctl_realtime_ns(), deadline = 0, renew = 0;
+
+	for (size_t i = 0; i < h->n; i += MBOX_RECV_MAX) {
+		size_t k = h->n - i < MBOX_RECV_MAX ? h->n - i : MBOX_RECV_MAX;
+		int64_t left;
+		int r = mbox_touch(c->m, h->ids + i, k, lease_ms, &deadline);
+
+		if (r < 0)
+			return ctl_fail(c, r,
+					"cannot keep the messages leased");
+		left = deadline - before;
+		left = ctl_monotonic_ns() + (left > 0 ? left / 2 : 0);
+		if (i == 0 || left < renew)
+			renew = left;
+	}
+	h->renew_ns = renew;
 	return 0;
 }
 
@@ -249,7 +307,8 @@ cmd_recv(Ctl *c, int argc, char **argv)
 	uint64_t ids[MBOX_RECV_MAX];
 	uint64_t got = 0;
 	int64_t deadline = 0;
-	bool no_ack = false;
+	Held held = {0};
+	bool no_ack = false, capped;
 	size_t n, i;
 	int opt, r = CTL_EXIT_OK;
 
@@ -284,46 +343,82 @@ cmd_recv(Ctl *c, int argc, char **argv)
 		size_t want = a.count - got > MBOX_RECV_MAX
 				      ? MBOX_RECV_MAX
 				      : (size_t)(a.count - got);
-		int64_t rem = a.wait_ms;
+		int64_t rem = a.wait_ms, now = ctl_monotonic_ns();
 
 		if (a.wait_ms > 0) {
 			/* Round up: never ask for 0 while time is left. */
-			rem = (deadline - ctl_monotonic_ns() + 999999) /
-			      1000000;
+			rem = (deadline - now + 999999) / 1000000;
 			if (rem < 0)
 				rem = 0;
 		}
+		capped = false;
+		if (held.n && rem != 0) {
+			int64_t until;
+
+			if (now >= held.renew_ns) {
+				r = held_touch(c, &held, a.lease_ms);
+				if (r)
+					goto out;
+			}
+			/* Wake up in time for the next touch. */
+			until = (held.renew_ns - ctl_monotonic_ns() + 999999) /
+				1000000;
+			if (until < 1)
+				until = 1;
+			if (rem < 0 || until < rem) {
+				rem = until;
+				capped = true;
+			}
+		}
 		r = mbox_recv(c->m, c->target, want, rem, a.lease_ms, msgs, &n);
-		if (r < 0)
-			return ctl_fail(c, r, got ? "receive failed" : NULL);
-		if (n == 0)
+		if (r < 0) {
+			r = ctl_fail(c, r, got ? "receive failed" : NULL);
+			goto out;
+		}
+		if (n == 0) {
+			if (capped)
+				continue;
 			break;
+		}
 
 		r = 0;
 		for (i = 0; i < n; i++) {
 			if (r == 0)
 				r = recv_print(msgs[i], a.format);
+			if (r == 0 && no_ack)
+				r = held_add(&held, msgs[i]);
 			ids[i] = mbox_msg_id(msgs[i]);
 			mbox_msg_free(msgs[i]);
 		}
+		if (r == -ENOMEM) {
+			r = ctl_error(c, "out of memory");
+			goto out;
+		}
 		if (r == 0 && fflush(stdout) != 0)
 			r = -EIO;
-		if (r < 0)
+		if (r < 0) {
 			/* Not acked: the broker delivers them again. */
-			return ctl_error(c,
-					 "cannot write to standard output: "
-					 "%s (messages not acked)",
-					 strerror(errno));
+			r = ctl_error(c,
+				      "cannot write to standard output: "
+				      "%s (messages not acked)",
+				      strerror(errno));
+			goto out;
+		}
 		got += n;
 		if (!no_ack) {
 			r = mbox_ack(c->m, ids, n);
-			if (r < 0)
-				return ctl_fail(c, r,
-						"printed but not acked (they "
-						"will be delivered again)");
+			if (r < 0) {
+				r = ctl_fail(c, r,
+					     "printed but not acked (they "
+					     "will be delivered again)");
+				goto out;
+			}
 		}
 	}
-	return got ? CTL_EXIT_OK : ctl_empty(c);
+	r = got ? CTL_EXIT_OK : ctl_empty(c);
+out:
+	free(held.ids);
+	return r;
 }
 
 /* One subscribe run: what to print, how many, until when. */

@@ -246,6 +246,10 @@ cmd_call(Ctl *c, int argc, char **argv)
 	 * caller who gave up: it expires (to the dead list) instead. */
 	if (timeout_ms > 0)
 		po.ttl_ms = (uint64_t)timeout_ms;
+	/* The reply is taken from its mailbox once printed. */
+	if ((!arg && (r = ctl_need_stdin(c)) != 0) ||
+	    (r = ctl_need_stdout(c)) != 0)
+		return r;
 	r = ctl_connect(c);
 	if (r)
 		return r;

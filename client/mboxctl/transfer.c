@@ -1469,6 +1469,7 @@ cmd_import(Ctl *c, int argc, char **argv)
 	size_t i;
 	int opt, r;
 
+	ctl_ignore_sigpipe();
 	while ((opt = getopt_long(argc, argv, ":S:hi:", opts, NULL)) != -1) {
 		switch (opt) {
 		case 'i':
@@ -1496,6 +1497,8 @@ cmd_import(Ctl *c, int argc, char **argv)
 			return ctl_error(c, "cannot open %s: %s", path,
 					 strerror(errno));
 		im.in_name = path;
+	} else if ((r = ctl_need_stdin(c)) != 0) {
+		return r;
 	}
 	r = ctl_connect(c);
 	if (r)

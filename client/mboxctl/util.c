@@ -8,10 +8,12 @@
 
 #include <errno.h>
 #include <getopt.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include "client/mboxctl/util.h"
@@ -31,6 +33,7 @@ ctl_prefix(const Ctl *c)
 int
 ctl_connect(Ctl *c)
 {
+	struct stat st;
 	int r;
 
 	/* The library would say EINVAL, which reads like a broker's
@@ -45,6 +48,13 @@ ctl_connect(Ctl *c)
 	r = mbox_connect(&c->m, c->socket);
 	if (r == 0)
 		return 0;
+	if (r == -ENAMETOOLONG && c->socket)
+		return ctl_usage(c,
+				 "-S/--socket: a socket path is at most %zu "
+				 "bytes, not %zu",
+				 sizeof(((struct sockaddr_un *)0)->sun_path) -
+					 1,
+				 strlen(c->socket));
 	ctl_prefix(c);
 	switch (-r) {
 	case EPROTO:
@@ -67,7 +77,13 @@ ctl_connect(Ctl *c)
 			c->path, strerror(-r));
 		break;
 	}
-	if (r == -ENOENT || r == -ECONNREFUSED)
+	if (r == -ECONNREFUSED && stat(c->path, &st) == 0 &&
+	    !S_ISSOCK(st.st_mode))
+		fprintf(stderr,
+			"mboxctl: %s is a %s, not a socket; point "
+			"-S/--socket or MBOX_SOCKET at mboxd's socket\n",
+			c->path, S_ISDIR(st.st_mode) ? "directory" : "file");
+	else if (r == -ENOENT || r == -ECONNREFUSED)
 		fprintf(stderr, "mboxctl: is mboxd running? start it with: "
 				"mboxd (or point -S/--socket or MBOX_SOCKET at "
 				"its socket)\n");
@@ -101,6 +117,10 @@ ctl_exit_code(int err)
 		return CTL_EXIT_DENIED;
 	case ENOENT:
 		return CTL_EXIT_NOT_FOUND;
+	case EINVAL:
+		/* The broker's INVALID: a value the user gave (a topic, a
+		 * setting, a header) is out of range or badly formed. */
+		return CTL_EXIT_USAGE;
 	default:
 		return CTL_EXIT_ERROR;
 	}
@@ -194,6 +214,44 @@ ctl_error(Ctl *c, const char *fmt, ...)
 	return CTL_EXIT_ERROR;
 }
 
+/* A descriptor of 0-2 that was closed when mboxctl started, and is
+ * /dev/null since (main, std_fds_open): what the verb reads or writes
+ * there would be nothing, or lost. */
+static int
+ctl_closed_std(Ctl *c, int fd, const char *consequence)
+{
+	return ctl_error(c, "standard %s is closed: %s",
+			 fd == 0 ? "input" : "output", consequence);
+}
+
+int
+ctl_need_stdin(Ctl *c)
+{
+	if (!(c->closed_std & 1u << 0))
+		return 0;
+	return ctl_closed_std(c, 0,
+			      "there is nothing to read, so nothing was sent "
+			      "(redirect it from a file, or from /dev/null "
+			      "for an empty input)");
+}
+
+int
+ctl_need_stdout(Ctl *c)
+{
+	if (!(c->closed_std & 1u << 1))
+		return 0;
+	return ctl_closed_std(c, 1,
+			      "what is received would be acknowledged unseen, "
+			      "so nothing was done (redirect it to /dev/null "
+			      "to discard it)");
+}
+
+void
+ctl_ignore_sigpipe(void)
+{
+	signal(SIGPIPE, SIG_IGN);
+}
+
 int
 ctl_usage(Ctl *c, const char *fmt, ...)
 {
@@ -213,7 +271,10 @@ ctl_bad_option(Ctl *c, int opt, char **argv)
 	const char *arg = optind > 0 ? argv[optind - 1] : "?";
 
 	if (opt == ':') {
-		if (optopt)
+		/* For a long option, optopt is its value: a verb's own
+		 * (OPT_DELAY, past 255) or a letter ('S' of --socket), never
+		 * what was typed. The word itself was. */
+		if (optopt > 0 && optopt < 128 && strncmp(arg, "--", 2) != 0)
 			return ctl_usage(c, "option '-%c' needs an argument",
 					 optopt);
 		return ctl_usage(c, "option '%s' needs an argument", arg);

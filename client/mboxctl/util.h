@@ -35,6 +35,8 @@ typedef struct Ctl {
 	 * (unbind: the binding may be what is missing); NULL: the mailbox,
 	 * and the hint to create it. */
 	const char *enoent;
+	/* Bit n: descriptor n (0-2) was closed when mboxctl started. */
+	unsigned closed_std;
 } Ctl;
 
 /* The getopt_long entries every verb accepts (-S, -h). */
@@ -67,6 +69,21 @@ int ctl_fail(Ctl *c, int err, const char *what);
 /* Report a failure that is not a library error; returns CTL_EXIT_ERROR. */
 int ctl_error(Ctl *c, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
+/*
+ * ctl_need_stdin, ctl_need_stdout - 0, or say that the descriptor was
+ * closed when mboxctl started and return CTL_EXIT_ERROR: for verbs that
+ * read their payload from standard input, and for those that take
+ * messages (acknowledging them) to print them.
+ */
+int ctl_need_stdin(Ctl *c);
+int ctl_need_stdout(Ctl *c);
+/*
+ * ctl_ignore_sigpipe - for verbs that print what they did (the ids of a
+ * post) and run no command (which would inherit it): a reader that went
+ * away is then a failed write, reported with what was done, instead of
+ * a silent death by SIGPIPE after the broker took the work.
+ */
+void ctl_ignore_sigpipe(void);
 /* Report a usage error and how to get help; returns CTL_EXIT_USAGE. */
 int ctl_usage(Ctl *c, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));

@@ -61,6 +61,15 @@ for verb in post recv peek stat create rm purge bind unbind kick pause resume \
 done
 expect_rc 2 "an empty -S" "$MBOXCTL" -S '' ping
 grep -q 'needs a path' "$T_DIR/rc.err" || fail "-S '': $(cat "$T_DIR/rc.err")"
+# A path that is no socket is named for what it is; one too long for a
+# socket is a bad argument.
+expect_rc 6 "-S at a directory" "$MBOXCTL" -S "$T_DIR" ping
+grep -q "$T_DIR is a directory, not a socket" "$T_DIR/rc.err" || fail "-S DIR: $(cat "$T_DIR/rc.err")"
+: >"$T_DIR/plain"
+expect_rc 6 "-S at a file" "$MBOXCTL" -S "$T_DIR/plain" ping
+grep -q "$T_DIR/plain is a file, not a socket" "$T_DIR/rc.err" || fail "-S FILE: $(cat "$T_DIR/rc.err")"
+expect_rc 2 "-S too long for a socket" "$MBOXCTL" -S "$T_DIR/$(printf 'x%.0s' $(seq 120))" ping
+grep -q 'a socket path is at most 107 bytes' "$T_DIR/rc.err" || fail "-S too long: $(cat "$T_DIR/rc.err")"
 
 # 1: output that cannot be written is an error, and a post that was done
 # says so with its id, so that a script does not post it again.
@@ -159,6 +168,93 @@ for f in js.peek js.recv; do
 	t=$(json_num time_ns <"$T_DIR/$f")
 	[ "${t:-0}" -gt 1000000000000000000 ] || fail "$f: no time_ns: $(cat "$T_DIR/$f")"
 	! grep -q '"time":' "$T_DIR/$f" || fail "$f: a time without _ns: $(cat "$T_DIR/$f")"
+done
+
+# A standard output closed when mboxctl starts is no place to print
+# messages to: recv, subscribe and call take nothing, and say so (it used
+# to be /dev/null, and the messages were acked unseen). A closed standard
+# input is no payload: post and import send nothing.
+printf 'c1\nc2\n' | mbctl post closed --lines >/dev/null
+for verb in recv subscribe; do
+	rc=0
+	mbctl $verb closed -n 1 --wait 1 >&- 2>"$T_DIR/closed.err" || rc=$?
+	assert_eq 1 "$rc" "$verb with standard output closed"
+	grep -q 'standard output is closed: what is received would be acknowledged unseen, so nothing was done' "$T_DIR/closed.err" ||
+		fail "$verb >&- said: $(cat "$T_DIR/closed.err")"
+done
+rc=0
+mbctl call closed x --timeout 1 >&- 2>"$T_DIR/closed.err" || rc=$?
+assert_eq 1 "$rc" "call with standard output closed"
+grep -q 'standard output is closed' "$T_DIR/closed.err" || fail "call >&- said: $(cat "$T_DIR/closed.err")"
+for args in "post closed" "post closed --lines" "publish closed.t" "call closed" "import closed"; do
+	rc=0
+	# shellcheck disable=SC2086 # the words of args
+	mbctl $args <&- >"$T_DIR/closed.out" 2>"$T_DIR/closed.err" || rc=$?
+	assert_eq 1 "$rc" "$args with standard input closed"
+	grep -q 'standard input is closed: there is nothing to read, so nothing was sent' "$T_DIR/closed.err" ||
+		fail "$args <&- said: $(cat "$T_DIR/closed.err")"
+done
+assert_eq "2 0" "$(ls_num closed ready) $(ls_num closed leased)" "closed: nothing taken, nothing added"
+mbctl peek closed -n 5 --json >"$T_DIR/closed.peek"
+assert_eq "0 0" "$(grep -o '"deliveries":[0-9]*' "$T_DIR/closed.peek" | cut -d: -f2 | xargs)" "closed: never delivered"
+
+# recv --no-ack keeps what it printed leased until it exits, however
+# long it waits: a lease of 1 s, a wait of 3.5 s, one message printed
+# once (it used to run out and come back to the same recv, printed
+# again), and nobody else gets it meanwhile.
+mbctl create keep --lease 1
+mbctl post keep only >/dev/null
+mbctl recv keep -n 3 --no-ack --wait 3.5 --json >"$T_DIR/keep.out" 2>"$T_DIR/keep.err" &
+keep=$!
+track_pid "$keep"
+sleep 2
+expect_rc 3 "recv of a message held by a recv --no-ack, 2 s into its 1 s lease" mbctl recv keep --wait 0
+rc=0
+wait "$keep" || rc=$?
+untrack_pid "$keep"
+assert_eq 0 "$rc" "recv --no-ack -n 3 that got one message"
+assert_eq 1 "$(grep -c . "$T_DIR/keep.out")" "recv --no-ack printed the message once: $(cat "$T_DIR/keep.out")"
+assert_eq 1 "$(json_num deliveries <"$T_DIR/keep.out")" "its delivery count"
+
+# A line over the limit in post --lines: the lines before it are posted
+# (their ids printed), and the error says so.
+python3 -c "import sys; sys.stdout.write('a\nb\n' + 'x' * 1048577 + '\nc\n')" >"$T_DIR/long.in"
+rc=0
+mbctl post longline --lines <"$T_DIR/long.in" >"$T_DIR/long.out" 2>"$T_DIR/long.err" || rc=$?
+assert_eq 1 "$rc" "post --lines with a line over the limit"
+assert_eq 2 "$(grep -c . "$T_DIR/long.out")" "ids printed before the long line"
+grep -Eq 'line 3 holds (1048577 bytes|more than [0-9]+ bytes \(read so far\)), the broker takes at most 1048576; the lines before it were posted' "$T_DIR/long.err" ||
+	fail "post --lines, long line, said: $(cat "$T_DIR/long.err")"
+assert_eq "a b" "$(mbctl recv longline -n 5 | xargs)" "the lines before the long one"
+
+# A reader of post's ids that goes away: exit 1, and the error says
+# which lines were posted (not a silent death by SIGPIPE, status 141).
+{
+	rc=0
+	seq 100000 | mbctl post gone --lines 2>"$T_DIR/gone.err" || rc=$?
+	echo "$rc" >"$T_DIR/gone.rc"
+} | head -n 1 >/dev/null
+assert_eq 1 "$(cat "$T_DIR/gone.rc")" "post --lines | head -n 1"
+grep -Eq 'lines [0-9]+-[0-9]+ posted as messages [0-9]+ to [0-9]+, but their ids could not be written to standard output: Broken pipe' "$T_DIR/gone.err" ||
+	fail "post --lines | head -n 1 said: $(cat "$T_DIR/gone.err")"
+
+# A value the broker finds invalid is a bad argument, 2, as one mboxctl
+# finds itself; a mailbox to delete that is not there is not to create.
+mbctl create badargs
+for args in "set badargs foo=1" "call badargs hi -H reply-to=x --timeout 1"; do
+	# shellcheck disable=SC2086 # the words of args
+	expect_rc 2 "$args" mbctl $args
+	grep -q 'invalid argument' "$T_DIR/rc.err" || fail "$args: $(cat "$T_DIR/rc.err")"
+done
+expect_rc 5 "rm of a missing mailbox" mbctl rm no-such-mailbox
+! grep -q 'create' "$T_DIR/rc.err" || fail "rm of a missing mailbox advises: $(cat "$T_DIR/rc.err")"
+
+# A long option without its argument is named as it was typed.
+for args in "post q --delay" "recv q --lease" "peek q --from"; do
+	# shellcheck disable=SC2086 # the words of args
+	expect_rc 2 "$args without its argument" mbctl $args
+	grep -q "option '${args##* }' needs an argument" "$T_DIR/rc.err" ||
+		fail "$args: $(cat "$T_DIR/rc.err")"
 done
 
 stop_broker

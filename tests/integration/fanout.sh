@@ -82,12 +82,12 @@ mbctl bind a 'orders.*'
 
 # Bad patterns and topics are refused, clearly.
 for pat in 'a.>.b' 'a..b' '.a' 'a.' 'a.b*' '>.a'; do
-	expect_rc 1 "bind to '$pat'" mbctl bind a "$pat"
+	expect_rc 2 "bind to '$pat'" mbctl bind a "$pat"
 	[ -s "$T_DIR/rc.err" ] || fail "bad pattern '$pat' refused without a message"
 done
 note "bad pattern: $(head -n 1 "$T_DIR/rc.err")"
 for topic in 'orders.*' 'orders.>' 'a..b' '.a'; do
-	expect_rc 1 "publish to '$topic'" mbctl publish "$topic" x
+	expect_rc 2 "publish to '$topic'" mbctl publish "$topic" x
 	[ -s "$T_DIR/rc.err" ] || fail "bad topic '$topic' refused without a message"
 done
 expect_rc 5 "bind of a missing mailbox" mbctl bind missing 'orders.*'

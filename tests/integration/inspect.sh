@@ -177,7 +177,7 @@ grep -qE '^posted +5 ' "$T_DIR/stat.txt" || fail "stat q: no posted 5"
 read -r -a shown <<<"$(sed -n 's/^settings *//p' "$T_DIR/stat.txt")"
 [ "${#shown[@]}" -ge 8 ] || fail "stat q: settings: ${shown[*]}"
 expect_rc 0 "set q with the settings stat shows" mbctl set q "${shown[@]}"
-expect_rc 1 "set q temp=1" mbctl set q temp=1
+expect_rc 2 "set q temp=1" mbctl set q temp=1
 grep -q 'only be chosen when the mailbox is created (this one has temp=0)' "$T_DIR/rc.err" ||
 	fail "set q temp=1: $(cat "$T_DIR/rc.err")"
 mbctl pause q
