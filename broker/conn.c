@@ -71,7 +71,9 @@ conn_read_comm(Conn *c)
 			n--;
 		if (n > MBOX_COMM_MAX)
 			n = MBOX_COMM_MAX;
-		if (n > 0) {
+		/* An empty name is a name (PR_SET_NAME ""); a failed read
+		 * leaves "?". */
+		if (!ferror(f)) {
 			memcpy(c->comm, name, n);
 			c->comm[n] = '\0';
 		}

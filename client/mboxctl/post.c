@@ -333,8 +333,7 @@ post_lines(PostRun *p)
 			char holds[64];
 
 			snprintf(holds, sizeof(holds),
-				 "holds more than %zu bytes (read so far)",
-				 p->in_len - start);
+				 "holds %zu bytes and more", p->in_len - start);
 			return line_too_large(p, holds);
 		}
 		if (eof || !input_ready()) {

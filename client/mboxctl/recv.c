@@ -242,6 +242,7 @@ typedef struct Held {
 	uint64_t *ids;
 	size_t n, cap;
 	int64_t renew_ns; /* CLOCK_MONOTONIC: touch them all by then */
+	int64_t half_ns;  /* half the shortest lease seen */
 } Held;
 
 /* Note that msg is held, and when its lease wants touching. */
@@ -249,7 +250,8 @@ static int
 held_add(Held *h, const mbox_msg *msg)
 {
 	int64_t left = mbox_msg_deadline_ns(msg) - ctl_realtime_ns();
-	int64_t renew = ctl_monotonic_ns() + (left > 0 ? left / 2 : 0);
+	int64_t half = left > 0 ? left / 2 : 0;
+	int64_t renew = ctl_monotonic_ns() + half;
 
 	if (h->n == h->cap) {
 		size_t cap = h->cap ? 2 * h->cap : 256;
@@ -263,29 +265,25 @@ held_add(Held *h, const mbox_msg *msg)
 	h->ids[h->n++] = mbox_msg_id(msg);
 	if (h->n == 1 || renew < h->renew_ns)
 		h->renew_ns = renew;
+	if (h->n == 1 || half < h->half_ns)
+		h->half_ns = half;
 	return 0;
 }
 
-/* Touch every held lease (lease_ms as recv asked, 0: as delivered). */
+/* Touch every held lease (lease_ms as recv asked, 0: each as it was
+ * delivered, so each lasts as long again as the shortest seen). */
 static int
 held_touch(Ctl *c, Held *h, uint64_t lease_ms)
 {
-	int64_t before = ctl_realtime_ns(), deadline = 0, renew = 0;
-
 	for (size_t i = 0; i < h->n; i += MBOX_RECV_MAX) {
 		size_t k = h->n - i < MBOX_RECV_MAX ? h->n - i : MBOX_RECV_MAX;
-		int64_t left;
-		int r = mbox_touch(c->m, h->ids + i, k, lease_ms, &deadline);
+		int r = mbox_touch(c->m, h->ids + i, k, lease_ms, NULL);
 
 		if (r < 0)
 			return ctl_fail(c, r,
 					"cannot keep the messages leased");
-		left = deadline - before;
-		left = ctl_monotonic_ns() + (left > 0 ? left / 2 : 0);
-		if (i == 0 || left < renew)
-			renew = left;
 	}
-	h->renew_ns = renew;
+	h->renew_ns = ctl_monotonic_ns() + h->half_ns;
 	return 0;
 }
 
@@ -352,14 +350,16 @@ cmd_recv(Ctl *c, int argc, char **argv)
 				rem = 0;
 		}
 		capped = false;
+		/* Also without a wait: taking what is ready may take
+		 * longer than a lease when much is. */
+		if (held.n && now >= held.renew_ns) {
+			r = held_touch(c, &held, a.lease_ms);
+			if (r)
+				goto out;
+		}
 		if (held.n && rem != 0) {
 			int64_t until;
 
-			if (now >= held.renew_ns) {
-				r = held_touch(c, &held, a.lease_ms);
-				if (r)
-					goto out;
-			}
 			/* Wake up in time for the next touch. */
 			until = (held.renew_ns - ctl_monotonic_ns() + 999999) /
 				1000000;

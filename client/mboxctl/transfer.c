@@ -1353,7 +1353,10 @@ import_flush(Import *im)
 			 " not imported (%" PRIu64
 			 " messages imported before them)",
 			 im->in_name, im->first, last, im->done);
-		return ctl_fail(im->c, r, what);
+		r = ctl_fail(im->c, r, what);
+		/* The broker's INVALID is about the file's lines here, not
+		 * about an argument: an error, not a usage error. */
+		return r == CTL_EXIT_USAGE ? CTL_EXIT_ERROR : r;
 	}
 	im->done += im->n;
 	progress_add(&im->pg, im->n, bytes);

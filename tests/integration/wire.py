@@ -440,7 +440,8 @@ def names(path):
     cases = [(b"\xff\xfe\x01bad", "???bad"),
              (b"abcdefghijklmn\xc3\xa9", "abcdefghijklmn"),
              (b"ab\ncd\x7fe", "ab?cd?e"),
-             (b"abcdefghijklmn\n", "abcdefghijklmn?")]
+             (b"abcdefghijklmn\n", "abcdefghijklmn?"),
+             (b"", "")]
     r = Client(path)
     r.hello()
     for name, want in cases:
