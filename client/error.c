@@ -9,6 +9,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 
@@ -66,7 +67,8 @@ error_from_status(uint32_t status)
 const char *
 mbox_strerror(int err)
 {
-	switch (err < 0 ? -err : err) {
+	/* -INT_MIN does not exist: it is no errno either. */
+	switch (err < 0 && err != INT_MIN ? -err : err) {
 	case 0:
 		return "success";
 	case ENOENT:

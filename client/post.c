@@ -48,9 +48,11 @@ post_headers_check(mbox *m, const char *what, const char *const *h)
 		total += klen + strlen(h[i + 1]);
 	}
 	if (total > MBOX_HEADERS_MAX) {
+		/* Too large, as the broker says (-EMSGSIZE) of headers
+		 * beyond its own max_header_bytes. */
 		error_set(m, "%sheaders take %zu bytes, more than %u", what,
 			  total, MBOX_HEADERS_MAX);
-		return -EINVAL;
+		return -EMSGSIZE;
 	}
 	return 0;
 }

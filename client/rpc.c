@@ -215,6 +215,10 @@ mbox_call(mbox *m, const char *mailbox, const void *data, size_t len,
 			     : left > 0	    ? (uint64_t)left
 					    : 0;
 
+		/* The broker waits at most a year a request (mbox_recv). */
+		if (w > RECV_FOREVER_SLICE_MS)
+			w = RECV_FOREVER_SLICE_MS;
+
 		r = call_take(m, cid, w, reply);
 		if (r < 0 || *reply)
 			return r;

@@ -23,7 +23,14 @@
  *   -EPROTONOSUPPORT no common protocol version
  * and connection-level errors: -ECONNREFUSED / -ENOENT (connect: no broker
  * at that path), -ECONNRESET (broker went away), -EPROTO (broker sent
- * something this library cannot parse), -ETIMEDOUT.
+ * something this library cannot parse). -ETIMEDOUT comes only from the
+ * calls with a timeout of their own (mbox_next, mbox_call); every other
+ * call waits for the broker's answer as long as it takes, so a broker
+ * that hangs (or is stopped with SIGSTOP) holds it.
+ *
+ * Durations sent to the broker (delay_ms, ttl_ms, lease_ms, a hand-off's
+ * wait_ms) are at most a year (31536000000 ms), else -EINVAL; the waits
+ * of mbox_recv, mbox_next and mbox_call may be as long as you like.
  */
 #ifndef MBOX_H
 #define MBOX_H
@@ -175,8 +182,8 @@ int mbox_resume(mbox *m, const char *mailbox);
 int mbox_chmod(mbox *m, const char *mailbox, unsigned mode);
 /*
  * mbox_chown - change owner and/or group; (uid_t)-1 / (gid_t)-1 leaves
- * one as it is. A new owner needs an admin; the owner may pick any group
- * it belongs to.
+ * one as it is (both -1 changes nothing, and is -EINVAL). A new owner
+ * needs an admin; the owner may pick any group it belongs to.
  */
 int mbox_chown(mbox *m, const char *mailbox, uid_t owner, gid_t group);
 

@@ -36,6 +36,13 @@
  *	Create MAILBOX as a temporary mailbox (temp=1), bind it to PATTERN,
  *	print "ready" and keep the connection open until killed.
  *
+ *   client-driver SOCKET long-waits MAILBOX
+ *	What libmbox promises of its edges: a recv and a call may wait longer
+ *	than the broker's year (the wait is asked for in slices); headers over
+ *	MBOX_HEADERS_MAX are -EMSGSIZE, as the broker says; mbox_strerror
+ *	takes any int. The call is answered by a child process serving
+ *	MAILBOX. Prints "long waits ok".
+ *
  * Every receive waits at most 10 s. Output lines are flushed at once so a
  * test can follow them while the driver runs. alarm() ends a forgotten
  * driver after 120 s.
@@ -45,13 +52,16 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "mbox-proto.h"
 #include "mbox.h"
 #include "driver-util.h"
 
@@ -457,6 +467,86 @@ do_temp(mbox *m, char **argv)
 		pause();
 }
 
+/* The child of do_long_waits: answer one request of mailbox. */
+static int
+serve_one(const char *sock, const char *mailbox)
+{
+	mbox *s = NULL;
+	mbox_msg *req[1];
+	size_t n = 0;
+	int r;
+
+	if (driver_connect(&s, prog, sock) < 0)
+		return 1;
+	r = mbox_recv(s, mailbox, 1, RECV_WAIT_MS, 0, req, &n);
+	if (r < 0 || n != 1) {
+		mbox_close(s);
+		return fail("server: no request came (%d)", r);
+	}
+	r = mbox_reply(s, req[0], "pong", 4, NULL);
+	if (r == 0)
+		r = mbox_ack(s, (uint64_t[]){mbox_msg_id(req[0])}, 1);
+	mbox_msg_free(req[0]);
+	mbox_close(s);
+	return r < 0 ? fail("server: reply: %d", r) : 0;
+}
+
+static int
+do_long_waits(mbox *m, const char *sock, char **argv)
+{
+	/* A year and a day: more than the broker waits in one request. */
+	const int64_t long_ms = (365LL + 1) * 24 * 3600 * 1000;
+	static char big[MBOX_HEADERS_MAX + 1];
+	const char *headers[] = {"k", big, NULL};
+	mbox_post_opts opts = {.headers = headers};
+	mbox_msg *msgs[1], *reply = NULL;
+	const void *data;
+	size_t n = 0, len = 0;
+	pid_t child;
+	int r, status;
+
+	if (mbox_strerror(INT_MIN) == NULL || mbox_strerror(INT_MAX) == NULL)
+		return fail("mbox_strerror gave NULL");
+	memset(big, 'v', sizeof(big) - 1);
+	r = mbox_post(m, argv[0], "x", 1, &opts, NULL);
+	if (r != -EMSGSIZE)
+		return fail("post with %zu bytes of headers: %d (%s), not "
+			    "-EMSGSIZE",
+			    sizeof(big), r, mbox_last_error(m));
+	r = mbox_post(m, argv[0], "here", 4, NULL, NULL);
+	if (r < 0)
+		return fail_call(m, "post", r);
+	r = mbox_recv(m, argv[0], 1, long_ms, 0, msgs, &n);
+	if (r < 0 || n != 1)
+		return fail("recv waiting up to a year and a day: %d (%s), %zu "
+			    "messages",
+			    r, r < 0 ? mbox_last_error(m) : "", n);
+	r = mbox_ack(m, (uint64_t[]){mbox_msg_id(msgs[0])}, 1);
+	mbox_msg_free(msgs[0]);
+	if (r < 0)
+		return fail_call(m, "ack", r);
+	child = fork();
+	if (child < 0)
+		return fail("fork: %s", strerror(errno));
+	if (child == 0)
+		_exit(serve_one(sock, argv[0]));
+	r = mbox_call(m, argv[0], "ping", 4, NULL, long_ms, &reply);
+	if (waitpid(child, &status, 0) < 0 || !WIFEXITED(status) ||
+	    WEXITSTATUS(status) != 0)
+		return fail("the serving child failed");
+	if (r < 0)
+		return fail_call(m, "call with a timeout of a year and a day",
+				 r);
+	data = mbox_msg_data(reply, &len);
+	r = len == 4 && memcmp(data, "pong", 4) == 0
+		    ? 0
+		    : fail("the reply is not the server's");
+	mbox_msg_free(reply);
+	if (r == 0)
+		driver_say("long waits ok");
+	return r;
+}
+
 typedef struct Mode {
 	const char *name;
 	int min_args; /* after MODE */
@@ -464,9 +554,9 @@ typedef struct Mode {
 } Mode;
 
 static const Mode modes[] = {
-	{"touch", 2, 2},  {"late-ack", 2, 2},  {"nack-delay", 2, 2},
-	{"reject", 1, 1}, {"recv-nack", 2, 2}, {"hold", 3, 4},
-	{"temp", 2, 2},
+	{"touch", 2, 2},  {"late-ack", 2, 2},	{"nack-delay", 2, 2},
+	{"reject", 1, 1}, {"recv-nack", 2, 2},	{"hold", 3, 4},
+	{"temp", 2, 2},	  {"long-waits", 1, 1},
 };
 
 static int
@@ -484,6 +574,8 @@ run(mbox *m, const char *sock, const char *mode, int argc, char **argv)
 		return do_recv_nack(m, argv);
 	if (strcmp(mode, "hold") == 0)
 		return do_hold(m, argc, argv);
+	if (strcmp(mode, "long-waits") == 0)
+		return do_long_waits(m, sock, argv);
 	return do_temp(m, argv);
 }
 
@@ -495,7 +587,7 @@ usage(void)
 		"  touch MAILBOX LEASE_MS | late-ack MAILBOX LEASE_MS\n"
 		"  nack-delay MAILBOX DELAY_MS | reject MAILBOX\n"
 		"  recv-nack MAILBOX N | hold MAILBOX N LEASE_MS [GOFILE]\n"
-		"  temp MAILBOX PATTERN\n",
+		"  temp MAILBOX PATTERN | long-waits MAILBOX\n",
 		prog);
 	return 2;
 }

@@ -3,7 +3,9 @@
 # doc/protocol.md 5.5-5.7, 5.10, 5.11, 6): a lease that runs out brings the
 # message back and makes a late ack fail; per-recv lease lengths; touch
 # extends a lease; nack with a delay; a given-back message keeps its place
-# in line; reject sends it to the dead list at once.
+# in line; reject sends it to the dead list at once. Then libmbox's
+# edges (client-driver long-waits): a recv and a call that may wait more
+# than a year, headers too large (-EMSGSIZE), mbox_strerror of any int.
 . "${TOP_SRCDIR:-$(dirname "$0")/../..}/tests/integration/lib.sh"
 
 CLIENT=$(driver client-driver)
@@ -128,5 +130,11 @@ assert_eq rejected "$(json_str dead_reason <"$T_DIR/l6.dead")" "dead reason of a
 assert_eq poison "$(json_str data <"$T_DIR/l6.dead")" "payload of the rejected message"
 assert_eq fine "$(mbctl recv l6)" "the message after the rejected one"
 expect_rc 3 "recv: the rejected message is not delivered" mbctl recv l6 --wait 0.3
+
+# --- libmbox's edges: waits longer than the broker's year, headers too
+# large, any int to mbox_strerror ---
+mbctl create l7
+client long-waits l7
+assert_eq "long waits ok" "$(cat "$T_DIR/client.out")" "client-driver long-waits"
 
 stop_broker
