@@ -372,21 +372,25 @@ conffile_load_stream(FILE *f, const char *name, const struct option *opts,
 	char *buf = NULL;
 	size_t cap = 0;
 	ssize_t n;
-	int r = 0;
+	int r = 0, read_errno;
 
 	while (opts[l.nopts].name)
 		l.nopts++;
 	l.first_line = calloc(l.nopts + 1, sizeof(*l.first_line));
 	if (!l.first_line)
 		return -ENOMEM;
+	errno = 0;
 	while ((n = getline(&buf, &cap, f)) >= 0) {
 		l.line++;
 		r = load_line(&l, buf, (size_t)n);
 		if (r < 0)
 			goto out;
+		errno = 0;
 	}
+	/* getline's own errno says why (a directory: EISDIR). */
+	read_errno = errno;
 	if (ferror(f)) {
-		r = -EIO;
+		r = read_errno ? -read_errno : -EIO;
 		if (err && errlen)
 			snprintf(err, errlen, "cannot read %s: %s", name,
 				 strerror(-r));

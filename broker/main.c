@@ -1143,14 +1143,15 @@ restart_needed(const App *a, const char *key, const char *old, const char *new)
 }
 
 /* As restart_needed for numbers; octal for a mode. */
+/* unit: printed after the numbers ("ms"), or "" */
 static int
 restart_needed_num(const App *a, const char *key, unsigned long long old,
-		   unsigned long long new, bool octal)
+		   unsigned long long new, bool octal, const char *unit)
 {
-	char o[32], n[32];
+	char o[40], n[40];
 
-	snprintf(o, sizeof(o), octal ? "%04llo" : "%llu", old);
-	snprintf(n, sizeof(n), octal ? "%04llo" : "%llu", new);
+	snprintf(o, sizeof(o), octal ? "%04llo%s" : "%llu%s", old, unit);
+	snprintf(n, sizeof(n), octal ? "%04llo%s" : "%llu%s", new, unit);
 	return restart_needed(a, key, o, n);
 }
 
@@ -1165,18 +1166,18 @@ warn_restart_only(const App *a, const Options *n)
 	k += restart_needed(a, "db", o->db_path, n->db_path);
 	k += restart_needed(a, "sync", sync_name(o->sync), sync_name(n->sync));
 	k += restart_needed_num(a, "socket-mode", o->socket_mode,
-				n->socket_mode, true);
+				n->socket_mode, true, "");
 	k += restart_needed_num(a, "max-msg-size", o->max_msg_size,
-				n->max_msg_size, false);
+				n->max_msg_size, false, "");
 	k += restart_needed(a, "no-autocreate", o->autocreate ? "no" : "yes",
 			    n->autocreate ? "no" : "yes");
 	k += restart_needed_num(a, "dedup-window", o->dedup_window_ms,
-				n->dedup_window_ms, false);
+				n->dedup_window_ms, false, "ms");
 	k += restart_needed(a, "daemon", o->daemon ? "yes" : "no",
 			    n->daemon ? "yes" : "no");
 	k += restart_needed(a, "pid-file", o->pid_file, n->pid_file);
 	k += restart_needed_num(a, "disk-reserve", o->disk_reserve_bytes,
-				n->disk_reserve_bytes, false);
+				n->disk_reserve_bytes, false, "");
 	return k;
 }
 
@@ -1215,11 +1216,18 @@ broker_config(const Options *o, const char *socket_path)
 static void
 app_reload(App *a)
 {
-	const char *file = a->config[0] ? a->config : "(no file)";
 	Options n;
 	BrokerConfig cfg;
-	char err[512];
+	char err[512], file[PATH_MAX + 32];
 	int changed = 0;
+
+	/* A default path with no file there is read as no settings. */
+	if (!a->config[0])
+		snprintf(file, sizeof(file), "(no file)");
+	else if (access(a->config, F_OK) != 0)
+		snprintf(file, sizeof(file), "(no file at %s)", a->config);
+	else
+		snprintf(file, sizeof(file), "%s", a->config);
 
 	if (load_options(&n, a->config, a->config_need, a->argc, a->argv,
 			 a->cwd, true, err, sizeof(err)) < 0) {
@@ -1229,11 +1237,14 @@ app_reload(App *a)
 		return;
 	}
 	if (n.log_level != a->opt.log_level) {
-		/* Logged before it applies, so it shows at either level. */
+		/* Until the reload is logged, the more verbose of the two
+		 * levels: its lines show whichever way the level went. */
+		if (n.log_level > a->log.level)
+			a->log.level = n.log_level;
 		log_write(&a->log, LOG_NOTICE, "reload: log-level %s -> %s",
 			  log_level_name(a->opt.log_level),
 			  log_level_name(n.log_level));
-		a->log.level = a->opt.log_level = n.log_level;
+		a->opt.log_level = n.log_level;
 		changed++;
 	}
 	cfg = broker_config(&n, a->cfg.socket_path);
@@ -1252,6 +1263,7 @@ app_reload(App *a)
 	warn_restart_only(a, &n);
 	log_write(&a->log, LOG_NOTICE, "reloaded %s: %d setting%s changed",
 		  file, changed, changed == 1 ? "" : "s");
+	a->log.level = a->opt.log_level;
 }
 
 static void

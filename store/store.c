@@ -1325,7 +1325,8 @@ cap_add_room(Store *s, uint64_t bytes)
 		return 0;
 	}
 	return store_error(s, -ENOSPC,
-			   "the store is full: its size cap keeps the last "
+			   "the store is full (at max-store-size, or held at "
+			   "its size on a full disk): it keeps the last "
 			   "%lld pages for draining (%lld pages free, this "
 			   "needs about %lld)",
 			   (long long)s->cap_reserve, (long long)room,

@@ -152,6 +152,24 @@ grep -qF "$CONF:$bad_line: max-unacked must be a whole number" "$LOG" ||
 grep -q 'keeping the running settings' "$LOG" || fail "no 'keeping' after a bad reload"
 ! grep -q 'max-mailboxes 3 -> 4' "$LOG" || fail "a bad file changed max-mailboxes"
 refused "a fourth mailbox after the bad reload" mbctl create d
+
+# A reload that changes the log level logs every change, whichever way
+# the level goes: down to warning (the limit's line and the summary are
+# at notice), then up from warning (the log-level line is at notice).
+cp "$T_DIR/good.conf" "$CONF"
+sed -i -e 's/^log-level = notice$/log-level = warning/' \
+	-e 's/^max-subscriptions = 9$/max-subscriptions = 10/' "$CONF"
+hup_and_wait 3
+grep -q 'reload: log-level notice -> warning' "$LOG" || fail "log-level notice -> warning not logged"
+grep -q 'reload: max-subscriptions 9 -> 10' "$LOG" ||
+	fail "a limit changed with the level lowered to warning not logged: $(tail -3 "$LOG")"
+grep -q 'reloaded .*: 2 settings changed' "$LOG" || fail "no summary of the reload to warning"
+sed -i -e 's/^log-level = warning$/log-level = info/' \
+	-e 's/^max-subscriptions = 10$/max-subscriptions = 11/' "$CONF"
+hup_and_wait 4
+grep -q 'reload: log-level warning -> info' "$LOG" ||
+	fail "log-level warning -> info not logged: $(tail -3 "$LOG")"
+grep -q 'reload: max-subscriptions 10 -> 11' "$LOG" || fail "max-subscriptions 10 -> 11 not logged"
 stop_broker
 [ ! -e "$T_DIR/fg.pid" ] || fail "pid file left after SIGTERM"
 

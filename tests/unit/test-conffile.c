@@ -355,6 +355,12 @@ test_conffile_load_path(void **state)
 		 "cannot read %s: No such file or directory", path);
 	assert_string_equal(err, want);
 
+	/* A directory opens, but reads fail: the reason is getline's. */
+	assert_int_equal(conffile_load(dir, opts, record, &s, err, sizeof(err)),
+			 -EISDIR);
+	snprintf(want, sizeof(want), "cannot read %s: Is a directory", dir);
+	assert_string_equal(err, want);
+
 	f = fopen(path, "w");
 	assert_non_null(f);
 	fputs("db = /x\nmax-connections = bad\n", f);
