@@ -236,13 +236,14 @@ recv_args_finish(Ctl *c, int argc, char **argv, RecvArgs *a)
  * The leases recv --no-ack holds. They must last until mboxctl exits,
  * whatever the wait: a lease that ran out would give its message to
  * another reader, or back to this one, printed twice. So each is
- * touched again when half of its lease has gone.
+ * touched again when a third of its lease has gone: the rest is room
+ * for a slow round of receiving and for the touches themselves.
  */
 typedef struct Held {
 	uint64_t *ids;
 	size_t n, cap;
 	int64_t renew_ns; /* CLOCK_MONOTONIC: touch them all by then */
-	int64_t half_ns;  /* half the shortest lease seen */
+	int64_t third_ns; /* a third of the shortest lease seen */
 } Held;
 
 /* Note that msg is held, and when its lease wants touching. */
@@ -250,8 +251,8 @@ static int
 held_add(Held *h, const mbox_msg *msg)
 {
 	int64_t left = mbox_msg_deadline_ns(msg) - ctl_realtime_ns();
-	int64_t half = left > 0 ? left / 2 : 0;
-	int64_t renew = ctl_monotonic_ns() + half;
+	int64_t third = left > 0 ? left / 3 : 0;
+	int64_t renew = ctl_monotonic_ns() + third;
 
 	if (h->n == h->cap) {
 		size_t cap = h->cap ? 2 * h->cap : 256;
@@ -265,8 +266,8 @@ held_add(Held *h, const mbox_msg *msg)
 	h->ids[h->n++] = mbox_msg_id(msg);
 	if (h->n == 1 || renew < h->renew_ns)
 		h->renew_ns = renew;
-	if (h->n == 1 || half < h->half_ns)
-		h->half_ns = half;
+	if (h->n == 1 || third < h->third_ns)
+		h->third_ns = third;
 	return 0;
 }
 
@@ -283,7 +284,7 @@ held_touch(Ctl *c, Held *h, uint64_t lease_ms)
 			return ctl_fail(c, r,
 					"cannot keep the messages leased");
 	}
-	h->renew_ns = ctl_monotonic_ns() + h->half_ns;
+	h->renew_ns = ctl_monotonic_ns() + h->third_ns;
 	return 0;
 }
 

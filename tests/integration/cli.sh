@@ -216,14 +216,25 @@ assert_eq 0 "$rc" "recv --no-ack -n 3 that got one message"
 assert_eq 1 "$(grep -c . "$T_DIR/keep.out")" "recv --no-ack printed the message once: $(cat "$T_DIR/keep.out")"
 assert_eq 1 "$(json_num deliveries <"$T_DIR/keep.out")" "its delivery count"
 
-# Without a wait too: taking 60,000 ready messages lasts longer than
-# their 0.2 s lease, and none runs out and comes back to be printed
-# twice.
-python3 -c "import sys; sys.stdout.writelines('%05d%s\n' % (i, 'x' * 500) for i in range(60000))" |
-	mbctl post many --lines >/dev/null
-mbctl recv many -n 70000 --no-ack --lease 0.2 --json >"$T_DIR/many.out"
+# Without a wait too: taking what is ready may last longer than a lease.
+# 60,000 messages go to a reader that takes 32 KiB every 10 ms, so the
+# run lasts seconds on any machine, against a lease of 1 s; recv never
+# blocks in a write for long (the pipe drains every 10 ms), and none of
+# its leases runs out and comes back to be printed twice.
+seq -w 60000 | mbctl post many --lines >/dev/null
+mbctl recv many -n 70000 --no-ack --lease 1 --json |
+	python3 -c '
+import sys, time
+out = open(sys.argv[1], "wb")
+while True:
+    b = sys.stdin.buffer.read1(32768)
+    if not b:
+        break
+    out.write(b)
+    time.sleep(0.01)
+' "$T_DIR/many.out"
 assert_eq "60000 60000" "$(grep -c . "$T_DIR/many.out") $(grep -o '"id":[0-9]*' "$T_DIR/many.out" | sort -u | wc -l)" \
-	"recv --no-ack of 60,000 messages with a 0.2 s lease: lines and distinct ids"
+	"recv --no-ack of 60,000 messages read slowly, with a 1 s lease: lines and distinct ids"
 
 # A line over the limit in post --lines: the lines before it are posted
 # (their ids printed), and the error says so.
