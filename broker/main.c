@@ -1434,23 +1434,28 @@ app_pid_lock(App *a)
 }
 
 /* Open the store behind the listening socket; on failure nothing of
- * ours is left (a socket we bound is removed). */
+ * ours is left (a socket we bound is removed). The socket comes first:
+ * a socket another broker holds must not leave a new, empty directory
+ * for the store behind. */
 static int
 app_broker_start(App *a, struct ev_loop *loop, char *listen_path, size_t size,
 		 bool *activated)
 {
 	int fd, r;
 
+	fd = take_or_listen(&a->log, &a->opt, listen_path, size, activated);
+	if (fd < 0)
+		return fd;
 	r = make_parent_dirs(a->opt.db_path, 0700);
 	if (r < 0) {
 		log_write(&a->log, LOG_ERR,
 			  "cannot create the directory of %s: %s",
 			  a->opt.db_path, strerror(-r));
+		close(fd);
+		if (!*activated)
+			unlink(listen_path);
 		return r;
 	}
-	fd = take_or_listen(&a->log, &a->opt, listen_path, size, activated);
-	if (fd < 0)
-		return fd;
 	a->cfg = broker_config(&a->opt, listen_path);
 	r = broker_new(&a->broker, loop, &a->log, &a->cfg, fd, !*activated);
 	if (r < 0 && !*activated)

@@ -246,9 +246,10 @@ grep -q "pid file $PIDF is held by another mboxd (pid $BROKER_PID)" "$T_DIR/rc.e
 assert_eq "$BROKER_PID" "$(cat "$PIDF")" "the pid file after a refused second mboxd"
 # The same socket: refused, the first one still serves.
 expect_rc 1 "a second mboxd on a live socket" timeout 20 "$MBOXD" --config /dev/null \
-	-s "$SOCK" -d "$T_DIR/two.db" --sync off
+	-s "$SOCK" -d "$T_DIR/newdir/two.db" --sync off
 grep -q "another mboxd is already listening on $SOCK" "$T_DIR/rc.err" ||
 	fail "live socket: $(cat "$T_DIR/rc.err")"
+[ ! -e "$T_DIR/newdir" ] || fail "a refused second mboxd left the directory of its store behind"
 mbctl ping >/dev/null || fail "the first broker lost its socket"
 # A socket left by a broker that died is replaced.
 kill9_broker
