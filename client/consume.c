@@ -138,16 +138,9 @@ mbox_recv(mbox *m, const char *mailbox, size_t max, int64_t wait_ms,
 	r = msgs_enter(m, "recv", mailbox, max, msgs, n);
 	if (r < 0)
 		return r;
-	/* The broker waits at most a year a request: a longer wait, or
-	 * forever, is asked for in slices. */
 	for (;;) {
-		int64_t left = deadline - core_now_ms();
-		uint64_t w = wait_ms < 0 ? RECV_FOREVER_SLICE_MS
-			     : left > 0	 ? (uint64_t)left
-					 : 0;
+		uint64_t w = core_wait_slice(deadline, wait_ms < 0);
 
-		if (w > RECV_FOREVER_SLICE_MS)
-			w = RECV_FOREVER_SLICE_MS;
 		r = consume_recv(m, mailbox, max, w, lease_ms, msgs, n);
 		if (r < 0 || *n > 0 ||
 		    (wait_ms >= 0 && deadline - core_now_ms() <= 0))

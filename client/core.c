@@ -650,3 +650,13 @@ core_deadline_after(int64_t ms)
 
 	return ms > INT64_MAX - now ? INT64_MAX : now + ms;
 }
+
+uint64_t
+core_wait_slice(int64_t deadline, bool forever)
+{
+	int64_t left = deadline - core_now_ms();
+
+	if (forever || left > (int64_t)RECV_FOREVER_SLICE_MS)
+		return RECV_FOREVER_SLICE_MS;
+	return left > 0 ? (uint64_t)left : 0;
+}

@@ -73,9 +73,10 @@ struct mbox {
 };
 
 /*
- * A RECV that should wait forever asks the broker for this long and asks
- * again when the answer is empty: WAIT_MS is finite on the wire, and a
- * day is long enough that the loop costs nothing.
+ * A RECV that should wait forever, or longer than the broker's year,
+ * asks the broker for this long and asks again when the answer is empty
+ * (core_wait_slice): WAIT_MS is finite on the wire, and a day is long
+ * enough that the loop costs nothing.
  */
 #define RECV_FOREVER_SLICE_MS (24u * 3600u * 1000u)
 
@@ -151,6 +152,13 @@ void core_release(mbox *m);
 /* Monotonic clock in ms; now + ms (ms >= 0), saturating at INT64_MAX. */
 int64_t core_now_ms(void);
 int64_t core_deadline_after(int64_t ms);
+/*
+ * core_wait_slice - what to ask the broker to wait in the next request of
+ * a wait that ends at deadline (core_deadline_after), or never when
+ * forever: the time left, but at most a day, since the broker waits at
+ * most a year a request and a longer wait goes in slices.
+ */
+uint64_t core_wait_slice(int64_t deadline, bool forever);
 
 /* -------------------------------------------------------------------- */
 /* check.c: each returns 0, or -EINVAL with an explanation in m->error. */

@@ -210,14 +210,7 @@ mbox_call(mbox *m, const char *mailbox, const void *data, size_t len,
 	if (r < 0)
 		return r;
 	for (;;) {
-		int64_t left = deadline - core_now_ms();
-		uint64_t w = timeout_ms < 0 ? RECV_FOREVER_SLICE_MS
-			     : left > 0	    ? (uint64_t)left
-					    : 0;
-
-		/* The broker waits at most a year a request (mbox_recv). */
-		if (w > RECV_FOREVER_SLICE_MS)
-			w = RECV_FOREVER_SLICE_MS;
+		uint64_t w = core_wait_slice(deadline, timeout_ms < 0);
 
 		r = call_take(m, cid, w, reply);
 		if (r < 0 || *reply)
