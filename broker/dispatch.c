@@ -766,6 +766,7 @@ static void
 op_recv(Request *q)
 {
 	StoreMailbox *mb;
+	MailboxRt *rt;
 	Waiter *w;
 	uint64_t count, wait_ms;
 
@@ -806,9 +807,24 @@ op_recv(Request *q)
 			     q->c->leases.count, q->b->cfg.max_unacked);
 		return;
 	}
+	rt = broker_mailbox_rt(q->b, mb);
+	if (!rt) {
+		reply_error(q, MBOX_S_LIMIT, "memory", "out of memory");
+		return;
+	}
+	/* Strict order: while a mailbox has exclusive subscribers, only
+	 * the active one's connection takes its messages. */
+	if (rt->sub_head && rt->sub_head->exclusive &&
+	    rt->sub_head->conn != q->c) {
+		reply_errorf(q, MBOX_S_BUSY, NULL,
+			     "%s has an exclusive subscriber, which alone "
+			     "receives its messages; RECV is refused until "
+			     "every exclusive subscription has ended",
+			     mb->name);
+		return;
+	}
 	w = calloc(1, sizeof(*w));
-	if (!w || !broker_mailbox_rt(q->b, mb)) {
-		free(w);
+	if (!w) {
 		reply_error(q, MBOX_S_LIMIT, "memory", "out of memory");
 		return;
 	}
@@ -1071,6 +1087,14 @@ op_subscribe(Request *q)
 			     "%s has %s subscribers; exclusive and shared "
 			     "subscriptions do not mix on one mailbox",
 			     mb->name, excl ? "shared" : "exclusive");
+		return;
+	}
+	if (excl && rt->wait_head) {
+		reply_errorf(q, MBOX_S_BUSY, NULL,
+			     "a RECV is waiting on %s; an exclusive "
+			     "subscriber must take all of a mailbox's "
+			     "messages, so subscribe once no RECV waits",
+			     mb->name);
 		return;
 	}
 	if (sub_add(q->b, q->c, rt, (uint32_t)window, lease_ms, excl, &s) < 0) {

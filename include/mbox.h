@@ -17,7 +17,8 @@
  *   -ENOSPC mailbox full             -EMSGSIZE payload too large
  *   -EINVAL invalid argument         -ESTALE message not leased by you
  *   -EIO    store failure            -ESHUTDOWN broker stopping
- *   -ENOTEMPTY mailbox not empty     -EBUSY too many requests in flight
+ *   -ENOTEMPTY mailbox not empty     -EBUSY too many requests in flight,
+ *                                    or an exclusive subscription conflicts
  *   -EBADMSG broker found our frame malformed
  *   -EOPNOTSUPP operation unknown to the broker
  *   -EPROTONOSUPPORT no common protocol version
@@ -28,9 +29,10 @@
  * call waits for the broker's answer as long as it takes, so a broker
  * that hangs (or is stopped with SIGSTOP) holds it.
  *
- * Durations sent to the broker (delay_ms, ttl_ms, lease_ms, a hand-off's
- * wait_ms) are at most a year (31536000000 ms), else -EINVAL; the waits
- * of mbox_recv, mbox_next and mbox_call may be as long as you like.
+ * Durations sent to the broker (delay_ms, ttl_ms, lease_ms) are at most
+ * a year (31536000000 ms), a hand-off's wait_ms at most an hour
+ * (3600000 ms), else -EINVAL; the waits of mbox_recv, mbox_next and
+ * mbox_call may be as long as you like.
  */
 #ifndef MBOX_H
 #define MBOX_H
@@ -253,7 +255,8 @@ int mbox_dispatch(mbox *m, mbox_deliver_fn fn, void *ctx);
 #define MBOX_TOKEN_SIZE 33 /* 32 hex digits and a NUL */
 /*
  * mbox_handoff - park every lease and subscription of this connection
- * under a new token, valid for wait_ms (0 = 30 s). The broker stops
+ * under a new token, valid for wait_ms (0 = 30 s; at most an hour, else
+ * -EINVAL). The broker stops
  * pushing to this connection; pushed messages not yet handed out by
  * mbox_next are dropped locally (they are parked too). Messages the
  * caller still holds must not be acked after this: they belong to the

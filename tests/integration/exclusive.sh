@@ -34,7 +34,11 @@ expect_rc 1 "shared subscription of an exclusive mailbox" \
 # EBUSY (16): doc/protocol.md 5.12.
 grep -q '^subscriber-driver: subscribe: .*\[err=-16\]' "$T_DIR/rc.err" ||
 	fail "a shared subscription of an exclusive mailbox was not refused: $(cat "$T_DIR/rc.err")"
+# Nor does a RECV of another connection overtake the active subscriber.
 post_n x 60
+expect_rc 1 "recv from an exclusive subscriber's mailbox" mbctl recv x
+grep -q 'exclusive subscriber' "$T_DIR/rc.err" ||
+	fail "recv beside an exclusive subscriber was not refused busy: $(cat "$T_DIR/rc.err")"
 wait_lines "$T_DIR/xA.log" 20 100 || fail "the active subscriber acked fewer than 20"
 wait_holds xA 4
 cmp -s <(expected x 21 24 1 | sed 's/^/hold /') <(grep '^hold ' "$T_DIR/xA.out") ||
@@ -82,5 +86,26 @@ cmp -s <(expected y 11 14 2; expected y 15 40 1) "$T_DIR/yB.log" || {
 	fail "pushes to the handed-off subscriber: $(grep '^late ' "$T_DIR/yA.out" | words)"
 stop "$yA"
 note "unclaimed hand-off: the standby took over after the deadline, in order"
+
+# --- an exclusive subscription is refused while a RECV waits ---
+mbctl create z
+"$MBOXCTL" -S "$SOCK" recv z --wait 30 >"$T_DIR/zr.out" 2>"$T_DIR/zr.err" &
+zr=$!
+track_pid "$zr"
+for ((i = 0; i < 100; i++)); do
+	mbctl clients --json | grep -q '"waiting":1' && break
+	sleep 0.1
+done
+mbctl clients --json | grep -q '"waiting":1' || fail "the recv of z never waited"
+expect_rc 1 "exclusive subscription while a recv waits" \
+	"$SUB" -S "$SOCK" sub z --exclusive --window 1 --count 1 --timeout-s 2
+grep -q '^subscriber-driver: subscribe: .*\[err=-16\]' "$T_DIR/rc.err" ||
+	fail "an exclusive subscription beside a waiting recv was not refused busy: $(cat "$T_DIR/rc.err")"
+mbctl post z hello >/dev/null
+wait_dead "$zr" 100 || fail "the waiting recv of z did not get its message"
+wait "$zr" || fail "recv z exited $?: $(cat "$T_DIR/zr.err")"
+untrack_pid "$zr"
+assert_eq hello "$(cat "$T_DIR/zr.out")" "what the waiting recv of z got"
+note "RECV and exclusive subscriptions do not mix"
 
 stop_broker
