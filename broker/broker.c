@@ -60,8 +60,7 @@ broker_now_ns(void)
 	return broker_clock_ns(CLOCK_REALTIME);
 }
 
-/* For the commit delay: immune to the wall clock being set. */
-static int64_t
+int64_t
 broker_mono_ns(void)
 {
 	return broker_clock_ns(CLOCK_MONOTONIC);
@@ -426,6 +425,8 @@ broker_new(Broker **out, struct ev_loop *loop, const Log *log,
 	b->deny_log.per_s = DENY_LOG_PER_S;
 	b->store_err_log.burst = STORE_ERR_LOG_BURST;
 	b->store_err_log.per_s = STORE_ERR_LOG_PER_S;
+	b->skip_log.burst = STORE_ERR_LOG_BURST;
+	b->skip_log.per_s = STORE_ERR_LOG_PER_S;
 	lease_table_init(&b->leases);
 	proto_writer_init(&b->w);
 	r = broker_reserve_new(b);
@@ -1342,6 +1343,8 @@ broker_answer(Broker *b, PendingOp *p, int r)
 	proto_writer_begin(w, p->op, MBOX_FLAG_REPLY, p->req_id, MBOX_S_OK);
 	if (p->kind == PENDING_PUBLISH || p->kind == PENDING_COUNT)
 		proto_put_u64(w, MBOX_TAG_COUNT, p->n);
+	if (p->skipped)
+		proto_put_u64(w, MBOX_TAG_SKIPPED, p->skipped);
 	if (p->kind == PENDING_POST || p->kind == PENDING_PUBLISH)
 		for (size_t i = 0; i < p->n; i++)
 			proto_put_u64(w, MBOX_TAG_ID, p->ids[i]);

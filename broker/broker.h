@@ -224,6 +224,7 @@ typedef struct PendingOp {
 	uint16_t op;
 	uint32_t req_id;
 	size_t n;
+	uint64_t skipped;     /* PUBLISH: full mailboxes of others left out */
 	uint64_t *ids;	      /* POST: new ids; ACK/NACK: message ids */
 	PendingLease *leases; /* ACK/NACK/REJECT: restored on failure */
 	uint8_t *body;	      /* READ: the request's body */
@@ -351,6 +352,8 @@ struct Broker {
 	bool batch_frees;     /* the open batch removes messages */
 	/* Denials logged: a token bucket (broker_deny_log_ok). */
 	LogRate deny_log;
+	/* Full mailboxes a PUBLISH left out: as store_err_log. */
+	LogRate skip_log;
 	ev_timer again; /* work that arose during a flush: run another */
 
 	ProtoWriter w;	   /* scratch for replies */
@@ -388,6 +391,9 @@ int broker_status_line(Broker *b, char *buf, size_t size);
 int broker_reload_limits(Broker *b, const BrokerConfig *cfg);
 
 int64_t broker_now_ns(void);
+/* CLOCK_MONOTONIC, for what must not move with the wall clock (the
+ * commit delay, log rate limits). */
+int64_t broker_mono_ns(void);
 
 /* Used by dispatch: */
 int broker_txn(Broker *b);
@@ -570,6 +576,10 @@ size_t handoff_limit(const Broker *b, const Conn *c);
 /* Park c's leases and subscriptions; -ENOMEM, -EIO (no randomness). */
 int handoff_park(Broker *b, Conn *c, uint64_t wait_ms, Handoff **out);
 Handoff *handoff_find(Broker *b, const char *token);
+/* A mailbox of h's leases or subscriptions that p may not read, or NULL:
+ * a claimer of the same uid may have lost a group since the hand-off. */
+const StoreMailbox *handoff_unreadable(Broker *b, const Handoff *h,
+				       const AclPeer *p);
 /*
  * handoff_claim - give h's leases and subscriptions to c (CLAIM req_id)
  * and push the messages to it, then answer the CLAIM with COUNT. What

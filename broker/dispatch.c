@@ -503,12 +503,12 @@ post_limit(uint64_t own, const char *own_name, uint64_t broker,
 	}
 }
 
-/* A full mailbox refuses posts; it never drops what it holds. */
-bool
-post_would_overflow(Request *q, const StoreMailbox *mb, const PostItem *items,
-		    size_t n, const bool *dup)
+/* A full mailbox refuses posts; it never drops what it holds. With q
+ * NULL, only say whether the items fit (cfg must then be given). */
+static bool
+post_overflows(Request *q, const BrokerConfig *cfg, const StoreMailbox *mb,
+	       const PostItem *items, size_t n, const bool *dup)
 {
-	const BrokerConfig *cfg = &q->b->cfg;
 	uint64_t held = mb->n_ready + mb->n_leased + mb->n_dead;
 	uint64_t bytes = mb->bytes, lim, adds = 0;
 	const char *name;
@@ -528,6 +528,8 @@ post_would_overflow(Request *q, const StoreMailbox *mb, const PostItem *items,
 					    ? "it with 'mboxctl set'"
 					    : "mboxd --max-mailbox-msgs";
 
+		if (!q)
+			return true;
 		/* A batch may be over the limit on its own: "full" and
 		 * "holds 0" would read like a broker bug. */
 		if (held < lim)
@@ -554,6 +556,8 @@ post_would_overflow(Request *q, const StoreMailbox *mb, const PostItem *items,
 	post_limit(mb->max_bytes, "max_bytes", cfg->max_mailbox_bytes,
 		   "max_mailbox_bytes", &lim, &name);
 	if (lim && bytes > lim) {
+		if (!q)
+			return true;
 		reply_errorf(q, MBOX_S_FULL, name,
 			     "mailbox %s is full: it holds %llu payload bytes "
 			     "and this post needs %llu more, over %s (%llu); "
@@ -567,6 +571,20 @@ post_would_overflow(Request *q, const StoreMailbox *mb, const PostItem *items,
 		return true;
 	}
 	return false;
+}
+
+bool
+post_would_overflow(Request *q, const StoreMailbox *mb, const PostItem *items,
+		    size_t n, const bool *dup)
+{
+	return post_overflows(q, &q->b->cfg, mb, items, n, dup);
+}
+
+bool
+post_fits(const Broker *b, const StoreMailbox *mb, const PostItem *items,
+	  size_t n)
+{
+	return !post_overflows(NULL, &b->cfg, mb, items, n, NULL);
 }
 
 void
@@ -1213,6 +1231,7 @@ static void
 op_claim(Request *q)
 {
 	char token[MBOX_TOKEN_HEX + 1];
+	const StoreMailbox *unreadable;
 	ProtoSlice t;
 	Handoff *h;
 	int n;
@@ -1244,6 +1263,12 @@ op_claim(Request *q)
 				  (unsigned)q->c->uid, (int)q->c->pid,
 				  q->c->comm, (unsigned)h->uid);
 		}
+		reply_error(q, MBOX_S_DENIED, NULL, "permission denied");
+		return;
+	}
+	unreadable = handoff_unreadable(q->b, h, &q->c->peer);
+	if (unreadable) {
+		log_denial(q, unreadable->name);
 		reply_error(q, MBOX_S_DENIED, NULL, "permission denied");
 		return;
 	}

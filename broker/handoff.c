@@ -135,6 +135,24 @@ handoff_find(Broker *b, const char *token)
 	return NULL;
 }
 
+const StoreMailbox *
+handoff_unreadable(Broker *b, const Handoff *h, const AclPeer *p)
+{
+	StoreMailbox *mb;
+
+	for (const Lease *l = h->leases.head; l; l = l->next) {
+		mb = store_mailbox_by_id(b->store, l->mailbox_id);
+		if (mb && !acl_may(p, mb, ACL_READ))
+			return mb;
+	}
+	for (const Sub *s = h->subs; s; s = s->owner_next) {
+		mb = store_mailbox_by_id(b->store, s->rt->mailbox_id);
+		if (mb && !acl_may(p, mb, ACL_READ))
+			return mb;
+	}
+	return NULL;
+}
+
 bool
 handoff_note_ended(Handoff *h, const MailboxRt *rt, const char *why)
 {

@@ -160,7 +160,11 @@ op_purge(Request *q)
 	admin_done(q, n, mb->name, PENDING_COUNT, NULL, n > 0 ? (size_t)n : 0);
 }
 
-/* COUNT absent or 0: every dead message (libmbox's max 0 = all). */
+/*
+ * COUNT absent or 0: every dead message (libmbox's max 0 = all). The
+ * owner's, like PURGE: a kicked message loses its ttl, so a mere writer
+ * could bring back other senders' expired requests and rejected poison.
+ */
 void
 op_kick(Request *q)
 {
@@ -170,7 +174,7 @@ op_kick(Request *q)
 	if (request_check(q, BIT(MBOX_TAG_MAILBOX) | BIT(MBOX_TAG_COUNT),
 			  BIT(MBOX_TAG_MAILBOX)) < 0)
 		return;
-	mb = request_mailbox(q, ACL_WRITE);
+	mb = request_mailbox(q, REQUEST_OWNER);
 	if (!mb || request_txn(q) < 0)
 		return;
 	n = store_msg_kick(q->b->store, mb,
@@ -394,7 +398,8 @@ op_publish(Request *q)
 	char topic[MBOX_TOPIC_MAX + 1];
 	PostItem *item = NULL;
 	Targets t = {.q = q, .topic = topic};
-	uint64_t *ids = NULL;
+	uint64_t *ids = NULL, skipped = 0;
+	size_t kept = 0, quiet;
 
 	if (publish_parse(q, topic, &item) < 0)
 		return;
@@ -415,9 +420,31 @@ op_publish(Request *q)
 			     topic, t.n, (size_t)q->c->assembler.max_body);
 		goto out;
 	}
-	for (size_t i = 0; i < t.n; i++)
-		if (post_would_overflow(q, t.mb[i], item, 1, NULL))
+	/*
+	 * A full mailbox of the publisher's own refuses the whole PUBLISH
+	 * (backpressure). One of another owner is left out and counted:
+	 * anyone may bind a mailbox to any topic, and a full one must not
+	 * stop everybody's publishing.
+	 */
+	for (size_t i = 0; i < t.n; i++) {
+		if (post_fits(q->b, t.mb[i], item, 1)) {
+			t.mb[kept++] = t.mb[i];
+			continue;
+		}
+		if (t.mb[i]->owner_uid == q->c->peer.uid) {
+			post_would_overflow(q, t.mb[i], item, 1, NULL);
 			goto out;
+		}
+		if (log_rate_ok(&q->b->skip_log, broker_mono_ns(), &quiet))
+			log_write(q->b->log, LOG_NOTICE,
+				  "a publish to %s by uid %u left out mailbox "
+				  "%s (owner uid %u): it is full%s",
+				  topic, (unsigned)q->c->peer.uid,
+				  t.mb[i]->name, (unsigned)t.mb[i]->owner_uid,
+				  quiet ? " (and more not logged)" : "");
+		skipped++;
+	}
+	t.n = kept;
 	if (t.n && broker_refuse_add(q->b, q->c, q->h->opcode, q->h->id))
 		goto out;
 	/* No copy: nothing to write, but the reply still goes through the
@@ -427,6 +454,9 @@ op_publish(Request *q)
 	publish_store(q, &t, item, ids);
 	request_defer(q, PENDING_PUBLISH, ids, NULL, t.n);
 	ids = NULL;
+	/* request_defer queued the reply last, unless it closed q->c. */
+	if (skipped && q->b->pending_tail && q->b->pending_tail->conn == q->c)
+		q->b->pending_tail->skipped = skipped;
 out:
 	free(ids);
 	free(t.mb);

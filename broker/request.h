@@ -85,6 +85,9 @@ void post_items_free(PostItem *items, size_t n);
  * NULL: all are stored). */
 bool post_would_overflow(Request *q, const StoreMailbox *mb,
 			 const PostItem *items, size_t n, const bool *dup);
+/* The same question, answered quietly: do all items fit in mb? */
+bool post_fits(const Broker *b, const StoreMailbox *mb, const PostItem *items,
+	       size_t n);
 /*
  * Fill a StoreMsg for item (stamped with the caller's identity, enqueue
  * time now, ready and expiry times from the item and mb's ttl). The

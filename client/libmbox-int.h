@@ -69,6 +69,7 @@ struct mbox {
 	/* The mailbox of the last subscription the broker ended, handed
 	 * out by mbox_next or mbox_dispatch ("" if none). */
 	char ended[MBOX_NAME_MAX + 1];
+	size_t publish_skipped; /* of the last mbox_publish */
 	char error[512];
 };
 

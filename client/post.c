@@ -227,6 +227,7 @@ mbox_publish(mbox *m, const char *topic, const void *data, size_t len,
 	r = core_enter(m);
 	if (r < 0)
 		return r;
+	m->publish_skipped = 0;
 	r = check_topic(m, topic, false);
 	if (r < 0)
 		return r;
@@ -244,6 +245,14 @@ mbox_publish(mbox *m, const char *topic, const void *data, size_t len,
 		      PROTO_BIT(MBOX_TAG_COUNT));
 	if (r == 0 && copies)
 		*copies = (size_t)proto_u64(&f, MBOX_TAG_COUNT, 0);
+	if (r == 0)
+		m->publish_skipped = (size_t)proto_u64(&f, MBOX_TAG_SKIPPED, 0);
 	core_frame_free(fr);
 	return r;
+}
+
+size_t
+mbox_publish_skipped(const mbox *m)
+{
+	return m ? m->publish_skipped : 0;
 }

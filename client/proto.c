@@ -108,6 +108,7 @@ static const TagInfo tag_table[] = {
 	[MBOX_TAG_CONN_ID] = {"CONN_ID", TYPE_U64, false},
 	[MBOX_TAG_RESERVE_BYTES] = {"RESERVE_BYTES", TYPE_U64, false},
 	[MBOX_TAG_DISK_FULL] = {"DISK_FULL", TYPE_U64, false},
+	[MBOX_TAG_SKIPPED] = {"SKIPPED", TYPE_U64, false},
 };
 
 #define N_TAGS (sizeof(tag_table) / sizeof(tag_table[0]))

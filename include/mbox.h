@@ -174,7 +174,7 @@ int mbox_delete(mbox *m, const char *mailbox, unsigned flags);
  * be NULL) receives how many went. */
 int mbox_purge(mbox *m, const char *mailbox, unsigned flags, uint64_t *count);
 /* Put up to max (0 = all) dead messages back to ready, oldest first,
- * delivery counts reset. Needs write permission. */
+ * delivery counts reset. Owner only. */
 int mbox_kick(mbox *m, const char *mailbox, uint64_t max, uint64_t *count);
 /* Stop / restart deliveries of a mailbox (posts are still accepted). */
 int mbox_pause(mbox *m, const char *mailbox);
@@ -199,10 +199,14 @@ int mbox_unbind(mbox *m, const char *mailbox, const char *pattern);
  * mbox_publish - store one copy of the message in every mailbox bound to
  * a pattern matching topic that the caller may write, all in one
  * transaction. *copies (may be NULL) receives how many were stored (0
- * when nothing matched). opts->dedup must be NULL.
+ * when nothing matched). opts->dedup must be NULL. A full mailbox the
+ * caller owns refuses it all (-ENOSPC); a full one of another owner is
+ * left out, and mbox_publish_skipped says how many were.
  */
 int mbox_publish(mbox *m, const char *topic, const void *data, size_t len,
 		 const mbox_post_opts *opts, size_t *copies);
+/* Full mailboxes of other owners the last mbox_publish left out. */
+size_t mbox_publish_skipped(const mbox *m);
 
 /* ---- Push subscriptions ---- */
 

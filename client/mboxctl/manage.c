@@ -127,7 +127,7 @@ static const char kick_help[] =
 	"Put up to N dead messages of MAILBOX (default: all) back in line, "
 	"oldest\n"
 	"first, ready at once, their delivery counts reset. Prints how many\n"
-	"moved: 'kicked N messages'. Needs permission to post to MAILBOX.\n"
+	"moved: 'kicked N messages'. Owner or admin only.\n"
 	"\n"
 	"Options:\n"
 	"  -j, --json            print {\"kicked\":N} "

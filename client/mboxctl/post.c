@@ -76,12 +76,14 @@ static const char publish_help[] =
 	"\n"
 	"Store one copy of a message in every mailbox bound to a pattern that\n"
 	"matches TOPIC (see mboxctl bind) and that you may post to, and print\n"
-	"how many copies were stored (0 when nothing matched). The message is\n"
+	"how many copies were stored (0 when nothing matched). A full mailbox\n"
+	"you own refuses the message; a full one of another owner is left\n"
+	"out, and a note on standard error says how many were. The message is\n"
 	"DATA, or all of standard input (binary-safe) when DATA is absent.\n"
 	"TOPIC is words of A-Z a-z 0-9 _ - separated by dots: jobs.eu.created\n"
 	"\n"
 	"Options:\n" MSG_OPTIONS_HELP
-	"  -j, --json            print {\"copies\":N}\n" CTL_COMMON_HELP
+	"  -j, --json            print {\"copies\":N,\"skipped\":N}\n" CTL_COMMON_HELP
 	"\n" MSG_OPTIONS_NOTE;
 
 enum {
@@ -620,7 +622,7 @@ cmd_publish(Ctl *c, int argc, char **argv)
 	char done[64];
 	bool json = false, owned = false;
 	uint8_t *data = NULL;
-	size_t len = 0, copies = 0;
+	size_t len = 0, copies = 0, skipped;
 	int opt, r;
 
 	ctl_ignore_sigpipe();
@@ -676,8 +678,16 @@ cmd_publish(Ctl *c, int argc, char **argv)
 		r = ctl_fail(c, r, "not published");
 		goto out;
 	}
+	skipped = mbox_publish_skipped(c->m);
+	if (skipped) {
+		fprintf(stderr,
+			"mboxctl: publish %s: %zu full mailbox%s of other "
+			"owners left out (no copy stored there); the broker's "
+			"log names them\n",
+			c->target, skipped, skipped == 1 ? "" : "es");
+	}
 	if (json)
-		printf("{\"copies\":%zu}\n", copies);
+		printf("{\"copies\":%zu,\"skipped\":%zu}\n", copies, skipped);
 	else
 		printf("%zu\n", copies);
 	snprintf(done, sizeof(done), "published as %zu copies", copies);

@@ -107,6 +107,24 @@ assert_eq 3 "$(publish orders.eu x)" "copies once full has room"
 assert_eq "1 1 0 1" "$(readies a b c full)" "ready counts after the publish"
 mbctl rm full --force
 
+# A full mailbox of another owner (anyone may bind to any topic) is left
+# out and counted; it does not stop the publish.
+mbctl purge a >/dev/null
+mbctl purge b >/dev/null
+mbctl create theirs --max-msgs 1
+mbctl bind theirs 'orders.>'
+mbctl post theirs filler >/dev/null
+mbctl chown theirs 4001 # we are an admin: the broker's own uid
+expect_rc 0 "publish beside another owner's full mailbox" \
+	mbctl publish orders.eu y --json
+assert_eq '{"copies":2,"skipped":1}' "$(cat "$T_DIR/rc.out")" "publish's answer"
+grep -q '1 full mailbox of other owners left out' "$T_DIR/rc.err" ||
+	fail "publish did not say it left a mailbox out: $(cat "$T_DIR/rc.err")"
+assert_eq "1 1 0 1" "$(readies a b c theirs)" "ready counts after the publish"
+grep -q 'left out mailbox theirs (owner uid 4001): it is full' "$T_DIR/mboxd.log" ||
+	fail "the broker did not log the mailbox left out"
+mbctl rm theirs --force
+
 # Bindings survive a restart.
 stop_broker
 start_broker

@@ -975,7 +975,7 @@ test_proto_fields_parse_nul(void **state)
 static void
 test_proto_fields_parse_unknown_tag(void **state)
 {
-	const uint16_t tags[] = {0, 60, 61, 63, 64, 99, 1000, 0xffff};
+	const uint16_t tags[] = {0, 61, 62, 63, 64, 99, 1000, 0xffff};
 	char why[128], want[128];
 	uint8_t body[64];
 
@@ -1007,9 +1007,9 @@ test_proto_fields_parse_skip_unknown(void **state)
 
 	(void)state;
 	n += raw_u64(body + n, MBOX_TAG_ID, 7);
-	n += raw_field(body + n, 60, "\xff\x00", 2); /* unknown: any bytes */
+	n += raw_field(body + n, 61, "\xff\x00", 2); /* unknown: any bytes */
 	k += raw_u64(inner + k, MBOX_TAG_COUNT, 1);
-	k += raw_u64(inner + k, 61, 2);
+	k += raw_u64(inner + k, 62, 2);
 	n += raw_field(body + n, MBOX_TAG_MSG, (const char *)inner, k);
 	n += raw_u64(body + n, MBOX_TAG_COUNT, 3);
 	assert_int_equal(proto_fields_parse(&f, body, n, buf, &why), -EBADMSG);
@@ -1704,7 +1704,8 @@ test_proto_names(void **state)
 			    "DEADLINE_NS");
 	assert_string_equal(proto_tag_name(0), "?");
 	assert_string_equal(proto_tag_name(MBOX_TAG_DISK_FULL), "DISK_FULL");
-	assert_string_equal(proto_tag_name(60), "?");
+	assert_string_equal(proto_tag_name(MBOX_TAG_SKIPPED), "SKIPPED");
+	assert_string_equal(proto_tag_name(61), "?");
 	assert_string_equal(proto_tag_name(64), "?");
 	assert_string_equal(proto_tag_name(0xffffffffu), "?");
 
