@@ -83,8 +83,8 @@ static const char publish_help[] =
 	"TOPIC is words of A-Z a-z 0-9 _ - separated by dots: jobs.eu.created\n"
 	"\n"
 	"Options:\n" MSG_OPTIONS_HELP
-	"  -j, --json            print {\"copies\":N,\"skipped\":N}\n" CTL_COMMON_HELP
-	"\n" MSG_OPTIONS_NOTE;
+	"  -j, --json            print "
+	"{\"copies\":N,\"skipped\":N}\n" CTL_COMMON_HELP "\n" MSG_OPTIONS_NOTE;
 
 enum {
 	OPT_LINES = 256,
