@@ -146,8 +146,7 @@ enum mbox_tag {
 	MBOX_TAG_CONN_ID = 57,	    /* u64 connection number (broker's log) */
 	MBOX_TAG_RESERVE_BYTES = 58, /* u64 disk space kept for a full disk */
 	MBOX_TAG_DISK_FULL = 59,     /* u64 1: the store is held at its size */
-	MBOX_TAG_SKIPPED =
-		60, /* u64 PUBLISH: full mailboxes of others left out */
+	MBOX_TAG_SKIPPED = 60,	     /* u64 PUBLISH: others' full mailboxes */
 };
 
 /* FLAGS values of PEEK. */
