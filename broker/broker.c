@@ -615,8 +615,7 @@ broker_free(Broker *b)
  * connection is closed at accept without a word: a flood of them costs
  * nothing but the accept.
  */
-#define BROKER_REFUSED_MAX 64
-#define BROKER_REFUSE_S	   2.0
+#define BROKER_REFUSE_S 2.0
 
 /* Admins (uid 0, the broker's uid) are not counted per uid. */
 static bool

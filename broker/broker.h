@@ -390,6 +390,10 @@ int broker_status_line(Broker *b, char *buf, size_t size);
  */
 int broker_reload_limits(Broker *b, const BrokerConfig *cfg);
 
+/* Connections refused over a limit that are kept to be answered (each a
+ * file descriptor), at most. */
+#define BROKER_REFUSED_MAX 64
+
 int64_t broker_now_ns(void);
 /* CLOCK_MONOTONIC, for what must not move with the wall clock (the
  * commit delay, log rate limits). */

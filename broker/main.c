@@ -33,6 +33,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -1181,6 +1182,53 @@ warn_restart_only(const App *a, const Options *n)
 	return k;
 }
 
+/*
+ * Descriptors besides the connections: the refused ones still to be
+ * answered, and a margin for the store's files, the listening socket,
+ * the loop's, the timers' and the log's.
+ */
+#define FD_SPARE (BROKER_REFUSED_MAX + 32)
+
+/*
+ * Raise the soft limit on open files to what max-connections needs, as
+ * far as the hard limit allows; if that is not enough, accept only as
+ * many connections as fit. Else a uid under its own limit could take
+ * every descriptor, and everyone's connections would wait in the
+ * listening socket's backlog instead of being refused with LIMIT.
+ */
+static void
+fit_fd_limit(const Log *log, BrokerConfig *cfg)
+{
+	rlim_t want = (rlim_t)cfg->max_connections + FD_SPARE;
+	struct rlimit rl;
+	size_t fit;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+		return;
+	if (rl.rlim_cur < want) {
+		struct rlimit up = rl;
+
+		up.rlim_cur = rl.rlim_max < want ? rl.rlim_max : want;
+		if (up.rlim_cur > rl.rlim_cur &&
+		    setrlimit(RLIMIT_NOFILE, &up) == 0)
+			rl = up;
+	}
+	if (rl.rlim_cur >= want)
+		return;
+	fit = rl.rlim_cur > FD_SPARE + 1 ? (size_t)(rl.rlim_cur - FD_SPARE) : 1;
+	log_write(log, LOG_WARNING,
+		  "max-connections %zu needs %llu open files, but the limit "
+		  "is %llu (hard limit %llu): accepting at most %zu "
+		  "connections; raise the limit (ulimit -n, or LimitNOFILE= "
+		  "in the unit) or lower max-connections",
+		  cfg->max_connections, (unsigned long long)want,
+		  (unsigned long long)rl.rlim_cur,
+		  (unsigned long long)rl.rlim_max, fit);
+	cfg->max_connections = fit;
+	if (cfg->max_connections_per_uid > fit)
+		cfg->max_connections_per_uid = fit;
+}
+
 static BrokerConfig
 broker_config(const Options *o, const char *socket_path)
 {
@@ -1248,6 +1296,7 @@ app_reload(App *a)
 		changed++;
 	}
 	cfg = broker_config(&n, a->cfg.socket_path);
+	fit_fd_limit(&a->log, &cfg);
 	changed += broker_reload_limits(a->broker, &cfg);
 	for (size_t i = 0; i < N_LIMIT_OPTS; i++) {
 		/* max-store-size may have been refused: keep what runs. */
@@ -1457,6 +1506,7 @@ app_broker_start(App *a, struct ev_loop *loop, char *listen_path, size_t size,
 		return r;
 	}
 	a->cfg = broker_config(&a->opt, listen_path);
+	fit_fd_limit(&a->log, &a->cfg);
 	r = broker_new(&a->broker, loop, &a->log, &a->cfg, fd, !*activated);
 	if (r < 0 && !*activated)
 		unlink(listen_path);

@@ -785,6 +785,25 @@ untrack_pid "$hold_pid"
 mbctl ping >/dev/null || fail "no connection once the holder left"
 stop_broker
 
+# An open-files limit below what max-connections (4096 by default) needs:
+# the broker accepts as many as fit (150 less its 96 spare descriptors)
+# and refuses the next with LIMIT, rather than leaving everyone's
+# connections waiting in the listen backlog once accept fails.
+if command -v prlimit >/dev/null 2>&1; then
+	note "max_connections fitted to a hard open-files limit of 150"
+	rm -f "$DB" "$DB"-*
+	wrapper=$MBOXD_WRAPPER
+	MBOXD_WRAPPER="prlimit --nofile=150:150 $wrapper"
+	start_broker
+	MBOXD_WRAPPER=$wrapper
+	grep -q 'max-connections 4096 needs 4192 open files, but the limit is 150 (hard limit 150): accepting at most 54 connections' \
+		"$T_DIR/mboxd.log" || fail "no warning about the open-files limit"
+	py connections "$BROKER_PID" 54
+	stop_broker
+else
+	note "SKIP the open-files limit: no prlimit"
+fi
+
 if [ "$(id -u)" -eq 0 ] && command -v setpriv >/dev/null 2>&1; then
 	note "max_connections_per_uid (as uid 4011 through setpriv)"
 	rm -f "$DB" "$DB"-*
