@@ -229,8 +229,8 @@ int mbox_unsubscribe(mbox *m, const char *mailbox);
  * (0 = do not wait, < 0 = forever). Returns 0 with *msg set, or
  * -ETIMEDOUT with *msg NULL when none came in time, or -ENOENT when the
  * broker ended a subscription (its mailbox was deleted) after the
- * messages it pushed before: mbox_ended_mailbox says which, mbox_error
- * why. The connection and its other subscriptions go on.
+ * messages it pushed before: mbox_ended_mailbox says which,
+ * mbox_last_error why. The connection and its other subscriptions go on.
  */
 int mbox_next(mbox *m, int64_t wait_ms, mbox_msg **msg);
 /* The mailbox of the subscription that the last -ENOENT of mbox_next or
@@ -243,12 +243,11 @@ size_t mbox_pending(const mbox *m);
 /*
  * For an external event loop: watch mbox_fd() for readability and call
  * mbox_dispatch, which reads whatever is there without blocking and calls
- * fn for every pushed message (fn owns msg and must free it). fn may call
- * any mbox function on m (ack, post...). Returns how many messages were
- * dispatched, or a negative error (-ECONNRESET: the broker went away;
- * -ENOENT: a subscription ended, as for mbox_next, and the messages
- * queued after that are for the next call).
- * fn may call any mbox function on m except mbox_close. Messages that
+ * fn for every pushed message (fn owns msg and must free it). Returns how
+ * many messages were dispatched, or a negative error (-ECONNRESET: the
+ * broker went away; -ENOENT: a subscription ended, as for mbox_next, and
+ * the messages queued after that are for the next call). fn may call any
+ * mbox function on m (ack, post...) except mbox_close. Messages that
  * arrive while fn runs stay queued: check mbox_pending again afterwards.
  */
 typedef void (*mbox_deliver_fn)(void *ctx, mbox_msg *msg);

@@ -97,7 +97,7 @@ start_serve j svc -j 3 -- sh -c 'echo "s $(date +%s%N)" >>"$0"; sleep 1
 j=$SERVE_PID
 pids=()
 for i in 1 2 3; do
-	"$MBOXCTL" -S "$SOCK" call svc "c$i" --timeout 20 >"$T_DIR/j$i.out" 2>&1 &
+	timeout 40 "$MBOXCTL" -S "$SOCK" call svc "c$i" --timeout 20 >"$T_DIR/j$i.out" 2>&1 &
 	pids+=($!)
 	track_pid "$!"
 done

@@ -129,6 +129,7 @@ assert_eq "ready=0 leased=1 delayed=0 dead=0" "$(counts pg)" "counters after pur
 # The held message survived and its holder can still ack it.
 touch "$T_DIR/go"
 rc=0
+wait_dead "$holder" 150 || fail "the holder did not ack within 15 s: $(cat "$T_DIR/holder.err")"
 wait "$holder" || rc=$?
 untrack_pid "$holder"
 assert_eq 0 "$rc" "holder's ack after the purge ($(cat "$T_DIR/holder.err"))"
