@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -103,13 +104,20 @@ env_set_msg(const mbox_msg *msg, const ChildIo *io)
 	}
 }
 
-/* In the child, after fork: wire the fds, restore signals, exec. */
+/*
+ * In the child, after fork: wire the fds, restore signals, exec. The
+ * command dies with the mboxctl that runs it (kill -9 included): its
+ * message goes to the next worker at once, and must not be worked on
+ * twice at the same time.
+ */
 static void __attribute__((noreturn))
 child_exec(char *const *argv, const mbox_msg *msg, const ChildIo *io, int in_rd,
-	   int out_wr, int err_wr)
+	   int out_wr, int err_wr, pid_t parent)
 {
 	sigset_t none;
 
+	if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != parent)
+		_exit(127);
 	if (dup2(in_rd, STDIN_FILENO) < 0 ||
 	    (out_wr >= 0 && dup2(out_wr, STDOUT_FILENO) < 0) ||
 	    (err_wr >= 0 && dup2(err_wr, STDERR_FILENO) < 0))
@@ -144,7 +152,7 @@ child_start(Child *ch, char *const *argv, mbox_msg *msg, const ChildIo *io)
 {
 	int in[2] = {-1, -1}, out[2] = {-1, -1}, err[2] = {-1, -1};
 	size_t len;
-	pid_t pid;
+	pid_t pid, parent;
 	int r;
 
 	*ch = (Child){.msg = msg, .in_fd = -1, .out_fd = -1, .err_fd = -1};
@@ -158,13 +166,14 @@ child_start(Child *ch, char *const *argv, mbox_msg *msg, const ChildIo *io)
 	if (r < 0)
 		goto fail;
 	fflush(NULL); /* nothing buffered may be written twice */
+	parent = getpid();
 	pid = fork();
 	if (pid < 0) {
 		r = -errno;
 		goto fail;
 	}
 	if (pid == 0)
-		child_exec(argv, msg, io, in[0], out[1], err[1]);
+		child_exec(argv, msg, io, in[0], out[1], err[1], parent);
 	ch->pid = pid;
 	close(in[0]);
 	ch->in_fd = in[1];

@@ -262,10 +262,20 @@ cmd_call(Ctl *c, int argc, char **argv)
 	free(data);
 	if (r == -ETIMEDOUT) {
 		fprintf(stderr,
-			"mboxctl: call %s: no reply within %.3g s; is a server "
+			"mboxctl: call %s: no reply within %.3f s; is a server "
 			"running (mboxctl serve %s -- CMD)?\n",
 			c->target, (double)timeout_ms / 1000.0, c->target);
-		return CTL_EXIT_EMPTY;
+		return ctl_empty(c); /* and says so if it is paused */
+	}
+	if (r == -ESHUTDOWN || r == -ECONNRESET) {
+		/* Not "repeat it": the request may be stored already. */
+		fprintf(stderr,
+			"mboxctl: call %s: the broker %s while the call was "
+			"under way; the request may have been stored and may "
+			"still be served until its timeout runs out: repeat "
+			"the call only if doing it twice is harmless\n",
+			c->target, r == -ESHUTDOWN ? "stopped" : "went away");
+		return CTL_EXIT_ERROR;
 	}
 	if (r < 0)
 		return ctl_fail(c, r, NULL);
@@ -315,20 +325,41 @@ serve_error(Ctl *c, Child *ch, int code)
 	return serve_reply(c, ch->msg, text, strlen(text), code);
 }
 
+/* A message without reply-to is not a request: not run, dead-listed. */
+static bool
+serve_accept(Ctl *c, const mbox_msg *msg)
+{
+	if (mbox_msg_header(msg, "reply-to"))
+		return true;
+	fprintf(stderr,
+		"mboxctl: serve %s: message %" PRIu64 " is not a request (no "
+		"reply-to header): moving it to the dead list unrun\n",
+		c->target, mbox_msg_id(msg));
+	return false;
+}
+
 static WorkSettle
 serve_finish(Ctl *c, Child *ch)
 {
 	int code = child_exit_code(ch), r;
 	uint64_t id = mbox_msg_id(ch->msg);
 
-	if (!mbox_msg_header(ch->msg, "reply-to")) {
-		fprintf(stderr,
-			"mboxctl: serve %s: message %" PRIu64 " is not a "
-			"request (no reply-to header): moving it to the dead "
-			"list\n",
-			c->target, id);
-		return WORK_REJECT;
+	/* The command's diagnostics are the operator's too (work's go
+	 * straight to its stderr); on failure the caller also gets them. */
+	if (ch->err.len) {
+		fflush(stdout);
+		fwrite(ch->err.data, 1, ch->err.len, stderr);
+		if (ch->err.data[ch->err.len - 1] != '\n')
+			fputc('\n', stderr);
 	}
+	if (code != 0)
+		fprintf(stderr,
+			"mboxctl: serve %s: request %" PRIu64 ": the command "
+			"%s %d; the caller gets an error reply\n",
+			c->target, id,
+			code > 128 ? "was killed by signal"
+				   : "exited with status",
+			code > 128 ? code - 128 : code);
 	if (code == 0 && !ch->out.overflow)
 		r = serve_reply(c, ch->msg, ch->out.data, ch->out.len, 0);
 	else
@@ -367,7 +398,8 @@ cmd_serve(Ctl *c, int argc, char **argv)
 	WorkOpts o = {.jobs = 1,
 		      .reject_exit = -1,
 		      .wait_ms = -1,
-		      .finish = serve_finish};
+		      .finish = serve_finish,
+		      .accept = serve_accept};
 	uint64_t v;
 	int opt, r;
 

@@ -22,6 +22,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -111,6 +112,8 @@ typedef struct WorkRun {
 	bool stopping;		/* SIGINT/SIGTERM: no new commands */
 	bool handoff;		/* SIGUSR2: no new commands, then hand off */
 	bool broken;		/* the connection is gone */
+	bool ended;		/* the broker ended the subscription */
+	bool out_closed;	/* our stdout's reader went away */
 	uint64_t started;	/* commands started */
 	int once_rc;		/* --once: the outcome */
 	int64_t wait_end;	/* --once: CLOCK_MONOTONIC ns; 0 = none */
@@ -221,6 +224,53 @@ work_decide(const WorkRun *w, Child *ch)
 	return WORK_NACK;
 }
 
+static void work_stop(WorkRun *w);
+
+/* Is our stdout a pipe or socket whose reader has gone? */
+static bool
+stdout_reader_gone(void)
+{
+	struct pollfd p = {.fd = STDOUT_FILENO, .events = 0};
+
+	return poll(&p, 1, 0) == 1 && (p.revents & (POLLERR | POLLHUP));
+}
+
+/*
+ * Say why a message is given back: a failing command would otherwise
+ * retry unseen. A command killed by SIGPIPE whose output was ours, with
+ * our reader gone, means every command would fail the same way: stop.
+ */
+static void
+work_say_failed(WorkRun *w, const Child *ch, uint64_t id, uint32_t deliveries)
+{
+	int code = child_exit_code(ch);
+	char how[64];
+
+	if (code == 128 + SIGPIPE && !w->o->io.capture && !w->out_closed &&
+	    stdout_reader_gone()) {
+		w->out_closed = true;
+		work_stop(w);
+		fprintf(stderr,
+			"mboxctl: %s %s: standard output is closed (its "
+			"reader went away): stopping; message %" PRIu64
+			" goes back to the mailbox\n",
+			w->c->verb, w->c->target, id);
+		return;
+	}
+	if (w->out_closed)
+		return;
+	if (code > 128)
+		snprintf(how, sizeof(how), "was killed by signal %d",
+			 code - 128);
+	else
+		snprintf(how, sizeof(how), "exited with status %d", code);
+	fprintf(stderr,
+		"mboxctl: %s %s: message %" PRIu64 ": the command %s "
+		"(delivery %" PRIu32 "); given back, retried after %.3g s\n",
+		w->c->verb, w->c->target, id, how, deliveries,
+		(double)work_backoff_ms(deliveries) / 1000);
+}
+
 static void
 work_settle(WorkRun *w, Child *ch)
 {
@@ -240,10 +290,16 @@ work_settle(WorkRun *w, Child *ch)
 			w->o->max_deliveries);
 		s = WORK_REJECT;
 	}
+	if (s == WORK_NACK && !w->o->finish)
+		work_say_failed(w, ch, id, deliveries);
 	if (w->o->once)
 		w->once_rc = s == WORK_ACK ? 0 : child_exit_code(ch);
-	if (w->broken)
-		return; /* the broker gives it back by itself */
+	if (w->broken) {
+		/* The broker gives it back by itself: not acknowledged. */
+		if (w->o->once && s == WORK_ACK)
+			w->once_rc = CTL_EXIT_ERROR;
+		return;
+	}
 	switch (s) {
 	case WORK_ACK:
 		r = mbox_ack(w->c->m, &id, 1);
@@ -254,9 +310,14 @@ work_settle(WorkRun *w, Child *ch)
 		break;
 	default:
 		what = "nack";
-		r = mbox_nack(w->c->m, &id, 1, work_backoff_ms(deliveries));
+		/* A command killed because our reader left did not fail
+		 * on the message: back at once, for another worker. */
+		r = mbox_nack(w->c->m, &id, 1,
+			      w->out_closed ? 0 : work_backoff_ms(deliveries));
 		break;
 	}
+	if (w->o->once && s == WORK_ACK && r < 0)
+		w->once_rc = CTL_EXIT_ERROR; /* --once: 0 means acknowledged */
 	if (r == -ESTALE)
 		fprintf(stderr,
 			"mboxctl: %s %s: cannot %s message %" PRIu64
@@ -369,6 +430,13 @@ work_start_ready(WorkRun *w)
 			continue;
 		msg = queue_pop(w);
 		id = mbox_msg_id(msg);
+		if (w->o->accept && !w->o->accept(w->c, msg)) {
+			mbox_msg_free(msg);
+			r = mbox_reject(w->c->m, &id, 1);
+			if (r < 0)
+				ctl_fail(w->c, r, "reject");
+			continue;
+		}
 		r = child_start(ch, w->o->cmd, msg, &w->o->io);
 		if (r < 0) {
 			child_clear(ch);
@@ -526,6 +594,7 @@ work_take_pushed(WorkRun *w)
 			ctl_fail(w->c, r,
 				 r == -ENOENT ? NULL : "subscription ended");
 			w->broken = true;
+			w->ended = r == -ENOENT;
 			return;
 		}
 		if (w->stopping && !w->broken) {
@@ -706,7 +775,9 @@ work_loop(Ctl *c, const WorkOpts *o)
 			goto out;
 	}
 	queue_release(&w);
-	if (w.broken)
+	if (w.ended) /* as subscribe: the mailbox is gone */
+		r = CTL_EXIT_NOT_FOUND;
+	else if (w.broken || w.out_closed)
 		r = CTL_EXIT_ERROR;
 	else if (o->once && w.started)
 		r = w.once_rc;

@@ -33,6 +33,9 @@ typedef struct WorkOpts {
 	/* Decide on a done command; NULL: by its exit code as work does.
 	 * May use c->m (to reply). */
 	WorkSettle (*finish)(Ctl *c, Child *ch);
+	/* Run the command for msg? NULL: always. If not, msg goes to the
+	 * dead list unrun (the hook says why). */
+	bool (*accept)(Ctl *c, const mbox_msg *msg);
 } WorkOpts;
 
 /*

@@ -70,6 +70,10 @@ e=$SERVE_PID
 expect_rc 1 "call to a failing server" mbctl call svc bob --timeout 10
 grep -q '^no such user: bob$' "$T_DIR/rc.err" || fail "error text: $(cat "$T_DIR/rc.err")"
 grep -q 'status 4' "$T_DIR/rc.err" || fail "status: $(cat "$T_DIR/rc.err")"
+# The server's operator sees the command's stderr too.
+wait_grep "$T_DIR/e.err" 'request [0-9]*: the command exited with status 4' 50 ||
+	fail "serve did not report the failed request: $(cat "$T_DIR/e.err")"
+grep -q '^no such user: bob$' "$T_DIR/e.err" || fail "serve's stderr: $(cat "$T_DIR/e.err")"
 [ ! -s "$T_DIR/rc.out" ] || fail "error reply: something on stdout: $(cat "$T_DIR/rc.out")"
 # The request itself was answered: acked, not back in line.
 assert_eq 0 "$(ls_num svc ready)" "requests left after the error reply"
@@ -112,14 +116,25 @@ first_end=$(sed -n 's/^e //p' "$T_DIR/j.log" | sort -n | head -n 1)
 end_serve "$j" j
 note "-j 3: three 1 s requests answered at once"
 
-# --- a message without reply-to is not a request ---
+# --- a message without reply-to is not a request: not run ---
 mbctl post svc stray >/dev/null
-start_serve st svc -- cat
+start_serve st svc -- sh -c 'd=$(cat); echo "ran on $d" >>"$0"; printf %s "$d"' \
+	"$T_DIR/st.log"
 st=$SERVE_PID
 wait_num svc dead 1 50 || fail "a message without reply-to was not moved to the dead list"
 grep -q 'not a request' "$T_DIR/st.err" || fail "no word about it: $(cat "$T_DIR/st.err")"
+# A real request after it is run, so the command had its chance.
+assert_eq ok "$(mbctl call svc ok --timeout 10 2>&1)" "a request after the stray message"
 end_serve "$st" st
-note "a message without reply-to goes to the dead list"
+assert_eq "ran on ok" "$(cat "$T_DIR/st.log")" "what the command ran on"
+note "a message without reply-to goes to the dead list, the command not run"
+
+# --- a command's stderr reaches serve's stderr when it succeeds too ---
+start_serve lg svc -- sh -c 'echo "server log line" >&2; cat'
+lg=$SERVE_PID
+assert_eq hi "$(mbctl call svc hi --timeout 10)" "reply of a server that logs"
+end_serve "$lg" lg
+grep -q '^server log line$' "$T_DIR/lg.err" || fail "serve dropped its command's stderr: $(cat "$T_DIR/lg.err")"
 
 # --- SIGTERM: the running request is answered, then exit 0 ---
 start_serve t svc -- sh -c 'echo started >>"$0"; sleep 1; echo -n "late:$(cat)"' "$T_DIR/t.log"
@@ -173,3 +188,22 @@ exec 3>&-
 assert_eq 0 "$rc" "create --temp exit status after SIGTERM"
 assert_eq "idle svc" "$(mailboxes)" "mailboxes after create --temp got SIGTERM"
 note "create --temp: the mailbox lives until EOF or SIGTERM"
+
+# --- the broker stops during a call: the request may still be served ---
+mbctl purge svc >/dev/null
+"$MBOXCTL" -S "$SOCK" call svc pending --timeout 30 >"$T_DIR/sc.out" 2>"$T_DIR/sc.err" &
+sc=$!
+track_pid "$sc"
+wait_num svc ready 1 50 || fail "the call's request was not stored"
+stop_broker
+wait_dead "$sc" 100 || fail "call still runs after the broker stopped"
+rc=0
+wait "$sc" || rc=$?
+untrack_pid "$sc"
+assert_eq 1 "$rc" "call's exit status when the broker stopped"
+grep -q 'the request may have been stored and may still be served' "$T_DIR/sc.err" ||
+	fail "call's message when the broker stopped: $(cat "$T_DIR/sc.err")"
+start_broker --max-msg-size 512K
+assert_eq 1 "$(ls_num svc ready)" "the request after the restart"
+stop_broker
+note "a call cut by the broker's stop says the request may still be served"

@@ -56,6 +56,8 @@ t2=$(sed -n 2p "$T_DIR/n.log" | cut -d' ' -f3)
 gap=$(((t2 - t1) / 1000000))
 [ "$gap" -ge 900 ] || fail "redelivered after $gap ms, the back-off is 1 s"
 end_work "$n" n
+grep -q '^mboxctl: work n: message [0-9]*: the command exited with status 1 (delivery 1); given back, retried after 1 s$' "$T_DIR/n.err" ||
+	fail "the failure was not reported: $(cat "$T_DIR/n.err")"
 note "a failure is nacked and redelivered after $gap ms (back-off 1 s)"
 
 # --- the reject code and --max-deliveries: dead list ---
@@ -158,20 +160,57 @@ expect_rc 3 "work --once on an empty mailbox" mbctl work o --once --wait 0.3 -- 
 expect_rc 2 "work without a command" mbctl work o
 expect_rc 2 "work with a missing command" mbctl work o -- /nonexistent/cmd
 expect_rc 5 "work on a missing mailbox" mbctl work nosuch --once -- cat
-note "--once: 0 on ack, CMD's status on failure, 3 when empty; usage errors"
+# The command succeeds but its message cannot be acked (the mailbox is
+# deleted meanwhile): not 0, which says "acknowledged".
+mbctl create gone
+mbctl post gone doomed >/dev/null
+expect_rc 1 "work --once whose ack fails" mbctl work gone --once -- \
+	sh -c 'cat >/dev/null; "$0" -S "$1" rm gone --force' "$MBOXCTL" "$SOCK"
+grep -q 'cannot ack message' "$T_DIR/rc.err" || fail "work --once: $(cat "$T_DIR/rc.err")"
+note "--once: 0 on ack, 1 when the ack failed, CMD's status on failure, 3 when empty; usage errors"
 
-# --- kill -9 of the worker mid-command: the message comes back ---
+# --- the mailbox deleted under a worker: exit 5, as subscribe ---
+mbctl create del
+start_work del del -- cat
+d=$WORK_PID
+wait_num del consumers 1 50 || fail "the worker of del did not subscribe"
+mbctl rm del >/dev/null
+wait_dead "$d" 100 || fail "the worker of a deleted mailbox still runs"
+rc=0
+wait "$d" || rc=$?
+untrack_pid "$d"
+assert_eq 5 "$rc" "work's exit status when its mailbox is deleted"
+
+# --- the reader of work's output goes away: work stops, loses nothing ---
+mbctl create pq
+seq 1 200 | mbctl post pq --lines >/dev/null
+rc=0
+{ timeout 60 "$MBOXCTL" -S "$SOCK" work pq -- sh -c 'cat; echo' \
+	2>"$T_DIR/pq.err" || echo $? >"$T_DIR/pq.rc"; } | head -n 1 >/dev/null
+assert_eq 1 "$(cat "$T_DIR/pq.rc" 2>/dev/null)" "work's exit status once its reader left"
+grep -q 'standard output is closed (its reader went away): stopping' "$T_DIR/pq.err" ||
+	fail "work did not say why it stopped: $(cat "$T_DIR/pq.err")"
+assert_eq 0 "$(ls_num pq leased)" "leased after work stopped"
+assert_eq 0 "$(ls_num pq dead)" "dead after work stopped"
+[ "$(ls_num pq ready)" -ge 150 ] || fail "work went on after its reader left: $(ls_num pq ready) ready of 200"
+note "work stops when its reader goes away, and gives the message back"
+
+# --- kill -9 of the worker mid-command: the message comes back, and the
+# command dies with the worker rather than run beside the next one ---
 mbctl create k
 mbctl post k victim >/dev/null
-# The command writes its pid: the orphan it leaves is ours to end.
+# The command writes its pid (tracked, in case it outlives the worker).
 start_work k k -- sh -c 'cat >/dev/null; echo $$ >>"$0"; exec sleep 30' "$T_DIR/k.log"
 k=$WORK_PID
 wait_lines "$T_DIR/k.log" 1 50 || fail "kill -9: the command did not start"
-track_pid "$(cat "$T_DIR/k.log")"
+kcmd=$(cat "$T_DIR/k.log")
+track_pid "$kcmd"
 kill9_pid "$k"
 expect_rc 0 "recv after kill -9 of the worker" mbctl recv k --json --wait 5
 assert_eq 2 "$(json_num deliveries <"$T_DIR/rc.out")" "deliveries after kill -9"
-note "kill -9 of the worker: its message was delivered again"
+wait_dead "$kcmd" 50 || fail "the command of a worker killed with -9 still runs"
+untrack_pid "$kcmd"
+note "kill -9 of the worker: its command died with it, its message was delivered again"
 
 # --- re-exec hand-off: nothing lost, nothing done twice ---
 mbctl create h
