@@ -14,6 +14,9 @@
  * for the fd, while mbox_pending() says libmbox holds pushes it has
  * already read (see sub_dispatch below for why that happens).
  */
+/* getopt's optarg and optind, also under a strict -std=c11. */
+#define _POSIX_C_SOURCE 200809L
+
 #include <errno.h>
 #include <ev.h>
 #include <stddef.h>
@@ -138,12 +141,14 @@ sub_dispatch(Sub *s)
 static void
 sub_on_readable(EV_P_ ev_io *w, int revents)
 {
+	(void)revents;
 	sub_dispatch(container_of(w, Sub, io));
 }
 
 static void
 sub_on_idle(EV_P_ ev_idle *w, int revents)
 {
+	(void)revents;
 	sub_dispatch(container_of(w, Sub, idle));
 }
 
