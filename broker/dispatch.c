@@ -1128,6 +1128,25 @@ op_subscribe(Request *q)
 	conn_send_writer(q->c, w);
 }
 
+/* Answer q's connection's waiting RECVs (on rt only, unless NULL) with
+ * nothing: they are to take no more messages. */
+static void
+answer_waiters_empty(Request *q, const MailboxRt *rt)
+{
+	for (Waiter *wt = q->c->waiters, *next; wt; wt = next) {
+		uint32_t id = wt->req_id;
+
+		next = wt->conn_next;
+		if (rt && wt->rt != rt)
+			continue;
+		broker_waiter_free(wt);
+		q->c->in_flight--;
+		proto_writer_begin(&q->b->w, MBOX_OP_RECV, MBOX_FLAG_REPLY, id,
+				   MBOX_S_OK);
+		conn_send_writer(q->c, &q->b->w);
+	}
+}
+
 static void
 op_unsubscribe(Request *q)
 {
@@ -1147,12 +1166,14 @@ op_unsubscribe(Request *q)
 			     "this connection does not subscribe to %s", name);
 		return;
 	}
-	/* The active exclusive subscriber's messages go back to their
-	 * places at once, so the next one takes over in strict order. */
+	/* The active exclusive subscriber's messages of the mailbox (its
+	 * RECVs' too) go back to their places at once, and its waiting
+	 * RECVs end, so the next one takes over in strict order. */
 	if (s->exclusive && sub_is_active(s)) {
+		answer_waiters_empty(q, s->rt);
 		for (Lease *l = q->c->leases.head, *next; l; l = next) {
 			next = l->next;
-			if (l->sub == s)
+			if (l->sub == s || l->mailbox_id == s->rt->mailbox_id)
 				broker_lease_drop(q->b, l, true);
 		}
 	}
@@ -1188,15 +1209,7 @@ op_handoff(Request *q)
 		return;
 	}
 	/* Waiting RECVs are answered first: nothing more comes to them. */
-	while (q->c->waiters) {
-		Waiter *wt = q->c->waiters;
-		uint32_t id = wt->req_id;
-		broker_waiter_free(wt);
-		q->c->in_flight--;
-		proto_writer_begin(&q->b->w, MBOX_OP_RECV, MBOX_FLAG_REPLY, id,
-				   MBOX_S_OK);
-		conn_send_writer(q->c, &q->b->w);
-	}
+	answer_waiters_empty(q, NULL);
 	n = q->c->leases.count;
 	if (handoff_park(q->b, q->c, wait_ms, &h) < 0) {
 		reply_error(q, MBOX_S_LIMIT, "memory",

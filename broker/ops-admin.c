@@ -426,14 +426,14 @@ op_publish(Request *q)
 	 * anyone may bind a mailbox to any topic, and a full one must not
 	 * stop everybody's publishing.
 	 */
+	for (size_t i = 0; i < t.n; i++)
+		if (t.mb[i]->owner_uid == q->c->peer.uid &&
+		    post_would_overflow(q, t.mb[i], item, 1, NULL))
+			goto out;
 	for (size_t i = 0; i < t.n; i++) {
 		if (post_fits(q->b, t.mb[i], item, 1)) {
 			t.mb[kept++] = t.mb[i];
 			continue;
-		}
-		if (t.mb[i]->owner_uid == q->c->peer.uid) {
-			post_would_overflow(q, t.mb[i], item, 1, NULL);
-			goto out;
 		}
 		if (log_rate_ok(&q->b->skip_log, broker_mono_ns(), &quiet))
 			log_write(q->b->log, LOG_NOTICE,

@@ -95,7 +95,8 @@ mbox_strerror(int err)
 	case ENOTEMPTY:
 		return "mailbox not empty";
 	case EBUSY:
-		return "too many requests in flight";
+		return "busy: too many requests in flight, or an exclusive "
+		       "subscription conflicts";
 	case EBADMSG:
 		return "the broker found our request malformed";
 	case EOPNOTSUPP:

@@ -224,10 +224,11 @@ mbox_publish(mbox *m, const char *topic, const void *data, size_t len,
 
 	if (copies)
 		*copies = 0;
+	if (m)
+		m->publish_skipped = 0;
 	r = core_enter(m);
 	if (r < 0)
 		return r;
-	m->publish_skipped = 0;
 	r = check_topic(m, topic, false);
 	if (r < 0)
 		return r;

@@ -166,7 +166,8 @@ static const char *const status_texts[] = {
 	[MBOX_S_STORE] = "store failure",
 	[MBOX_S_SHUTDOWN] = "broker shutting down",
 	[MBOX_S_NOT_EMPTY] = "mailbox not empty",
-	[MBOX_S_BUSY] = "too many requests in flight",
+	[MBOX_S_BUSY] = "busy: too many requests in flight, or consumers "
+			"conflict",
 };
 
 /* ------------------------------------------------------------------ */

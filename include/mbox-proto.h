@@ -194,7 +194,7 @@ enum mbox_status {
 	MBOX_S_STORE = 12,	/* the store failed (disk full, I/O) */
 	MBOX_S_SHUTDOWN = 13,	/* broker is stopping */
 	MBOX_S_NOT_EMPTY = 14,	/* mailbox not empty */
-	MBOX_S_BUSY = 15,	/* too many requests in flight */
+	MBOX_S_BUSY = 15,	/* requests in flight; consumers conflict */
 };
 
 #endif

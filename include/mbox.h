@@ -126,7 +126,9 @@ int mbox_post_batch(mbox *m, const char *mailbox, const mbox_post_item *items,
  * waiting up to wait_ms (0 = do not wait, < 0 = forever) for the first.
  * lease_ms 0 uses the mailbox's lease. msgs must hold max pointers; *n
  * receives how many were filled (0 when the wait ran out). Each message
- * must be acked, nacked or left to the broker, and freed.
+ * must be acked, nacked or left to the broker, and freed. -EBUSY: the
+ * mailbox has exclusive subscribers and this connection is not the
+ * active one's.
  */
 int mbox_recv(mbox *m, const char *mailbox, size_t max, int64_t wait_ms,
 	      uint64_t lease_ms, mbox_msg **msgs, size_t *n);
@@ -174,7 +176,7 @@ int mbox_delete(mbox *m, const char *mailbox, unsigned flags);
  * be NULL) receives how many went. */
 int mbox_purge(mbox *m, const char *mailbox, unsigned flags, uint64_t *count);
 /* Put up to max (0 = all) dead messages back to ready, oldest first,
- * delivery counts reset. Owner only. */
+ * delivery counts reset. Owner or admin only. */
 int mbox_kick(mbox *m, const char *mailbox, uint64_t max, uint64_t *count);
 /* Stop / restart deliveries of a mailbox (posts are still accepted). */
 int mbox_pause(mbox *m, const char *mailbox);
@@ -270,7 +272,8 @@ int mbox_handoff(mbox *m, uint64_t wait_ms, char token[MBOX_TOKEN_SIZE],
 		 int64_t *deadline_ns);
 /*
  * mbox_claim - take over the leases and subscriptions parked under token
- * (same uid as the one who parked them, or an admin). The leased
+ * (same uid as the one who parked them, or an admin, and read permission
+ * on their mailboxes, else -EACCES with the record kept). The leased
  * messages, unchanged (no delivery counted), arrive as pushes before this
  * returns: read them with mbox_next or mbox_dispatch. *count (may be
  * NULL) receives how many. A parked subscription whose mailbox was

@@ -236,27 +236,32 @@ stdout_reader_gone(void)
 }
 
 /*
- * Say why a message is given back: a failing command would otherwise
- * retry unseen. A command killed by SIGPIPE whose output was ours, with
- * our reader gone, means every command would fail the same way: stop.
+ * A command killed by SIGPIPE whose output was ours, with our reader
+ * gone: every command would fail the same way, so stop.
  */
+static void
+work_check_reader(WorkRun *w, const Child *ch, uint64_t id)
+{
+	if (child_exit_code(ch) != 128 + SIGPIPE || w->o->io.capture ||
+	    w->out_closed || !stdout_reader_gone())
+		return;
+	w->out_closed = true;
+	work_stop(w);
+	fprintf(stderr,
+		"mboxctl: %s %s: standard output is closed (its reader went "
+		"away): stopping; message %" PRIu64 " goes back to the "
+		"mailbox\n",
+		w->c->verb, w->c->target, id);
+}
+
+/* Say why a message is given back: a failing command would otherwise
+ * retry unseen. */
 static void
 work_say_failed(WorkRun *w, const Child *ch, uint64_t id, uint32_t deliveries)
 {
 	int code = child_exit_code(ch);
 	char how[64];
 
-	if (code == 128 + SIGPIPE && !w->o->io.capture && !w->out_closed &&
-	    stdout_reader_gone()) {
-		w->out_closed = true;
-		work_stop(w);
-		fprintf(stderr,
-			"mboxctl: %s %s: standard output is closed (its "
-			"reader went away): stopping; message %" PRIu64
-			" goes back to the mailbox\n",
-			w->c->verb, w->c->target, id);
-		return;
-	}
 	if (w->out_closed)
 		return;
 	if (code > 128)
@@ -280,7 +285,10 @@ work_settle(WorkRun *w, Child *ch)
 	const char *what = "ack";
 	int r;
 
-	if (s == WORK_NACK && w->o->max_deliveries &&
+	/* First: a reader gone stops us, whatever the count says. */
+	if (s == WORK_NACK && !w->o->finish)
+		work_check_reader(w, ch, id);
+	if (s == WORK_NACK && w->o->max_deliveries && !w->out_closed &&
 	    deliveries >= w->o->max_deliveries) {
 		fprintf(stderr,
 			"mboxctl: %s %s: message %" PRIu64 " failed on "
@@ -435,6 +443,7 @@ work_start_ready(WorkRun *w)
 			r = mbox_reject(w->c->m, &id, 1);
 			if (r < 0)
 				ctl_fail(w->c, r, "reject");
+			i--; /* this slot is still free */
 			continue;
 		}
 		r = child_start(ch, w->o->cmd, msg, &w->o->io);

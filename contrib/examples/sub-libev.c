@@ -141,6 +141,7 @@ sub_dispatch(Sub *s)
 static void
 sub_on_readable(EV_P_ ev_io *w, int revents)
 {
+	(void)EV_A;
 	(void)revents;
 	sub_dispatch(container_of(w, Sub, io));
 }
@@ -148,6 +149,7 @@ sub_on_readable(EV_P_ ev_io *w, int revents)
 static void
 sub_on_idle(EV_P_ ev_idle *w, int revents)
 {
+	(void)EV_A;
 	(void)revents;
 	sub_dispatch(container_of(w, Sub, idle));
 }

@@ -334,6 +334,7 @@ def main(path):
     names(path)
     consumers(path)
     settings_limits(path)
+    exclusive_unsubscribe(path)
 
 
 def settings_limits(path):
@@ -418,6 +419,52 @@ def consumers(path):
     count(o, "3 RECVs of one connection, a subscriber also waiting", 2)
     for c in (a, b):
         c.s.close()
+
+
+def exclusive_unsubscribe(path):
+    """5.5, 5.12, 5.14: the active exclusive subscriber may RECV; when it
+    unsubscribes, what its RECVs hold goes back and its waiting RECV
+    ends, so the standby takes over in strict order."""
+    c = Client(path)
+    c.hello()
+    st, f = c.call("CREATE", field("MAILBOX", "xu"))
+    check(st == 0, "CREATE xu: " + text_of(f))
+    a, b = Client(path), Client(path)
+    a.hello()
+    b.hello()
+    st, f = a.call("SUBSCRIBE", field("MAILBOX", "xu") + field("FLAGS", 1))
+    check(st == 0 and u64(value(f, "FLAGS")) == 0, "a: active exclusive")
+    st, f = b.call("SUBSCRIBE", field("MAILBOX", "xu") + field("FLAGS", 1) +
+                   field("COUNT", 4))
+    check(st == 0 and u64(value(f, "FLAGS")) == 2, "b: standby")
+    st, f = c.call("RECV", field("MAILBOX", "xu"))
+    check(st == S["BUSY"], "RECV beside an exclusive subscriber is BUSY")
+    ids = [post(c, "xu", "x%d" % i) for i in range(2)]
+    got = a.pushed(1)
+    check([u64(m[TAG["ID"]]) for m in got] == ids[:1],
+          "a is pushed the first")
+    st, f = a.call("RECV", field("MAILBOX", "xu"))
+    check(st == 0 and [u64(m[TAG["ID"]]) for m in msgs_of(f)] == ids[1:],
+          "the active subscriber's own RECV takes the second")
+    recv_rid = a.send_frame(OP["RECV"], field("MAILBOX", "xu") +
+                            field("WAIT_MS", 30000))
+    unsub_rid = a.send_frame(OP["UNSUBSCRIBE"], field("MAILBOX", "xu"))
+    replies = {}
+    while len(replies) < 2:
+        op, flags, rid, st, body = a.read_frame()
+        if not flags & 2:
+            replies[rid] = (st, fields(body))
+    st, f = replies[recv_rid]
+    check(st == 0 and msgs_of(f) == [],
+          "UNSUBSCRIBE of the active one answers its waiting RECV empty")
+    check(replies[unsub_rid][0] == 0, "UNSUBSCRIBE")
+    got = b.pushed(2)
+    check([u64(m[TAG["ID"]]) for m in got] == ids,
+          "the standby takes over both, in order, the RECV's one too")
+    later = post(c, "xu", "x2")
+    got = b.pushed(1)
+    check([u64(m[TAG["ID"]]) for m in got] == [later],
+          "and what comes next")
 
 
 def set_comm(name):

@@ -1733,7 +1733,8 @@ test_proto_names(void **state)
 	assert_string_equal(proto_status_text(MBOX_S_NOT_EMPTY),
 			    "mailbox not empty");
 	assert_string_equal(proto_status_text(MBOX_S_BUSY),
-			    "too many requests in flight");
+			    "busy: too many requests in flight, or consumers "
+			    "conflict");
 	assert_non_null(proto_status_text(MBOX_S_OK));
 	assert_non_null(proto_status_text(16));
 	assert_non_null(proto_status_text(0xffffffffu));
