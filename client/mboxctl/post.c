@@ -82,8 +82,7 @@ static const char publish_help[] =
 	"DATA, or all of standard input (binary-safe) when DATA is absent.\n"
 	"TOPIC is words of A-Z a-z 0-9 _ - separated by dots: jobs.eu.created\n"
 	"\n"
-	"Options:\n" MSG_OPTIONS_HELP
-	"  -j, --json            print "
+	"Options:\n" MSG_OPTIONS_HELP "  -j, --json            print "
 	"{\"copies\":N,\"skipped\":N}\n" CTL_COMMON_HELP "\n" MSG_OPTIONS_NOTE;
 
 enum {
