@@ -166,8 +166,7 @@ static const char *const status_texts[] = {
 	[MBOX_S_STORE] = "store failure",
 	[MBOX_S_SHUTDOWN] = "broker shutting down",
 	[MBOX_S_NOT_EMPTY] = "mailbox not empty",
-	[MBOX_S_BUSY] = "busy: too many requests in flight, or consumers "
-			"conflict",
+	[MBOX_S_BUSY] = "busy: too many requests, or consumers conflict",
 };
 
 /* ------------------------------------------------------------------ */

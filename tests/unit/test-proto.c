@@ -1733,8 +1733,7 @@ test_proto_names(void **state)
 	assert_string_equal(proto_status_text(MBOX_S_NOT_EMPTY),
 			    "mailbox not empty");
 	assert_string_equal(proto_status_text(MBOX_S_BUSY),
-			    "busy: too many requests in flight, or consumers "
-			    "conflict");
+			    "busy: too many requests, or consumers conflict");
 	assert_non_null(proto_status_text(MBOX_S_OK));
 	assert_non_null(proto_status_text(16));
 	assert_non_null(proto_status_text(0xffffffffu));
